@@ -1,0 +1,184 @@
+//! Issuing and verifying JSON Web Tokens.
+//!
+//! HS256 tokens are issued by `depot token` with a secret kept in the data dir; RS256 and ES256
+//! tokens from an external identity provider are accepted when their public key is configured.
+//! The key is chosen by the token's `alg`, so an HS256 token signed with a public key (the
+//! algorithm-confusion attack) is checked against our secret and fails.
+
+use crate::config::AuthConfig;
+use crate::error::{Error, Result};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The claims depot relies on. Deserialisation is strict: a claim of the wrong type
+/// (`"exp": "9999999999"`) rejects the token instead of being treated as absent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The account.
+    pub sub: String,
+    /// The instance (domain) the token is for.
+    pub instance: String,
+    /// Admin of that instance.
+    #[serde(default)]
+    pub admin: bool,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+}
+
+/// The keys and rules tokens are checked with.
+pub struct Keys {
+    hs_encode: EncodingKey,
+    hs_decode: DecodingKey,
+    rs: Option<DecodingKey>,
+    es: Option<DecodingKey>,
+    cfg: AuthConfig,
+}
+
+/// Name of the generated secret inside the data dir.
+pub const SECRET_FILE: &str = "jwt.secret";
+
+impl Keys {
+    /// Loads keys from config, generating the HS256 secret on first use.
+    pub fn load(cfg: &AuthConfig, data_dir: &Path) -> Result<Self> {
+        let secret = match &cfg.hs256_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => load_or_create_secret(data_dir)?,
+        };
+        let read_pem = |p: &Path| {
+            std::fs::read(p).map_err(|e| {
+                Error::BadRequest(format!("cannot read public key {}: {e}", p.display()))
+            })
+        };
+        let rs = match &cfg.rs256_public_key {
+            Some(p) => Some(DecodingKey::from_rsa_pem(&read_pem(p)?).map_err(|e| {
+                Error::BadRequest(format!("invalid RS256 public key {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        let es = match &cfg.es256_public_key {
+            Some(p) => Some(DecodingKey::from_ec_pem(&read_pem(p)?).map_err(|e| {
+                Error::BadRequest(format!("invalid ES256 public key {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            hs_encode: EncodingKey::from_secret(&secret),
+            hs_decode: DecodingKey::from_secret(&secret),
+            rs,
+            es,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Signs an HS256 token valid for `ttl`.
+    pub fn issue(&self, sub: &str, instance: &str, admin: bool, ttl: std::time::Duration) -> Result<String> {
+        let now = crate::types::now_millis() / 1000;
+        let claims = Claims {
+            sub: sub.to_string(),
+            instance: instance.to_string(),
+            admin,
+            exp: now + ttl.as_secs(),
+            iat: Some(now),
+            nbf: None,
+            iss: self.cfg.issuer.clone(),
+            aud: self.cfg.audience.clone().map(serde_json::Value::String),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.hs_encode)
+            .map_err(|e| Error::Internal(format!("signing token: {e}")))
+    }
+
+    /// Verifies signature, expiry, not-before and (when configured) issuer and audience.
+    pub fn verify(&self, token: &str) -> Result<Claims> {
+        let bad = |why: &str| Error::Unauthenticated(format!("invalid token: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed"))?;
+        let key = match header.alg {
+            Algorithm::HS256 => &self.hs_decode,
+            Algorithm::RS256 => self.rs.as_ref().ok_or_else(|| bad("RS256 is not accepted"))?,
+            Algorithm::ES256 => self.es.as_ref().ok_or_else(|| bad("ES256 is not accepted"))?,
+            _ => return Err(bad("algorithm not accepted")),
+        };
+        let mut v = Validation::new(header.alg);
+        v.leeway = self.cfg.leeway_secs;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &self.cfg.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.cfg.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => bad("expired"),
+                K::ImmatureSignature => bad("not valid yet"),
+                K::InvalidSignature => bad("bad signature"),
+                K::InvalidAudience => bad("wrong audience"),
+                K::InvalidIssuer => bad("wrong issuer"),
+                K::MissingRequiredClaim(c) => bad(&format!("missing claim {c}")),
+                _ => bad("rejected"),
+            }
+        })?;
+        let c = data.claims;
+        if c.sub.is_empty() || c.sub.chars().any(char::is_control) {
+            return Err(bad("sub must be a non-empty printable string"));
+        }
+        if c.instance.is_empty() || c.instance.chars().any(char::is_control) {
+            return Err(bad("instance must be a non-empty printable string"));
+        }
+        Ok(c)
+    }
+}
+
+/// Reads `<data_dir>/jwt.secret`, creating it (32 random bytes, hex, mode 0600) on first use.
+fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let path = data_dir.join(SECRET_FILE);
+    let io = |e| Error::from_io("signing secret", e);
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => return Err(Error::Internal(format!("{} is empty", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let tmp = data_dir.join(format!("{SECRET_FILE}.{}.tmp", std::process::id()));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(io)?;
+        f.write_all(secret.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    // hard_link fails if another process created the secret meanwhile: then use theirs.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(secret.into_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(&path).map_err(io)?.trim().as_bytes().to_vec())
+        }
+        Err(e) => Err(io(e)),
+    }
+}

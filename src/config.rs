@@ -1,0 +1,207 @@
+//! One typed configuration, loaded once: the file, then `DEPOT_*` environment variables, then flags.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The file read when no `--config` is given, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+
+/// Everything the service can be told. Field docs are mirrored in `config/default.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Where blobs, metadata and the generated signing key live.
+    pub data_dir: PathBuf,
+    /// Instance (domain) used when a request carries no `hypi-domain` header.
+    pub default_instance: Option<String>,
+    /// Largest accepted file part, in bytes.
+    pub max_file_size: u64,
+    /// Most parts (file or not) accepted in one multipart request.
+    pub max_parts: usize,
+    /// Seconds a client may take to send its request head before it gets 408.
+    pub header_timeout_secs: u64,
+    /// Seconds an upload body may stall (no bytes arriving) before it is aborted.
+    pub body_timeout_secs: u64,
+    /// Worker threads for HTTP; 0 means one per core.
+    pub workers: usize,
+    /// Log filter, e.g. `info` or `depot=debug`.
+    pub log: String,
+    /// Token verification.
+    pub auth: AuthConfig,
+}
+
+/// How tokens are signed and checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret. When unset, a random one is generated into `<data_dir>/jwt.secret`.
+    pub hs256_secret: Option<String>,
+    /// PEM file with an RSA public key: accept RS256 tokens from an external identity provider.
+    pub rs256_public_key: Option<PathBuf>,
+    /// PEM file with an EC P-256 public key: accept ES256 tokens from an external identity provider.
+    pub es256_public_key: Option<PathBuf>,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            default_instance: None,
+            max_file_size: 2 * 1024 * 1024 * 1024,
+            max_parts: 100,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            workers: 0,
+            log: "info".into(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            rs256_public_key: None,
+            es256_public_key: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the file (explicit, else `config/default.toml` when present), then the environment,
+    /// then `flags`.
+    pub fn load(flags: &Overrides) -> Result<Self> {
+        let mut cfg = match &flags.config {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                Self::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        if let Some(l) = &flags.listen {
+            cfg.listen = l.clone();
+        }
+        if let Some(d) = &flags.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::BadRequest(format!("cannot read config {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::BadRequest(format!("invalid config {}: {e}", path.display())))
+    }
+
+    /// Applies `DEPOT_*` variables, read through `get` so tests need not touch the process env.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T> {
+            v.trim()
+                .parse()
+                .map_err(|_| Error::BadRequest(format!("{key} must be a number, got {v:?}")))
+        }
+        let opt = |v: String| if v.is_empty() { None } else { Some(v) };
+        if let Some(v) = get("DEPOT_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("DEPOT_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("DEPOT_DEFAULT_INSTANCE") {
+            self.default_instance = opt(v);
+        }
+        if let Some(v) = get("DEPOT_MAX_FILE_SIZE") {
+            self.max_file_size = num("DEPOT_MAX_FILE_SIZE", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_PARTS") {
+            self.max_parts = num("DEPOT_MAX_PARTS", v)?;
+        }
+        if let Some(v) = get("DEPOT_HEADER_TIMEOUT_SECS") {
+            self.header_timeout_secs = num("DEPOT_HEADER_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_BODY_TIMEOUT_SECS") {
+            self.body_timeout_secs = num("DEPOT_BODY_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_WORKERS") {
+            self.workers = num("DEPOT_WORKERS", v)?;
+        }
+        if let Some(v) = get("DEPOT_LOG") {
+            self.log = v;
+        }
+        if let Some(v) = get("DEPOT_JWT_SECRET") {
+            self.auth.hs256_secret = opt(v);
+        }
+        if let Some(v) = get("DEPOT_JWT_RS256_PUBLIC_KEY") {
+            self.auth.rs256_public_key = opt(v).map(PathBuf::from);
+        }
+        if let Some(v) = get("DEPOT_JWT_ES256_PUBLIC_KEY") {
+            self.auth.es256_public_key = opt(v).map(PathBuf::from);
+        }
+        if let Some(v) = get("DEPOT_JWT_ISSUER") {
+            self.auth.issuer = opt(v);
+        }
+        if let Some(v) = get("DEPOT_JWT_AUDIENCE") {
+            self.auth.audience = opt(v);
+        }
+        if let Some(v) = get("DEPOT_JWT_LEEWAY_SECS") {
+            self.auth.leeway_secs = num("DEPOT_JWT_LEEWAY_SECS", v)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_parts == 0 {
+            return Err(Error::BadRequest("max_parts must be at least 1".into()));
+        }
+        if self.body_timeout_secs == 0 || self.header_timeout_secs == 0 {
+            return Err(Error::BadRequest("timeouts must be at least 1 second".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_beats_file_and_flags_beat_env() {
+        let mut cfg: Config = toml::from_str("listen = \"0.0.0.0:1\"\nmax_file_size = 5").unwrap();
+        assert_eq!(cfg.max_file_size, 5);
+        cfg.apply_env(|k| (k == "DEPOT_LISTEN").then(|| "127.0.0.1:2".to_string())).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:2");
+        assert!(cfg
+            .apply_env(|k| (k == "DEPOT_MAX_PARTS").then(|| "many".to_string()))
+            .is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! `/access-rights` and `/instances/{domain}`.
+
+use super::{caller, views, AppState};
+use crate::error::{Error, Result};
+use crate::service::access::{AccessRightInput, OneOrMany};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Creates one grant (object body) or several (array body).
+pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let input: OneOrMany<AccessRightInput> = serde_json::from_value(body.into_inner())
+        .map_err(|e| Error::BadRequest(format!("invalid access right: {e}")))?;
+    let single = matches!(input, OneOrMany::One(_));
+    let rights = state.service.grant(p, input.into_vec()).await?;
+    let mut out: Vec<Value> = rights.iter().map(views::access_right).collect();
+    let body = if single { out.remove(0) } else { Value::Array(out) };
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// Query of a grant listing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RightsQuery {
+    resource: String,
+}
+
+/// Grants on one resource.
+pub async fn list(req: HttpRequest, state: web::Data<AppState>, q: web::Query<RightsQuery>) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let rights = state.service.rights_on(p, q.into_inner().resource).await?;
+    Ok(HttpResponse::Ok().json(rights.iter().map(views::access_right).collect::<Vec<_>>()))
+}
+
+/// Revokes a grant.
+pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let id = id.parse().map_err(|_| Error::NotFound("no such access right".into()))?;
+    state.service.revoke(p, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Body of `PUT /instances/{domain}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceSettings {
+    anonymous_requests: bool,
+}
+
+/// Changes an instance's settings (admins of that instance).
+pub async fn put_instance(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    domain: web::Path<String>,
+    body: web::Json<InstanceSettings>,
+) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let i = state
+        .service
+        .set_anonymous(p, domain.into_inner(), body.anonymous_requests)
+        .await?;
+    Ok(HttpResponse::Ok().json(views::instance(&i)))
+}
+
+/// An instance's settings (members of that instance).
+pub async fn get_instance(req: HttpRequest, state: web::Data<AppState>, domain: web::Path<String>) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let i = state.service.instance(p, domain.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(views::instance(&i)))
+}

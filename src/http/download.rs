@@ -1,0 +1,168 @@
+//! `GET`/`HEAD /file/<instanceId>-<fileId>.<ext>`: streamed downloads with ranges and
+//! conditional requests.
+
+use super::{caller, disposition::content_disposition, range, AppState};
+use crate::error::{Error, Result};
+use crate::media;
+use crate::store::BlobReader;
+use crate::types::{FileId, InstanceId};
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Bytes read from disk per chunk: large reads keep downloads near disk and socket speed.
+const CHUNK: usize = 1 << 20;
+
+/// Splits `<instanceId>-<fileId>.<ext>` (instance prefix and extension optional).
+fn parse_name(name: &str) -> Option<(Option<InstanceId>, FileId, Option<String>)> {
+    let (stem, ext) = match name.split_once('.') {
+        Some((s, e)) => (s, Some(e.to_string())),
+        None => (name, None),
+    };
+    let (instance, id) = match stem.split_once('-') {
+        Some((i, f)) => (Some(i.parse().ok()?), f.parse().ok()?),
+        None => (None, stem.parse().ok()?),
+    };
+    Some((instance, id, ext))
+}
+
+/// Weak comparison of an If-None-Match list against our strong ETag.
+fn etag_listed(header: &str, etag: &str) -> bool {
+    header.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn http_date(h: Option<&str>) -> Option<u64> {
+    let t = httpdate::parse_http_date(h?).ok()?;
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// Serves a file.
+pub async fn download(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let (instance, id, ext) = parse_name(&name).ok_or_else(Error::not_found)?;
+    let dl = state.service.open_download(caller, instance, id, ext).await?;
+    let f = &dl.file;
+    let etag = format!("\"{}\"", f.sha256.to_hex());
+    let modified_secs = f.updated / 1000;
+    let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(modified_secs));
+    let headers = req.headers();
+
+    let mut res = HttpResponse::build(StatusCode::OK);
+    res.insert_header((header::ETAG, etag.clone()))
+        .insert_header((header::LAST_MODIFIED, last_modified))
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Content-Security-Policy", "sandbox"));
+
+    // Preconditions, in RFC 9110 section 13.2.2 order.
+    if let Some(im) = header_str(headers, header::IF_MATCH) {
+        if !im.split(',').map(str::trim).any(|t| t == "*" || t == etag) {
+            return Ok(res.status(StatusCode::PRECONDITION_FAILED).finish());
+        }
+    } else if let Some(since) = http_date(header_str(headers, header::IF_UNMODIFIED_SINCE)) {
+        if modified_secs > since {
+            return Ok(res.status(StatusCode::PRECONDITION_FAILED).finish());
+        }
+    }
+    if let Some(inm) = header_str(headers, header::IF_NONE_MATCH) {
+        if etag_listed(inm, &etag) {
+            return Ok(res.status(StatusCode::NOT_MODIFIED).finish());
+        }
+    } else if let Some(since) = http_date(header_str(headers, header::IF_MODIFIED_SINCE)) {
+        if modified_secs <= since {
+            return Ok(res.status(StatusCode::NOT_MODIFIED).finish());
+        }
+    }
+
+    let inline = !media::is_active_content(&f.mime);
+    res.insert_header((header::CONTENT_TYPE, f.mime.clone()))
+        .insert_header((header::CONTENT_DISPOSITION, content_disposition(&f.name, inline)));
+
+    let len = dl.len;
+    let if_range_ok = match header_str(headers, header::IF_RANGE) {
+        None => true,
+        Some(v) if v.starts_with('"') => v == etag,
+        Some(v) => http_date(Some(v)) == Some(modified_secs),
+    };
+    let (start, count) = match header_str(headers, header::RANGE).filter(|_| if_range_ok) {
+        None => (0, len),
+        Some(h) => match range::parse(h, len) {
+            range::RangeRequest::Full => (0, len),
+            range::RangeRequest::Unsatisfiable => {
+                return Err(Error::RangeNotSatisfiable("range not satisfiable".into(), len))
+            }
+            range::RangeRequest::Partial { start, end } => {
+                res.status(StatusCode::PARTIAL_CONTENT)
+                    .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+                (start, end - start + 1)
+            }
+        },
+    };
+
+    if req.method() == Method::HEAD {
+        // Sized but empty: the header says `count`, and nothing is read from disk.
+        let nothing = futures_util::stream::empty::<std::result::Result<Bytes, Error>>();
+        return Ok(res.body(SizedStream::new(count, nothing)));
+    }
+    Ok(res.body(SizedStream::new(count, stream_blob(dl.reader, start, count))))
+}
+
+/// Reads `count` bytes from `start` in large chunks, one blocking read at a time, so no thread is
+/// held while the client is slow and memory stays at a chunk or two per download.
+fn stream_blob(
+    reader: Box<dyn BlobReader>,
+    start: u64,
+    count: u64,
+) -> impl futures_util::Stream<Item = std::result::Result<Bytes, Error>> {
+    let state = (Some(reader), start, count);
+    futures_util::stream::unfold(state, |(reader, pos, left)| async move {
+        let mut reader = reader?;
+        if left == 0 {
+            return None;
+        }
+        let want = (left as usize).min(CHUNK);
+        let res = tokio::task::spawn_blocking(move || {
+            reader.seek(SeekFrom::Start(pos))?;
+            let mut buf = vec![0u8; want];
+            reader.read_exact(&mut buf)?;
+            Ok::<_, std::io::Error>((reader, buf))
+        })
+        .await;
+        match res {
+            Ok(Ok((reader, buf))) => {
+                let n = buf.len() as u64;
+                Some((Ok(Bytes::from(buf)), (Some(reader), pos + n, left - n)))
+            }
+            Ok(Err(e)) => Some((Err(Error::from_io("reading blob", e)), (None, pos, 0))),
+            Err(e) => Some((Err(Error::from(e)), (None, pos, 0))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let i = "01F322XSV13R9VAGJXW351PVBT";
+        let f = "01F35ZCSYBHTQ4JBWZ1KFXTDZR";
+        let (inst, id, ext) = parse_name(&format!("{i}-{f}.png")).unwrap();
+        assert_eq!(inst.unwrap().to_string(), i);
+        assert_eq!(id.to_string(), f);
+        assert_eq!(ext.as_deref(), Some("png"));
+        assert!(parse_name(&format!("{f}.png")).unwrap().0.is_none());
+        assert!(parse_name(&format!("{f}")).unwrap().2.is_none());
+        assert!(parse_name("nope.png").is_none());
+        assert!(parse_name(&format!("x-{f}.png")).is_none());
+    }
+}

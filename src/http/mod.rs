@@ -1,0 +1,104 @@
+//! actix handlers: parse the request, call the service, shape the response. No storage code.
+
+mod access;
+mod disposition;
+mod download;
+mod files;
+pub mod range;
+mod upload;
+pub mod views;
+
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::service::Service;
+use actix_web::{web, HttpRequest, HttpResponse};
+use std::sync::Arc;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub service: Arc<Service>,
+}
+
+/// The caller of a request, from `Authorization` and `hypi-domain`.
+pub fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller> {
+    let header = |name: &str| -> Result<Option<&str>> {
+        req.headers()
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| Error::Unauthenticated(format!("{name} header is not ASCII")))
+            })
+            .transpose()
+    };
+    state
+        .service
+        .authenticate(header("authorization")?, header("hypi-domain")?)
+}
+
+async fn not_found() -> Result<HttpResponse> {
+    Err(Error::NotFound("no such route".into()))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(serde_json::json!({
+        "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this path"}
+    }))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Registers every route, and JSON errors for bodies, queries and paths that do not parse.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let json_cfg = web::JsonConfig::default()
+        .limit(1 << 20)
+        .error_handler(|e, _| Error::BadRequest(format!("invalid JSON body: {e}")).into());
+    let query_cfg = web::QueryConfig::default()
+        .error_handler(|e, _| Error::BadRequest(format!("invalid query: {e}")).into());
+    let path_cfg = web::PathConfig::default().error_handler(|_, _| Error::NotFound("no such route".into()).into());
+    cfg.app_data(json_cfg)
+        .app_data(query_cfg)
+        .app_data(path_cfg)
+        .route("/health", web::get().to(health))
+        .service(
+            web::resource(["/upload", "/upload/{tail:.*}"])
+                .route(web::post().to(upload::upload))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/file/{name}")
+                .route(web::get().to(download::download))
+                .route(web::head().to(download::download))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/files")
+                .route(web::get().to(files::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/files/{id}")
+                .route(web::get().to(files::get))
+                .route(web::delete().to(files::delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/access-rights")
+                .route(web::post().to(access::create))
+                .route(web::get().to(access::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/access-rights/{id}")
+                .route(web::delete().to(access::delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/instances/{domain}")
+                .route(web::put().to(access::put_instance))
+                .route(web::get().to(access::get_instance))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
+}

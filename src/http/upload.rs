@@ -1,0 +1,100 @@
+//! `POST /upload/**`: Hypi-style multipart upload. Every file part is stored, whatever its field
+//! name; the path after `/upload` is the directory.
+
+use super::{caller, AppState};
+use crate::error::{Error, Result};
+use crate::service::names;
+use crate::service::upload::StagedPart;
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// Largest non-file form field accepted (its value is ignored).
+const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+fn malformed(e: actix_multipart::MultipartError) -> Error {
+    Error::BadRequest(format!("malformed multipart body: {e}"))
+}
+
+/// Handles an upload.
+pub async fn upload(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+    let mut mp = Multipart::new(req.headers(), payload);
+    let stall = Duration::from_secs(state.service.config.body_timeout_secs);
+    let outcome = async {
+        let principal = caller(&req, &state)?.require()?.clone();
+        let raw = req.path().strip_prefix("/upload").unwrap_or("");
+        let directory = names::normalize_directory(raw)?;
+        let parts = receive(&state, &mut mp, stall).await?;
+        state.service.commit_upload(&principal, directory, parts).await
+    }
+    .await;
+    match outcome {
+        Ok(files) => {
+            let mut body = Map::new();
+            for (key, file) in files {
+                let mut key = key;
+                let mut n = 2;
+                while body.contains_key(&key) {
+                    key = format!("{} ({n})", file.name);
+                    n += 1;
+                }
+                body.insert(key, super::views::file(&file));
+            }
+            Ok(HttpResponse::Ok().json(Value::Object(body)))
+        }
+        Err(e) => {
+            // Read what the client is still sending so it sees our answer rather than a reset
+            // connection; bounded in time so a stalled client cannot hold us.
+            let _ = timeout(stall, async { while let Some(Ok(_)) = mp.next().await {} }).await;
+            Err(e)
+        }
+    }
+}
+
+/// Streams every file part to the store's temp area. Any failure drops the staged parts, which
+/// removes their temp files: a failed request leaves nothing behind.
+async fn receive(state: &AppState, mp: &mut Multipart, stall: Duration) -> Result<Vec<StagedPart>> {
+    let too_slow = |_| Error::Timeout("the upload stalled".into());
+    let max_parts = state.service.config.max_parts;
+    let mut staged = Vec::new();
+    let mut seen = 0usize;
+    while let Some(field) = timeout(stall, mp.next()).await.map_err(too_slow)? {
+        let mut field = field.map_err(malformed)?;
+        seen += 1;
+        if seen > max_parts {
+            return Err(Error::BadRequest(format!("more than {max_parts} parts in one request")));
+        }
+        let filename = field
+            .content_disposition()
+            .and_then(|cd| cd.get_filename())
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned);
+        let Some(filename) = filename else {
+            // A plain form field: read and ignore, within a small bound.
+            let mut n = 0;
+            while let Some(chunk) = timeout(stall, field.next()).await.map_err(too_slow)? {
+                n += chunk.map_err(malformed)?.len();
+                if n > MAX_FIELD_BYTES {
+                    return Err(Error::BadRequest(format!(
+                        "form field {:?} is larger than {MAX_FIELD_BYTES} bytes",
+                        field.name().unwrap_or("")
+                    )));
+                }
+            }
+            continue;
+        };
+        let mut writer = state.service.begin_part(&filename);
+        while let Some(chunk) = timeout(stall, field.next()).await.map_err(too_slow)? {
+            // A stream error is a truncated body, never the end of the file.
+            writer.write(chunk.map_err(malformed)?).await?;
+        }
+        staged.push(writer.finish().await?);
+    }
+    if staged.is_empty() {
+        return Err(Error::BadRequest("the request has no file part".into()));
+    }
+    Ok(staged)
+}

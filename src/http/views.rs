@@ -1,0 +1,106 @@
+//! Records rendered in Hypi's JSON shapes.
+
+use crate::meta::{AccessRight, FileRecord, ImageRecord, Instance, Page};
+use crate::types::rfc3339;
+use serde_json::{json, Value};
+
+/// A File as Hypi returns it, plus our `sha256`, `width` and `height`.
+pub fn file(f: &FileRecord) -> Value {
+    json!({
+        "__typename": "File",
+        "hypi": {
+            "id": f.id.to_string(),
+            "created": rfc3339(f.created),
+            "updated": rfc3339(f.updated),
+            "createdBy": f.created_by.0,
+            "instanceId": f.instance.to_string(),
+        },
+        "name": f.name,
+        "directory": f.directory,
+        "path": f.path(),
+        "isDirectory": false,
+        "status": "UPLOADED",
+        "url": {"path": f.url_path()},
+        "type": f.mime,
+        "size": f.size,
+        "extension": f.extension,
+        "isStared": f.is_stared,
+        "isSharable": f.is_sharable,
+        "content": null,
+        "children": null,
+        "sha256": f.sha256.to_hex(),
+        "width": f.width,
+        "height": f.height,
+    })
+}
+
+/// A File with its Image (for images) under `image`.
+pub fn file_with_image(f: &FileRecord, img: Option<&ImageRecord>) -> Value {
+    let mut v = file(f);
+    v["image"] = img.map(|i| image(i, f)).unwrap_or(Value::Null);
+    v
+}
+
+/// An Image as Hypi shapes it (its `file` is the File's id reference).
+pub fn image(i: &ImageRecord, f: &FileRecord) -> Value {
+    json!({
+        "__typename": "Image",
+        "name": i.name,
+        "file": {"hypi": {"id": f.id.to_string()}},
+        "description": i.description,
+        "location": i.location,
+        "width": i.width,
+        "height": i.height,
+    })
+}
+
+/// A page in the connection shape GraphQL clients know (`edges`, `pageInfo`).
+pub fn file_page(page: &Page<FileRecord>) -> Value {
+    let edges: Vec<Value> = page
+        .items
+        .iter()
+        .map(|f| json!({"node": file(f), "cursor": f.id.to_string()}))
+        .collect();
+    json!({
+        "edges": edges,
+        "pageInfo": {
+            "hasNextPage": page.has_more,
+            "endCursor": page.items.last().map(|f| f.id.to_string()),
+        }
+    })
+}
+
+/// An AccessRight as Hypi shapes it.
+pub fn access_right(r: &AccessRight) -> Value {
+    json!({
+        "__typename": "AccessRight",
+        "hypi": {
+            "id": r.id.to_string(),
+            "created": rfc3339(r.created),
+            "updated": rfc3339(r.updated),
+            "createdBy": r.created_by.0,
+            "instanceId": r.instance.to_string(),
+        },
+        "resource": r.resource,
+        "resourceType": r.resource_type,
+        "fields": r.fields,
+        "operationType": r.operation_type,
+        "operation": r.operation,
+        "startDate": r.start_date.map(rfc3339),
+        "endDate": r.end_date.map(rfc3339),
+        "permissionType": r.permission_type,
+        "approved": r.approved,
+        "members": r.members.iter().map(|m| json!({"hypi": {"id": m}})).collect::<Vec<_>>(),
+    })
+}
+
+/// An instance's public settings.
+pub fn instance(i: &Instance) -> Value {
+    json!({
+        "id": i.id.to_string(),
+        "domain": i.domain,
+        "anonymousRequests": i.anonymous_requests,
+        "created": rfc3339(i.created),
+        "updated": rfc3339(i.updated),
+    })
+}

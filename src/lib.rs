@@ -1,0 +1,87 @@
+//! depot: a self-hosted file upload and download service.
+//!
+//! Layering (data flows one way): `http` -> `service` -> `store`, `meta`, `auth`, `media`.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod media;
+pub mod meta;
+pub mod service;
+pub mod store;
+pub mod types;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::service::Service;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of the lock file that keeps two servers off one data dir.
+const LOCK_FILE: &str = "depot.lock";
+
+/// Takes the data dir's exclusive lock, failing fast if another process holds it.
+pub fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::from_io("creating data dir", e))?;
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::from_io("opening lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Conflict(format!(
+            "data dir {} is in use by another depot process",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::from_io("locking data dir", e)),
+    }
+}
+
+/// Opens the stores under the data dir and wires the service. The caller holds the lock.
+pub fn open_service(config: Config) -> Result<Service> {
+    let data = config.data_dir.clone();
+    let blobs = store::LocalStore::open(&data)?;
+    let swept = store::BlobStore::sweep_temp(&blobs)?;
+    if swept > 0 {
+        tracing::info!(swept, "removed temp files left by an earlier run");
+    }
+    let meta = meta::SledMeta::open(&data.join("meta"))?;
+    let keys = auth::Keys::load(&config.auth, &data)?;
+    Ok(Service::new(config, Arc::new(meta), Arc::new(blobs), keys))
+}
+
+/// Runs the HTTP server until it is stopped.
+pub async fn serve(config: Config) -> Result<()> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let listen = config.listen.clone();
+    let workers = config.workers;
+    let header_timeout = Duration::from_secs(config.header_timeout_secs);
+    let service = Arc::new(open_service(config)?);
+    let state = actix_web::web::Data::new(http::AppState { service });
+    let mut server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .configure(http::configure)
+    })
+    .client_request_timeout(header_timeout)
+    .keep_alive(Duration::from_secs(75));
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    let server = server
+        .bind(&listen)
+        .map_err(|e| Error::BadRequest(format!("cannot listen on {listen}: {e}")))?;
+    for addr in server.addrs() {
+        tracing::info!("listening on http://{addr}");
+    }
+    server
+        .run()
+        .await
+        .map_err(|e| Error::Internal(format!("server: {e}")))
+}

@@ -1,0 +1,238 @@
+//! Granting and revoking AccessRights, and the instance's anonymous-requests switch.
+
+use super::{blocking, Service};
+use crate::auth::{Caller, Principal};
+use crate::error::{Error, Result};
+use crate::meta::{AccessRight, Instance, PermissionType};
+use crate::types::{now_millis, parse_rfc3339, AccountId, FileId, RightId};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// A grant as clients send it, in Hypi's AccessRight shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessRightInput {
+    /// Optional client-chosen id, as Hypi allows on upsert.
+    #[serde(default)]
+    pub hypi: Option<HypiRef>,
+    pub resource: String,
+    pub resource_type: String,
+    #[serde(default)]
+    pub fields: Option<String>,
+    pub operation_type: String,
+    pub operation: String,
+    #[serde(default)]
+    pub start_date: Option<String>,
+    #[serde(default)]
+    pub end_date: Option<String>,
+    pub permission_type: PermissionType,
+    /// Defaults to true: the grantor is the owner or an admin, so the grant is approved.
+    #[serde(default)]
+    pub approved: Option<bool>,
+    pub members: OneOrMany<Member>,
+}
+
+/// `{hypi: {id}}` as used for members and client-chosen ids.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub hypi: HypiRef,
+}
+
+/// The `hypi` object of a reference.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HypiRef {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// GraphQL input coercion lets one value stand for a list (`members: {hypi: {id: "anonymous"}}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The values as a list.
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl Service {
+    /// Whether `p` may manage grants on `resource` (a file id or `*`) in its instance.
+    fn check_grantor(&self, p: &Principal, resource: &str) -> Result<()> {
+        if resource == "*" {
+            return Ok(()); // covers only the grantor's own files (all of them, for an admin)
+        }
+        let id: FileId = resource
+            .parse()
+            .map_err(|_| Error::BadRequest(format!("resource {resource:?} is not a file id or *")))?;
+        let file = self.readable(&Caller::User(p.clone()), id)?;
+        if p.admin || file.created_by == p.account {
+            Ok(())
+        } else {
+            Err(Error::Forbidden("only the owner or an admin may manage grants on this file".into()))
+        }
+    }
+
+    /// Validates and stores grants; all or nothing.
+    pub async fn grant(self: &Arc<Self>, principal: &Principal, inputs: Vec<AccessRightInput>) -> Result<Vec<AccessRight>> {
+        if inputs.is_empty() {
+            return Err(Error::BadRequest("no access rights given".into()));
+        }
+        let svc = self.clone();
+        let p = principal.clone();
+        blocking(move || {
+            let instance = svc.meta.ensure_instance(&p.instance)?;
+            let now = now_millis();
+            let mut rights = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let right = build_right(input, &p, &instance, now)?;
+                svc.check_grantor(&p, &right.resource)?;
+                if let Some(old) = svc.meta.right(right.id)? {
+                    if old.instance != instance.id || !(p.admin || old.created_by == p.account) {
+                        return Err(Error::Conflict(format!("access right {} exists", right.id)));
+                    }
+                }
+                rights.push(right);
+            }
+            svc.meta.put_rights(&rights)?;
+            Ok(rights)
+        })
+        .await
+    }
+
+    /// Grants on a resource, for its owner or an admin.
+    pub async fn rights_on(self: &Arc<Self>, principal: &Principal, resource: String) -> Result<Vec<AccessRight>> {
+        let svc = self.clone();
+        let p = principal.clone();
+        blocking(move || {
+            svc.check_grantor(&p, &resource)?;
+            let Some(instance) = svc.meta.instance_by_domain(&p.instance)? else {
+                return Ok(vec![]);
+            };
+            let mut rights = svc.meta.rights_on(instance.id, &resource)?;
+            if resource == "*" && !p.admin {
+                rights.retain(|r| r.created_by == p.account);
+            }
+            Ok(rights)
+        })
+        .await
+    }
+
+    /// Revokes a grant: its grantor, the resource's owner, or an admin may. Takes effect on the
+    /// next request (decisions are never cached).
+    pub async fn revoke(self: &Arc<Self>, principal: &Principal, id: RightId) -> Result<AccessRight> {
+        let svc = self.clone();
+        let p = principal.clone();
+        blocking(move || {
+            let missing = || Error::NotFound("no such access right".into());
+            let right = svc.meta.right(id)?.ok_or_else(missing)?;
+            let instance = svc.meta.instance(right.instance)?.ok_or_else(missing)?;
+            if !instance.domain.eq_ignore_ascii_case(&p.instance) {
+                return Err(missing());
+            }
+            let allowed = p.admin
+                || right.created_by == p.account
+                || (right.resource != "*" && svc.check_grantor(&p, &right.resource).is_ok());
+            if !allowed {
+                return Err(missing());
+            }
+            svc.meta.delete_right(id)?;
+            Ok(right)
+        })
+        .await
+    }
+
+    /// Switches anonymous requests on or off for an instance (its admins only).
+    pub async fn set_anonymous(self: &Arc<Self>, principal: &Principal, domain: String, on: bool) -> Result<Instance> {
+        let domain = domain.to_ascii_lowercase();
+        if !principal.admin || principal.instance != domain {
+            return Err(Error::Forbidden(format!("only an admin of {domain} may change it")));
+        }
+        let svc = self.clone();
+        blocking(move || {
+            let mut instance = svc.meta.ensure_instance(&domain)?;
+            instance.anonymous_requests = on;
+            instance.updated = now_millis();
+            svc.meta.put_instance(&instance)?;
+            Ok(instance)
+        })
+        .await
+    }
+
+    /// An instance's settings, for its members.
+    pub async fn instance(self: &Arc<Self>, principal: &Principal, domain: String) -> Result<Instance> {
+        let domain = domain.to_ascii_lowercase();
+        if principal.instance != domain {
+            return Err(Error::NotFound(format!("no instance {domain}")));
+        }
+        let svc = self.clone();
+        blocking(move || svc.meta.ensure_instance(&domain)).await
+    }
+}
+
+fn build_right(input: AccessRightInput, p: &Principal, instance: &Instance, now: u64) -> Result<AccessRight> {
+    let bad = |m: String| Error::BadRequest(m);
+    let id = match input.hypi.and_then(|h| h.id) {
+        Some(s) => s.parse().map_err(|_| bad(format!("hypi.id {s:?} is not a ULID")))?,
+        None => RightId::new(),
+    };
+    let resource_type = input.resource_type.trim().to_string();
+    if !(resource_type == "*" || resource_type.eq_ignore_ascii_case("File")) {
+        return Err(bad(format!("resourceType {resource_type:?} is not supported (File or *)")));
+    }
+    for (field, v) in [("operationType", &input.operation_type), ("operation", &input.operation), ("resource", &input.resource)] {
+        if v.trim().is_empty() {
+            return Err(bad(format!("{field} must not be empty")));
+        }
+    }
+    if !(input.operation_type == "*" || ["Query", "Mutation"].iter().any(|t| t.eq_ignore_ascii_case(&input.operation_type))) {
+        return Err(bad(format!("operationType {:?} must be Query, Mutation or *", input.operation_type)));
+    }
+    let date = |name: &str, v: Option<String>| -> Result<Option<u64>> {
+        v.map(|s| parse_rfc3339(&s).ok_or_else(|| bad(format!("{name} {s:?} is not an RFC 3339 date"))))
+            .transpose()
+    };
+    let start_date = date("startDate", input.start_date)?;
+    let end_date = date("endDate", input.end_date)?;
+    if let (Some(s), Some(e)) = (start_date, end_date) {
+        if e <= s {
+            return Err(bad("endDate must be after startDate".into()));
+        }
+    }
+    let members: Vec<String> = input
+        .members
+        .into_vec()
+        .into_iter()
+        .map(|m| m.hypi.id.filter(|id| !id.trim().is_empty()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("every member needs hypi.id".into()))?;
+    if members.is_empty() {
+        return Err(bad("members must not be empty".into()));
+    }
+    Ok(AccessRight {
+        id,
+        instance: instance.id,
+        created_by: AccountId(p.account.0.clone()),
+        created: now,
+        updated: now,
+        resource: input.resource.trim().to_string(),
+        resource_type,
+        fields: input.fields,
+        operation_type: input.operation_type,
+        operation: input.operation,
+        start_date,
+        end_date,
+        permission_type: input.permission_type,
+        approved: input.approved.unwrap_or(true),
+        members,
+        granted_by_admin: p.admin,
+    })
+}

@@ -1,0 +1,133 @@
+//! Reading, listing and deleting files, with the access rules applied.
+
+use super::{blocking, Service};
+use crate::auth::{access, Caller, Principal};
+use crate::error::{Error, Result};
+use crate::meta::{FileRecord, ImageRecord, Page};
+use crate::store::BlobReader;
+use crate::types::{now_millis, FileId, InstanceId};
+use std::sync::Arc;
+
+/// Default and largest page size for listings.
+pub const DEFAULT_PAGE: usize = 25;
+pub const MAX_PAGE: usize = 1000;
+
+/// A file opened for download.
+pub struct Download {
+    pub file: FileRecord,
+    pub reader: Box<dyn BlobReader>,
+    pub len: u64,
+}
+
+impl Service {
+    /// The file if `caller` may read it. Missing and forbidden look the same (404); a caller
+    /// without a token who finds no anonymous grant gets 401 instead, so clients know to log in.
+    pub(super) fn readable(&self, caller: &Caller, id: FileId) -> Result<FileRecord> {
+        let denied = || match caller {
+            Caller::Anonymous => Error::Unauthenticated("a token is required for this file".into()),
+            Caller::User(_) => Error::not_found(),
+        };
+        let Some(file) = self.meta.file(id)? else {
+            return Err(denied());
+        };
+        if file.trashed.is_some() {
+            return Err(denied());
+        }
+        let Some(instance) = self.meta.instance(file.instance)? else {
+            return Err(denied());
+        };
+        let mut rights = self.meta.rights_on(file.instance, &id.to_string())?;
+        rights.extend(self.meta.rights_on(file.instance, "*")?);
+        if access::may_read(caller, &file, &instance, &rights, now_millis()) {
+            Ok(file)
+        } else {
+            Err(denied())
+        }
+    }
+
+    /// Opens a file for download by its path parts: the optional instance prefix and the
+    /// extension must match the record (a wrong extension is 404).
+    pub async fn open_download(
+        self: &Arc<Self>,
+        caller: Caller,
+        instance: Option<InstanceId>,
+        id: FileId,
+        ext: Option<String>,
+    ) -> Result<Download> {
+        let svc = self.clone();
+        blocking(move || {
+            let file = svc.readable(&caller, id)?;
+            let ext_ok = match (&file.extension, &ext) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !ext_ok || instance.is_some_and(|i| i != file.instance) {
+                return Err(Error::not_found());
+            }
+            let (reader, len) = svc.blobs.open(&file.sha256)?.ok_or_else(|| {
+                Error::Internal(format!("blob {} of file {} is missing", file.sha256, file.id))
+            })?;
+            Ok(Download { file, reader, len })
+        })
+        .await
+    }
+
+    /// A file record (and its Image, for images) the caller may read.
+    pub async fn get_file(self: &Arc<Self>, caller: Caller, id: FileId) -> Result<(FileRecord, Option<ImageRecord>)> {
+        let svc = self.clone();
+        blocking(move || {
+            let file = svc.readable(&caller, id)?;
+            let image = svc.meta.image(id)?;
+            Ok((file, image))
+        })
+        .await
+    }
+
+    /// The caller's own files, in upload order, a page at a time.
+    pub async fn list_files(
+        self: &Arc<Self>,
+        principal: &Principal,
+        directory: Option<String>,
+        first: Option<usize>,
+        after: Option<FileId>,
+    ) -> Result<Page<FileRecord>> {
+        let limit = first.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(Error::BadRequest(format!("first must be between 1 and {MAX_PAGE}")));
+        }
+        let directory = directory
+            .map(|d| super::names::normalize_directory(&d))
+            .transpose()?;
+        let svc = self.clone();
+        let p = principal.clone();
+        blocking(move || {
+            let Some(instance) = svc.meta.instance_by_domain(&p.instance)? else {
+                return Ok(Page { items: vec![], has_more: false });
+            };
+            svc.meta.files_of(instance.id, &p.account, directory.as_deref(), after, limit)
+        })
+        .await
+    }
+
+    /// Deletes a file (owner or instance admin). The blob goes once nothing references it.
+    pub async fn delete_file(self: &Arc<Self>, principal: &Principal, id: FileId) -> Result<FileRecord> {
+        let svc = self.clone();
+        let p = principal.clone();
+        blocking(move || {
+            let file = svc.readable(&Caller::User(p.clone()), id)?;
+            if !(p.admin || p.account == file.created_by) {
+                return Err(Error::Forbidden("only the owner or an admin may delete this file".into()));
+            }
+            let _guard = svc.lock_blobs([&file.sha256]);
+            let Some((file, left)) = svc.meta.delete_file(id)? else {
+                return Err(Error::not_found());
+            };
+            if left == 0 {
+                svc.blobs.remove(&file.sha256)?;
+            }
+            Ok(file)
+        })
+        .await
+    }
+}

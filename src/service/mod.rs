@@ -1,0 +1,74 @@
+//! The use cases: ingest uploads, read files, grant access, delete. Owns the rules; knows
+//! nothing about HTTP.
+
+pub mod access;
+pub mod files;
+pub mod names;
+pub mod upload;
+
+use crate::auth::{Caller, Keys};
+use crate::config::Config;
+use crate::error::Result;
+use crate::meta::MetaStore;
+use crate::store::BlobStore;
+use crate::types::Sha256;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Number of lock stripes guarding blob reference changes.
+const STRIPES: usize = 64;
+
+/// The service and everything it owns. Cheap to share behind an `Arc`.
+pub struct Service {
+    pub config: Config,
+    pub meta: Arc<dyn MetaStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub keys: Keys,
+    /// Serialises "blob on disk + reference added" against "reference dropped + blob removed"
+    /// for the same content, so a racing delete never removes a blob an upload just counted on.
+    blob_locks: Vec<Mutex<()>>,
+}
+
+impl Service {
+    /// Wires the service together.
+    pub fn new(config: Config, meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, keys: Keys) -> Self {
+        Self {
+            config,
+            meta,
+            blobs,
+            keys,
+            blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// Resolves request headers into a caller.
+    pub fn authenticate(&self, authorization: Option<&str>, domain: Option<&str>) -> Result<Caller> {
+        crate::auth::authenticate(
+            &self.keys,
+            authorization,
+            domain,
+            self.config.default_instance.as_deref(),
+        )
+    }
+
+    /// Locks the stripes of these blobs, in a fixed order so two callers cannot deadlock.
+    fn lock_blobs<'a>(&'a self, shas: impl IntoIterator<Item = &'a Sha256>) -> Vec<MutexGuard<'a, ()>> {
+        let mut idx: Vec<usize> = shas
+            .into_iter()
+            .map(|s| usize::from(s.0[0]) % STRIPES)
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter()
+            .map(|i| self.blob_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect()
+    }
+}
+
+/// Runs blocking work (sled, the filesystem) off the async executor.
+pub async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}

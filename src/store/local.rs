@@ -1,0 +1,107 @@
+//! Blobs on the local filesystem: `<data>/blobs/sha256/ab/cd/<hex>`, written via `<data>/tmp/`.
+
+use super::{BlobReader, BlobStore, TempBlob};
+use crate::error::{Error, Result};
+use crate::types::Sha256;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// [`BlobStore`] on a local directory. Temp and blob dirs share one filesystem, so a rename is
+/// atomic.
+pub struct LocalStore {
+    tmp: PathBuf,
+    blobs: PathBuf,
+}
+
+fn io(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::from_io(context, e)
+}
+
+/// fsync a directory so a rename or create inside it survives a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+impl LocalStore {
+    /// Opens the store under `data_dir`, creating its directories.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let tmp = data_dir.join("tmp");
+        let blobs = data_dir.join("blobs").join("sha256");
+        fs::create_dir_all(&tmp).map_err(io("creating temp dir"))?;
+        fs::create_dir_all(&blobs).map_err(io("creating blob dir"))?;
+        Ok(Self { tmp, blobs })
+    }
+
+    /// Where the blob `sha` lives.
+    pub fn blob_path(&self, sha: &Sha256) -> PathBuf {
+        let hex = sha.to_hex();
+        self.blobs.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+}
+
+impl BlobStore for LocalStore {
+    fn create_temp(&self) -> Result<TempBlob> {
+        let path = self.tmp.join(format!("{}.part", ulid::Ulid::new()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io("creating temp file"))?;
+        Ok(TempBlob { path, file: Some(file) })
+    }
+
+    fn commit(&self, mut temp: TempBlob, sha: &Sha256) -> Result<()> {
+        let dest = self.blob_path(sha);
+        if dest.exists() {
+            return Ok(()); // dropping `temp` removes the duplicate bytes
+        }
+        let dir = dest.parent().expect("blob path has a parent");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io("creating blob dir"))?;
+            // The new fan-out dirs must themselves be durable entries of their parents.
+            sync_dir(dir.parent().expect("fan-out dir has a parent")).map_err(io("syncing dir"))?;
+            sync_dir(&self.blobs).map_err(io("syncing dir"))?;
+        }
+        temp.file.take();
+        fs::rename(&temp.path, &dest).map_err(io("moving blob into place"))?;
+        temp.path = PathBuf::new(); // committed: nothing for Drop to remove
+        sync_dir(dir).map_err(io("syncing blob dir"))?;
+        Ok(())
+    }
+
+    fn open(&self, sha: &Sha256) -> Result<Option<(Box<dyn BlobReader>, u64)>> {
+        match fs::File::open(self.blob_path(sha)) {
+            Ok(f) => {
+                let len = f.metadata().map_err(io("reading blob"))?.len();
+                Ok(Some((Box::new(f), len)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::from_io("opening blob", e)),
+        }
+    }
+
+    fn remove(&self, sha: &Sha256) -> Result<()> {
+        let path = self.blob_path(sha);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    let _ = sync_dir(dir);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::from_io("removing blob", e)),
+        }
+    }
+
+    fn sweep_temp(&self) -> Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.tmp).map_err(io("reading temp dir"))? {
+            let entry = entry.map_err(io("reading temp dir"))?;
+            if fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
