@@ -5,7 +5,7 @@ use super::{caller, AppState};
 use crate::error::{Error, Result};
 use crate::service::names;
 use crate::service::upload::StagedPart;
-use actix_multipart::Multipart;
+use actix_multipart::{Field, Multipart};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
@@ -19,9 +19,27 @@ fn malformed(e: actix_multipart::MultipartError) -> Error {
     Error::BadRequest(format!("malformed multipart body: {e}"))
 }
 
+/// The multipart stream, never polled again once it ended or failed (actix-multipart panics
+/// when a stream that failed at construction is polled twice).
+struct Parts {
+    mp: Multipart,
+    done: bool,
+}
+
+impl Parts {
+    async fn next(&mut self) -> Option<Result<Field, actix_multipart::MultipartError>> {
+        if self.done {
+            return None;
+        }
+        let item = self.mp.next().await;
+        self.done = !matches!(item, Some(Ok(_)));
+        item
+    }
+}
+
 /// Handles an upload.
 pub async fn upload(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let mut mp = Multipart::new(req.headers(), payload);
+    let mut mp = Parts { mp: Multipart::new(req.headers(), payload), done: false };
     let stall = Duration::from_secs(state.service.config.body_timeout_secs);
     let outcome = async {
         let principal = caller(&req, &state)?.require()?.clone();
@@ -56,7 +74,7 @@ pub async fn upload(req: HttpRequest, state: web::Data<AppState>, payload: web::
 
 /// Streams every file part to the store's temp area. Any failure drops the staged parts, which
 /// removes their temp files: a failed request leaves nothing behind.
-async fn receive(state: &AppState, mp: &mut Multipart, stall: Duration) -> Result<Vec<StagedPart>> {
+async fn receive(state: &AppState, mp: &mut Parts, stall: Duration) -> Result<Vec<StagedPart>> {
     let too_slow = |_| Error::Timeout("the upload stalled".into());
     let max_parts = state.service.config.max_parts;
     let mut staged = Vec::new();

@@ -50,8 +50,9 @@ pub struct HypiRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
-    One(T),
+    // Many first: serde would otherwise read a one-element array as a struct's fields.
     Many(Vec<T>),
+    One(T),
 }
 
 impl<T> OneOrMany<T> {
