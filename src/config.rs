@@ -112,8 +112,9 @@ impl Config {
     }
 
     fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::BadRequest(format!("cannot read config {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::BadRequest(format!("cannot read config {}: {e}", path.display()))
+        })?;
         toml::from_str(&text)
             .map_err(|e| Error::BadRequest(format!("invalid config {}: {e}", path.display())))
     }
@@ -179,7 +180,9 @@ impl Config {
             return Err(Error::BadRequest("max_parts must be at least 1".into()));
         }
         if self.body_timeout_secs == 0 || self.header_timeout_secs == 0 {
-            return Err(Error::BadRequest("timeouts must be at least 1 second".into()));
+            return Err(Error::BadRequest(
+                "timeouts must be at least 1 second".into(),
+            ));
         }
         Ok(())
     }
@@ -193,7 +196,8 @@ mod tests {
     fn env_beats_file_and_flags_beat_env() {
         let mut cfg: Config = toml::from_str("listen = \"0.0.0.0:1\"\nmax_file_size = 5").unwrap();
         assert_eq!(cfg.max_file_size, 5);
-        cfg.apply_env(|k| (k == "DEPOT_LISTEN").then(|| "127.0.0.1:2".to_string())).unwrap();
+        cfg.apply_env(|k| (k == "DEPOT_LISTEN").then(|| "127.0.0.1:2".to_string()))
+            .unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:2");
         assert!(cfg
             .apply_env(|k| (k == "DEPOT_MAX_PARTS").then(|| "many".to_string()))

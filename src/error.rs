@@ -62,7 +62,9 @@ impl Error {
     pub fn from_io(context: &str, e: std::io::Error) -> Self {
         // ENOSPC (28) and EDQUOT (122) mean the store is full, not that we are broken.
         match e.raw_os_error() {
-            Some(28) | Some(122) => Error::InsufficientStorage("not enough storage for this upload".into()),
+            Some(28) | Some(122) => {
+                Error::InsufficientStorage("not enough storage for this upload".into())
+            }
             _ => Error::Internal(format!("{context}: {e}")),
         }
     }

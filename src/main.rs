@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "depot", version, about = "Self-hosted file upload and download service")]
+#[command(
+    name = "depot",
+    version,
+    about = "Self-hosted file upload and download service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,14 +76,23 @@ fn run(cli: Cli) -> depot::error::Result<()> {
             init_logging(&config.log);
             actix_web::rt::System::new().block_on(depot::serve(config))
         }
-        Command::Token { common, sub, instance, admin, ttl } => {
+        Command::Token {
+            common,
+            sub,
+            instance,
+            admin,
+            ttl,
+        } => {
             let config = Config::load(&Overrides {
                 config: common.config,
                 listen: None,
                 data_dir: common.data_dir,
             })?;
             let keys = depot::auth::Keys::load(&config.auth, &config.data_dir)?;
-            println!("{}", keys.issue(&sub, &instance.to_ascii_lowercase(), admin, ttl)?);
+            println!(
+                "{}",
+                keys.issue(&sub, &instance.to_ascii_lowercase(), admin, ttl)?
+            );
             Ok(())
         }
     }

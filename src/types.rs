@@ -137,5 +137,7 @@ pub fn rfc3339(ms: Millis) -> String {
 /// Parses an RFC 3339 timestamp (as clients send `startDate`/`endDate`) into [`Millis`].
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
 }

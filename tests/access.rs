@@ -48,12 +48,22 @@ fn owners_admins_others_and_other_instances() {
     assert_eq!(r.status(), 404, "same answer as a missing file");
     let v: Value = r.json().unwrap();
     assert_eq!(v["error"]["code"], "NOT_FOUND");
-    assert_eq!(s.get(path, Some(&mallory)).status(), 404, "an admin of another instance, same account name");
+    assert_eq!(
+        s.get(path, Some(&mallory)).status(),
+        404,
+        "an admin of another instance, same account name"
+    );
     assert_eq!(s.get(&format!("/files/{id}"), Some(&bob)).status(), 404);
     assert_eq!(s.get(&format!("/files/{id}"), Some(&mallory)).status(), 404);
     assert_eq!(s.get(&format!("/files/{id}"), Some(&alice)).status(), 200);
     // A token used with another instance's hypi-domain is refused outright.
-    let r = s.client.get(s.url(path)).header("Authorization", &alice).header("hypi-domain", "evil.test").send().unwrap();
+    let r = s
+        .client
+        .get(s.url(path))
+        .header("Authorization", &alice)
+        .header("hypi-domain", "evil.test")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Nobody else's listing shows the file.
     for t in [&bob, &mallory] {
@@ -61,7 +71,14 @@ fn owners_admins_others_and_other_instances() {
         assert_eq!(l["edges"].as_array().unwrap().len(), 0);
     }
     // An admin may delete anything of the instance; another account may not.
-    let del = |t: &str| s.client.delete(s.url(&format!("/files/{id}"))).header("Authorization", t).send().unwrap().status();
+    let del = |t: &str| {
+        s.client
+            .delete(s.url(&format!("/files/{id}")))
+            .header("Authorization", t)
+            .send()
+            .unwrap()
+            .status()
+    };
     assert_eq!(del(&bob), 404);
     assert_eq!(del(&mallory), 404);
     assert_eq!(del(&admin), 204);
@@ -78,7 +95,10 @@ fn anonymous_reads_need_a_grant_and_the_instance_switch() {
     let id = f["hypi"]["id"].as_str().unwrap();
     let r = s.get(path, None);
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "UNAUTHENTICATED");
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["code"],
+        "UNAUTHENTICATED"
+    );
 
     let r = grant(&s, &alice, &anonymous_right(id));
     assert_eq!(r.status(), 201);
@@ -87,9 +107,17 @@ fn anonymous_reads_need_a_grant_and_the_instance_switch() {
     assert_eq!(right["resource"], id);
     assert_eq!(right["members"], json!([{"hypi": {"id": "anonymous"}}]));
     let right_id = right["hypi"]["id"].as_str().unwrap().to_string();
-    assert_eq!(s.get(path, None).status(), 401, "anonymous requests are off by default");
+    assert_eq!(
+        s.get(path, None).status(),
+        401,
+        "anonymous requests are off by default"
+    );
 
-    assert_eq!(set_anonymous(&s, &alice, true), 403, "only an admin switches it");
+    assert_eq!(
+        set_anonymous(&s, &alice, true),
+        403,
+        "only an admin switches it"
+    );
     assert_eq!(set_anonymous(&s, &admin, true), 200);
     let r = s.get(path, None);
     assert_eq!(r.status(), 200);
@@ -97,13 +125,33 @@ fn anonymous_reads_need_a_grant_and_the_instance_switch() {
     // Anonymous callers may read, not list, delete or grant.
     assert_eq!(s.get("/files", None).status(), 401);
     assert_eq!(s.get(&format!("/files/{id}"), None).status(), 200);
-    assert_eq!(s.client.delete(s.url(&format!("/files/{id}"))).send().unwrap().status(), 401);
-    assert_eq!(s.client.post(s.url("/access-rights")).json(&anonymous_right(id)).send().unwrap().status(), 401);
+    assert_eq!(
+        s.client
+            .delete(s.url(&format!("/files/{id}")))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        s.client
+            .post(s.url("/access-rights"))
+            .json(&anonymous_right(id))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
     // A bad token is never treated as anonymous.
     assert_eq!(s.get(path, Some("Bearer not.a.token")).status(), 401);
 
     // Revocation takes effect on the next request.
-    let r = s.client.delete(s.url(&format!("/access-rights/{right_id}"))).header("Authorization", &alice).send().unwrap();
+    let r = s
+        .client
+        .delete(s.url(&format!("/access-rights/{right_id}")))
+        .header("Authorization", &alice)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(s.get(path, None).status(), 401);
     // Grant again, then switch the instance off: anonymous reads stop.
@@ -128,13 +176,22 @@ fn grants_to_accounts_everyone_and_time_windows() {
     assert_eq!(grant(&s, &alice, &to_bob).status(), 201);
     assert_eq!(s.get(path, Some(&bob)).status(), 200);
     assert_eq!(s.get(path, Some(&carol)).status(), 404);
-    assert_eq!(s.get(g["url"]["path"].as_str().unwrap(), Some(&bob)).status(), 404, "only that file");
+    assert_eq!(
+        s.get(g["url"]["path"].as_str().unwrap(), Some(&bob))
+            .status(),
+        404,
+        "only that file"
+    );
 
     // "*" as member: every account; the single-object member form is accepted too.
     let mut everyone = anonymous_right(g["hypi"]["id"].as_str().unwrap());
     everyone["members"] = json!({"hypi": {"id": "*"}});
     assert_eq!(grant(&s, &alice, &everyone).status(), 201);
-    assert_eq!(s.get(g["url"]["path"].as_str().unwrap(), Some(&carol)).status(), 200);
+    assert_eq!(
+        s.get(g["url"]["path"].as_str().unwrap(), Some(&carol))
+            .status(),
+        200
+    );
 
     // Not yet valid, already expired, not approved, wrong operation type: no access.
     let h = s.upload_one(&alice, "timed.txt", b"timed");
@@ -150,13 +207,21 @@ fn grants_to_accounts_everyone_and_time_windows() {
         r[k] = v;
         assert_eq!(grant(&s, &alice, &r).status(), 201, "{k}");
     }
-    assert_eq!(s.get(h["url"]["path"].as_str().unwrap(), Some(&carol)).status(), 404);
+    assert_eq!(
+        s.get(h["url"]["path"].as_str().unwrap(), Some(&carol))
+            .status(),
+        404
+    );
     let mut current = anonymous_right(hid);
     current["members"] = json!([{"hypi": {"id": "carol"}}]);
     current["startDate"] = json!("2001-01-01T00:00:00Z");
     current["endDate"] = json!("2999-01-01T00:00:00Z");
     assert_eq!(grant(&s, &alice, &current).status(), 201);
-    assert_eq!(s.get(h["url"]["path"].as_str().unwrap(), Some(&carol)).status(), 200);
+    assert_eq!(
+        s.get(h["url"]["path"].as_str().unwrap(), Some(&carol))
+            .status(),
+        200
+    );
 
     // resource "*": every file of the grantor, nobody else's.
     let d = s.upload_one(&alice, "d.txt", b"d");
@@ -164,8 +229,16 @@ fn grants_to_accounts_everyone_and_time_windows() {
     let mut all = anonymous_right("*");
     all["members"] = json!([{"hypi": {"id": "carol"}}]);
     assert_eq!(grant(&s, &alice, &all).status(), 201);
-    assert_eq!(s.get(d["url"]["path"].as_str().unwrap(), Some(&carol)).status(), 200);
-    assert_eq!(s.get(e["url"]["path"].as_str().unwrap(), Some(&carol)).status(), 404);
+    assert_eq!(
+        s.get(d["url"]["path"].as_str().unwrap(), Some(&carol))
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.get(e["url"]["path"].as_str().unwrap(), Some(&carol))
+            .status(),
+        404
+    );
 }
 
 #[test]
@@ -176,25 +249,53 @@ fn who_may_grant_list_and_revoke() {
     let admin = s.token("root", INSTANCE, true);
     let f = s.upload_one(&alice, "f.txt", b"f");
     let id = f["hypi"]["id"].as_str().unwrap();
-    assert_eq!(grant(&s, &bob, &anonymous_right(id)).status(), 404, "bob cannot see it");
+    assert_eq!(
+        grant(&s, &bob, &anonymous_right(id)).status(),
+        404,
+        "bob cannot see it"
+    );
     let mut to_bob = anonymous_right(id);
     to_bob["members"] = json!([{"hypi": {"id": "bob"}}]);
     assert_eq!(grant(&s, &alice, &to_bob).status(), 201);
-    assert_eq!(grant(&s, &bob, &anonymous_right(id)).status(), 403, "bob may read, not grant");
-    assert_eq!(grant(&s, &admin, &anonymous_right(id)).status(), 201, "admins grant on anything");
-    assert_eq!(grant(&s, &alice, &anonymous_right("01F35ZCSYBHTQ4JBWZ1KFXTDZR")).status(), 404);
+    assert_eq!(
+        grant(&s, &bob, &anonymous_right(id)).status(),
+        403,
+        "bob may read, not grant"
+    );
+    assert_eq!(
+        grant(&s, &admin, &anonymous_right(id)).status(),
+        201,
+        "admins grant on anything"
+    );
+    assert_eq!(
+        grant(&s, &alice, &anonymous_right("01F35ZCSYBHTQ4JBWZ1KFXTDZR")).status(),
+        404
+    );
 
     // An array creates several at once.
     let r = grant(&s, &alice, &json!([anonymous_right(id), to_bob]));
     assert_eq!(r.status(), 201);
     assert_eq!(r.json::<Value>().unwrap().as_array().unwrap().len(), 2);
 
-    let list = |t: &str| s.client.get(s.url(&format!("/access-rights?resource={id}"))).header("Authorization", t).send().unwrap();
+    let list = |t: &str| {
+        s.client
+            .get(s.url(&format!("/access-rights?resource={id}")))
+            .header("Authorization", t)
+            .send()
+            .unwrap()
+    };
     let rights: Value = list(&alice).json().unwrap();
     assert_eq!(rights.as_array().unwrap().len(), 4);
     assert_eq!(list(&bob).status(), 403);
     let rid = rights[0]["hypi"]["id"].as_str().unwrap();
-    let del = |t: &str, rid: &str| s.client.delete(s.url(&format!("/access-rights/{rid}"))).header("Authorization", t).send().unwrap().status();
+    let del = |t: &str, rid: &str| {
+        s.client
+            .delete(s.url(&format!("/access-rights/{rid}")))
+            .header("Authorization", t)
+            .send()
+            .unwrap()
+            .status()
+    };
     assert_eq!(del(&bob, rid), 404);
     assert_eq!(del(&alice, rid), 204);
     assert_eq!(del(&alice, rid), 404);
@@ -233,7 +334,11 @@ fn invalid_grants_are_400() {
     for c in &cases {
         let r = grant(&s, &alice, c);
         assert_eq!(r.status(), 400, "{c}");
-        assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "BAD_REQUEST", "{c}");
+        assert_eq!(
+            r.json::<Value>().unwrap()["error"]["code"],
+            "BAD_REQUEST",
+            "{c}"
+        );
     }
     let r = s
         .client
@@ -244,7 +349,13 @@ fn invalid_grants_are_400() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = s.client.put(s.url(&format!("/instances/{INSTANCE}"))).header("Authorization", &alice).json(&json!({"anonymous": 1})).send().unwrap();
+    let r = s
+        .client
+        .put(s.url(&format!("/instances/{INSTANCE}")))
+        .header("Authorization", &alice)
+        .json(&json!({"anonymous": 1}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -255,15 +366,26 @@ fn listing_is_paginated_and_filtered() {
     let bob = s.token("bob", INSTANCE, false);
     let mut ids = vec![];
     for i in 0..5 {
-        let f = s.upload(&alice, "/upload/docs", &[(&format!("{i}.txt"), b"x")]).1;
-        ids.push(f[format!("{i}.txt")]["hypi"]["id"].as_str().unwrap().to_string());
+        let f = s
+            .upload(&alice, "/upload/docs", &[(&format!("{i}.txt"), b"x")])
+            .1;
+        ids.push(
+            f[format!("{i}.txt")]["hypi"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     s.upload_one(&alice, "root.txt", b"y");
     s.upload_one(&bob, "bob.txt", b"z");
     let mut seen = vec![];
     let mut after = String::new();
     loop {
-        let q = if after.is_empty() { "/files?directory=/docs&first=2".to_string() } else { format!("/files?directory=/docs&first=2&after={after}") };
+        let q = if after.is_empty() {
+            "/files?directory=/docs&first=2".to_string()
+        } else {
+            format!("/files?directory=/docs&first=2&after={after}")
+        };
         let page: Value = s.get(&q, Some(&alice)).json().unwrap();
         for e in page["edges"].as_array().unwrap() {
             assert_eq!(e["cursor"], e["node"]["hypi"]["id"]);
@@ -279,7 +401,10 @@ fn listing_is_paginated_and_filtered() {
     assert_eq!(all["edges"].as_array().unwrap().len(), 6);
     assert_eq!(s.get("/files?first=0", Some(&alice)).status(), 400);
     assert_eq!(s.get("/files?after=bogus", Some(&alice)).status(), 400);
-    assert_eq!(s.get("/files?directory=/a/../b", Some(&alice)).status(), 400);
+    assert_eq!(
+        s.get("/files?directory=/a/../b", Some(&alice)).status(),
+        400
+    );
     assert_eq!(s.get("/files?bogus=1", Some(&alice)).status(), 400);
     assert_eq!(s.get("/files/garbage", Some(&alice)).status(), 404);
 }
@@ -292,5 +417,8 @@ fn unknown_routes_and_methods_answer_json() {
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "NOT_FOUND");
     let r = s.client.get(s.url("/upload/x")).send().unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "METHOD_NOT_ALLOWED");
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["code"],
+        "METHOD_NOT_ALLOWED"
+    );
 }

@@ -58,11 +58,23 @@ fn every_file_part_is_stored_whatever_its_field_name() {
     let s = Server::start();
     let t = s.token("alice", INSTANCE, false);
     let form = reqwest::blocking::multipart::Form::new()
-        .part("0", reqwest::blocking::multipart::Part::bytes(b"zero".to_vec()).file_name("a.txt"))
-        .part("1", reqwest::blocking::multipart::Part::bytes(b"one".to_vec()).file_name("b.txt"))
+        .part(
+            "0",
+            reqwest::blocking::multipart::Part::bytes(b"zero".to_vec()).file_name("a.txt"),
+        )
+        .part(
+            "1",
+            reqwest::blocking::multipart::Part::bytes(b"one".to_vec()).file_name("b.txt"),
+        )
         .text("comment", "not a file")
-        .part("file", reqwest::blocking::multipart::Part::bytes(b"two".to_vec()).file_name("c.bin"))
-        .part("fileUpload", reqwest::blocking::multipart::Part::bytes(b"3".to_vec()).file_name("d.dat"));
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(b"two".to_vec()).file_name("c.bin"),
+        )
+        .part(
+            "fileUpload",
+            reqwest::blocking::multipart::Part::bytes(b"3".to_vec()).file_name("d.dat"),
+        );
     let res: Value = s
         .client
         .post(s.url("/upload/many"))
@@ -121,7 +133,11 @@ fn media_type_comes_from_the_bytes_then_the_name_and_images_get_dimensions() {
     let (status, res) = s.upload(
         &t,
         "/upload/",
-        &[("looks.html", &png), ("readme.md", b"# hi"), ("blob", &[0u8, 1, 2, 3])],
+        &[
+            ("looks.html", &png),
+            ("readme.md", b"# hi"),
+            ("blob", &[0u8, 1, 2, 3]),
+        ],
     );
     assert_eq!(status, 200, "{res}");
     assert_eq!(res["looks.html"]["type"], "image/png");
@@ -139,7 +155,10 @@ fn media_type_comes_from_the_bytes_then_the_name_and_images_get_dimensions() {
     // An image served inline despite its .html name: the bytes decide, and the type is nosniff.
     let dl = s.get(res["looks.html"]["url"]["path"].as_str().unwrap(), Some(&t));
     assert_eq!(dl.headers()["content-type"], "image/png");
-    assert!(dl.headers()["content-disposition"].to_str().unwrap().starts_with("inline"));
+    assert!(dl.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("inline"));
     let no_ext = s.get(res["blob"]["url"]["path"].as_str().unwrap(), Some(&t));
     assert_eq!(no_ext.status(), 200);
 }
@@ -153,7 +172,10 @@ fn active_content_is_never_served_inline() {
         "/upload/",
         &[
             ("page.html", b"<html><script>alert(1)</script></html>"),
-            ("pic.svg", b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>"),
+            (
+                "pic.svg",
+                b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+            ),
             ("app.js", b"alert(1)"),
             ("data.xml", b"<?xml version=\"1.0\"?><a/>"),
         ],
@@ -180,7 +202,13 @@ fn zero_byte_file() {
     assert_eq!(dl.status(), 200);
     assert_eq!(dl.headers()["content-length"], "0");
     assert!(dl.bytes().unwrap().is_empty());
-    let r = s.client.get(s.url(path)).header("Authorization", &t).header("Range", "bytes=0-").send().unwrap();
+    let r = s
+        .client
+        .get(s.url(path))
+        .header("Authorization", &t)
+        .header("Range", "bytes=0-")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 416);
     assert_eq!(r.headers()["content-range"], "bytes */0");
 }
@@ -193,12 +221,20 @@ fn oversize_part_gets_413_and_leaves_nothing() {
     assert_eq!(status, 413);
     assert_eq!(res["error"]["code"], "FILE_TOO_LARGE");
     // Several MiB over the limit: the client still receives the JSON answer.
-    let (status, res) = s.upload(&t, "/upload/", &[("ok.bin", b"fine"), ("huge.bin", &bytes(8 << 20, 2))]);
+    let (status, res) = s.upload(
+        &t,
+        "/upload/",
+        &[("ok.bin", b"fine"), ("huge.bin", &bytes(8 << 20, 2))],
+    );
     assert_eq!(status, 413, "{res}");
     assert_eq!(res["error"]["code"], "FILE_TOO_LARGE");
     s.eventually("temp files removed", || s.temp_files() == 0);
     let list: Value = s.get("/files", Some(&t)).json().unwrap();
-    assert_eq!(list["edges"].as_array().unwrap().len(), 0, "a failed request records nothing");
+    assert_eq!(
+        list["edges"].as_array().unwrap().len(),
+        0,
+        "a failed request records nothing"
+    );
     assert_eq!(s.blob_count(), 0);
     // Exactly at the limit is fine.
     let f = s.upload_one(&t, "edge.bin", &bytes(100_000, 3));
@@ -228,7 +264,13 @@ fn request_without_a_file_part_is_400() {
     let s = Server::start();
     let t = s.token("alice", INSTANCE, false);
     let form = reqwest::blocking::multipart::Form::new().text("name", "value");
-    let r = s.client.post(s.url("/upload/")).header("Authorization", &t).multipart(form).send().unwrap();
+    let r = s
+        .client
+        .post(s.url("/upload/"))
+        .header("Authorization", &t)
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().unwrap();
     assert_eq!(v["error"]["code"], "BAD_REQUEST");
@@ -310,20 +352,44 @@ fn download_headers_head_and_paths() {
         h["content-disposition"],
         "inline; filename=\"R_sum_ _final_.pdf\"; filename*=UTF-8''R%C3%A9sum%C3%A9%20%22final%22.pdf"
     );
-    let head = s.client.head(s.url(&path)).header("Authorization", &t).send().unwrap();
+    let head = s
+        .client
+        .head(s.url(&path))
+        .header("Authorization", &t)
+        .send()
+        .unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "13");
     assert_eq!(head.headers()["etag"], h["etag"]);
     // The same connection still works after HEAD.
-    assert_eq!(s.get(&path, Some(&t)).bytes().unwrap().as_ref(), b"%PDF-1.4 fake");
+    assert_eq!(
+        s.get(&path, Some(&t)).bytes().unwrap().as_ref(),
+        b"%PDF-1.4 fake"
+    );
 
     let id = f["hypi"]["id"].as_str().unwrap();
-    assert_eq!(s.get(&format!("/file/{id}.pdf"), Some(&t)).status(), 200, "without the instance prefix");
+    assert_eq!(
+        s.get(&format!("/file/{id}.pdf"), Some(&t)).status(),
+        200,
+        "without the instance prefix"
+    );
     assert_eq!(s.get(&format!("/file/{id}.PDF"), Some(&t)).status(), 200);
-    assert_eq!(s.get(&format!("/file/{id}.png"), Some(&t)).status(), 404, "wrong extension");
-    assert_eq!(s.get(&format!("/file/{id}"), Some(&t)).status(), 404, "missing extension");
+    assert_eq!(
+        s.get(&format!("/file/{id}.png"), Some(&t)).status(),
+        404,
+        "wrong extension"
+    );
+    assert_eq!(
+        s.get(&format!("/file/{id}"), Some(&t)).status(),
+        404,
+        "missing extension"
+    );
     let other = "01F322XSV13R9VAGJXW351PVBT";
-    assert_eq!(s.get(&format!("/file/{other}-{id}.pdf"), Some(&t)).status(), 404, "wrong instance");
+    assert_eq!(
+        s.get(&format!("/file/{other}-{id}.pdf"), Some(&t)).status(),
+        404,
+        "wrong instance"
+    );
     assert_eq!(s.get("/file/not-a-file.pdf", Some(&t)).status(), 404);
     assert_eq!(s.get(&format!("/file/{other}.pdf"), Some(&t)).status(), 404);
     let v: Value = s.get("/file/nope", Some(&t)).json().unwrap();
@@ -339,7 +405,11 @@ fn ranges() {
     let path = f["url"]["path"].as_str().unwrap();
     let etag = format!("\"{}\"", f["sha256"].as_str().unwrap());
     let get = |range: &str, extra: Option<(&str, &str)>| {
-        let mut req = s.client.get(s.url(path)).header("Authorization", &t).header("Range", range);
+        let mut req = s
+            .client
+            .get(s.url(path))
+            .header("Authorization", &t)
+            .header("Range", range);
         if let Some((k, v)) = extra {
             req = req.header(k, v);
         }
@@ -356,7 +426,11 @@ fn ranges() {
     ] {
         let r = get(range, None);
         assert_eq!(r.status(), 206, "{range}");
-        assert_eq!(r.headers()["content-range"], format!("bytes {start}-{end}/100"), "{range}");
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {start}-{end}/100"),
+            "{range}"
+        );
         assert_eq!(r.headers()["content-length"], (end - start + 1).to_string());
         assert_eq!(r.bytes().unwrap().as_ref(), &data[start..=end], "{range}");
     }
@@ -389,18 +463,37 @@ fn conditional_requests() {
     let f = s.upload_one(&t, "c.txt", b"cache me");
     let path = f["url"]["path"].as_str().unwrap();
     let etag = format!("\"{}\"", f["sha256"].as_str().unwrap());
-    let get = |k: &str, v: &str| s.client.get(s.url(path)).header("Authorization", &t).header(k, v).send().unwrap();
+    let get = |k: &str, v: &str| {
+        s.client
+            .get(s.url(path))
+            .header("Authorization", &t)
+            .header(k, v)
+            .send()
+            .unwrap()
+    };
     assert_eq!(get("If-None-Match", &etag).status(), 304);
     assert_eq!(get("If-None-Match", &format!("W/{etag}")).status(), 304);
-    assert_eq!(get("If-None-Match", &format!("\"x\", {etag}")).status(), 304);
+    assert_eq!(
+        get("If-None-Match", &format!("\"x\", {etag}")).status(),
+        304
+    );
     assert_eq!(get("If-None-Match", "*").status(), 304);
     assert_eq!(get("If-None-Match", "\"other\"").status(), 200);
-    assert_eq!(get("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT").status(), 304);
-    assert_eq!(get("If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT").status(), 200);
+    assert_eq!(
+        get("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT").status(),
+        304
+    );
+    assert_eq!(
+        get("If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT").status(),
+        200
+    );
     assert_eq!(get("If-Modified-Since", "garbage").status(), 200);
     assert_eq!(get("If-Match", "\"other\"").status(), 412);
     assert_eq!(get("If-Match", &etag).status(), 200);
-    assert_eq!(get("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:00 GMT").status(), 412);
+    assert_eq!(
+        get("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:00 GMT").status(),
+        412
+    );
 }
 
 #[test]
@@ -425,7 +518,11 @@ fn same_bytes_are_stored_once_and_the_blob_goes_with_the_last_reference() {
     assert_eq!(del(&bob, &a), 404, "bob cannot see alice's file");
     assert_eq!(del(&alice, &a), 204);
     assert_eq!(s.blob_count(), 1, "bob still references the bytes");
-    assert_eq!(s.get(a["url"]["path"].as_str().unwrap(), Some(&alice)).status(), 404);
+    assert_eq!(
+        s.get(a["url"]["path"].as_str().unwrap(), Some(&alice))
+            .status(),
+        404
+    );
     let dl = s.get(b["url"]["path"].as_str().unwrap(), Some(&bob));
     assert_eq!(dl.status(), 200);
     assert_eq!(sha256_hex(&dl.bytes().unwrap()), sha256_hex(&data));
@@ -442,7 +539,12 @@ fn hostile_file_names_are_stored_safely() {
     let (status, res) = s.upload(
         &t,
         "/upload/",
-        &[("../../etc/x", b"1"), ("a.jpg.php", b"2"), ("evil\u{202E}gpj.exe", b"3"), (long.as_str(), b"4")],
+        &[
+            ("../../etc/x", b"1"),
+            ("a.jpg.php", b"2"),
+            ("evil\u{202E}gpj.exe", b"3"),
+            (long.as_str(), b"4"),
+        ],
     );
     assert_eq!(status, 200, "{res}");
     assert_eq!(res["../../etc/x"]["name"], "x");

@@ -15,13 +15,16 @@ const READ_OPERATIONS: &[&str] = &["*", "get", "find", "read", "download"];
 /// Whether `right` grants a read of `file` at time `now` (members aside).
 fn grants_read(right: &AccessRight, file: &FileRecord, now: Millis) -> bool {
     let covers = right.resource == file.id.to_string()
-        || (right.resource == "*" && (right.granted_by_admin || right.created_by == file.created_by));
+        || (right.resource == "*"
+            && (right.granted_by_admin || right.created_by == file.created_by));
     covers
         && right.approved
         && right.permission_type == PermissionType::RBP
         && (right.resource_type == "*" || right.resource_type.eq_ignore_ascii_case("File"))
         && (right.operation_type == "*" || right.operation_type.eq_ignore_ascii_case("Query"))
-        && READ_OPERATIONS.iter().any(|op| right.operation.eq_ignore_ascii_case(op))
+        && READ_OPERATIONS
+            .iter()
+            .any(|op| right.operation.eq_ignore_ascii_case(op))
         && right.start_date.is_none_or(|s| now >= s)
         && right.end_date.is_none_or(|e| now < e)
 }
@@ -53,7 +56,9 @@ pub fn may_read<'a>(
             return true;
         }
     }
-    rights
-        .into_iter()
-        .any(|r| r.instance == instance.id && grants_read(r, file, now) && r.members.iter().any(|m| member_ok(m)))
+    rights.into_iter().any(|r| {
+        r.instance == instance.id
+            && grants_read(r, file, now)
+            && r.members.iter().any(|m| member_ok(m))
+    })
 }

@@ -82,7 +82,13 @@ impl Keys {
     }
 
     /// Signs an HS256 token valid for `ttl`.
-    pub fn issue(&self, sub: &str, instance: &str, admin: bool, ttl: std::time::Duration) -> Result<String> {
+    pub fn issue(
+        &self,
+        sub: &str,
+        instance: &str,
+        admin: bool,
+        ttl: std::time::Duration,
+    ) -> Result<String> {
         let now = crate::types::now_millis() / 1000;
         let claims = Claims {
             sub: sub.to_string(),
@@ -104,8 +110,14 @@ impl Keys {
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed"))?;
         let key = match header.alg {
             Algorithm::HS256 => &self.hs_decode,
-            Algorithm::RS256 => self.rs.as_ref().ok_or_else(|| bad("RS256 is not accepted"))?,
-            Algorithm::ES256 => self.es.as_ref().ok_or_else(|| bad("ES256 is not accepted"))?,
+            Algorithm::RS256 => self
+                .rs
+                .as_ref()
+                .ok_or_else(|| bad("RS256 is not accepted"))?,
+            Algorithm::ES256 => self
+                .es
+                .as_ref()
+                .ok_or_else(|| bad("ES256 is not accepted"))?,
             _ => return Err(bad("algorithm not accepted")),
         };
         let mut v = Validation::new(header.alg);
@@ -177,7 +189,11 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
     match linked {
         Ok(()) => Ok(secret.into_bytes()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::read_to_string(&path).map_err(io)?.trim().as_bytes().to_vec())
+            Ok(std::fs::read_to_string(&path)
+                .map_err(io)?
+                .trim()
+                .as_bytes()
+                .to_vec())
         }
         Err(e) => Err(io(e)),
     }

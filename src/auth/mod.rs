@@ -51,7 +51,11 @@ pub fn authenticate(
     };
     let token = match raw.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        Some(_) => return Err(Error::Unauthenticated("unsupported authorization scheme".into())),
+        Some(_) => {
+            return Err(Error::Unauthenticated(
+                "unsupported authorization scheme".into(),
+            ))
+        }
         None => raw,
     };
     let claims = keys.verify(token)?;

@@ -8,7 +8,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// Creates one grant (object body) or several (array body).
-pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse> {
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
     let input: OneOrMany<AccessRightInput> = serde_json::from_value(body.into_inner())
@@ -16,7 +20,11 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Jso
     let single = matches!(input, OneOrMany::One(_));
     let rights = state.service.grant(p, input.into_vec()).await?;
     let mut out: Vec<Value> = rights.iter().map(views::access_right).collect();
-    let body = if single { out.remove(0) } else { Value::Array(out) };
+    let body = if single {
+        out.remove(0)
+    } else {
+        Value::Array(out)
+    };
     Ok(HttpResponse::Created().json(body))
 }
 
@@ -28,7 +36,11 @@ pub struct RightsQuery {
 }
 
 /// Grants on one resource.
-pub async fn list(req: HttpRequest, state: web::Data<AppState>, q: web::Query<RightsQuery>) -> Result<HttpResponse> {
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<RightsQuery>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
     let rights = state.service.rights_on(p, q.into_inner().resource).await?;
@@ -36,10 +48,16 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ri
 }
 
 /// Revokes a grant.
-pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
-    let id = id.parse().map_err(|_| Error::NotFound("no such access right".into()))?;
+    let id = id
+        .parse()
+        .map_err(|_| Error::NotFound("no such access right".into()))?;
     state.service.revoke(p, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -68,7 +86,11 @@ pub async fn put_instance(
 }
 
 /// An instance's settings (members of that instance).
-pub async fn get_instance(req: HttpRequest, state: web::Data<AppState>, domain: web::Path<String>) -> Result<HttpResponse> {
+pub async fn get_instance(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    domain: web::Path<String>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
     let i = state.service.instance(p, domain.into_inner()).await?;

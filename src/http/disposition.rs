@@ -43,7 +43,10 @@ mod tests {
         );
         let v = content_disposition("a\"b\r\n€.html", false);
         assert!(v.starts_with("attachment; filename=\"a_b___.html\""), "{v}");
-        assert!(v.ends_with("filename*=UTF-8''a%22b%0D%0A%E2%82%AC.html"), "{v}");
+        assert!(
+            v.ends_with("filename*=UTF-8''a%22b%0D%0A%E2%82%AC.html"),
+            "{v}"
+        );
         assert!(!v.contains('\r') && !v.contains('\n'));
     }
 }

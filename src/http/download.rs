@@ -32,10 +32,13 @@ fn parse_name(name: &str) -> Option<(Option<InstanceId>, FileId, Option<String>)
 
 /// Weak comparison of an If-None-Match list against our strong ETag.
 fn etag_listed(header: &str, etag: &str) -> bool {
-    header.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -45,10 +48,17 @@ fn http_date(h: Option<&str>) -> Option<u64> {
 }
 
 /// Serves a file.
-pub async fn download(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+pub async fn download(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let (instance, id, ext) = parse_name(&name).ok_or_else(Error::not_found)?;
-    let dl = state.service.open_download(caller, instance, id, ext).await?;
+    let dl = state
+        .service
+        .open_download(caller, instance, id, ext)
+        .await?;
     let f = &dl.file;
     let etag = format!("\"{}\"", f.sha256.to_hex());
     let modified_secs = f.updated / 1000;
@@ -85,7 +95,10 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>, name: web::P
 
     let inline = !media::is_active_content(&f.mime);
     res.insert_header((header::CONTENT_TYPE, f.mime.clone()))
-        .insert_header((header::CONTENT_DISPOSITION, content_disposition(&f.name, inline)));
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            content_disposition(&f.name, inline),
+        ));
 
     let len = dl.len;
     let if_range_ok = match header_str(headers, header::IF_RANGE) {
@@ -98,7 +111,10 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>, name: web::P
         Some(h) => match range::parse(h, len) {
             range::RangeRequest::Full => (0, len),
             range::RangeRequest::Unsatisfiable => {
-                return Err(Error::RangeNotSatisfiable("range not satisfiable".into(), len))
+                return Err(Error::RangeNotSatisfiable(
+                    "range not satisfiable".into(),
+                    len,
+                ))
             }
             range::RangeRequest::Partial { start, end } => {
                 res.status(StatusCode::PARTIAL_CONTENT)
@@ -113,7 +129,10 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>, name: web::P
         let nothing = futures_util::stream::empty::<std::result::Result<Bytes, Error>>();
         return Ok(res.body(SizedStream::new(count, nothing)));
     }
-    Ok(res.body(SizedStream::new(count, stream_blob(dl.reader, start, count))))
+    Ok(res.body(SizedStream::new(
+        count,
+        stream_blob(dl.reader, start, count),
+    )))
 }
 
 /// Reads `count` bytes from `start` in large chunks, one blocking read at a time, so no thread is
@@ -161,7 +180,7 @@ mod tests {
         assert_eq!(id.to_string(), f);
         assert_eq!(ext.as_deref(), Some("png"));
         assert!(parse_name(&format!("{f}.png")).unwrap().0.is_none());
-        assert!(parse_name(&format!("{f}")).unwrap().2.is_none());
+        assert!(parse_name(f).unwrap().2.is_none());
         assert!(parse_name("nope.png").is_none());
         assert!(parse_name(&format!("x-{f}.png")).is_none());
     }

@@ -20,27 +20,45 @@ fn file_id(raw: &str) -> Result<FileId> {
 }
 
 /// The caller's files, a page at a time.
-pub async fn list(req: HttpRequest, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse> {
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
     let q = q.into_inner();
     let after = q
         .after
-        .map(|a| a.parse().map_err(|_| Error::BadRequest(format!("after {a:?} is not a cursor"))))
+        .map(|a| {
+            a.parse()
+                .map_err(|_| Error::BadRequest(format!("after {a:?} is not a cursor")))
+        })
         .transpose()?;
-    let page = state.service.list_files(p, q.directory, q.first, after).await?;
+    let page = state
+        .service
+        .list_files(p, q.directory, q.first, after)
+        .await?;
     Ok(HttpResponse::Ok().json(views::file_page(&page)))
 }
 
 /// One file record, for whoever may read the file (anonymous callers through a grant).
-pub async fn get(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let (file, image) = state.service.get_file(caller, file_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(views::file_with_image(&file, image.as_ref())))
 }
 
 /// Deletes a file.
-pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
     state.service.delete_file(p, file_id(&id)?).await?;

@@ -56,7 +56,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .error_handler(|e, _| Error::BadRequest(format!("invalid JSON body: {e}")).into());
     let query_cfg = web::QueryConfig::default()
         .error_handler(|e, _| Error::BadRequest(format!("invalid query: {e}")).into());
-    let path_cfg = web::PathConfig::default().error_handler(|_, _| Error::NotFound("no such route".into()).into());
+    let path_cfg = web::PathConfig::default()
+        .error_handler(|_, _| Error::NotFound("no such route".into()).into());
     cfg.app_data(json_cfg)
         .app_data(query_cfg)
         .app_data(path_cfg)

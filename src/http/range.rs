@@ -37,13 +37,19 @@ pub fn parse(header: &str, len: u64) -> RangeRequest {
         (true, false) => match num(b) {
             Some(0) => RangeRequest::Unsatisfiable,
             Some(_) if len == 0 => RangeRequest::Unsatisfiable,
-            Some(n) => RangeRequest::Partial { start: len.saturating_sub(n), end: len - 1 },
+            Some(n) => RangeRequest::Partial {
+                start: len.saturating_sub(n),
+                end: len - 1,
+            },
             None => RangeRequest::Full,
         },
         // bytes=S-: from S to the end
         (false, true) => match num(a) {
             Some(s) if s >= len => RangeRequest::Unsatisfiable,
-            Some(s) => RangeRequest::Partial { start: s, end: len - 1 },
+            Some(s) => RangeRequest::Partial {
+                start: s,
+                end: len - 1,
+            },
             None => RangeRequest::Full,
         },
         // bytes=S-E
@@ -52,7 +58,10 @@ pub fn parse(header: &str, len: u64) -> RangeRequest {
                 if s >= len {
                     RangeRequest::Unsatisfiable
                 } else {
-                    RangeRequest::Partial { start: s, end: e.min(len - 1) }
+                    RangeRequest::Partial {
+                        start: s,
+                        end: e.min(len - 1),
+                    }
                 }
             }
             _ => RangeRequest::Full,

@@ -38,15 +38,25 @@ impl Parts {
 }
 
 /// Handles an upload.
-pub async fn upload(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let mut mp = Parts { mp: Multipart::new(req.headers(), payload), done: false };
+pub async fn upload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let mut mp = Parts {
+        mp: Multipart::new(req.headers(), payload),
+        done: false,
+    };
     let stall = Duration::from_secs(state.service.config.body_timeout_secs);
     let outcome = async {
         let principal = caller(&req, &state)?.require()?.clone();
         let raw = req.path().strip_prefix("/upload").unwrap_or("");
         let directory = names::normalize_directory(raw)?;
         let parts = receive(&state, &mut mp, stall).await?;
-        state.service.commit_upload(&principal, directory, parts).await
+        state
+            .service
+            .commit_upload(&principal, directory, parts)
+            .await
     }
     .await;
     match outcome {
@@ -83,7 +93,9 @@ async fn receive(state: &AppState, mp: &mut Parts, stall: Duration) -> Result<Ve
         let mut field = field.map_err(malformed)?;
         seen += 1;
         if seen > max_parts {
-            return Err(Error::BadRequest(format!("more than {max_parts} parts in one request")));
+            return Err(Error::BadRequest(format!(
+                "more than {max_parts} parts in one request"
+            )));
         }
         let filename = field
             .content_disposition()

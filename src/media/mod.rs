@@ -19,7 +19,12 @@ pub fn sniff(head: &[u8], name: &str) -> String {
 
 /// Whether a type can run script when a browser renders it inline (HTML, SVG, XML, JS).
 pub fn is_active_content(mime: &str) -> bool {
-    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     matches!(
         essence.as_str(),
         "text/html"
@@ -45,7 +50,10 @@ pub fn is_image(mime: &str) -> bool {
 /// Width and height of an image file, reading only its header.
 pub fn dimensions(path: &Path) -> Option<(u32, u32)> {
     let size = imagesize::size(path).ok()?;
-    Some((u32::try_from(size.width).ok()?, u32::try_from(size.height).ok()?))
+    Some((
+        u32::try_from(size.width).ok()?,
+        u32::try_from(size.height).ok()?,
+    ))
 }
 
 #[cfg(test)]

@@ -57,7 +57,8 @@ fn read_count(v: Option<sled::IVec>) -> u64 {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Option<sled::IVec>) -> Result<Option<T>> {
-    v.map(|v| serde_json::from_slice(&v).map_err(Error::from)).transpose()
+    v.map(|v| serde_json::from_slice(&v).map_err(Error::from))
+        .transpose()
 }
 
 impl SledMeta {
@@ -67,7 +68,9 @@ impl SledMeta {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| Error::Internal(format!("cannot open metadata in {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                Error::Internal(format!("cannot open metadata in {}: {e}", dir.display()))
+            })?;
         let tree = |name: &str| db.open_tree(name);
         Ok(Self {
             instances: tree("instances")?,
@@ -273,7 +276,10 @@ impl MetaStore for SledMeta {
         (&self.rights, &self.rights_by_resource).transaction(|(tr, tb)| {
             for (r, json) in rights.iter().zip(&encoded) {
                 tr.insert(&r.id.to_bytes(), json.as_slice())?;
-                tb.insert(with_id(resource_key(r.instance, &r.resource), r.id.to_bytes()), &[])?;
+                tb.insert(
+                    with_id(resource_key(r.instance, &r.resource), r.id.to_bytes()),
+                    &[],
+                )?;
             }
             Ok(())
         })?;
@@ -305,7 +311,10 @@ impl MetaStore for SledMeta {
                 return Ok(false);
             };
             let r: AccessRight = serde_json::from_slice(&v).map_err(abort)?;
-            tb.remove(with_id(resource_key(r.instance, &r.resource), id.to_bytes()))?;
+            tb.remove(with_id(
+                resource_key(r.instance, &r.resource),
+                id.to_bytes(),
+            ))?;
             Ok(true)
         })?;
         self.flush()?;

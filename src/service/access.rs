@@ -71,19 +71,25 @@ impl Service {
         if resource == "*" {
             return Ok(()); // covers only the grantor's own files (all of them, for an admin)
         }
-        let id: FileId = resource
-            .parse()
-            .map_err(|_| Error::BadRequest(format!("resource {resource:?} is not a file id or *")))?;
+        let id: FileId = resource.parse().map_err(|_| {
+            Error::BadRequest(format!("resource {resource:?} is not a file id or *"))
+        })?;
         let file = self.readable(&Caller::User(p.clone()), id)?;
         if p.admin || file.created_by == p.account {
             Ok(())
         } else {
-            Err(Error::Forbidden("only the owner or an admin may manage grants on this file".into()))
+            Err(Error::Forbidden(
+                "only the owner or an admin may manage grants on this file".into(),
+            ))
         }
     }
 
     /// Validates and stores grants; all or nothing.
-    pub async fn grant(self: &Arc<Self>, principal: &Principal, inputs: Vec<AccessRightInput>) -> Result<Vec<AccessRight>> {
+    pub async fn grant(
+        self: &Arc<Self>,
+        principal: &Principal,
+        inputs: Vec<AccessRightInput>,
+    ) -> Result<Vec<AccessRight>> {
         if inputs.is_empty() {
             return Err(Error::BadRequest("no access rights given".into()));
         }
@@ -110,7 +116,11 @@ impl Service {
     }
 
     /// Grants on a resource, for its owner or an admin.
-    pub async fn rights_on(self: &Arc<Self>, principal: &Principal, resource: String) -> Result<Vec<AccessRight>> {
+    pub async fn rights_on(
+        self: &Arc<Self>,
+        principal: &Principal,
+        resource: String,
+    ) -> Result<Vec<AccessRight>> {
         let svc = self.clone();
         let p = principal.clone();
         blocking(move || {
@@ -129,7 +139,11 @@ impl Service {
 
     /// Revokes a grant: its grantor, the resource's owner, or an admin may. Takes effect on the
     /// next request (decisions are never cached).
-    pub async fn revoke(self: &Arc<Self>, principal: &Principal, id: RightId) -> Result<AccessRight> {
+    pub async fn revoke(
+        self: &Arc<Self>,
+        principal: &Principal,
+        id: RightId,
+    ) -> Result<AccessRight> {
         let svc = self.clone();
         let p = principal.clone();
         blocking(move || {
@@ -152,10 +166,17 @@ impl Service {
     }
 
     /// Switches anonymous requests on or off for an instance (its admins only).
-    pub async fn set_anonymous(self: &Arc<Self>, principal: &Principal, domain: String, on: bool) -> Result<Instance> {
+    pub async fn set_anonymous(
+        self: &Arc<Self>,
+        principal: &Principal,
+        domain: String,
+        on: bool,
+    ) -> Result<Instance> {
         let domain = domain.to_ascii_lowercase();
         if !principal.admin || principal.instance != domain {
-            return Err(Error::Forbidden(format!("only an admin of {domain} may change it")));
+            return Err(Error::Forbidden(format!(
+                "only an admin of {domain} may change it"
+            )));
         }
         let svc = self.clone();
         blocking(move || {
@@ -169,7 +190,11 @@ impl Service {
     }
 
     /// An instance's settings, for its members.
-    pub async fn instance(self: &Arc<Self>, principal: &Principal, domain: String) -> Result<Instance> {
+    pub async fn instance(
+        self: &Arc<Self>,
+        principal: &Principal,
+        domain: String,
+    ) -> Result<Instance> {
         let domain = domain.to_ascii_lowercase();
         if principal.instance != domain {
             return Err(Error::NotFound(format!("no instance {domain}")));
@@ -179,27 +204,49 @@ impl Service {
     }
 }
 
-fn build_right(input: AccessRightInput, p: &Principal, instance: &Instance, now: u64) -> Result<AccessRight> {
+fn build_right(
+    input: AccessRightInput,
+    p: &Principal,
+    instance: &Instance,
+    now: u64,
+) -> Result<AccessRight> {
     let bad = |m: String| Error::BadRequest(m);
     let id = match input.hypi.and_then(|h| h.id) {
-        Some(s) => s.parse().map_err(|_| bad(format!("hypi.id {s:?} is not a ULID")))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| bad(format!("hypi.id {s:?} is not a ULID")))?,
         None => RightId::new(),
     };
     let resource_type = input.resource_type.trim().to_string();
     if !(resource_type == "*" || resource_type.eq_ignore_ascii_case("File")) {
-        return Err(bad(format!("resourceType {resource_type:?} is not supported (File or *)")));
+        return Err(bad(format!(
+            "resourceType {resource_type:?} is not supported (File or *)"
+        )));
     }
-    for (field, v) in [("operationType", &input.operation_type), ("operation", &input.operation), ("resource", &input.resource)] {
+    for (field, v) in [
+        ("operationType", &input.operation_type),
+        ("operation", &input.operation),
+        ("resource", &input.resource),
+    ] {
         if v.trim().is_empty() {
             return Err(bad(format!("{field} must not be empty")));
         }
     }
-    if !(input.operation_type == "*" || ["Query", "Mutation"].iter().any(|t| t.eq_ignore_ascii_case(&input.operation_type))) {
-        return Err(bad(format!("operationType {:?} must be Query, Mutation or *", input.operation_type)));
+    if !(input.operation_type == "*"
+        || ["Query", "Mutation"]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(&input.operation_type)))
+    {
+        return Err(bad(format!(
+            "operationType {:?} must be Query, Mutation or *",
+            input.operation_type
+        )));
     }
     let date = |name: &str, v: Option<String>| -> Result<Option<u64>> {
-        v.map(|s| parse_rfc3339(&s).ok_or_else(|| bad(format!("{name} {s:?} is not an RFC 3339 date"))))
-            .transpose()
+        v.map(|s| {
+            parse_rfc3339(&s).ok_or_else(|| bad(format!("{name} {s:?} is not an RFC 3339 date")))
+        })
+        .transpose()
     };
     let start_date = date("startDate", input.start_date)?;
     let end_date = date("endDate", input.end_date)?;

@@ -66,7 +66,10 @@ impl Service {
                 return Err(Error::not_found());
             }
             let (reader, len) = svc.blobs.open(&file.sha256)?.ok_or_else(|| {
-                Error::Internal(format!("blob {} of file {} is missing", file.sha256, file.id))
+                Error::Internal(format!(
+                    "blob {} of file {} is missing",
+                    file.sha256, file.id
+                ))
             })?;
             Ok(Download { file, reader, len })
         })
@@ -74,7 +77,11 @@ impl Service {
     }
 
     /// A file record (and its Image, for images) the caller may read.
-    pub async fn get_file(self: &Arc<Self>, caller: Caller, id: FileId) -> Result<(FileRecord, Option<ImageRecord>)> {
+    pub async fn get_file(
+        self: &Arc<Self>,
+        caller: Caller,
+        id: FileId,
+    ) -> Result<(FileRecord, Option<ImageRecord>)> {
         let svc = self.clone();
         blocking(move || {
             let file = svc.readable(&caller, id)?;
@@ -94,7 +101,9 @@ impl Service {
     ) -> Result<Page<FileRecord>> {
         let limit = first.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
-            return Err(Error::BadRequest(format!("first must be between 1 and {MAX_PAGE}")));
+            return Err(Error::BadRequest(format!(
+                "first must be between 1 and {MAX_PAGE}"
+            )));
         }
         let directory = directory
             .map(|d| super::names::normalize_directory(&d))
@@ -103,21 +112,31 @@ impl Service {
         let p = principal.clone();
         blocking(move || {
             let Some(instance) = svc.meta.instance_by_domain(&p.instance)? else {
-                return Ok(Page { items: vec![], has_more: false });
+                return Ok(Page {
+                    items: vec![],
+                    has_more: false,
+                });
             };
-            svc.meta.files_of(instance.id, &p.account, directory.as_deref(), after, limit)
+            svc.meta
+                .files_of(instance.id, &p.account, directory.as_deref(), after, limit)
         })
         .await
     }
 
     /// Deletes a file (owner or instance admin). The blob goes once nothing references it.
-    pub async fn delete_file(self: &Arc<Self>, principal: &Principal, id: FileId) -> Result<FileRecord> {
+    pub async fn delete_file(
+        self: &Arc<Self>,
+        principal: &Principal,
+        id: FileId,
+    ) -> Result<FileRecord> {
         let svc = self.clone();
         let p = principal.clone();
         blocking(move || {
             let file = svc.readable(&Caller::User(p.clone()), id)?;
             if !(p.admin || p.account == file.created_by) {
-                return Err(Error::Forbidden("only the owner or an admin may delete this file".into()));
+                return Err(Error::Forbidden(
+                    "only the owner or an admin may delete this file".into(),
+                ));
             }
             let _guard = svc.lock_blobs([&file.sha256]);
             let Some((file, left)) = svc.meta.delete_file(id)? else {

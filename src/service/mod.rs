@@ -30,7 +30,12 @@ pub struct Service {
 
 impl Service {
     /// Wires the service together.
-    pub fn new(config: Config, meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, keys: Keys) -> Self {
+    pub fn new(
+        config: Config,
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        keys: Keys,
+    ) -> Self {
         Self {
             config,
             meta,
@@ -41,7 +46,11 @@ impl Service {
     }
 
     /// Resolves request headers into a caller.
-    pub fn authenticate(&self, authorization: Option<&str>, domain: Option<&str>) -> Result<Caller> {
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        domain: Option<&str>,
+    ) -> Result<Caller> {
         crate::auth::authenticate(
             &self.keys,
             authorization,
@@ -51,7 +60,10 @@ impl Service {
     }
 
     /// Locks the stripes of these blobs, in a fixed order so two callers cannot deadlock.
-    fn lock_blobs<'a>(&'a self, shas: impl IntoIterator<Item = &'a Sha256>) -> Vec<MutexGuard<'a, ()>> {
+    fn lock_blobs<'a>(
+        &'a self,
+        shas: impl IntoIterator<Item = &'a Sha256>,
+    ) -> Vec<MutexGuard<'a, ()>> {
         let mut idx: Vec<usize> = shas
             .into_iter()
             .map(|s| usize::from(s.0[0]) % STRIPES)

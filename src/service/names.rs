@@ -85,7 +85,11 @@ pub fn sanitize_filename(raw: &str) -> String {
 /// at most 16 characters; otherwise none.
 pub fn extension(name: &str) -> Option<String> {
     let (stem, ext) = name.rsplit_once('.')?;
-    if stem.is_empty() || ext.is_empty() || ext.len() > 16 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if stem.is_empty()
+        || ext.is_empty()
+        || ext.len() > 16
+        || !ext.chars().all(|c| c.is_ascii_alphanumeric())
+    {
         return None;
     }
     Some(ext.to_ascii_lowercase())
@@ -102,7 +106,17 @@ mod tests {
         assert_eq!(normalize_directory("/my/path").unwrap(), "/my/path");
         assert_eq!(normalize_directory("/my/path/").unwrap(), "/my/path");
         assert_eq!(normalize_directory("/caf%C3%A9").unwrap(), "/café");
-        for bad in ["/a/../b", "/..", "/a//b", "/%2e%2e/x", "/a%2Fb", "/a%00", "/a\\b", "/%0d%0a", "/%FF"] {
+        for bad in [
+            "/a/../b",
+            "/..",
+            "/a//b",
+            "/%2e%2e/x",
+            "/a%2Fb",
+            "/a%00",
+            "/a\\b",
+            "/%0d%0a",
+            "/%FF",
+        ] {
             assert!(normalize_directory(bad).is_err(), "{bad}");
         }
         assert!(normalize_directory(&format!("/{}", "a".repeat(300))).is_err());

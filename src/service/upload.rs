@@ -88,7 +88,13 @@ impl Service {
             let mut records = Vec::with_capacity(parts.len());
             let mut keys = Vec::with_capacity(parts.len());
             for part in parts {
-                let Written { temp, sha, size, mime, dims } = part.written;
+                let Written {
+                    temp,
+                    sha,
+                    size,
+                    mime,
+                    dims,
+                } = part.written;
                 svc.blobs.commit(temp, &sha)?;
                 let file = FileRecord {
                     id: FileId::new(),
@@ -120,7 +126,10 @@ impl Service {
                 records.push((file, image));
             }
             svc.meta.insert_files(&records)?;
-            Ok(keys.into_iter().zip(records.into_iter().map(|(f, _)| f)).collect())
+            Ok(keys
+                .into_iter()
+                .zip(records.into_iter().map(|(f, _)| f))
+                .collect())
         })
         .await
     }
@@ -158,7 +167,10 @@ impl PartWriter {
 
     /// Ends the part: the temp file is flushed and fsynced, its hash and type known.
     pub async fn finish(mut self) -> Result<StagedPart> {
-        let tx = self.tx.take().ok_or_else(|| Error::Internal("finish after abort".into()))?;
+        let tx = self
+            .tx
+            .take()
+            .ok_or_else(|| Error::Internal("finish after abort".into()))?;
         // If the writer already failed, the send fails and the task's error is reported below.
         let _ = tx.send(Msg::Finish).await;
         drop(tx);
@@ -172,7 +184,11 @@ impl PartWriter {
 }
 
 /// The writer thread: coalesces chunks into large writes, hashes, keeps the head for sniffing.
-fn write_part(blobs: Arc<dyn BlobStore>, mut rx: mpsc::Receiver<Msg>, name: &str) -> Result<Written> {
+fn write_part(
+    blobs: Arc<dyn BlobStore>,
+    mut rx: mpsc::Receiver<Msg>,
+    name: &str,
+) -> Result<Written> {
     let mut temp = blobs.create_temp()?;
     let mut hasher = sha2::Sha256::new();
     let mut head = Vec::with_capacity(media::SNIFF_LEN);

@@ -47,7 +47,10 @@ impl BlobStore for LocalStore {
             .create_new(true)
             .open(&path)
             .map_err(io("creating temp file"))?;
-        Ok(TempBlob { path, file: Some(file) })
+        Ok(TempBlob {
+            path,
+            file: Some(file),
+        })
     }
 
     fn commit(&self, mut temp: TempBlob, sha: &Sha256) -> Result<()> {

@@ -22,7 +22,9 @@ pub struct TempBlob {
 impl TempBlob {
     /// The open file to write into.
     pub fn file(&mut self) -> &mut std::fs::File {
-        self.file.as_mut().expect("temp blob file is present until commit")
+        self.file
+            .as_mut()
+            .expect("temp blob file is present until commit")
     }
 }
 

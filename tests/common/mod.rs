@@ -84,7 +84,10 @@ impl Server {
             data: data.to_path_buf(),
             _dir: None,
             log,
-            client: Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
         })
     }
 
@@ -101,7 +104,8 @@ impl Server {
     pub fn upload(&self, token: &str, dir: &str, files: &[(&str, &[u8])]) -> (u16, Value) {
         let mut form = reqwest::blocking::multipart::Form::new();
         for (i, (name, bytes)) in files.iter().enumerate() {
-            let part = reqwest::blocking::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string());
+            let part = reqwest::blocking::multipart::Part::bytes(bytes.to_vec())
+                .file_name(name.to_string());
             form = form.part(i.to_string(), part);
         }
         let res = self
@@ -134,15 +138,25 @@ impl Server {
 
     /// Temp files currently in the store's temp dir.
     pub fn temp_files(&self) -> usize {
-        std::fs::read_dir(self.data.join("tmp")).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(self.data.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Blob files in the content-addressed store.
     pub fn blob_count(&self) -> usize {
         fn walk(p: &Path) -> usize {
-            let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return 0;
+            };
             rd.flatten()
-                .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
                 .sum()
         }
         walk(&self.data.join("blobs"))
@@ -152,7 +166,11 @@ impl Server {
     pub fn eventually(&self, what: &str, cond: impl Fn() -> bool) {
         let end = Instant::now() + Duration::from_secs(10);
         while !cond() {
-            assert!(Instant::now() < end, "timed out waiting for: {what}\nlog:\n{}", self.log.lock().unwrap());
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for: {what}\nlog:\n{}",
+                self.log.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -166,7 +184,11 @@ impl Server {
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
         let text = String::from_utf8_lossy(&out).to_string();
-        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         (status, text)
     }
 
@@ -190,17 +212,29 @@ impl Drop for Server {
 /// Runs `depot token` against a data dir.
 pub fn token_for(data: &Path, sub: &str, instance: &str, admin: bool, extra: &[&str]) -> String {
     let mut cmd = Command::new(BIN);
-    cmd.args(["token", "--sub", sub, "--instance", instance, "--data-dir"]).arg(data).args(extra);
+    cmd.args(["token", "--sub", sub, "--instance", instance, "--data-dir"])
+        .arg(data)
+        .args(extra);
     if admin {
         cmd.arg("--admin");
     }
     let out = cmd.output().expect("depot token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A multipart body with one file part, for raw requests.
-pub fn multipart_body(boundary: &str, field: &str, filename: &str, bytes: &[u8], close: bool) -> Vec<u8> {
+pub fn multipart_body(
+    boundary: &str,
+    field: &str,
+    filename: &str,
+    bytes: &[u8],
+    close: bool,
+) -> Vec<u8> {
     let mut b = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
     )
@@ -220,7 +254,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Deterministic pseudo-random bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
