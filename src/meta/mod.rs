@@ -16,6 +16,22 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+/// Which files a scan walks, each answered from its own index.
+#[derive(Debug, Clone, Copy)]
+pub enum FileScope<'a> {
+    /// Every file of the instance.
+    All,
+    /// The files one account uploaded.
+    Owner(&'a AccountId),
+    /// The files in exactly this directory.
+    Directory(&'a str),
+    /// The files at exactly this path.
+    Path(&'a str),
+}
+
+/// A lazily read run of records.
+pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T>> + Send + 'a>;
+
 /// What the service needs from a metadata store. Every call blocks: call it off the async
 /// executor. Writes are durable when they return.
 pub trait MetaStore: Send + Sync + 'static {
@@ -32,15 +48,16 @@ pub trait MetaStore: Send + Sync + 'static {
     fn insert_files(&self, files: &[(FileRecord, Option<ImageRecord>)]) -> Result<()>;
     fn file(&self, id: FileId) -> Result<Option<FileRecord>>;
     fn image(&self, id: FileId) -> Result<Option<ImageRecord>>;
-    /// The owner's files in id (upload) order, optionally in one directory, after a cursor.
-    fn files_of(
-        &self,
+    /// Files of one instance within `scope`, in id (upload) order, strictly after `after`.
+    fn scan_files<'a>(
+        &'a self,
         instance: InstanceId,
-        owner: &AccountId,
-        directory: Option<&str>,
+        scope: FileScope<'a>,
         after: Option<FileId>,
-        limit: usize,
-    ) -> Result<Page<FileRecord>>;
+    ) -> Records<'a, FileRecord>;
+    /// Replaces a file record whose identity, owner, directory and name are unchanged
+    /// (trash, untrash).
+    fn update_file(&self, file: &FileRecord) -> Result<()>;
     /// Removes a file record, its image and its grants; returns it with the references its blob
     /// still has afterwards.
     fn delete_file(&self, id: FileId) -> Result<Option<(FileRecord, u64)>>;
@@ -52,4 +69,6 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Grants whose `resource` is exactly `resource` in this instance.
     fn rights_on(&self, instance: InstanceId, resource: &str) -> Result<Vec<AccessRight>>;
     fn delete_right(&self, id: RightId) -> Result<bool>;
+    /// Every grant of an instance.
+    fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>>;
 }

@@ -1,6 +1,6 @@
 //! The embedded metadata store: sled 0.34, one tree per record kind plus index trees.
 
-use super::{AccessRight, FileRecord, ImageRecord, Instance, MetaStore, Page};
+use super::{AccessRight, FileRecord, FileScope, ImageRecord, Instance, MetaStore, Records};
 use crate::error::{Error, Result};
 use crate::types::{now_millis, AccountId, FileId, InstanceId, RightId, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
@@ -16,6 +16,12 @@ pub struct SledMeta {
     images: sled::Tree,
     /// `instance ++ owner ++ 0 ++ file id` -> empty: the owner's files in upload order.
     by_owner: sled::Tree,
+    /// `instance ++ file id` -> empty.
+    by_instance: sled::Tree,
+    /// `instance ++ directory ++ 0 ++ file id` -> empty.
+    by_dir: sled::Tree,
+    /// `instance ++ path ++ 0 ++ file id` -> empty.
+    by_path: sled::Tree,
     /// `sha256` -> big-endian u64 reference count.
     blob_refs: sled::Tree,
     rights: sled::Tree,
@@ -29,20 +35,33 @@ fn abort<E: Into<Error>>(e: E) -> ConflictableTransactionError<Error> {
     ConflictableTransactionError::Abort(e.into())
 }
 
-fn owner_key(instance: InstanceId, owner: &AccountId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16 + owner.0.len() + 17);
+/// `instance ++ text ++ 0`: the prefix of an index keyed by a string within an instance.
+/// Strings never contain NUL (tokens, paths and ids are validated), so prefixes cannot collide.
+fn text_key(instance: InstanceId, text: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + text.len() + 17);
     k.extend_from_slice(&instance.to_bytes());
-    k.extend_from_slice(owner.0.as_bytes());
+    k.extend_from_slice(text.as_bytes());
     k.push(0);
     k
 }
 
+fn owner_key(instance: InstanceId, owner: &AccountId) -> Vec<u8> {
+    text_key(instance, &owner.0)
+}
+
 fn resource_key(instance: InstanceId, resource: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16 + resource.len() + 17);
-    k.extend_from_slice(&instance.to_bytes());
-    k.extend_from_slice(resource.as_bytes());
-    k.push(0);
-    k
+    text_key(instance, resource)
+}
+
+/// Every index entry of a file, as (tree index in [by_owner, by_instance, by_dir, by_path], key).
+fn file_index_keys(f: &FileRecord) -> [Vec<u8>; 4] {
+    let id = f.id.to_bytes();
+    [
+        with_id(owner_key(f.instance, &f.created_by), id),
+        with_id(f.instance.to_bytes().to_vec(), id),
+        with_id(text_key(f.instance, &f.directory), id),
+        with_id(text_key(f.instance, &f.path()), id),
+    ]
 }
 
 fn with_id(mut prefix: Vec<u8>, id: [u8; 16]) -> Vec<u8> {
@@ -78,6 +97,9 @@ impl SledMeta {
             files: tree("files")?,
             images: tree("images")?,
             by_owner: tree("files_by_owner")?,
+            by_instance: tree("files_by_instance")?,
+            by_dir: tree("files_by_dir")?,
+            by_path: tree("files_by_path")?,
             blob_refs: tree("blob_refs")?,
             rights: tree("rights")?,
             rights_by_resource: tree("rights_by_resource")?,
@@ -153,21 +175,30 @@ impl MetaStore for SledMeta {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        (&self.files, &self.images, &self.by_owner, &self.blob_refs).transaction(
-            |(tf, ti, to, tr)| {
+        (
+            &self.files,
+            &self.images,
+            &self.blob_refs,
+            &self.by_owner,
+            &self.by_instance,
+            &self.by_dir,
+            &self.by_path,
+        )
+            .transaction(|(tf, ti, tr, o, i, d, p)| {
                 for ((f, _), (fjson, ijson)) in files.iter().zip(&encoded) {
                     let id = f.id.to_bytes();
                     tf.insert(&id, fjson.as_slice())?;
                     if let Some(ijson) = ijson {
                         ti.insert(&id, ijson.as_slice())?;
                     }
-                    to.insert(with_id(owner_key(f.instance, &f.created_by), id), &[])?;
+                    for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(f)) {
+                        tree.insert(key, &[])?;
+                    }
                     let n = read_count(tr.get(f.sha256.0)?);
                     tr.insert(&f.sha256.0, &(n + 1).to_be_bytes())?;
                 }
                 Ok(())
-            },
-        )?;
+            })?;
         self.flush()
     }
 
@@ -179,17 +210,20 @@ impl MetaStore for SledMeta {
         decode(self.images.get(id.to_bytes())?)
     }
 
-    fn files_of(
-        &self,
+    fn scan_files<'a>(
+        &'a self,
         instance: InstanceId,
-        owner: &AccountId,
-        directory: Option<&str>,
+        scope: FileScope<'a>,
         after: Option<FileId>,
-        limit: usize,
-    ) -> Result<Page<FileRecord>> {
-        let prefix = owner_key(instance, owner);
+    ) -> Records<'a, FileRecord> {
+        let (tree, prefix) = match scope {
+            FileScope::All => (&self.by_instance, instance.to_bytes().to_vec()),
+            FileScope::Owner(o) => (&self.by_owner, owner_key(instance, o)),
+            FileScope::Directory(d) => (&self.by_dir, text_key(instance, d)),
+            FileScope::Path(p) => (&self.by_path, text_key(instance, p)),
+        };
         let start = match after {
-            // Strictly after the cursor: append a byte so the cursor's own key sorts before.
+            // Strictly after the cursor: one more byte sorts the cursor's own key before it.
             Some(a) => {
                 let mut k = with_id(prefix.clone(), a.to_bytes());
                 k.push(0);
@@ -197,29 +231,34 @@ impl MetaStore for SledMeta {
             }
             None => prefix.clone(),
         };
-        let mut items = Vec::new();
-        let mut has_more = false;
-        for kv in self.by_owner.range(start..) {
-            let (k, _) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
+        let plen = prefix.len();
+        Box::new(
+            tree.range(start..)
+                .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+                .filter_map(move |kv| {
+                    let (k, _) = match kv {
+                        Ok(kv) => kv,
+                        Err(e) => return Some(Err(e.into())),
+                    };
+                    let id = <[u8; 16]>::try_from(&k[plen..]).ok()?;
+                    // An index entry whose record is gone (a delete raced the scan) is skipped.
+                    self.file(FileId::from_bytes(id)).transpose()
+                }),
+        )
+    }
+
+    fn update_file(&self, file: &FileRecord) -> Result<()> {
+        let json = serde_json::to_vec(file)?;
+        let id = file.id.to_bytes();
+        // Only replace a record that still exists: an update must not resurrect a deleted file.
+        self.files.transaction(|tf| {
+            if tf.get(id)?.is_none() {
+                return Err(abort(Error::not_found()));
             }
-            let Ok(id) = <[u8; 16]>::try_from(&k[prefix.len()..]) else {
-                continue;
-            };
-            let Some(f) = self.file(FileId::from_bytes(id))? else {
-                continue;
-            };
-            if f.trashed.is_some() || directory.is_some_and(|d| d != f.directory) {
-                continue;
-            }
-            if items.len() == limit {
-                has_more = true;
-                break;
-            }
-            items.push(f);
-        }
-        Ok(Page { items, has_more })
+            tf.insert(&id, json.as_slice())?;
+            Ok(())
+        })?;
+        self.flush()
     }
 
     fn delete_file(&self, id: FileId) -> Result<Option<(FileRecord, u64)>> {
@@ -236,18 +275,23 @@ impl MetaStore for SledMeta {
         let outcome = (
             &self.files,
             &self.images,
-            &self.by_owner,
             &self.blob_refs,
             &self.rights,
             &self.rights_by_resource,
+            &self.by_owner,
+            &self.by_instance,
+            &self.by_dir,
+            &self.by_path,
         )
-            .transaction(|(tf, ti, to, tr, trights, tbyres)| {
+            .transaction(|(tf, ti, tr, trights, tbyres, o, i, d, p)| {
                 let Some(v) = tf.remove(&id.to_bytes())? else {
                     return Ok(None);
                 };
                 let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
                 ti.remove(&id.to_bytes())?;
-                to.remove(with_id(owner_key(f.instance, &f.created_by), id.to_bytes()))?;
+                for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(&f)) {
+                    tree.remove(key)?;
+                }
                 let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
                 if left == 0 {
                     tr.remove(&f.sha256.0)?;
@@ -299,6 +343,21 @@ impl MetaStore for SledMeta {
                 continue;
             }
             if let Some(r) = decode::<AccessRight>(self.rights.get(&k[prefix.len()..])?)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>> {
+        let mut out = Vec::new();
+        for k in self
+            .rights_by_resource
+            .scan_prefix(instance.to_bytes())
+            .keys()
+        {
+            let k = k?;
+            if let Some(r) = decode::<AccessRight>(self.rights.get(&k[k.len() - 16..])?)? {
                 out.push(r);
             }
         }

@@ -3,7 +3,7 @@
 use super::{blocking, Service};
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
-use crate::meta::{FileRecord, ImageRecord, Page};
+use crate::meta::{FileRecord, FileScope, ImageRecord, Page};
 use crate::store::BlobReader;
 use crate::types::{now_millis, FileId, InstanceId};
 use std::sync::Arc;
@@ -117,8 +117,24 @@ impl Service {
                     has_more: false,
                 });
             };
-            svc.meta
-                .files_of(instance.id, &p.account, directory.as_deref(), after, limit)
+            let mut items = Vec::with_capacity(limit);
+            let mut has_more = false;
+            let scope = match &directory {
+                Some(d) => FileScope::Directory(d),
+                None => FileScope::Owner(&p.account),
+            };
+            for f in svc.meta.scan_files(instance.id, scope, after) {
+                let f = f?;
+                if f.trashed.is_some() || f.created_by != p.account {
+                    continue;
+                }
+                if items.len() == limit {
+                    has_more = true;
+                    break;
+                }
+                items.push(f);
+            }
+            Ok(Page { items, has_more })
         })
         .await
     }
