@@ -25,6 +25,8 @@ pub struct Config {
     pub header_timeout_secs: u64,
     /// Seconds an upload body may stall (no bytes arriving) before it is aborted.
     pub body_timeout_secs: u64,
+    /// Largest `first`/`last` a GraphQL `find` honours (Hypi caps at 25).
+    pub max_page_size: usize,
     /// Worker threads for HTTP; 0 means one per core.
     pub workers: usize,
     /// Log filter, e.g. `info` or `depot=debug`.
@@ -61,6 +63,7 @@ impl Default for Config {
             max_parts: 100,
             header_timeout_secs: 10,
             body_timeout_secs: 60,
+            max_page_size: 25,
             workers: 0,
             log: "info".into(),
             auth: AuthConfig::default(),
@@ -148,6 +151,9 @@ impl Config {
         if let Some(v) = get("DEPOT_BODY_TIMEOUT_SECS") {
             self.body_timeout_secs = num("DEPOT_BODY_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = get("DEPOT_MAX_PAGE_SIZE") {
+            self.max_page_size = num("DEPOT_MAX_PAGE_SIZE", v)?;
+        }
         if let Some(v) = get("DEPOT_WORKERS") {
             self.workers = num("DEPOT_WORKERS", v)?;
         }
@@ -176,6 +182,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        if self.max_page_size == 0 {
+            return Err(Error::BadRequest("max_page_size must be at least 1".into()));
+        }
         if self.max_parts == 0 {
             return Err(Error::BadRequest("max_parts must be at least 1".into()));
         }

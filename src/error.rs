@@ -12,6 +12,9 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     InvalidPath(String),
+    /// A query that does not parse, with the byte offset where it went wrong.
+    #[error("{0}")]
+    Query(String, usize),
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -39,7 +42,7 @@ impl Error {
     /// The machine-readable code sent in `error.code`.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::BadRequest(_) => "BAD_REQUEST",
+            Error::BadRequest(_) | Error::Query(..) => "BAD_REQUEST",
             Error::InvalidPath(_) => "INVALID_PATH",
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::Forbidden(_) => "FORBIDDEN",
@@ -103,7 +106,9 @@ impl From<tokio::task::JoinError> for Error {
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
-            Error::BadRequest(_) | Error::InvalidPath(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::InvalidPath(_) | Error::Query(..) => {
+                StatusCode::BAD_REQUEST
+            }
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,

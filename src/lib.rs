@@ -6,6 +6,7 @@ pub mod arcql;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod graphql;
 pub mod http;
 pub mod media;
 pub mod meta;
@@ -64,7 +65,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let workers = config.workers;
     let header_timeout = Duration::from_secs(config.header_timeout_secs);
     let service = Arc::new(open_service(config)?);
-    let state = actix_web::web::Data::new(http::AppState { service });
+    let state = actix_web::web::Data::new(http::AppState::new(service));
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(state.clone())

@@ -17,6 +17,42 @@ use std::sync::Arc;
 /// Shared state of every handler.
 pub struct AppState {
     pub service: Arc<Service>,
+    pub schema: crate::graphql::DepotSchema,
+}
+
+impl AppState {
+    /// State around a service.
+    pub fn new(service: Arc<Service>) -> Self {
+        Self {
+            schema: crate::graphql::schema(service.clone()),
+            service,
+        }
+    }
+}
+
+/// `POST /graphql`: the caller comes from the same headers as REST; a bad token is a 401.
+async fn graphql(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: async_graphql_actix_web::GraphQLRequest,
+) -> Result<async_graphql_actix_web::GraphQLResponse> {
+    let caller = caller(&req, &state)?;
+    Ok(state
+        .schema
+        .execute(body.into_inner().data(caller))
+        .await
+        .into())
+}
+
+/// `GET /graphql`: the GraphiQL explorer.
+async fn graphiql() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(
+            async_graphql::http::GraphiQLSource::build()
+                .endpoint("/graphql")
+                .finish(),
+        )
 }
 
 /// The caller of a request, from `Authorization` and `hypi-domain`.
@@ -62,6 +98,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(query_cfg)
         .app_data(path_cfg)
         .route("/health", web::get().to(health))
+        .service(
+            web::resource("/graphql")
+                .route(web::post().to(graphql))
+                .route(web::get().to(graphiql))
+                .default_service(web::to(method_not_allowed)),
+        )
         .service(
             web::resource(["/upload", "/upload/{tail:.*}"])
                 .route(web::post().to(upload::upload))

@@ -154,15 +154,24 @@ impl Service {
                     "only the owner or an admin may delete this file".into(),
                 ));
             }
-            let _guard = svc.lock_blobs([&file.sha256]);
-            let Some((file, left)) = svc.meta.delete_file(id)? else {
+            if !svc.remove_file(&file)? {
                 return Err(Error::not_found());
-            };
-            if left == 0 {
-                svc.blobs.remove(&file.sha256)?;
             }
             Ok(file)
         })
         .await
+    }
+
+    /// Removes a file's record, then its blob when nothing references it any more. False when
+    /// the record was already gone. The caller has checked the right to delete.
+    pub(super) fn remove_file(&self, file: &FileRecord) -> Result<bool> {
+        let _guard = self.lock_blobs([&file.sha256]);
+        let Some((file, left)) = self.meta.delete_file(file.id)? else {
+            return Ok(false);
+        };
+        if left == 0 {
+            self.blobs.remove(&file.sha256)?;
+        }
+        Ok(true)
     }
 }

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod files;
 pub mod names;
+pub mod query;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};

@@ -1,0 +1,293 @@
+//! The Hypi-compatible GraphQL API on `POST /graphql` (GraphiQL on `GET /graphql`).
+//! Resolvers only translate: every rule lives in the service, the same as for REST.
+
+pub mod types;
+
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::service::access::{AccessRightInput as GrantInput, HypiRef, Member, OneOrMany};
+use crate::service::query::{Kind, PageArgs};
+use crate::service::Service;
+use async_graphql::{Context, EmptySubscription, ErrorExtensions, Object, Schema, ID};
+use std::sync::Arc;
+use types::*;
+
+/// The schema type served.
+pub type DepotSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Builds the schema around the service. Depth and complexity are bounded so one request
+/// cannot ask for unbounded work.
+pub fn schema(service: Arc<Service>) -> DepotSchema {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(service)
+        .limit_depth(16)
+        .limit_complexity(2000)
+        .finish()
+}
+
+/// Maps a service error onto a GraphQL error with the same `code` as REST (and the position of
+/// an ArcQL syntax error).
+fn gql(e: Error) -> async_graphql::Error {
+    let code = e.code();
+    let position = match &e {
+        Error::Query(_, p) => Some(*p),
+        _ => None,
+    };
+    let message = match &e {
+        Error::Internal(detail) => {
+            tracing::error!(%detail, "internal error");
+            "internal error".to_string()
+        }
+        Error::Query(m, _) => format!("invalid arcql: {m}"),
+        other => other.to_string(),
+    };
+    async_graphql::Error::new(message).extend_with(|_, ext| {
+        ext.set("code", code);
+        if let Some(p) = position {
+            ext.set("position", p as u64);
+        }
+    })
+}
+
+fn kind(t: HypiMutationType) -> Kind {
+    match t {
+        HypiMutationType::File => Kind::File,
+        HypiMutationType::Image => Kind::Image,
+        HypiMutationType::AccessRight => Kind::AccessRight,
+    }
+}
+
+fn parts<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Arc<Service>, &'a Caller)> {
+    Ok((ctx.data::<Arc<Service>>()?, ctx.data::<Caller>()?))
+}
+
+/// Queries.
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// Records of `type` matching `arcql` that the caller may read, a page at a time.
+    #[allow(clippy::too_many_arguments)]
+    async fn find(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] record_type: HypiMutationType,
+        arcql: String,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+        include_trashed: Option<bool>,
+    ) -> async_graphql::Result<HypiFilterConnection> {
+        let (svc, caller) = parts(ctx)?;
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+            include_trashed: include_trashed.unwrap_or(false),
+        };
+        let found = svc
+            .find(caller.clone(), kind(record_type), arcql, args)
+            .await
+            .map_err(gql)?;
+        let edges: Vec<HypiResultEdge> = found
+            .nodes
+            .into_iter()
+            .map(|n| HypiResultEdge {
+                cursor: ID(n.id()),
+                node: n.into(),
+            })
+            .collect();
+        let cursor = |e: Option<&HypiResultEdge>| e.map(|e| e.cursor.clone());
+        Ok(HypiFilterConnection {
+            page_info: PageInfo {
+                has_previous_page: found.has_previous,
+                has_next_page: found.has_next,
+                start_cursor: cursor(edges.first()),
+                end_cursor: cursor(edges.last()),
+            },
+            edges,
+        })
+    }
+
+    /// One record by `hypi.id`, or null when it does not exist or the caller may not read it.
+    async fn get(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] record_type: HypiMutationType,
+        id: String,
+    ) -> async_graphql::Result<Option<HypiRootAggregate>> {
+        let (svc, caller) = parts(ctx)?;
+        let node = svc
+            .get_node(caller.clone(), kind(record_type), id)
+            .await
+            .map_err(gql)?;
+        Ok(node.map(Into::into))
+    }
+}
+
+/// Mutations.
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Creates AccessRights (or legacy Permissions, translated into AccessRights).
+    async fn upsert(
+        &self,
+        ctx: &Context<'_>,
+        values: HypiUpsertInputUnion,
+    ) -> async_graphql::Result<Vec<Hypi>> {
+        let (svc, caller) = parts(ctx)?;
+        let principal = caller.require().map_err(gql)?;
+        let mut grants: Vec<GrantInput> = Vec::new();
+        for r in values.access_right.unwrap_or_default() {
+            grants.push(GrantInput {
+                hypi: r.hypi.map(|h| HypiRef {
+                    id: h.id.map(|i| i.0),
+                }),
+                resource: r.resource,
+                resource_type: r.resource_type,
+                fields: r.fields,
+                operation_type: r.operation_type,
+                operation: r.operation,
+                start_date: r.start_date,
+                end_date: r.end_date,
+                permission_type: match r.permission_type {
+                    AccessRightType::Rbp => crate::meta::PermissionType::RBP,
+                    AccessRightType::Sbp => crate::meta::PermissionType::SBP,
+                },
+                approved: r.approved,
+                members: members(r.members),
+            });
+        }
+        for p in values.permission.unwrap_or_default() {
+            grants.extend(from_permission(p).map_err(gql)?);
+        }
+        let rights = svc.grant(principal, grants).await.map_err(gql)?;
+        Ok(rights
+            .iter()
+            .map(|r| Hypi {
+                created: Some(crate::types::rfc3339(r.created)),
+                updated: Some(crate::types::rfc3339(r.updated)),
+                created_by: Some(ID(r.created_by.0.clone())),
+                instance_id: Some(r.instance.to_string()),
+                ..id_only(&r.id.to_string())
+            })
+            .collect())
+    }
+
+    /// Deletes matching records the caller may delete; returns how many went.
+    async fn delete(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] record_type: HypiMutationType,
+        arcql: String,
+        #[graphql(default = false)] clear_array_references: bool,
+    ) -> async_graphql::Result<i32> {
+        let _ = clear_array_references; // depot keeps no array references to clear
+        let (svc, caller) = parts(ctx)?;
+        let principal = caller.require().map_err(gql)?;
+        svc.delete_matching(principal, kind(record_type), arcql)
+            .await
+            .map_err(gql)
+    }
+
+    /// Moves matching files to the trash: hidden from `find` and not downloadable.
+    async fn trash(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] record_type: HypiMutationType,
+        arcql: String,
+    ) -> async_graphql::Result<i32> {
+        let (svc, caller) = parts(ctx)?;
+        let principal = caller.require().map_err(gql)?;
+        svc.set_trashed(principal, kind(record_type), arcql, true)
+            .await
+            .map_err(gql)
+    }
+
+    /// Restores matching trashed files.
+    async fn untrash(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] record_type: HypiMutationType,
+        arcql: String,
+    ) -> async_graphql::Result<i32> {
+        let (svc, caller) = parts(ctx)?;
+        let principal = caller.require().map_err(gql)?;
+        svc.set_trashed(principal, kind(record_type), arcql, false)
+            .await
+            .map_err(gql)
+    }
+}
+
+fn members(accounts: Vec<AccountInput>) -> OneOrMany<Member> {
+    OneOrMany::Many(
+        accounts
+            .into_iter()
+            .map(|a| Member {
+                hypi: HypiRef {
+                    id: a.hypi.id.map(|i| i.0),
+                },
+            })
+            .collect(),
+    )
+}
+
+/// Translates a legacy Permission: one AccessRight per operation, members from its positive
+/// AccountPolicies (plus `*` for includeAllAccounts).
+fn from_permission(p: PermissionInput) -> Result<Vec<GrantInput>, Error> {
+    let bad = |m: &str| Error::BadRequest(format!("Permission: {m}"));
+    let mut accounts = Vec::new();
+    for policy in p.policies.unwrap_or_default() {
+        let implementation = policy.hypi.and_then(|h| h.implementation);
+        if implementation
+            .as_deref()
+            .is_some_and(|i| i != "AccountPolicy")
+        {
+            return Err(bad("only AccountPolicy policies are supported"));
+        }
+        if policy.logic == Some(Logic::Negative) {
+            return Err(bad("Negative policies are not supported"));
+        }
+        accounts.extend(policy.accounts.unwrap_or_default());
+    }
+    if p.include_all_accounts == Some(true) {
+        accounts.push(AccountInput {
+            hypi: HypiInput {
+                id: Some(ID("*".into())),
+                implementation: None,
+            },
+        });
+    }
+    if accounts.is_empty() {
+        return Err(bad(
+            "no accounts: add an AccountPolicy or includeAllAccounts",
+        ));
+    }
+    let operation_type = match p.operation_type.unwrap_or(OperationType::Query) {
+        OperationType::Query => "Query",
+        OperationType::Mutation => "Mutation",
+    };
+    let operations = p
+        .operations
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| vec!["*".into()]);
+    Ok(operations
+        .into_iter()
+        .map(|operation| GrantInput {
+            hypi: None,
+            resource: p.resource.clone().unwrap_or_else(|| "*".into()),
+            resource_type: p.resource_type.clone().unwrap_or_else(|| "File".into()),
+            fields: None,
+            operation_type: operation_type.into(),
+            operation,
+            start_date: None,
+            end_date: None,
+            permission_type: crate::meta::PermissionType::RBP,
+            approved: Some(true),
+            members: members(accounts.clone()),
+        })
+        .collect())
+}
