@@ -427,6 +427,11 @@ impl Service {
         };
         let first = limit(args.first, "first")?;
         let last = limit(args.last, "last")?;
+        for c in [&args.after, &args.before].into_iter().flatten() {
+            if c.parse::<ulid::Ulid>().is_err() {
+                return Err(Error::BadRequest(format!("{c:?} is not a cursor")));
+            }
+        }
         let svc = self.clone();
         blocking(move || {
             let Some(view) = svc.view(&caller)? else {
@@ -453,6 +458,7 @@ impl Service {
                 last,
                 args.before.as_deref(),
                 cap,
+                q.sort.is_empty(),
             )
         })
         .await
@@ -562,7 +568,8 @@ impl Service {
     }
 }
 
-/// Applies cursors and limits to an ordered result.
+/// Applies cursors and limits to an ordered result. In id order a cursor whose record has
+/// gone since (deleted between pages) still marks its place; in a sorted result it must exist.
 fn paginate(
     nodes: Vec<Node>,
     first: Option<usize>,
@@ -570,19 +577,24 @@ fn paginate(
     last: Option<usize>,
     before: Option<&str>,
     cap: usize,
+    id_order: bool,
 ) -> Result<Found> {
-    let position = |cursor: &str| {
-        nodes
-            .iter()
-            .position(|n| n.id() == cursor)
-            .ok_or_else(|| Error::BadRequest(format!("cursor {cursor:?} is not in this result")))
+    let position = |cursor: &str| match nodes.iter().position(|n| n.id() == cursor) {
+        Some(i) => Ok((i, true)),
+        None if id_order => Ok((nodes.partition_point(|n| n.id().as_str() < cursor), false)),
+        None => Err(Error::BadRequest(format!(
+            "cursor {cursor:?} is not in this result"
+        ))),
     };
     let start = match after {
-        Some(c) => position(c)? + 1,
+        Some(c) => match position(c)? {
+            (i, true) => i + 1,
+            (i, false) => i,
+        },
         None => 0,
     };
     let end = match before {
-        Some(c) => position(c)?,
+        Some(c) => position(c)?.0,
         None => nodes.len(),
     };
     let (mut start, mut end) = (start, end.max(start));
