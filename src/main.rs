@@ -53,6 +53,41 @@ enum Command {
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Re-hash every blob, check every record and reference count; exit 1 on damage.
+    /// Needs the server stopped (it refuses otherwise).
+    Fsck {
+        #[command(flatten)]
+        common: Common,
+        /// Quarantine corrupt blobs and rewrite reference counts from the records.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Remove blobs nothing references, once older than the grace period.
+    /// Needs the server stopped (it refuses otherwise).
+    Gc {
+        #[command(flatten)]
+        common: Common,
+        /// Unreferenced blobs younger than this are kept.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
+}
+
+/// Opens the data dir for offline maintenance, refusing while a server holds it.
+fn offline(common: Common) -> depot::error::Result<(std::fs::File, depot::service::Service)> {
+    let config = Config::load(&Overrides {
+        config: common.config,
+        listen: None,
+        data_dir: common.data_dir,
+    })?;
+    let lock = depot::lock_data_dir(&config.data_dir).map_err(|e| match e {
+        depot::error::Error::Conflict(m) => {
+            depot::error::Error::Conflict(format!("{m}: stop the server first"))
+        }
+        other => other,
+    })?;
+    let svc = depot::open_service(config)?;
+    Ok((lock, svc))
 }
 
 fn init_logging(filter: &str) {
@@ -65,7 +100,7 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-fn run(cli: Cli) -> depot::error::Result<()> {
+fn run(cli: Cli) -> depot::error::Result<ExitCode> {
     match cli.command {
         Command::Serve { common, listen } => {
             let config = Config::load(&Overrides {
@@ -74,7 +109,8 @@ fn run(cli: Cli) -> depot::error::Result<()> {
                 data_dir: common.data_dir,
             })?;
             init_logging(&config.log);
-            actix_web::rt::System::new().block_on(depot::serve(config))
+            actix_web::rt::System::new().block_on(depot::serve(config))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token {
             common,
@@ -93,14 +129,63 @@ fn run(cli: Cli) -> depot::error::Result<()> {
                 "{}",
                 keys.issue(&sub, &instance.to_ascii_lowercase(), admin, ttl)?
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fsck { common, repair } => {
+            let (_lock, svc) = offline(common)?;
+            let r = svc.fsck(repair)?;
+            for sha in &r.corrupt_blobs {
+                println!("corrupt blob {sha}");
+            }
+            for (id, sha) in &r.missing_blobs {
+                println!("missing blob {sha} of file {id}");
+            }
+            for (id, want, have) in &r.size_mismatches {
+                println!("size mismatch on file {id}: record {want}, blob {have}");
+            }
+            for (sha, recorded, actual) in &r.refcount_mismatches {
+                println!("reference count of {sha}: recorded {recorded}, records {actual}");
+            }
+            for sha in &r.unreferenced_blobs {
+                println!("unreferenced blob {sha} (depot gc removes it)");
+            }
+            for fix in &r.repaired {
+                println!("repaired: {fix}");
+            }
+            println!(
+                "fsck: {} blobs, {} records, {} corrupt, {} missing, {} size mismatches, {} count mismatches, {} unreferenced: {}",
+                r.blobs_checked,
+                r.records_checked,
+                r.corrupt_blobs.len(),
+                r.missing_blobs.len(),
+                r.size_mismatches.len(),
+                r.refcount_mismatches.len(),
+                r.unreferenced_blobs.len(),
+                if r.is_clean() { "clean" } else { "DAMAGED" }
+            );
+            Ok(if r.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Gc { common, grace } => {
+            let (_lock, svc) = offline(common)?;
+            let r = svc.gc(grace)?;
+            println!(
+                "gc: removed {} blobs ({} bytes), kept {} younger than the grace period",
+                r.removed.len(),
+                r.bytes,
+                r.kept_young
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("depot: {e}");
             ExitCode::FAILURE

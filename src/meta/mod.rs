@@ -69,6 +69,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Grants whose `resource` is exactly `resource` in this instance.
     fn rights_on(&self, instance: InstanceId, resource: &str) -> Result<Vec<AccessRight>>;
     fn delete_right(&self, id: RightId) -> Result<bool>;
+    /// Every file record of every instance (for fsck).
+    fn all_files(&self) -> Records<'_, FileRecord>;
+    /// Every recorded blob reference count (for fsck).
+    fn all_blob_refs(&self) -> Result<Vec<(Sha256, u64)>>;
+    /// Overwrites a blob's reference count; 0 removes the entry (fsck --repair).
+    fn set_blob_refs(&self, sha: &Sha256, refs: u64) -> Result<()>;
     /// Every grant of an instance.
     fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>>;
 }

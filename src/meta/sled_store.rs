@@ -349,6 +349,33 @@ impl MetaStore for SledMeta {
         Ok(out)
     }
 
+    fn all_files(&self) -> Records<'_, FileRecord> {
+        Box::new(self.files.iter().values().map(|v| {
+            let v = v?;
+            Ok(serde_json::from_slice(&v)?)
+        }))
+    }
+
+    fn all_blob_refs(&self) -> Result<Vec<(Sha256, u64)>> {
+        let mut out = Vec::new();
+        for kv in self.blob_refs.iter() {
+            let (k, v) = kv?;
+            let sha = <[u8; 32]>::try_from(k.as_ref())
+                .map_err(|_| Error::Internal("malformed blob reference key".into()))?;
+            out.push((Sha256(sha), read_count(Some(v))));
+        }
+        Ok(out)
+    }
+
+    fn set_blob_refs(&self, sha: &Sha256, refs: u64) -> Result<()> {
+        if refs == 0 {
+            self.blob_refs.remove(sha.0)?;
+        } else {
+            self.blob_refs.insert(sha.0, &refs.to_be_bytes())?;
+        }
+        self.flush()
+    }
+
     fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>> {
         let mut out = Vec::new();
         for k in self

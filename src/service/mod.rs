@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod files;
+pub mod maintenance;
 pub mod names;
 pub mod query;
 pub mod upload;
@@ -74,6 +75,19 @@ impl Service {
         idx.into_iter()
             .map(|i| self.blob_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
             .collect()
+    }
+}
+
+/// Crash-testing hook: when `DEPOT_FAILPOINT` names this point, the process aborts there, as a
+/// power cut would. Read once; costs one comparison per call otherwise.
+pub(crate) fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if POINT
+        .get_or_init(|| std::env::var("DEPOT_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        std::process::abort();
     }
 }
 

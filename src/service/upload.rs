@@ -125,6 +125,7 @@ impl Service {
                 keys.push(part.original_name);
                 records.push((file, image));
             }
+            super::failpoint("after-blob-commit");
             svc.meta.insert_files(&records)?;
             Ok(keys
                 .into_iter()

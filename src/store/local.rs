@@ -1,6 +1,6 @@
 //! Blobs on the local filesystem: `<data>/blobs/sha256/ab/cd/<hex>`, written via `<data>/tmp/`.
 
-use super::{BlobReader, BlobStore, TempBlob};
+use super::{BlobInfo, BlobReader, BlobStore, TempBlob};
 use crate::error::{Error, Result};
 use crate::types::Sha256;
 use std::fs;
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub struct LocalStore {
     tmp: PathBuf,
     blobs: PathBuf,
+    quarantine: PathBuf,
 }
 
 fn io(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -29,7 +30,12 @@ impl LocalStore {
         let blobs = data_dir.join("blobs").join("sha256");
         fs::create_dir_all(&tmp).map_err(io("creating temp dir"))?;
         fs::create_dir_all(&blobs).map_err(io("creating blob dir"))?;
-        Ok(Self { tmp, blobs })
+        let quarantine = data_dir.join("quarantine");
+        Ok(Self {
+            tmp,
+            blobs,
+            quarantine,
+        })
     }
 
     /// Where the blob `sha` lives.
@@ -95,6 +101,46 @@ impl BlobStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::from_io("removing blob", e)),
         }
+    }
+
+    fn list(&self) -> Result<Vec<BlobInfo>> {
+        let mut out = Vec::new();
+        let read = |p: &Path| fs::read_dir(p).map_err(io("listing blobs"));
+        for a in read(&self.blobs)? {
+            let a = a.map_err(io("listing blobs"))?.path();
+            if !a.is_dir() {
+                continue;
+            }
+            for b in read(&a)? {
+                let b = b.map_err(io("listing blobs"))?.path();
+                if !b.is_dir() {
+                    continue;
+                }
+                for f in read(&b)? {
+                    let f = f.map_err(io("listing blobs"))?;
+                    let meta = f.metadata().map_err(io("listing blobs"))?;
+                    let name = f.file_name();
+                    // Anything not named by a hash is not ours to judge; fsck reports it via
+                    // the records that miss their blob.
+                    let Some(sha) = name.to_str().and_then(|n| n.parse::<Sha256>().ok()) else {
+                        continue;
+                    };
+                    out.push(BlobInfo {
+                        sha,
+                        len: meta.len(),
+                        modified: meta.modified().map_err(io("listing blobs"))?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn quarantine(&self, sha: &Sha256) -> Result<()> {
+        fs::create_dir_all(&self.quarantine).map_err(io("creating quarantine dir"))?;
+        fs::rename(self.blob_path(sha), self.quarantine.join(sha.to_hex()))
+            .map_err(io("quarantining blob"))?;
+        sync_dir(&self.quarantine).map_err(io("syncing quarantine dir"))
     }
 
     fn sweep_temp(&self) -> Result<usize> {

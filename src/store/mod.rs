@@ -13,6 +13,14 @@ use std::path::PathBuf;
 pub trait BlobReader: Read + Seek + Send {}
 impl<T: Read + Seek + Send> BlobReader for T {}
 
+/// A blob as found on storage.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub sha: Sha256,
+    pub len: u64,
+    pub modified: std::time::SystemTime,
+}
+
 /// A temp file being written; removed on drop unless it was committed.
 pub struct TempBlob {
     pub(crate) path: PathBuf,
@@ -49,6 +57,11 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open(&self, sha: &Sha256) -> Result<Option<(Box<dyn BlobReader>, u64)>>;
     /// Removes a blob; a missing blob is not an error.
     fn remove(&self, sha: &Sha256) -> Result<()>;
+    /// Every blob: its name, length and last modification (for fsck and gc).
+    fn list(&self) -> Result<Vec<BlobInfo>>;
+    /// Moves a damaged blob aside (to `quarantine/`), so it is neither served nor deduplicated
+    /// against.
+    fn quarantine(&self, sha: &Sha256) -> Result<()>;
     /// Removes temp files left by a previous run. Call before serving.
     fn sweep_temp(&self) -> Result<usize>;
 }

@@ -1,0 +1,151 @@
+//! Store maintenance: `fsck` re-hashes blobs and checks records and reference counts; `gc`
+//! removes blobs nothing references. Both run with the data dir locked (server stopped).
+
+use super::Service;
+use crate::error::{Error, Result};
+use crate::types::{FileId, Sha256};
+use sha2::Digest;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::{Duration, SystemTime};
+
+/// What fsck found (and, with repair, fixed).
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub blobs_checked: usize,
+    pub records_checked: usize,
+    /// Blobs whose bytes no longer hash to their name.
+    pub corrupt_blobs: Vec<Sha256>,
+    /// Records whose blob is missing (or was quarantined as corrupt).
+    pub missing_blobs: Vec<(FileId, Sha256)>,
+    /// Records whose size differs from their blob's.
+    pub size_mismatches: Vec<(FileId, u64, u64)>,
+    /// Blobs whose recorded reference count differs from the records: (blob, recorded, actual).
+    pub refcount_mismatches: Vec<(Sha256, u64, u64)>,
+    /// Blobs no record references (left by a crash between rename and metadata; `gc` removes them).
+    pub unreferenced_blobs: Vec<Sha256>,
+    /// What `--repair` changed.
+    pub repaired: Vec<String>,
+}
+
+impl FsckReport {
+    /// No damage: every record has its intact blob and every count is exact.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt_blobs.is_empty()
+            && self.missing_blobs.is_empty()
+            && self.size_mismatches.is_empty()
+            && self.refcount_mismatches.is_empty()
+    }
+}
+
+/// What gc removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub removed: Vec<Sha256>,
+    pub bytes: u64,
+    /// Unreferenced but younger than the grace period: kept (an upload may be committing them).
+    pub kept_young: usize,
+}
+
+fn hash_blob(svc: &Service, sha: &Sha256) -> Result<Option<Sha256>> {
+    let Some((mut r, _)) = svc.blobs.open(sha)? else {
+        return Ok(None);
+    };
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| Error::from_io("reading blob", e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Some(Sha256(h.finalize().into())))
+}
+
+impl Service {
+    /// Checks every blob and record. With `repair`: corrupt blobs are quarantined and reference
+    /// counts are rewritten from the records (records themselves are never deleted: a missing
+    /// blob stays reported until restored from a backup).
+    pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let blobs = self.blobs.list()?;
+        let mut lens: HashMap<Sha256, u64> = HashMap::new();
+        for b in &blobs {
+            report.blobs_checked += 1;
+            match hash_blob(self, &b.sha)? {
+                Some(actual) if actual == b.sha => {
+                    lens.insert(b.sha, b.len);
+                }
+                Some(_) => {
+                    report.corrupt_blobs.push(b.sha);
+                    if repair {
+                        self.blobs.quarantine(&b.sha)?;
+                        report
+                            .repaired
+                            .push(format!("quarantined corrupt blob {}", b.sha));
+                    }
+                }
+                None => {}
+            }
+        }
+        let mut refs: HashMap<Sha256, u64> = HashMap::new();
+        for f in self.meta.all_files() {
+            let f = f?;
+            report.records_checked += 1;
+            *refs.entry(f.sha256).or_default() += 1;
+            match lens.get(&f.sha256) {
+                None => report.missing_blobs.push((f.id, f.sha256)),
+                Some(&len) if len != f.size => report.size_mismatches.push((f.id, f.size, len)),
+                Some(_) => {}
+            }
+        }
+        let recorded: HashMap<Sha256, u64> = self.meta.all_blob_refs()?.into_iter().collect();
+        let shas: HashSet<Sha256> = recorded.keys().chain(refs.keys()).copied().collect();
+        for sha in shas {
+            let (want, have) = (
+                refs.get(&sha).copied().unwrap_or(0),
+                recorded.get(&sha).copied().unwrap_or(0),
+            );
+            if want != have {
+                report.refcount_mismatches.push((sha, have, want));
+                if repair {
+                    self.meta.set_blob_refs(&sha, want)?;
+                    report
+                        .repaired
+                        .push(format!("reference count of {sha}: {have} -> {want}"));
+                }
+            }
+        }
+        report.unreferenced_blobs = lens
+            .keys()
+            .filter(|s| !refs.contains_key(s))
+            .copied()
+            .collect();
+        Ok(report)
+    }
+
+    /// Removes blobs that no record references and that are older than `grace`, so a blob an
+    /// upload has just renamed into place (its metadata not yet written) is never collected.
+    pub fn gc(&self, grace: Duration) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let now = SystemTime::now();
+        for b in self.blobs.list()? {
+            let _guard = self.lock_blobs([&b.sha]);
+            if self.meta.blob_refs(&b.sha)? > 0 {
+                continue;
+            }
+            let age = now.duration_since(b.modified).unwrap_or_default();
+            if age < grace {
+                report.kept_young += 1;
+                continue;
+            }
+            self.blobs.remove(&b.sha)?;
+            report.bytes += b.len;
+            report.removed.push(b.sha);
+        }
+        Ok(report)
+    }
+}
