@@ -36,6 +36,13 @@ impl Node {
     }
 }
 
+/// Where a walk over matching records starts and when it may stop.
+#[derive(Debug, Clone, Copy, Default)]
+struct Walk {
+    after: Option<FileId>,
+    limit: Option<usize>,
+}
+
 /// Paging arguments, GraphQL connection style.
 #[derive(Debug, Clone, Default)]
 pub struct PageArgs {
@@ -269,23 +276,24 @@ impl Service {
         &'a self,
         view: &'a View,
         q: &'a arcql::Query,
+        after: Option<FileId>,
     ) -> Result<Box<dyn Iterator<Item = Result<FileRecord>> + 'a>> {
         let inst = view.instance.id;
         if let Some(id) = q.equality_on("hypi.id") {
             let file = match id.parse::<FileId>() {
-                Ok(id) => self.meta.file(id)?,
-                Err(_) => None,
+                Ok(id) if after.is_none_or(|a| id > a) => self.meta.file(id)?,
+                _ => None,
             };
             return Ok(Box::new(file.into_iter().map(Ok)));
         }
         if let Some(p) = q.equality_on("path") {
-            return Ok(self.meta.scan_files(inst, FileScope::Path(p), None));
+            return Ok(self.meta.scan_files(inst, FileScope::Path(p), after));
         }
         if let Some(d) = q.equality_on("directory") {
-            return Ok(self.meta.scan_files(inst, FileScope::Directory(d), None));
+            return Ok(self.meta.scan_files(inst, FileScope::Directory(d), after));
         }
         if matches!(&view.caller, Caller::User(p) if p.admin) {
-            return Ok(self.meta.scan_files(inst, FileScope::All, None));
+            return Ok(self.meta.scan_files(inst, FileScope::All, after));
         }
         // Everyone else: their own files plus what grants naming them reach.
         let mut owners = Vec::new();
@@ -301,7 +309,7 @@ impl Service {
         {
             if r.resource == "*" {
                 if r.granted_by_admin {
-                    return Ok(self.meta.scan_files(inst, FileScope::All, None));
+                    return Ok(self.meta.scan_files(inst, FileScope::All, after));
                 }
                 owners.push(r.created_by.clone());
             } else if let Ok(id) = r.resource.parse::<FileId>() {
@@ -312,7 +320,7 @@ impl Service {
             let owner = owners.remove(0);
             let scan: Vec<_> = self
                 .meta
-                .scan_files(inst, FileScope::Owner(&owner), None)
+                .scan_files(inst, FileScope::Owner(&owner), after)
                 .collect();
             return Ok(Box::new(scan.into_iter()));
         }
@@ -320,12 +328,12 @@ impl Service {
         owners.sort_by(|a, b| a.0.cmp(&b.0));
         owners.dedup();
         for owner in &owners {
-            for f in self.meta.scan_files(inst, FileScope::Owner(owner), None) {
+            for f in self.meta.scan_files(inst, FileScope::Owner(owner), after) {
                 let f = f?;
                 merged.insert(f.id, f);
             }
         }
-        for id in ids {
+        for id in ids.into_iter().filter(|id| after.is_none_or(|a| *id > a)) {
             if let Some(f) = self.meta.file(id)? {
                 merged.insert(f.id, f);
             }
@@ -334,48 +342,49 @@ impl Service {
     }
 
     /// Every record of `kind` the caller may see that matches `q` (trashed ones only when asked).
+    /// Records of `kind` the caller may see that match `q` (trashed ones only when asked), in
+    /// id order, strictly after `walk.after`, stopping once `walk.limit` are found.
     fn matching(
         &self,
         view: &View,
         kind: Kind,
         q: &arcql::Query,
         trashed: Option<bool>,
+        walk: Walk,
     ) -> Result<Vec<Node>> {
         let keep_file = |f: &FileRecord| {
             f.instance == view.instance.id
                 && trashed.is_none_or(|t| t == f.trashed.is_some())
                 && view.may_read(f)
         };
+        let full = |out: &Vec<Node>| walk.limit.is_some_and(|l| out.len() >= l);
         let mut out = Vec::new();
         match kind {
-            Kind::File => {
-                for f in self.file_candidates(view, q)? {
-                    let f = f?;
-                    if keep_file(&f) {
-                        let node = Node::File(f);
-                        if q.matches(&node) {
-                            out.push(node);
-                        }
-                    }
-                }
-            }
-            Kind::Image => {
+            Kind::File | Kind::Image => {
+                // Images share their File's id: walk the files, keep those with an Image.
                 let any = arcql::parse("*").map_err(|e| Error::Internal(e.message))?;
-                let files_q = if q.equality_on("hypi.id").is_some() {
+                let files_q = if kind == Kind::File || q.equality_on("hypi.id").is_some() {
                     q
                 } else {
                     &any
                 };
-                for f in self.file_candidates(view, files_q)? {
+                for f in self.file_candidates(view, files_q, walk.after)? {
+                    if full(&out) {
+                        break;
+                    }
                     let f = f?;
                     if !keep_file(&f) {
                         continue;
                     }
-                    if let Some(img) = self.meta.image(f.id)? {
-                        let node = Node::Image(img, f);
-                        if q.matches(&node) {
-                            out.push(node);
-                        }
+                    let node = match kind {
+                        Kind::File => Node::File(f),
+                        _ => match self.meta.image(f.id)? {
+                            Some(img) => Node::Image(img, f),
+                            None => continue,
+                        },
+                    };
+                    if q.matches(&node) {
+                        out.push(node);
                     }
                 }
             }
@@ -385,7 +394,14 @@ impl Service {
                 };
                 let mut rights: Vec<&AccessRight> = view.rights.values().flatten().collect();
                 rights.sort_by_key(|r| r.id);
-                for r in rights {
+                let after = walk.after.map(|a| a.0);
+                for r in rights
+                    .into_iter()
+                    .filter(|r| after.is_none_or(|a| r.id.0 > a))
+                {
+                    if full(&out) {
+                        break;
+                    }
                     if p.admin || r.created_by == p.account || self.owns_resource(p, &r.resource)? {
                         let node = Node::AccessRight(r.clone());
                         if q.matches(&node) {
@@ -446,7 +462,30 @@ impl Service {
             } else {
                 Some(false)
             };
-            let mut nodes = svc.matching(&view, kind, &q, trashed)?;
+            if q.sort.is_empty() && last.is_none() && args.before.is_none() {
+                // Id order, forwards: walk the index from the cursor and stop one past the page,
+                // so a page costs the same however many records the instance holds.
+                let first = first.unwrap_or(cap);
+                let after = args
+                    .after
+                    .as_deref()
+                    .map(|c| c.parse::<ulid::Ulid>().map(FileId))
+                    .transpose();
+                let after = after.map_err(|_| Error::BadRequest("invalid cursor".into()))?;
+                let walk = Walk {
+                    after,
+                    limit: Some(first + 1),
+                };
+                let mut nodes = svc.matching(&view, kind, &q, trashed, walk)?;
+                let has_next = nodes.len() > first;
+                nodes.truncate(first);
+                return Ok(Found {
+                    nodes,
+                    has_next,
+                    has_previous: after.is_some(),
+                });
+            }
+            let mut nodes = svc.matching(&view, kind, &q, trashed, Walk::default())?;
             if !q.sort.is_empty() {
                 // Ties keep id order (the scan order), so paging over a sorted result is stable.
                 nodes.sort_by(|a, b| q.compare(a, b));
@@ -508,7 +547,7 @@ impl Service {
                 return Ok(0);
             };
             let mut n = 0;
-            for node in svc.matching(&view, kind, &q, Some(!on))? {
+            for node in svc.matching(&view, kind, &q, Some(!on), Walk::default())? {
                 let Node::File(mut f) = node else { continue };
                 if !view.is_manager_of(&f) {
                     continue;
@@ -544,7 +583,7 @@ impl Service {
                     return Err(Error::BadRequest("delete the Image's File instead".into()))
                 }
                 Kind::File => {
-                    for node in svc.matching(&view, kind, &q, None)? {
+                    for node in svc.matching(&view, kind, &q, None, Walk::default())? {
                         if let Node::File(f) = node {
                             if view.is_manager_of(&f) && svc.remove_file(&f)? {
                                 n += 1;
@@ -553,7 +592,7 @@ impl Service {
                     }
                 }
                 Kind::AccessRight => {
-                    for node in svc.matching(&view, kind, &q, None)? {
+                    for node in svc.matching(&view, kind, &q, None, Walk::default())? {
                         if let Node::AccessRight(r) = node {
                             if svc.meta.delete_right(r.id)? {
                                 n += 1;
