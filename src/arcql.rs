@@ -737,14 +737,25 @@ impl Query {
     /// numerically, other values by text, and numbers come before text when
     /// a key holds both.
     pub fn compare(&self, a: &impl Record, b: &impl Record) -> Ordering {
-        for key in &self.sort {
-            let ord = match (a.field(&key.path), b.field(&key.path)) {
+        self.compare_keys(&self.sort_key(a), &self.sort_key(b))
+    }
+
+    /// The values `r` has at the sort keys, computed once per record so that sorting many
+    /// records does not look every field up again on each comparison.
+    pub fn sort_key(&self, r: &impl Record) -> Vec<Option<Field>> {
+        self.sort.iter().map(|k| r.field(&k.path)).collect()
+    }
+
+    /// [`Query::compare`] over keys from [`Query::sort_key`].
+    pub fn compare_keys(&self, a: &[Option<Field>], b: &[Option<Field>]) -> Ordering {
+        for ((key, x), y) in self.sort.iter().zip(a).zip(b) {
+            let ord = match (x, y) {
                 (None, None) => Ordering::Equal,
                 (None, Some(_)) => Ordering::Greater,
                 (Some(_), None) => Ordering::Less,
                 (Some(x), Some(y)) => match key.dir {
-                    Direction::Asc => cmp_fields(&x, &y),
-                    Direction::Desc => cmp_fields(&y, &x),
+                    Direction::Asc => cmp_fields(x, y),
+                    Direction::Desc => cmp_fields(y, x),
                 },
             };
             if ord != Ordering::Equal {

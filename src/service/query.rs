@@ -317,12 +317,14 @@ impl Service {
             }
         }
         if ids.is_empty() && owners.len() == 1 {
-            let owner = owners.remove(0);
-            let scan: Vec<_> = self
-                .meta
-                .scan_files(inst, FileScope::Owner(&owner), after)
-                .collect();
-            return Ok(Box::new(scan.into_iter()));
+            if let Caller::User(p) = &view.caller {
+                // Only the caller's own files: walk its owner index lazily.
+                if owners[0] == p.account {
+                    return Ok(self
+                        .meta
+                        .scan_files(inst, FileScope::Owner(&p.account), after));
+                }
+            }
         }
         let mut merged = BTreeMap::new();
         owners.sort_by(|a, b| a.0.cmp(&b.0));
@@ -488,7 +490,9 @@ impl Service {
             let mut nodes = svc.matching(&view, kind, &q, trashed, Walk::default())?;
             if !q.sort.is_empty() {
                 // Ties keep id order (the scan order), so paging over a sorted result is stable.
-                nodes.sort_by(|a, b| q.compare(a, b));
+                let mut keyed: Vec<_> = nodes.into_iter().map(|n| (q.sort_key(&n), n)).collect();
+                keyed.sort_by(|(a, _), (b, _)| q.compare_keys(a, b));
+                nodes = keyed.into_iter().map(|(_, n)| n).collect();
             }
             paginate(
                 nodes,
