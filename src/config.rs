@@ -21,6 +21,8 @@ pub struct Config {
     pub max_file_size: u64,
     /// Most parts (file or not) accepted in one multipart request.
     pub max_parts: usize,
+    /// Largest multipart part header block (Content-Disposition etc.), in bytes.
+    pub max_part_header_bytes: u64,
     /// Seconds a client may take to send its request head before it gets 408.
     pub header_timeout_secs: u64,
     /// Seconds an upload body may stall (no bytes arriving) before it is aborted.
@@ -61,6 +63,7 @@ impl Default for Config {
             default_instance: None,
             max_file_size: 2 * 1024 * 1024 * 1024,
             max_parts: 100,
+            max_part_header_bytes: 16 * 1024,
             header_timeout_secs: 10,
             body_timeout_secs: 60,
             max_page_size: 25,
@@ -144,6 +147,9 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_MAX_PARTS") {
             self.max_parts = num("DEPOT_MAX_PARTS", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_PART_HEADER_BYTES") {
+            self.max_part_header_bytes = num("DEPOT_MAX_PART_HEADER_BYTES", v)?;
         }
         if let Some(v) = get("DEPOT_HEADER_TIMEOUT_SECS") {
             self.header_timeout_secs = num("DEPOT_HEADER_TIMEOUT_SECS", v)?;

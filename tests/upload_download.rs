@@ -554,3 +554,30 @@ fn hostile_file_names_are_stored_safely() {
     assert_eq!(n.chars().count(), 255);
     assert!(n.ends_with(".txt"));
 }
+
+#[test]
+fn a_huge_part_header_is_rejected_without_buffering_it_all() {
+    let s = Server::start();
+    let t = s.token("alice", INSTANCE, false);
+    let send = |header_len: usize| {
+        let mut body = format!(
+            "--B\r\nContent-Disposition: form-data; name=\"0\"; filename=\"a.txt\"\r\nX-Pad: {}\r\n\r\nhello\r\n--B--\r\n",
+            "p".repeat(header_len)
+        )
+        .into_bytes();
+        let mut req = format!(
+            "POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.append(&mut body);
+        s.raw(&req)
+    };
+    let (status, text) = send(4 * 1024 * 1024);
+    assert_eq!(status, 400, "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("headers are larger than"), "{text}");
+    let (status, text) = send(4 * 1024);
+    assert_eq!(status, 200, "{text}");
+    assert!(s.alive());
+    s.eventually("temp files removed", || s.temp_files() == 0);
+}
