@@ -72,7 +72,10 @@ pub async fn serve(config: Config) -> Result<()> {
             .configure(http::configure)
     })
     .client_request_timeout(header_timeout)
-    .keep_alive(Duration::from_secs(75));
+    .keep_alive(Duration::from_secs(75))
+    // In-flight requests get a few seconds on SIGTERM; uploads not done by then are aborted
+    // and leave nothing behind.
+    .shutdown_timeout(5);
     if workers > 0 {
         server = server.workers(workers);
     }

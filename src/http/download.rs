@@ -4,6 +4,7 @@
 use super::{caller, disposition::content_disposition, range, AppState};
 use crate::error::{Error, Result};
 use crate::media;
+use crate::service::files::Body;
 use crate::store::BlobReader;
 use crate::types::{FileId, InstanceId};
 use actix_web::body::SizedStream;
@@ -129,10 +130,12 @@ pub async fn download(
         let nothing = futures_util::stream::empty::<std::result::Result<Bytes, Error>>();
         return Ok(res.body(SizedStream::new(count, nothing)));
     }
-    Ok(res.body(SizedStream::new(
-        count,
-        stream_blob(dl.reader, start, count),
-    )))
+    match dl.body {
+        Body::Read(bytes) => Ok(res.body(bytes.slice(start as usize..(start + count) as usize))),
+        Body::Open(reader) => {
+            Ok(res.body(SizedStream::new(count, stream_blob(reader, start, count))))
+        }
+    }
 }
 
 /// Reads `count` bytes from `start` in large chunks, one blocking read at a time, so no thread is

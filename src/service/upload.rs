@@ -8,16 +8,18 @@ use crate::media;
 use crate::meta::{FileRecord, ImageRecord};
 use crate::store::{BlobStore, TempBlob};
 use crate::types::{now_millis, FileId, Sha256};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::Digest;
 use std::io::Write;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Writes are coalesced into buffers of this size: small writes are slow on most filesystems.
-const WRITE_BUFFER: usize = 1 << 20;
-/// Chunks in flight between the request and the writer thread (bounds memory per upload).
-const CHANNEL_DEPTH: usize = 8;
+/// Network chunks (often a few KiB) are coalesced into batches of this size before they go to
+/// the writer thread: one hand-off and one write per batch instead of per chunk.
+const BATCH: usize = 256 * 1024;
+/// Batches in flight between the request and the writer thread (bounds memory per upload to
+/// about (depth + 2) x BATCH).
+const CHANNEL_DEPTH: usize = 4;
 
 enum Msg {
     Chunk(Bytes),
@@ -31,6 +33,8 @@ pub struct PartWriter {
     original_name: String,
     tx: Option<mpsc::Sender<Msg>>,
     task: tokio::task::JoinHandle<Result<Written>>,
+    /// Bytes received but not yet handed to the writer.
+    pending: BytesMut,
     size: u64,
     max: u64,
 }
@@ -64,6 +68,7 @@ impl Service {
             original_name: filename.to_string(),
             tx: Some(tx),
             task,
+            pending: BytesMut::new(),
             size: 0,
             max: self.config.max_file_size,
         }
@@ -137,11 +142,6 @@ impl Service {
 }
 
 impl PartWriter {
-    /// Bytes received so far.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Appends a chunk. Fails with FILE_TOO_LARGE as soon as the part crosses the limit.
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.size += chunk.len() as u64;
@@ -152,10 +152,22 @@ impl PartWriter {
                 self.name, self.max
             )));
         }
+        if self.pending.is_empty() && chunk.len() >= BATCH {
+            return self.send(chunk).await;
+        }
+        self.pending.extend_from_slice(&chunk);
+        if self.pending.len() >= BATCH {
+            let batch = self.pending.split().freeze();
+            self.send(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, batch: Bytes) -> Result<()> {
         let Some(tx) = &self.tx else {
             return Err(Error::Internal("write after abort".into()));
         };
-        if tx.send(Msg::Chunk(chunk)).await.is_err() {
+        if tx.send(Msg::Chunk(batch)).await.is_err() {
             // The writer thread stopped early: its result says why (disk full, I/O error).
             self.tx = None;
             return Err(match (&mut self.task).await? {
@@ -168,6 +180,10 @@ impl PartWriter {
 
     /// Ends the part: the temp file is flushed and fsynced, its hash and type known.
     pub async fn finish(mut self) -> Result<StagedPart> {
+        if !self.pending.is_empty() {
+            let batch = self.pending.split().freeze();
+            self.send(batch).await?;
+        }
         let tx = self
             .tx
             .take()
@@ -184,7 +200,7 @@ impl PartWriter {
     }
 }
 
-/// The writer thread: coalesces chunks into large writes, hashes, keeps the head for sniffing.
+/// The writer thread: writes and hashes each batch, keeps the head for sniffing.
 fn write_part(
     blobs: Arc<dyn BlobStore>,
     mut rx: mpsc::Receiver<Msg>,
@@ -193,7 +209,6 @@ fn write_part(
     let mut temp = blobs.create_temp()?;
     let mut hasher = sha2::Sha256::new();
     let mut head = Vec::with_capacity(media::SNIFF_LEN);
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
     let mut size = 0u64;
     let io = |e| Error::from_io("writing upload", e);
     while let Some(msg) = rx.blocking_recv() {
@@ -205,18 +220,9 @@ fn write_part(
                     let take = (media::SNIFF_LEN - head.len()).min(chunk.len());
                     head.extend_from_slice(&chunk[..take]);
                 }
-                if buf.len() + chunk.len() > WRITE_BUFFER {
-                    temp.file().write_all(&buf).map_err(io)?;
-                    buf.clear();
-                }
-                if chunk.len() >= WRITE_BUFFER {
-                    temp.file().write_all(&chunk).map_err(io)?;
-                } else {
-                    buf.extend_from_slice(&chunk);
-                }
+                temp.file().write_all(&chunk).map_err(io)?;
             }
             Msg::Finish => {
-                temp.file().write_all(&buf).map_err(io)?;
                 temp.file().sync_all().map_err(io)?;
                 let mime = media::sniff(&head, name);
                 let dims = if media::is_image(&mime) {
