@@ -97,6 +97,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_cfg)
         .app_data(query_cfg)
         .app_data(path_cfg)
+        // Downloads first: routes are tried in order, and this is the hot path.
+        .service(
+            web::resource("/file/{name}")
+                .route(web::get().to(download::download))
+                .route(web::head().to(download::download))
+                .default_service(web::to(method_not_allowed)),
+        )
         .route("/health", web::get().to(health))
         .service(
             web::resource("/graphql")
@@ -107,12 +114,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource(["/upload", "/upload/{tail:.*}"])
                 .route(web::post().to(upload::upload))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/file/{name}")
-                .route(web::get().to(download::download))
-                .route(web::head().to(download::download))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
