@@ -108,9 +108,9 @@ fn invalid_upload_paths_are_rejected_and_nothing_is_stored() {
         long.as_str(),
         deep.as_str(),
     ] {
-        let body = multipart_body("XyZ", "0", "a.txt", b"data", true);
+        let body = multipart_body("XyZ-b0und", "0", "a.txt", b"data", true);
         let mut req = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=XyZ-b0und\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
@@ -290,9 +290,9 @@ fn truncated_multipart_and_disconnects_leave_no_temp_file_and_no_record() {
     let s = Server::start();
     let t = s.token("alice", INSTANCE, false);
     // A body with no closing boundary, complete as far as Content-Length goes.
-    let body = multipart_body("Bnd", "0", "cut.bin", &bytes(300_000, 5), false);
+    let body = multipart_body("Bnd-0123", "0", "cut.bin", &bytes(300_000, 5), false);
     let mut req = format!(
-        "POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=Bnd\r\nContent-Length: {}\r\n\r\n",
+        "POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=Bnd-0123\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -302,11 +302,11 @@ fn truncated_multipart_and_disconnects_leave_no_temp_file_and_no_record() {
     // A client that promises 10 MB, sends 2 MB and goes away.
     {
         use std::io::Write;
-        let body = multipart_body("Bnd", "0", "gone.bin", &bytes(2 << 20, 6), false);
+        let body = multipart_body("Bnd-0123", "0", "gone.bin", &bytes(2 << 20, 6), false);
         let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
         write!(
             c,
-            "POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nContent-Type: multipart/form-data; boundary=Bnd\r\nContent-Length: 10000000\r\n\r\n"
+            "POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nContent-Type: multipart/form-data; boundary=Bnd-0123\r\nContent-Length: 10000000\r\n\r\n"
         )
         .unwrap();
         c.write_all(&body).unwrap();
@@ -561,12 +561,12 @@ fn a_huge_part_header_is_rejected_without_buffering_it_all() {
     let t = s.token("alice", INSTANCE, false);
     let send = |header_len: usize| {
         let mut body = format!(
-            "--B\r\nContent-Disposition: form-data; name=\"0\"; filename=\"a.txt\"\r\nX-Pad: {}\r\n\r\nhello\r\n--B--\r\n",
+            "--B0undary\r\nContent-Disposition: form-data; name=\"0\"; filename=\"a.txt\"\r\nX-Pad: {}\r\n\r\nhello\r\n--B0undary--\r\n",
             "p".repeat(header_len)
         )
         .into_bytes();
         let mut req = format!(
-            "POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n",
+            "POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {t}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=B0undary\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();

@@ -132,7 +132,7 @@ impl Service {
             )));
         }
         let directory = directory
-            .map(|d| super::names::normalize_directory(&d))
+            .map(|d| super::names::normalize_decoded_directory(&d))
             .transpose()?;
         let svc = self.clone();
         let p = principal.clone();

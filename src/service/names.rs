@@ -13,7 +13,17 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// are `/`; `/a/b/` is `/a/b`. Rejects `.`/`..`, empty segments, control characters, backslashes,
 /// bad encodings and overlong paths with INVALID_PATH.
 pub fn normalize_directory(raw: &str) -> Result<String> {
-    let bad = |why: &str| Error::InvalidPath(format!("invalid upload path: {why}"));
+    normalize(raw, true)
+}
+
+/// The same rules for a directory that arrives already decoded (a query parameter): `%` is
+/// then an ordinary character, not an escape.
+pub fn normalize_decoded_directory(dir: &str) -> Result<String> {
+    normalize(dir, false)
+}
+
+fn normalize(raw: &str, encoded: bool) -> Result<String> {
+    let bad = |why: &str| Error::InvalidPath(format!("invalid directory: {why}"));
     if raw.len() > MAX_DIRECTORY_LEN * 3 {
         return Err(bad("too long"));
     }
@@ -24,9 +34,13 @@ pub fn normalize_directory(raw: &str) -> Result<String> {
     }
     let mut out = String::with_capacity(raw.len());
     for seg in trimmed.split('/') {
-        let seg = percent_encoding::percent_decode_str(seg)
-            .decode_utf8()
-            .map_err(|_| bad("not UTF-8"))?;
+        let seg = if encoded {
+            percent_encoding::percent_decode_str(seg)
+                .decode_utf8()
+                .map_err(|_| bad("not UTF-8"))?
+        } else {
+            seg.into()
+        };
         if seg.is_empty() {
             return Err(bad("empty segment"));
         }
@@ -121,6 +135,8 @@ mod tests {
         }
         assert!(normalize_directory(&format!("/{}", "a".repeat(300))).is_err());
         assert!(normalize_directory(&"/abc".repeat(300)).is_err());
+        assert_eq!(normalize_decoded_directory("/a%2Fb").unwrap(), "/a%2Fb");
+        assert!(normalize_decoded_directory("/a/../b").is_err());
     }
 
     #[test]
