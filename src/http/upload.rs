@@ -214,6 +214,8 @@ pub async fn upload(
             }
             Ok(HttpResponse::Ok().json(Value::Object(body)))
         }
+        // A stalled client gets its answer at once: waiting for more of its body is pointless.
+        Err(e @ Error::Timeout(_)) => Err(e),
         Err(e) => {
             // Read what the client is still sending so it sees our answer rather than a reset
             // connection; bounded in time so a stalled client cannot hold us.
