@@ -165,16 +165,7 @@ impl MutationRoot {
             grants.extend(from_permission(p).map_err(gql)?);
         }
         let rights = svc.grant(principal, grants).await.map_err(gql)?;
-        Ok(rights
-            .iter()
-            .map(|r| Hypi {
-                created: Some(crate::types::rfc3339(r.created)),
-                updated: Some(crate::types::rfc3339(r.updated)),
-                created_by: Some(ID(r.created_by.0.clone())),
-                instance_id: Some(r.instance.to_string()),
-                ..id_only(&r.id.to_string())
-            })
-            .collect())
+        Ok(rights.iter().map(right_hypi).collect())
     }
 
     /// Deletes matching records the caller may delete; returns how many went.

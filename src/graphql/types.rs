@@ -179,16 +179,7 @@ pub struct AccessRightObject {
 #[Object(name = "AccessRight")]
 impl AccessRightObject {
     async fn hypi(&self) -> Hypi {
-        let r = &self.right;
-        Hypi {
-            id: ID(r.id.to_string()),
-            implementation: None,
-            created: Some(rfc3339(r.created)),
-            updated: Some(rfc3339(r.updated)),
-            trashed: None,
-            created_by: Some(ID(r.created_by.0.clone())),
-            instance_id: Some(r.instance.to_string()),
-        }
+        right_hypi(&self.right)
     }
     async fn resource(&self) -> &str {
         &self.right.resource
@@ -223,6 +214,19 @@ impl AccessRightObject {
             .iter()
             .map(|m| Account { hypi: id_only(m) })
             .collect()
+    }
+}
+
+/// The `Hypi` block of a grant.
+pub fn right_hypi(r: &AccessRight) -> Hypi {
+    Hypi {
+        id: ID(r.id.to_string()),
+        implementation: None,
+        created: Some(rfc3339(r.created)),
+        updated: Some(rfc3339(r.updated)),
+        trashed: None,
+        created_by: Some(ID(r.created_by.0.clone())),
+        instance_id: Some(r.instance.to_string()),
     }
 }
 

@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 /// Network chunks (often a few KiB) are coalesced into batches of this size before they go to
 /// the writer thread: one hand-off and one write per batch instead of per chunk.
 const BATCH: usize = 256 * 1024;
+/// Chunks at least this large skip the batch (the parser often yields hundreds of KiB).
+const DIRECT: usize = 64 * 1024;
 /// Batches in flight between the request and the writer thread (bounds memory per upload to
 /// about (depth + 2) x BATCH).
 const CHANNEL_DEPTH: usize = 4;
@@ -152,7 +154,12 @@ impl PartWriter {
                 self.name, self.max
             )));
         }
-        if self.pending.is_empty() && chunk.len() >= BATCH {
+        if chunk.len() >= DIRECT {
+            // Large enough to hand over as it is: no copy into the batch.
+            if !self.pending.is_empty() {
+                let batch = self.pending.split().freeze();
+                self.send(batch).await?;
+            }
             return self.send(chunk).await;
         }
         self.pending.extend_from_slice(&chunk);
