@@ -49,13 +49,19 @@ fn http_date(h: Option<&str>) -> Option<u64> {
 }
 
 /// Serves a file.
-pub async fn download(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-) -> Result<HttpResponse> {
+///
+/// Mounted as the default service of the `/file` scope and reading the name from the path
+/// itself: a `{name}` route would run a regex on every download.
+pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(super::method_not_allowed().await);
+    }
+    let name = req.path().strip_prefix("/file/").unwrap_or("");
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::NotFound("no such route".into()));
+    }
     let caller = caller(&req, &state)?;
-    let (instance, id, ext) = parse_name(&name).ok_or_else(Error::not_found)?;
+    let (instance, id, ext) = parse_name(name).ok_or_else(Error::not_found)?;
     let dl = state
         .service
         .open_download(caller, instance, id, ext)

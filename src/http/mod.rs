@@ -75,7 +75,7 @@ async fn not_found() -> Result<HttpResponse> {
     Err(Error::NotFound("no such route".into()))
 }
 
-async fn method_not_allowed() -> HttpResponse {
+pub(crate) async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed().json(serde_json::json!({
         "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this path"}
     }))
@@ -98,12 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(query_cfg)
         .app_data(path_cfg)
         // Downloads first: routes are tried in order, and this is the hot path.
-        .service(
-            web::resource("/file/{name}")
-                .route(web::get().to(download::download))
-                .route(web::head().to(download::download))
-                .default_service(web::to(method_not_allowed)),
-        )
+        .service(web::scope("/file").default_service(web::to(download::download)))
         .route("/health", web::get().to(health))
         .service(
             web::resource("/graphql")
