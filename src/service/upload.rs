@@ -10,7 +10,6 @@ use crate::store::{BlobStore, TempBlob};
 use crate::types::{now_millis, FileId, Sha256};
 use bytes::{Bytes, BytesMut};
 use sha2::Digest;
-use std::io::Write;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -214,23 +213,23 @@ fn write_part(
     name: &str,
 ) -> Result<Written> {
     let mut temp = blobs.create_temp()?;
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = Hasher::Inline(sha2::Sha256::new());
     let mut head = Vec::with_capacity(media::SNIFF_LEN);
     let mut size = 0u64;
     let io = |e| Error::from_io("writing upload", e);
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Chunk(chunk) => {
-                hasher.update(&chunk);
                 size += chunk.len() as u64;
+                hasher.update(&chunk, size);
                 if head.len() < media::SNIFF_LEN {
                     let take = (media::SNIFF_LEN - head.len()).min(chunk.len());
                     head.extend_from_slice(&chunk[..take]);
                 }
-                temp.file().write_all(&chunk).map_err(io)?;
+                temp.write_all(&chunk).map_err(io)?;
             }
             Msg::Finish => {
-                temp.file().sync_all().map_err(io)?;
+                temp.sync().map_err(io)?;
                 let mime = media::sniff(&head, name);
                 let dims = if media::is_image(&mime) {
                     media::dimensions(&temp.path)
@@ -239,7 +238,7 @@ fn write_part(
                 };
                 return Ok(Written {
                     temp,
-                    sha: Sha256(hasher.finalize().into()),
+                    sha: hasher.finish()?,
                     size,
                     mime,
                     dims,
@@ -249,4 +248,61 @@ fn write_part(
     }
     // The sender went away without Finish: the upload was aborted; `temp` is removed on drop.
     Err(Error::BadRequest("upload aborted".into()))
+}
+
+/// Parts larger than this are hashed on a thread of their own, beside the writes (SHA-256 and
+/// the page-cache copy each take about half of the writer's time); smaller ones are hashed inline.
+const PARALLEL_HASH_AFTER: u64 = 4 * 1024 * 1024;
+
+/// SHA-256 of a part, computed inline at first and then on a helper thread.
+enum Hasher {
+    Inline(sha2::Sha256),
+    Thread {
+        tx: std::sync::mpsc::SyncSender<Bytes>,
+        task: tokio::task::JoinHandle<sha2::Sha256>,
+    },
+    /// The helper thread is gone (only if it panicked); reported by `finish`.
+    Failed,
+}
+
+impl Hasher {
+    /// Hashes `chunk`; `size` counts the bytes so far, `chunk` included.
+    fn update(&mut self, chunk: &Bytes, size: u64) {
+        match self {
+            Hasher::Inline(h) => {
+                h.update(chunk);
+                if size >= PARALLEL_HASH_AFTER {
+                    let mut h = std::mem::take(h);
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
+                    let task = tokio::runtime::Handle::current().spawn_blocking(move || {
+                        for chunk in rx {
+                            h.update(&chunk);
+                        }
+                        h
+                    });
+                    *self = Hasher::Thread { tx, task };
+                }
+            }
+            Hasher::Thread { tx, .. } => {
+                if tx.send(chunk.clone()).is_err() {
+                    *self = Hasher::Failed;
+                }
+            }
+            Hasher::Failed => {}
+        }
+    }
+
+    fn finish(self) -> Result<Sha256> {
+        let h = match self {
+            Hasher::Inline(h) => h,
+            Hasher::Thread { tx, task } => {
+                drop(tx);
+                tokio::runtime::Handle::current()
+                    .block_on(task)
+                    .map_err(|e| Error::Internal(format!("hashing stopped: {e}")))?
+            }
+            Hasher::Failed => return Err(Error::Internal("hashing stopped".into())),
+        };
+        Ok(Sha256(h.finalize().into()))
+    }
 }

@@ -53,10 +53,7 @@ impl BlobStore for LocalStore {
             .create_new(true)
             .open(&path)
             .map_err(io("creating temp file"))?;
-        Ok(TempBlob {
-            path,
-            file: Some(file),
-        })
+        Ok(TempBlob::new(path, file))
     }
 
     fn commit(&self, mut temp: TempBlob, sha: &Sha256) -> Result<()> {
