@@ -31,6 +31,9 @@ pub struct Config {
     pub max_page_size: usize,
     /// Worker threads for HTTP; 0 means one per core.
     pub workers: usize,
+    /// Memory for small files (up to 64 KiB) their owners downloaded, served again without
+    /// storage reads; 0 turns the cache off.
+    pub download_cache_bytes: usize,
     /// Log filter, e.g. `info` or `depot=debug`.
     pub log: String,
     /// Token verification.
@@ -68,6 +71,7 @@ impl Default for Config {
             body_timeout_secs: 60,
             max_page_size: 25,
             workers: 0,
+            download_cache_bytes: 32 * 1024 * 1024,
             log: "info".into(),
             auth: AuthConfig::default(),
         }
@@ -162,6 +166,9 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_WORKERS") {
             self.workers = num("DEPOT_WORKERS", v)?;
+        }
+        if let Some(v) = get("DEPOT_DOWNLOAD_CACHE_BYTES") {
+            self.download_cache_bytes = num("DEPOT_DOWNLOAD_CACHE_BYTES", v)?;
         }
         if let Some(v) = get("DEPOT_LOG") {
             self.log = v;

@@ -422,3 +422,122 @@ fn unknown_routes_and_methods_answer_json() {
         "METHOD_NOT_ALLOWED"
     );
 }
+
+fn gql(s: &Server, token: &str, query: &str) -> Value {
+    let res = s
+        .client
+        .post(s.url("/graphql"))
+        .header("Authorization", token)
+        .header("hypi-domain", INSTANCE)
+        .json(&json!({"query": query}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().unwrap()
+}
+
+/// Small files an owner downloaded are answered from memory afterwards: those answers must
+/// follow every change at once (trash, delete, other callers, grants, wrong paths).
+#[test]
+fn repeat_downloads_from_memory_follow_every_change() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let bob = s.token("bob", INSTANCE, false);
+    let admin = s.token("root", INSTANCE, true);
+    let data = bytes(20_000, 77);
+    let f = s.upload_one(&alice, "hot.bin", &data);
+    let path = f["url"]["path"].as_str().unwrap().to_string();
+    let id = f["hypi"]["id"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let r = s.get(&path, Some(&alice));
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().unwrap().as_ref(), &data[..]);
+    }
+    // The cached entry does not widen access or loosen the path checks.
+    assert_eq!(s.get(&path, Some(&bob)).status(), 404);
+    assert_eq!(s.get(&path, None).status(), 401);
+    let wrong_ext = path.replace(".bin", ".png");
+    assert_eq!(s.get(&wrong_ext, Some(&alice)).status(), 404);
+    let no_instance = format!("/file/{id}.bin");
+    assert_eq!(s.get(&no_instance, Some(&alice)).status(), 200);
+    let wrong_instance = format!("/file/01F322XSV13R9VAGJXW351PVBT-{id}.bin");
+    assert_eq!(s.get(&wrong_instance, Some(&alice)).status(), 404);
+    // Ranges and conditionals are answered from the cached bytes too.
+    let r = s
+        .client
+        .get(s.url(&path))
+        .header("Authorization", &alice)
+        .header("Range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().unwrap().as_ref(), &data[100..200]);
+
+    // A grant lets bob in; its revocation shuts him out at once (grant answers are never cached).
+    let mut to_bob = anonymous_right(&id);
+    to_bob["members"] = json!([{"hypi": {"id": "bob"}}]);
+    let right: Value = grant(&s, &alice, &to_bob).json().unwrap();
+    assert_eq!(s.get(&path, Some(&bob)).status(), 200);
+    let right_id = right["hypi"]["id"].as_str().unwrap();
+    let status = s
+        .client
+        .delete(s.url(&format!("/access-rights/{right_id}")))
+        .header("Authorization", &alice)
+        .header("hypi-domain", INSTANCE)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    assert_eq!(s.get(&path, Some(&bob)).status(), 404);
+
+    // Trash hides it from the owner and the admin right away; untrash brings it back.
+    let v = gql(
+        &s,
+        &alice,
+        "mutation { trash(type: File, arcql: \"name = 'hot.bin'\") }",
+    );
+    assert_eq!(v["data"]["trash"], 1, "{v}");
+    assert_eq!(s.get(&path, Some(&alice)).status(), 404);
+    assert_eq!(s.get(&path, Some(&admin)).status(), 404);
+    let v = gql(&s, &alice, "mutation { untrash(type: File, arcql: \"*\") }");
+    assert_eq!(v["data"]["untrash"], 1, "{v}");
+    assert_eq!(s.get(&path, Some(&admin)).status(), 200);
+
+    // Deleted: gone at once, and new bytes under a new id are served correctly.
+    let status = s
+        .client
+        .delete(s.url(&format!("/files/{id}")))
+        .header("Authorization", &alice)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    assert_eq!(s.get(&path, Some(&alice)).status(), 404);
+    let g = s.upload_one(&alice, "hot.bin", &data[..10_000]);
+    let r = s.get(g["url"]["path"].as_str().unwrap(), Some(&alice));
+    assert_eq!(r.bytes().unwrap().as_ref(), &data[..10_000]);
+}
+
+/// A cache far smaller than the files downloaded keeps evicting; every answer stays right. With
+/// the cache off, downloads work as before.
+#[test]
+fn a_small_or_disabled_download_cache_still_serves_the_right_bytes() {
+    for budget in ["150000", "0"] {
+        let s = Server::start_with(&[("DEPOT_DOWNLOAD_CACHE_BYTES", budget)]);
+        let alice = s.token("alice", INSTANCE, false);
+        let files: Vec<(String, Vec<u8>)> = (0..12)
+            .map(|i| {
+                let data = bytes(10_000 + i * 1000, i as u64);
+                let f = s.upload_one(&alice, &format!("f{i}.bin"), &data);
+                (f["url"]["path"].as_str().unwrap().to_string(), data)
+            })
+            .collect();
+        for _ in 0..3 {
+            for (path, data) in &files {
+                let r = s.get(path, Some(&alice));
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.bytes().unwrap().as_ref(), &data[..], "budget {budget}");
+            }
+        }
+    }
+}

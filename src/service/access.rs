@@ -184,6 +184,7 @@ impl Service {
             instance.anonymous_requests = on;
             instance.updated = now_millis();
             svc.meta.put_instance(&instance)?;
+            svc.hot.invalidate();
             Ok(instance)
         })
         .await

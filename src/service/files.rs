@@ -1,9 +1,9 @@
 //! Reading, listing and deleting files, with the access rules applied.
 
-use super::{blocking, Service};
+use super::{blocking, hot, Service};
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
-use crate::meta::{FileRecord, FileScope, ImageRecord, Page};
+use crate::meta::{FileRecord, FileScope, ImageRecord, Instance, Page};
 use crate::store::BlobReader;
 use crate::types::{now_millis, FileId, InstanceId};
 use std::sync::Arc;
@@ -31,10 +31,31 @@ pub enum Body {
     Open(Box<dyn BlobReader>),
 }
 
+/// Owners and admins of the file's instance read it without grants.
+fn privileged(caller: &Caller, file: &FileRecord, domain: &str) -> bool {
+    matches!(caller, Caller::User(p)
+        if p.instance.eq_ignore_ascii_case(domain) && (p.admin || p.account == file.created_by))
+}
+
+/// The download path names this file: the extension (and the instance, when given) must match.
+fn path_matches(file: &FileRecord, instance: Option<InstanceId>, ext: Option<&str>) -> bool {
+    let ext_ok = match (&file.extension, ext) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (None, None) => true,
+        _ => false,
+    };
+    ext_ok && instance.is_none_or(|i| i == file.instance)
+}
+
 impl Service {
     /// The file if `caller` may read it. Missing and forbidden look the same (404); a caller
     /// without a token who finds no anonymous grant gets 401 instead, so clients know to log in.
     pub(super) fn readable(&self, caller: &Caller, id: FileId) -> Result<FileRecord> {
+        self.readable_in(caller, id).map(|(file, _)| file)
+    }
+
+    /// [`Service::readable`], with the file's instance.
+    fn readable_in(&self, caller: &Caller, id: FileId) -> Result<(FileRecord, Instance)> {
         let denied = || match caller {
             Caller::Anonymous => Error::Unauthenticated("a token is required for this file".into()),
             Caller::User(_) => Error::not_found(),
@@ -49,15 +70,13 @@ impl Service {
             return Err(denied());
         };
         // Owners and admins need no grant: skip reading the grants on the hot path.
-        let privileged = matches!(caller, Caller::User(p)
-            if p.instance.eq_ignore_ascii_case(&instance.domain) && (p.admin || p.account == file.created_by));
         let mut rights = Vec::new();
-        if !privileged {
+        if !privileged(caller, &file, &instance.domain) {
             rights = self.meta.rights_on(file.instance, &id.to_string())?;
             rights.extend(self.meta.rights_on(file.instance, "*")?);
         }
         if access::may_read(caller, &file, &instance, &rights, now_millis()) {
-            Ok(file)
+            Ok((file, instance))
         } else {
             Err(denied())
         }
@@ -65,6 +84,9 @@ impl Service {
 
     /// Opens a file for download by its path parts: the optional instance prefix and the
     /// extension must match the record (a wrong extension is 404).
+    ///
+    /// A small file its owner (or an admin) downloaded before is answered from memory, on the
+    /// calling thread; everything else reads storage on the blocking pool.
     pub async fn open_download(
         self: &Arc<Self>,
         caller: Caller,
@@ -72,32 +94,58 @@ impl Service {
         id: FileId,
         ext: Option<String>,
     ) -> Result<Download> {
+        if let Some(hot) = self.hot.get(id) {
+            if privileged(&caller, &hot.file, &hot.domain)
+                && path_matches(&hot.file, instance, ext.as_deref())
+            {
+                return Ok(Download {
+                    file: hot.file.clone(),
+                    len: hot.bytes.len() as u64,
+                    body: Body::Read(hot.bytes.clone()),
+                });
+            }
+        }
         let svc = self.clone();
         blocking(move || {
-            let file = svc.readable(&caller, id)?;
-            let ext_ok = match (&file.extension, &ext) {
-                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
-                (None, None) => true,
-                _ => false,
-            };
-            if !ext_ok || instance.is_some_and(|i| i != file.instance) {
+            let generation = svc.hot.generation();
+            let (file, inst) = svc.readable_in(&caller, id)?;
+            if !path_matches(&file, instance, ext.as_deref()) {
                 return Err(Error::not_found());
             }
-            let (mut reader, len) = svc.blobs.open(&file.sha256)?.ok_or_else(|| {
+            let missing = || {
                 Error::Internal(format!(
                     "blob {} of file {} is missing",
                     file.sha256, file.id
                 ))
-            })?;
-            let body = if len <= SMALL_FILE {
-                let mut buf = Vec::with_capacity(len as usize);
-                std::io::Read::read_to_end(&mut reader, &mut buf)
-                    .map_err(|e| Error::from_io("reading blob", e))?;
-                Body::Read(buf.into())
-            } else {
-                Body::Open(reader)
             };
-            Ok(Download { file, len, body })
+            let (mut reader, len) = svc.blobs.open(&file.sha256)?.ok_or_else(missing)?;
+            if len > SMALL_FILE {
+                return Ok(Download {
+                    file,
+                    len,
+                    body: Body::Open(reader),
+                });
+            }
+            let mut buf = vec![0; len as usize];
+            std::io::Read::read_exact(&mut reader, &mut buf)
+                .map_err(|e| Error::from_io("reading blob", e))?;
+            let bytes = bytes::Bytes::from(buf);
+            // Only answers that need no grant are kept: grants may change without a file change.
+            if privileged(&caller, &file, &inst.domain) {
+                svc.hot.insert(
+                    generation,
+                    hot::HotFile {
+                        file: file.clone(),
+                        domain: inst.domain,
+                        bytes: bytes.clone(),
+                    },
+                );
+            }
+            Ok(Download {
+                file,
+                len,
+                body: Body::Read(bytes),
+            })
         })
         .await
     }
@@ -198,6 +246,7 @@ impl Service {
         if left == 0 {
             self.blobs.remove(&file.sha256)?;
         }
+        self.hot.invalidate();
         Ok(true)
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod files;
+pub mod hot;
 pub mod maintenance;
 pub mod names;
 pub mod query;
@@ -28,6 +29,8 @@ pub struct Service {
     /// Serialises "blob on disk + reference added" against "reference dropped + blob removed"
     /// for the same content, so a racing delete never removes a blob an upload just counted on.
     blob_locks: Vec<Mutex<()>>,
+    /// Small files recently downloaded by their owners, answered without storage reads.
+    pub(crate) hot: hot::HotFiles,
 }
 
 impl Service {
@@ -39,6 +42,7 @@ impl Service {
         keys: Keys,
     ) -> Self {
         Self {
+            hot: hot::HotFiles::new(config.download_cache_bytes),
             config,
             meta,
             blobs,

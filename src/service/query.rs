@@ -559,6 +559,7 @@ impl Service {
                 f.trashed = on.then(now_millis);
                 f.updated = now_millis();
                 svc.meta.update_file(&f)?;
+                svc.hot.invalidate();
                 n += 1;
             }
             Ok(n)
