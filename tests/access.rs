@@ -472,6 +472,24 @@ fn repeat_downloads_from_memory_follow_every_change() {
         .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().unwrap().as_ref(), &data[100..200]);
+    let r = s
+        .client
+        .head(s.url(&path))
+        .header("Authorization", &alice)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "20000");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", sha256_hex(&data)));
+    let r = s
+        .client
+        .get(s.url(&path))
+        .header("Authorization", &alice)
+        .header("If-None-Match", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 304);
 
     // A grant lets bob in; its revocation shuts him out at once (grant answers are never cached).
     let mut to_bob = anonymous_right(&id);
@@ -522,7 +540,7 @@ fn repeat_downloads_from_memory_follow_every_change() {
 /// the cache off, downloads work as before.
 #[test]
 fn a_small_or_disabled_download_cache_still_serves_the_right_bytes() {
-    for budget in ["150000", "0"] {
+    for budget in ["100000", "0"] {
         let s = Server::start_with(&[("DEPOT_DOWNLOAD_CACHE_BYTES", budget)]);
         let alice = s.token("alice", INSTANCE, false);
         let files: Vec<(String, Vec<u8>)> = (0..12)

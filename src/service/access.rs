@@ -183,8 +183,8 @@ impl Service {
             let mut instance = svc.meta.ensure_instance(&domain)?;
             instance.anonymous_requests = on;
             instance.updated = now_millis();
+            let _stale = svc.hot.change(super::hot::Scope::All);
             svc.meta.put_instance(&instance)?;
-            svc.hot.invalidate();
             Ok(instance)
         })
         .await

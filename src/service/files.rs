@@ -240,13 +240,13 @@ impl Service {
     /// the record was already gone. The caller has checked the right to delete.
     pub(super) fn remove_file(&self, file: &FileRecord) -> Result<bool> {
         let _guard = self.lock_blobs([&file.sha256]);
+        let _stale = self.hot.change(hot::Scope::File(file.id));
         let Some((file, left)) = self.meta.delete_file(file.id)? else {
             return Ok(false);
         };
         if left == 0 {
             self.blobs.remove(&file.sha256)?;
         }
-        self.hot.invalidate();
         Ok(true)
     }
 }

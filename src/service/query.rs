@@ -558,8 +558,8 @@ impl Service {
                 }
                 f.trashed = on.then(now_millis);
                 f.updated = now_millis();
+                let _stale = svc.hot.change(super::hot::Scope::File(f.id));
                 svc.meta.update_file(&f)?;
-                svc.hot.invalidate();
                 n += 1;
             }
             Ok(n)

@@ -254,12 +254,13 @@ fn write_part(
 /// the page-cache copy each take about half of the writer's time); smaller ones are hashed inline.
 const PARALLEL_HASH_AFTER: u64 = 4 * 1024 * 1024;
 
-/// SHA-256 of a part, computed inline at first and then on a helper thread.
+/// SHA-256 of a part, computed inline at first and then on a thread of its own (not the
+/// blocking pool: a writer waiting on a hasher that waits for a pool thread could deadlock).
 enum Hasher {
     Inline(sha2::Sha256),
     Thread {
         tx: std::sync::mpsc::SyncSender<Bytes>,
-        task: tokio::task::JoinHandle<sha2::Sha256>,
+        thread: std::thread::JoinHandle<sha2::Sha256>,
     },
     /// The helper thread is gone (only if it panicked); reported by `finish`.
     Failed,
@@ -272,15 +273,21 @@ impl Hasher {
             Hasher::Inline(h) => {
                 h.update(chunk);
                 if size >= PARALLEL_HASH_AFTER {
-                    let mut h = std::mem::take(h);
                     let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
-                    let task = tokio::runtime::Handle::current().spawn_blocking(move || {
-                        for chunk in rx {
-                            h.update(&chunk);
-                        }
-                        h
-                    });
-                    *self = Hasher::Thread { tx, task };
+                    let mut state = h.clone();
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("depot-hash".into())
+                            .spawn(move || {
+                                for chunk in rx {
+                                    state.update(&chunk);
+                                }
+                                state
+                            });
+                    // No thread to be had: keep hashing inline.
+                    if let Ok(thread) = spawned {
+                        *self = Hasher::Thread { tx, thread };
+                    }
                 }
             }
             Hasher::Thread { tx, .. } => {
@@ -295,13 +302,13 @@ impl Hasher {
     fn finish(self) -> Result<Sha256> {
         let h = match self {
             Hasher::Inline(h) => h,
-            Hasher::Thread { tx, task } => {
+            Hasher::Thread { tx, thread } => {
                 drop(tx);
-                tokio::runtime::Handle::current()
-                    .block_on(task)
-                    .map_err(|e| Error::Internal(format!("hashing stopped: {e}")))?
+                thread
+                    .join()
+                    .map_err(|_| Error::Internal("hashing thread panicked".into()))?
             }
-            Hasher::Failed => return Err(Error::Internal("hashing stopped".into())),
+            Hasher::Failed => return Err(Error::Internal("hashing thread stopped".into())),
         };
         Ok(Sha256(h.finalize().into()))
     }

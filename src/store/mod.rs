@@ -45,8 +45,7 @@ impl TempBlob {
         }
     }
 
-    /// The open file, for reading back what was written.
-    pub fn file(&mut self) -> &mut std::fs::File {
+    fn file(&mut self) -> &mut std::fs::File {
         self.file
             .as_mut()
             .expect("temp blob file is present until commit")
