@@ -18,9 +18,12 @@ use tokio::sync::mpsc;
 const BATCH: usize = 256 * 1024;
 /// Chunks at least this large skip the batch (the parser often yields hundreds of KiB).
 const DIRECT: usize = 64 * 1024;
-/// Batches in flight between the request and the writer thread (bounds memory per upload to
-/// about (depth + 2) x BATCH).
-const CHANNEL_DEPTH: usize = 4;
+/// Chunks in flight between the request and the writer thread (and between the writer and the
+/// hashing thread, which share the same buffers). Deeper queues absorb the scheduling jitter of
+/// four busy threads (client, request, writer, hasher) on few cores: 16 uploads 1 GiB about 20%
+/// faster than 4 on 2 cores, for about 2 MiB per upload in flight (64 concurrent 32 MiB
+/// uploads peak at ~135 MiB RSS instead of ~87).
+const CHANNEL_DEPTH: usize = 16;
 
 enum Msg {
     Chunk(Bytes),
