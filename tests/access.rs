@@ -423,19 +423,6 @@ fn unknown_routes_and_methods_answer_json() {
     );
 }
 
-fn gql(s: &Server, token: &str, query: &str) -> Value {
-    let res = s
-        .client
-        .post(s.url("/graphql"))
-        .header("Authorization", token)
-        .header("hypi-domain", INSTANCE)
-        .json(&json!({"query": query}))
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().unwrap()
-}
-
 /// Small files an owner downloaded are answered from memory afterwards: those answers must
 /// follow every change at once (trash, delete, other callers, grants, wrong paths).
 #[test]
@@ -509,15 +496,17 @@ fn repeat_downloads_from_memory_follow_every_change() {
     assert_eq!(s.get(&path, Some(&bob)).status(), 404);
 
     // Trash hides it from the owner and the admin right away; untrash brings it back.
-    let v = gql(
-        &s,
-        &alice,
+    let v = s.graphql(
+        Some(&alice),
         "mutation { trash(type: File, arcql: \"name = 'hot.bin'\") }",
     );
     assert_eq!(v["data"]["trash"], 1, "{v}");
     assert_eq!(s.get(&path, Some(&alice)).status(), 404);
     assert_eq!(s.get(&path, Some(&admin)).status(), 404);
-    let v = gql(&s, &alice, "mutation { untrash(type: File, arcql: \"*\") }");
+    let v = s.graphql(
+        Some(&alice),
+        "mutation { untrash(type: File, arcql: \"*\") }",
+    );
     assert_eq!(v["data"]["untrash"], 1, "{v}");
     assert_eq!(s.get(&path, Some(&admin)).status(), 200);
 

@@ -6,7 +6,6 @@ use common::*;
 use depot::config::Config;
 use depot::meta::FileRecord;
 use depot::types::{now_millis, AccountId, FileId, Sha256};
-use serde_json::json;
 use std::time::Instant;
 
 fn seed(data: &std::path::Path, files: usize) -> (String, String) {
@@ -63,16 +62,7 @@ fn median_ms(s: &Server, token: &str, query: &str, runs: usize) -> f64 {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        let res: Value = s
-            .client
-            .post(s.url("/graphql"))
-            .header("Authorization", token)
-            .header("hypi-domain", INSTANCE)
-            .json(&json!({"query": query}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let res = s.graphql(Some(token), query);
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(res["errors"].is_null(), "{query}: {res}");
     }

@@ -5,18 +5,7 @@ use common::*;
 use serde_json::json;
 
 fn gql(s: &Server, token: Option<&str>, query: &str) -> Value {
-    let mut req = s
-        .client
-        .post(s.url("/graphql"))
-        .json(&json!({"query": query}));
-    if let Some(t) = token {
-        req = req
-            .header("Authorization", t)
-            .header("hypi-domain", INSTANCE);
-    }
-    let res = req.send().unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().unwrap()
+    s.graphql(token, query)
 }
 
 fn ids(v: &Value) -> Vec<String> {

@@ -128,6 +128,22 @@ impl Server {
         body.as_object().unwrap().values().next().unwrap().clone()
     }
 
+    /// A GraphQL request (with the test instance's domain when a token is given); expects 200.
+    pub fn graphql(&self, token: Option<&str>, query: &str) -> Value {
+        let mut req = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&serde_json::json!({"query": query}));
+        if let Some(t) = token {
+            req = req
+                .header("Authorization", t)
+                .header("hypi-domain", INSTANCE);
+        }
+        let res = req.send().expect("POST /graphql");
+        assert_eq!(res.status(), 200);
+        res.json().expect("GraphQL answers JSON")
+    }
+
     pub fn get(&self, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
         let mut req = self.client.get(self.url(path));
         if let Some(t) = token {
