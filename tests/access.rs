@@ -21,17 +21,6 @@ fn anonymous_right(resource: &str) -> Value {
     })
 }
 
-fn set_anonymous(s: &Server, token: &str, on: bool) -> u16 {
-    s.client
-        .put(s.url(&format!("/instances/{INSTANCE}")))
-        .header("Authorization", token)
-        .json(&json!({"anonymousRequests": on}))
-        .send()
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[test]
 fn owners_admins_others_and_other_instances() {
     let s = Server::start();
@@ -114,11 +103,11 @@ fn anonymous_reads_need_a_grant_and_the_instance_switch() {
     );
 
     assert_eq!(
-        set_anonymous(&s, &alice, true),
+        s.set_anonymous(&alice, true),
         403,
         "only an admin switches it"
     );
-    assert_eq!(set_anonymous(&s, &admin, true), 200);
+    assert_eq!(s.set_anonymous(&admin, true), 200);
     let r = s.get(path, None);
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().as_ref(), png_3x2().as_slice());
@@ -157,7 +146,7 @@ fn anonymous_reads_need_a_grant_and_the_instance_switch() {
     // Grant again, then switch the instance off: anonymous reads stop.
     assert_eq!(grant(&s, &alice, &anonymous_right(id)).status(), 201);
     assert_eq!(s.get(path, None).status(), 200);
-    assert_eq!(set_anonymous(&s, &admin, false), 200);
+    assert_eq!(s.set_anonymous(&admin, false), 200);
     assert_eq!(s.get(path, None).status(), 401);
 }
 

@@ -360,14 +360,7 @@ fn grants_racing_revocations_leave_the_decision_of_the_final_grants() {
     let f = s.upload_one(&alice, "shared.txt", b"public now and then");
     let fid = f["hypi"]["id"].as_str().unwrap().to_string();
     let url = f["url"]["path"].as_str().unwrap().to_string();
-    let r = s
-        .client
-        .put(s.url(&format!("/instances/{INSTANCE}")))
-        .header("Authorization", &admin)
-        .json(&json!({"anonymousRequests": true}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(s.set_anonymous(&admin, true), 200);
 
     let right = |resource: &str| {
         json!({"resource": resource, "resourceType": "File", "operationType": "Query",

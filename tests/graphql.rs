@@ -133,14 +133,7 @@ fn seed_documents_run_verbatim_and_grant_anonymous_download() {
     let res = gql(&s, Some(&alice), &SEED_GRANT.replace("RESOURCE", id));
     assert!(res["errors"].is_null(), "{res}");
     assert_eq!(res["data"]["upsert"][0]["id"].as_str().unwrap().len(), 26);
-    let put = s
-        .client
-        .put(s.url(&format!("/instances/{INSTANCE}")))
-        .header("Authorization", &admin)
-        .json(&json!({"anonymousRequests": true}))
-        .send()
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    assert_eq!(s.set_anonymous(&admin, true), 200);
     assert_eq!(
         s.get(path, None).status(),
         200,

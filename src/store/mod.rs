@@ -111,7 +111,9 @@ impl TempBlob {
             .file
             .as_mut()
             .expect("temp blob file is present until commit");
-        let res = if set_direct(file, true) {
+        // O_DIRECT is switched on with the first block and stays on after.
+        let first = at == DIRECT_BLOCK as u64;
+        let res = if !first || set_direct(file, true) {
             file.write_all_at(&block[start..end], at)
         } else {
             Err(std::io::Error::from_raw_os_error(22))

@@ -144,6 +144,18 @@ impl Server {
         res.json().expect("GraphQL answers JSON")
     }
 
+    /// Turns the test instance's `anonymousRequests` switch; answers the status.
+    pub fn set_anonymous(&self, token: &str, on: bool) -> u16 {
+        self.client
+            .put(self.url(&format!("/instances/{INSTANCE}")))
+            .header("Authorization", token)
+            .json(&serde_json::json!({"anonymousRequests": on}))
+            .send()
+            .expect("PUT /instances")
+            .status()
+            .as_u16()
+    }
+
     pub fn get(&self, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
         let mut req = self.client.get(self.url(path));
         if let Some(t) = token {
