@@ -31,6 +31,16 @@ pub enum Error {
     InsufficientStorage(String),
     #[error("{0}")]
     Timeout(String),
+    /// A limit on concurrent work or stored counts was reached (429).
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// A request body larger than the route accepts (413, not a file size).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A file record whose bytes are missing or quarantined: the operator's problem, not the
+    /// caller's; the file id is logged.
+    #[error("{0}")]
+    ContentMissing(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +62,9 @@ impl Error {
             Error::RangeNotSatisfiable(..) => "RANGE_NOT_SATISFIABLE",
             Error::InsufficientStorage(_) => "INSUFFICIENT_STORAGE",
             Error::Timeout(_) => "REQUEST_TIMEOUT",
+            Error::TooManyRequests(_) => "TOO_MANY_REQUESTS",
+            Error::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Error::ContentMissing(_) => "CONTENT_MISSING",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -117,6 +130,9 @@ impl ResponseError for Error {
             Error::RangeNotSatisfiable(..) => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::ContentMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -1,8 +1,8 @@
 //! AccessRight evaluation: may this caller read this file?
 
-use super::Caller;
+use super::{Caller, Principal};
 use crate::meta::{AccessRight, FileRecord, Instance, PermissionType};
-use crate::types::Millis;
+use crate::types::{AccountId, Millis};
 
 /// Member id for callers without a token.
 pub const ANONYMOUS: &str = "anonymous";
@@ -11,6 +11,31 @@ pub const EVERYONE: &str = "*";
 
 /// Operations that amount to reading a file.
 const READ_OPERATIONS: &[&str] = &["*", "get", "find", "read", "download"];
+
+/// The one "owner or admin" rule: `p` manages what `owner` created in `p`'s instance. Callers
+/// check the instance separately (records carry an instance id, principals a domain).
+pub fn manages(p: &Principal, owner: &AccountId) -> bool {
+    p.admin || p.account == *owner
+}
+
+/// The one member-matching rule: whether a grant member `member` names `caller` in `instance`
+/// (the caller's account, `*` for every account, `anonymous` while the instance allows
+/// anonymous requests).
+pub fn member_names(caller: &Caller, member: &str, instance: &Instance) -> bool {
+    let anonymous_ok = member == ANONYMOUS && instance.anonymous_requests;
+    match caller {
+        Caller::Anonymous => anonymous_ok,
+        Caller::User(p) => member == p.account.0 || member == EVERYONE || anonymous_ok,
+    }
+}
+
+/// Whether a grant names `caller` among its members.
+pub fn names_caller(caller: &Caller, right: &AccessRight, instance: &Instance) -> bool {
+    right
+        .members
+        .iter()
+        .any(|m| member_names(caller, m, instance))
+}
 
 /// Whether `right` grants a read of `file` at time `now` (members aside).
 fn grants_read(right: &AccessRight, file: &FileRecord, now: Millis) -> bool {
@@ -42,23 +67,15 @@ pub fn may_read<'a>(
     if file.instance != instance.id {
         return false;
     }
-    let member_ok = |m: &str| match caller {
-        Caller::Anonymous => m == ANONYMOUS && instance.anonymous_requests,
-        Caller::User(p) => {
-            m == p.account.0 || m == EVERYONE || (m == ANONYMOUS && instance.anonymous_requests)
-        }
-    };
     if let Caller::User(p) = caller {
         if !p.instance.eq_ignore_ascii_case(&instance.domain) {
             return false;
         }
-        if p.admin || p.account == file.created_by {
+        if manages(p, &file.created_by) {
             return true;
         }
     }
     rights.into_iter().any(|r| {
-        r.instance == instance.id
-            && grants_read(r, file, now)
-            && r.members.iter().any(|m| member_ok(m))
+        r.instance == instance.id && grants_read(r, file, now) && names_caller(caller, r, instance)
     })
 }

@@ -75,6 +75,11 @@ pub trait MetaStore: Send + Sync + 'static {
     fn all_blob_refs(&self) -> Result<Vec<(Sha256, u64)>>;
     /// Overwrites a blob's reference count; 0 removes the entry (fsck --repair).
     fn set_blob_refs(&self, sha: &Sha256, refs: u64) -> Result<()>;
-    /// Every grant of an instance.
+    /// Every grant of an instance (maintenance and admin listings only: request paths use
+    /// [`MetaStore::rights_naming`] and [`MetaStore::rights_on`], whose cost does not grow with
+    /// the instance's grant count).
     fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>>;
+    /// Grants of an instance whose members include any of `members` (an account id, `*`,
+    /// `anonymous`), in right-id order.
+    fn rights_naming(&self, instance: InstanceId, members: &[&str]) -> Result<Vec<AccessRight>>;
 }

@@ -391,6 +391,17 @@ impl MetaStore for SledMeta {
         Ok(out)
     }
 
+    fn rights_naming(&self, instance: InstanceId, members: &[&str]) -> Result<Vec<AccessRight>> {
+        // Placeholder until the member index lands: filters the instance's grants.
+        let mut out: Vec<AccessRight> = self
+            .rights_in(instance)?
+            .into_iter()
+            .filter(|r| r.members.iter().any(|m| members.contains(&m.as_str())))
+            .collect();
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
     fn delete_right(&self, id: RightId) -> Result<bool> {
         let removed = (&self.rights, &self.rights_by_resource).transaction(|(tr, tb)| {
             let Some(v) = tr.remove(&id.to_bytes())? else {
