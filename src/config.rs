@@ -29,6 +29,10 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// Largest `first`/`last` a GraphQL `find` honours (Hypi caps at 25).
     pub max_page_size: usize,
+    /// Most access rights one account may hold in an instance (429 beyond).
+    pub max_grants_per_account: u64,
+    /// Most access rights one request may create (413 beyond).
+    pub max_grants_per_request: usize,
     /// Worker threads for HTTP; 0 means one per core.
     pub workers: usize,
     /// Memory for small files (up to 64 KiB) their owners downloaded, served again without
@@ -70,6 +74,8 @@ impl Default for Config {
             header_timeout_secs: 10,
             body_timeout_secs: 60,
             max_page_size: 25,
+            max_grants_per_account: 10_000,
+            max_grants_per_request: 1_000,
             workers: 0,
             download_cache_bytes: 32 * 1024 * 1024,
             log: "info".into(),
@@ -163,6 +169,12 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_MAX_PAGE_SIZE") {
             self.max_page_size = num("DEPOT_MAX_PAGE_SIZE", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_GRANTS_PER_ACCOUNT") {
+            self.max_grants_per_account = num("DEPOT_MAX_GRANTS_PER_ACCOUNT", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_GRANTS_PER_REQUEST") {
+            self.max_grants_per_request = num("DEPOT_MAX_GRANTS_PER_REQUEST", v)?;
         }
         if let Some(v) = get("DEPOT_WORKERS") {
             self.workers = num("DEPOT_WORKERS", v)?;

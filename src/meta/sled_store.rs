@@ -1,13 +1,20 @@
 //! The embedded metadata store: sled 0.34, one tree per record kind plus index trees.
 
-use super::{AccessRight, FileRecord, FileScope, ImageRecord, Instance, MetaStore, Records};
+use super::{
+    AccessRight, FileRecord, FileScope, FileStore, GrantStore, ImageRecord, Instance,
+    InstanceStore, MaintenanceStore, Records,
+};
 use crate::error::{Error, Result};
 use crate::types::{now_millis, AccountId, FileId, InstanceId, RightId, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 use std::path::Path;
 
-/// sled-backed [`MetaStore`].
+/// The layout version this code writes. Opening an older store rebuilds the grant indexes.
+const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// sled-backed [`super::MetaStore`].
 pub struct SledMeta {
     db: sled::Db,
     instances: sled::Tree,
@@ -27,6 +34,18 @@ pub struct SledMeta {
     rights: sled::Tree,
     /// `instance ++ resource ++ 0 ++ right id` -> empty.
     rights_by_resource: sled::Tree,
+    /// `instance ++ member ++ 0 ++ right id` -> empty: the grants naming a member.
+    rights_by_member: sled::Tree,
+    /// `*` grants by who granted them: `instance ++ 'a' ++ right id` for an admin's (they cover
+    /// the instance), `instance ++ 'o' ++ grantor ++ 0 ++ right id` for an owner's (they cover
+    /// the grantor's files).
+    rights_wildcard: sled::Tree,
+    /// `'c' ++ instance ++ grantor ++ 0` -> grants the grantor holds (big-endian u64);
+    /// `'v' ++ instance ++ resource ++ 0` -> a version bumped by every grant change on a file,
+    /// so `delete_file` can tell inside its transaction that its scan of the grants is current.
+    rights_counters: sled::Tree,
+    /// `schema_version` -> big-endian u64.
+    schema: sled::Tree,
 }
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
@@ -51,6 +70,116 @@ fn owner_key(instance: InstanceId, owner: &AccountId) -> Vec<u8> {
 
 fn resource_key(instance: InstanceId, resource: &str) -> Vec<u8> {
     text_key(instance, resource)
+}
+
+const ADMIN_WILDCARD: u8 = b'a';
+const OWNER_WILDCARD: u8 = b'o';
+
+/// The prefix of the admins' `*` grants of an instance.
+fn admin_wildcards(instance: InstanceId) -> Vec<u8> {
+    let mut k = instance.to_bytes().to_vec();
+    k.push(ADMIN_WILDCARD);
+    k
+}
+
+/// The prefix of one owner's (non-admin) `*` grants.
+fn owner_wildcards(instance: InstanceId, grantor: &AccountId) -> Vec<u8> {
+    let mut k = instance.to_bytes().to_vec();
+    k.push(OWNER_WILDCARD);
+    k.extend_from_slice(grantor.0.as_bytes());
+    k.push(0);
+    k
+}
+
+fn wildcard_key(r: &AccessRight) -> Vec<u8> {
+    let prefix = if r.granted_by_admin {
+        admin_wildcards(r.instance)
+    } else {
+        owner_wildcards(r.instance, &r.created_by)
+    };
+    with_id(prefix, r.id.to_bytes())
+}
+
+fn count_key(instance: InstanceId, grantor: &AccountId) -> Vec<u8> {
+    let mut k = vec![b'c'];
+    k.extend_from_slice(&owner_key(instance, grantor));
+    k
+}
+
+fn version_key(instance: InstanceId, resource: &str) -> Vec<u8> {
+    let mut k = vec![b'v'];
+    k.extend_from_slice(&resource_key(instance, resource));
+    k
+}
+
+/// The grant trees as seen inside one transaction.
+struct GrantTx<'a> {
+    rights: &'a TransactionalTree,
+    by_resource: &'a TransactionalTree,
+    by_member: &'a TransactionalTree,
+    wildcard: &'a TransactionalTree,
+    counters: &'a TransactionalTree,
+}
+
+impl GrantTx<'_> {
+    fn add_count(&self, key: &[u8], up: bool) -> TxResult<u64> {
+        let n = read_count(self.counters.get(key)?);
+        let n = if up { n + 1 } else { n.saturating_sub(1) };
+        if n == 0 {
+            self.counters.remove(key)?;
+        } else {
+            self.counters.insert(key, &n.to_be_bytes())?;
+        }
+        Ok(n)
+    }
+
+    /// Adds (`up`) or removes every index entry of `r`, its grantor's count and, for a grant on
+    /// a file, the file's grant version.
+    fn index(&self, r: &AccessRight, up: bool) -> TxResult<()> {
+        let id = r.id.to_bytes();
+        let mut keys = vec![(
+            self.by_resource,
+            with_id(resource_key(r.instance, &r.resource), id),
+        )];
+        for m in &r.members {
+            keys.push((self.by_member, with_id(text_key(r.instance, m), id)));
+        }
+        if r.resource == "*" {
+            keys.push((self.wildcard, wildcard_key(r)));
+        }
+        for (tree, key) in keys {
+            if up {
+                tree.insert(key, &[])?;
+            } else {
+                tree.remove(key)?;
+            }
+        }
+        self.add_count(&count_key(r.instance, &r.created_by), up)?;
+        if r.resource != "*" {
+            let v = version_key(r.instance, &r.resource);
+            let n = read_count(self.counters.get(&v)?).wrapping_add(1);
+            self.counters.insert(v, &n.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Removes a stored grant and its index entries; false when there was none.
+    fn remove(&self, id: &[u8]) -> TxResult<bool> {
+        let Some(v) = self.rights.remove(id)? else {
+            return Ok(false);
+        };
+        let r: AccessRight = serde_json::from_slice(&v).map_err(abort)?;
+        self.index(&r, false)?;
+        Ok(true)
+    }
+}
+
+/// What one attempt of `delete_file`'s transaction found.
+enum Deleted {
+    Gone,
+    Done(FileRecord, u64),
+    /// A grant on the file changed after the grants were listed: list them again.
+    Retry,
 }
 
 /// Every index entry of a file, as (tree index in [by_owner, by_instance, by_dir, by_path], key).
@@ -91,7 +220,7 @@ impl SledMeta {
                 Error::Internal(format!("cannot open metadata in {}: {e}", dir.display()))
             })?;
         let tree = |name: &str| db.open_tree(name);
-        Ok(Self {
+        Self {
             instances: tree("instances")?,
             instance_ids: tree("instance_ids")?,
             files: tree("files")?,
@@ -103,8 +232,61 @@ impl SledMeta {
             blob_refs: tree("blob_refs")?,
             rights: tree("rights")?,
             rights_by_resource: tree("rights_by_resource")?,
+            rights_by_member: tree("rights_by_member")?,
+            rights_wildcard: tree("rights_wildcard")?,
+            rights_counters: tree("rights_counters")?,
+            schema: tree("schema")?,
             db,
-        })
+        }
+        .migrated()
+    }
+
+    /// Brings an older layout up to [`SCHEMA_VERSION`]: rebuilds every grant index from the
+    /// grant records (which also drops the stale resource entries older versions left behind
+    /// when a grant was re-pointed). Idempotent: a crash midway redoes it on the next open.
+    fn migrated(self) -> Result<Self> {
+        if read_count(self.schema.get(SCHEMA_KEY)?) >= SCHEMA_VERSION {
+            return Ok(self);
+        }
+        for tree in [
+            &self.rights_by_resource,
+            &self.rights_by_member,
+            &self.rights_wildcard,
+            &self.rights_counters,
+        ] {
+            tree.clear()?;
+        }
+        let mut n = 0u64;
+        for v in self.rights.iter().values() {
+            let r: AccessRight = serde_json::from_slice(&v?)?;
+            (
+                &self.rights,
+                &self.rights_by_resource,
+                &self.rights_by_member,
+                &self.rights_wildcard,
+                &self.rights_counters,
+            )
+                .transaction(
+                    |(rights, by_resource, by_member, wildcard, counters)| {
+                        GrantTx {
+                            rights,
+                            by_resource,
+                            by_member,
+                            wildcard,
+                            counters,
+                        }
+                        .index(&r, true)
+                    },
+                )?;
+            n += 1;
+        }
+        self.schema
+            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+        self.flush()?;
+        if n > 0 {
+            tracing::info!(grants = n, "rebuilt the grant indexes");
+        }
+        Ok(self)
     }
 
     fn flush(&self) -> Result<()> {
@@ -124,7 +306,7 @@ impl SledMeta {
     }
 }
 
-impl MetaStore for SledMeta {
+impl InstanceStore for SledMeta {
     fn ensure_instance(&self, domain: &str) -> Result<Instance> {
         if let Some(i) = self.instance_by_domain(domain)? {
             return Ok(i);
@@ -164,7 +346,9 @@ impl MetaStore for SledMeta {
             .transaction(|(inst, ids)| Self::put_instance_tx(inst, ids, instance))?;
         self.flush()
     }
+}
 
+impl FileStore for SledMeta {
     fn insert_files(&self, files: &[(FileRecord, Option<ImageRecord>)]) -> Result<()> {
         let encoded = files
             .iter()
@@ -262,71 +446,189 @@ impl MetaStore for SledMeta {
     }
 
     fn delete_file(&self, id: FileId) -> Result<Option<(FileRecord, u64)>> {
-        let Some(file) = self.file(id)? else {
-            return Ok(None);
-        };
-        // Grants on the file go with it; collected first because sled transactions cannot scan.
-        let prefix = resource_key(file.instance, &id.to_string());
-        let grants: Vec<sled::IVec> = self
-            .rights_by_resource
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<std::result::Result<_, _>>()?;
-        let outcome = (
-            &self.files,
-            &self.images,
-            &self.blob_refs,
-            &self.rights,
-            &self.rights_by_resource,
-            &self.by_owner,
-            &self.by_instance,
-            &self.by_dir,
-            &self.by_path,
-        )
-            .transaction(|(tf, ti, tr, trights, tbyres, o, i, d, p)| {
-                let Some(v) = tf.remove(&id.to_bytes())? else {
-                    return Ok(None);
-                };
-                let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
-                ti.remove(&id.to_bytes())?;
-                for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(&f)) {
-                    tree.remove(key)?;
+        loop {
+            let Some(file) = self.file(id)? else {
+                return Ok(None);
+            };
+            // sled transactions cannot scan: list the file's grants first, and inside the
+            // transaction check the file's grant version, which every grant change on the file
+            // bumps in its own transaction. A grant committed in between means a fresh list; one
+            // committed after finds the file gone and is refused (see `put_rights`).
+            let resource = id.to_string();
+            let vkey = version_key(file.instance, &resource);
+            let version = self.rights_counters.get(&vkey)?;
+            let prefix = resource_key(file.instance, &resource);
+            let mut grants = Vec::new();
+            for k in self.rights_by_resource.scan_prefix(&prefix).keys() {
+                let k = k?;
+                if k.len() == prefix.len() + 16 {
+                    grants.push(k[prefix.len()..].to_vec());
                 }
-                let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
-                if left == 0 {
-                    tr.remove(&f.sha256.0)?;
-                } else {
-                    tr.insert(&f.sha256.0, &left.to_be_bytes())?;
+            }
+            let outcome = (
+                &self.files,
+                &self.images,
+                &self.blob_refs,
+                &self.by_owner,
+                &self.by_instance,
+                &self.by_dir,
+                &self.by_path,
+                &self.rights,
+                &self.rights_by_resource,
+                &self.rights_by_member,
+                &self.rights_wildcard,
+                &self.rights_counters,
+            )
+                .transaction(
+                    |(tf, ti, tr, o, i, d, p, rights, by_res, by_mem, wild, ctr)| {
+                        if ctr.get(&vkey)? != version {
+                            return Ok(Deleted::Retry);
+                        }
+                        let Some(v) = tf.remove(&id.to_bytes())? else {
+                            return Ok(Deleted::Gone);
+                        };
+                        let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
+                        ti.remove(&id.to_bytes())?;
+                        for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(&f)) {
+                            tree.remove(key)?;
+                        }
+                        let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
+                        if left == 0 {
+                            tr.remove(&f.sha256.0)?;
+                        } else {
+                            tr.insert(&f.sha256.0, &left.to_be_bytes())?;
+                        }
+                        let g = GrantTx {
+                            rights,
+                            by_resource: by_res,
+                            by_member: by_mem,
+                            wildcard: wild,
+                            counters: ctr,
+                        };
+                        for gid in &grants {
+                            g.remove(gid)?;
+                        }
+                        // The file's grants are gone: so is its version key.
+                        ctr.remove(vkey.as_slice())?;
+                        Ok(Deleted::Done(f, left))
+                    },
+                )?;
+            match outcome {
+                Deleted::Retry => continue,
+                Deleted::Gone => return Ok(None),
+                Deleted::Done(f, left) => {
+                    self.flush()?;
+                    return Ok(Some((f, left)));
                 }
-                for key in &grants {
-                    tbyres.remove(key)?;
-                    trights.remove(&key[key.len() - 16..])?;
-                }
-                Ok(Some((f, left)))
-            })?;
-        self.flush()?;
-        Ok(outcome)
+            }
+        }
     }
 
     fn blob_refs(&self, sha: &Sha256) -> Result<u64> {
         Ok(read_count(self.blob_refs.get(sha.0)?))
     }
+}
 
-    fn put_rights(&self, rights: &[AccessRight]) -> Result<()> {
+impl SledMeta {
+    /// The grants whose ids follow `prefix` in `tree` (each key is `prefix ++ right id`).
+    fn rights_under(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+        ids: &mut Vec<[u8; 16]>,
+    ) -> Result<()> {
+        for k in tree.scan_prefix(prefix).keys() {
+            let k = k?;
+            // Longer keys belong to a longer text sharing this prefix's bytes (never with NUL
+            // terminated text keys, but the admin wildcard prefix has no terminator).
+            if let Ok(id) = <[u8; 16]>::try_from(&k[prefix.len()..]) {
+                ids.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads grants by id, in id order, each once; ids whose record is gone are skipped.
+    fn load_rights(&self, mut ids: Vec<[u8; 16]>) -> Result<Vec<AccessRight>> {
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = decode::<AccessRight>(self.rights.get(id)?)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl GrantStore for SledMeta {
+    fn put_rights(&self, rights: &[AccessRight], max_per_grantor: u64) -> Result<()> {
         let encoded = rights
             .iter()
             .map(|r| serde_json::to_vec(r).map_err(Error::from))
             .collect::<Result<Vec<_>>>()?;
-        (&self.rights, &self.rights_by_resource).transaction(|(tr, tb)| {
-            for (r, json) in rights.iter().zip(&encoded) {
-                tr.insert(&r.id.to_bytes(), json.as_slice())?;
-                tb.insert(
-                    with_id(resource_key(r.instance, &r.resource), r.id.to_bytes()),
-                    &[],
-                )?;
-            }
-            Ok(())
-        })?;
+        let mut grantors: Vec<Vec<u8>> = rights
+            .iter()
+            .map(|r| count_key(r.instance, &r.created_by))
+            .collect();
+        grantors.sort_unstable();
+        grantors.dedup();
+        (
+            &self.rights,
+            &self.rights_by_resource,
+            &self.rights_by_member,
+            &self.rights_wildcard,
+            &self.rights_counters,
+            &self.files,
+        )
+            .transaction(
+                |(rights_t, by_resource, by_member, wildcard, counters, tf)| {
+                    let g = GrantTx {
+                        rights: rights_t,
+                        by_resource,
+                        by_member,
+                        wildcard,
+                        counters,
+                    };
+                    let before = grantors
+                        .iter()
+                        .map(|k| Ok(read_count(counters.get(k)?)))
+                        .collect::<TxResult<Vec<u64>>>()?;
+                    for (r, json) in rights.iter().zip(&encoded) {
+                        // Checked in this transaction, which `delete_file`'s excludes: a grant on a
+                        // file either lands before the delete (and goes with it) or is refused.
+                        if let Ok(fid) = r.resource.parse::<FileId>() {
+                            let file: Option<FileRecord> = tf
+                                .get(fid.to_bytes())?
+                                .map(|v| serde_json::from_slice(&v))
+                                .transpose()
+                                .map_err(abort)?;
+                            if file.is_none_or(|f| f.instance != r.instance) {
+                                return Err(abort(Error::NotFound(format!(
+                                    "no such file {}",
+                                    r.resource
+                                ))));
+                            }
+                        }
+                        // An upsert may re-point a grant: drop every index entry of the old record.
+                        g.remove(&r.id.to_bytes())?;
+                        rights_t.insert(&r.id.to_bytes(), json.as_slice())?;
+                        g.index(r, true)?;
+                    }
+                    for (k, before) in grantors.iter().zip(before) {
+                        let after = read_count(counters.get(k)?);
+                        if after > max_per_grantor && after > before {
+                            return Err(abort(Error::TooManyRequests(format!(
+                            "an account may hold at most {max_per_grantor} access rights in an \
+                             instance ({before} held, {} more asked for): revoke some first",
+                            after - before
+                        ))));
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
         self.flush()
     }
 
@@ -335,20 +637,73 @@ impl MetaStore for SledMeta {
     }
 
     fn rights_on(&self, instance: InstanceId, resource: &str) -> Result<Vec<AccessRight>> {
-        let prefix = resource_key(instance, resource);
-        let mut out = Vec::new();
-        for k in self.rights_by_resource.scan_prefix(&prefix).keys() {
-            let k = k?;
-            if k.len() != prefix.len() + 16 {
-                continue;
-            }
-            if let Some(r) = decode::<AccessRight>(self.rights.get(&k[prefix.len()..])?)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        let mut ids = Vec::new();
+        self.rights_under(
+            &self.rights_by_resource,
+            &resource_key(instance, resource),
+            &mut ids,
+        )?;
+        self.load_rights(ids)
     }
 
+    fn rights_naming(&self, instance: InstanceId, members: &[&str]) -> Result<Vec<AccessRight>> {
+        let mut ids = Vec::new();
+        for m in members {
+            self.rights_under(&self.rights_by_member, &text_key(instance, m), &mut ids)?;
+        }
+        self.load_rights(ids)
+    }
+
+    fn rights_reaching(&self, file: &FileRecord) -> Result<Vec<AccessRight>> {
+        let mut ids = Vec::new();
+        self.rights_under(
+            &self.rights_by_resource,
+            &resource_key(file.instance, &file.id.to_string()),
+            &mut ids,
+        )?;
+        self.rights_under(
+            &self.rights_wildcard,
+            &owner_wildcards(file.instance, &file.created_by),
+            &mut ids,
+        )?;
+        self.rights_under(
+            &self.rights_wildcard,
+            &admin_wildcards(file.instance),
+            &mut ids,
+        )?;
+        self.load_rights(ids)
+    }
+
+    fn grant_count(&self, instance: InstanceId, grantor: &AccountId) -> Result<u64> {
+        Ok(read_count(
+            self.rights_counters.get(count_key(instance, grantor))?,
+        ))
+    }
+
+    fn delete_right(&self, id: RightId) -> Result<bool> {
+        let removed = (
+            &self.rights,
+            &self.rights_by_resource,
+            &self.rights_by_member,
+            &self.rights_wildcard,
+            &self.rights_counters,
+        )
+            .transaction(|(rights, by_resource, by_member, wildcard, counters)| {
+                GrantTx {
+                    rights,
+                    by_resource,
+                    by_member,
+                    wildcard,
+                    counters,
+                }
+                .remove(&id.to_bytes())
+            })?;
+        self.flush()?;
+        Ok(removed)
+    }
+}
+
+impl MaintenanceStore for SledMeta {
     fn all_files(&self) -> Records<'_, FileRecord> {
         Box::new(self.files.iter().values().map(|v| {
             let v = v?;
@@ -389,32 +744,5 @@ impl MetaStore for SledMeta {
             }
         }
         Ok(out)
-    }
-
-    fn rights_naming(&self, instance: InstanceId, members: &[&str]) -> Result<Vec<AccessRight>> {
-        // Placeholder until the member index lands: filters the instance's grants.
-        let mut out: Vec<AccessRight> = self
-            .rights_in(instance)?
-            .into_iter()
-            .filter(|r| r.members.iter().any(|m| members.contains(&m.as_str())))
-            .collect();
-        out.sort_by_key(|r| r.id);
-        Ok(out)
-    }
-
-    fn delete_right(&self, id: RightId) -> Result<bool> {
-        let removed = (&self.rights, &self.rights_by_resource).transaction(|(tr, tb)| {
-            let Some(v) = tr.remove(&id.to_bytes())? else {
-                return Ok(false);
-            };
-            let r: AccessRight = serde_json::from_slice(&v).map_err(abort)?;
-            tb.remove(with_id(
-                resource_key(r.instance, &r.resource),
-                id.to_bytes(),
-            ))?;
-            Ok(true)
-        })?;
-        self.flush()?;
-        Ok(removed)
     }
 }

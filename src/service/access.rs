@@ -1,6 +1,7 @@
 //! Granting and revoking AccessRights, and the instance's anonymous-requests switch.
 
 use super::{blocking, Service};
+use crate::auth::access::manages;
 use crate::auth::{Caller, Principal};
 use crate::error::{Error, Result};
 use crate::meta::{AccessRight, Instance, PermissionType};
@@ -75,7 +76,7 @@ impl Service {
             Error::BadRequest(format!("resource {resource:?} is not a file id or *"))
         })?;
         let file = self.readable(&Caller::User(p.clone()), id)?;
-        if p.admin || file.created_by == p.account {
+        if manages(p, &file.created_by) {
             Ok(())
         } else {
             Err(Error::Forbidden(
@@ -93,6 +94,13 @@ impl Service {
         if inputs.is_empty() {
             return Err(Error::BadRequest("no access rights given".into()));
         }
+        let max = self.config.max_grants_per_request;
+        if inputs.len() > max {
+            return Err(Error::PayloadTooLarge(format!(
+                "{} access rights in one request; at most {max} are accepted",
+                inputs.len()
+            )));
+        }
         let svc = self.clone();
         let p = principal.clone();
         blocking(move || {
@@ -103,13 +111,16 @@ impl Service {
                 let right = build_right(input, &p, &instance, now)?;
                 svc.check_grantor(&p, &right.resource)?;
                 if let Some(old) = svc.meta.right(right.id)? {
-                    if old.instance != instance.id || !(p.admin || old.created_by == p.account) {
+                    if old.instance != instance.id || !manages(&p, &old.created_by) {
                         return Err(Error::Conflict(format!("access right {} exists", right.id)));
                     }
                 }
                 rights.push(right);
             }
-            svc.meta.put_rights(&rights)?;
+            // The per-account cap is checked in the same transaction as the write, so
+            // concurrent requests cannot overshoot it together.
+            svc.meta
+                .put_rights(&rights, svc.config.max_grants_per_account)?;
             Ok(rights)
         })
         .await
@@ -153,9 +164,17 @@ impl Service {
             if !instance.domain.eq_ignore_ascii_case(&p.instance) {
                 return Err(missing());
             }
-            let allowed = p.admin
-                || right.created_by == p.account
-                || (right.resource != "*" && svc.check_grantor(&p, &right.resource).is_ok());
+            // The grantor, an admin, or the owner of the granted file. Only "not yours" and
+            // "no such file" read as a missing right: storage errors stay errors.
+            let allowed = manages(&p, &right.created_by)
+                || (right.resource != "*"
+                    && match svc.check_grantor(&p, &right.resource) {
+                        Ok(()) => true,
+                        Err(Error::NotFound(_) | Error::Forbidden(_) | Error::BadRequest(_)) => {
+                            false
+                        }
+                        Err(e) => return Err(e),
+                    });
             if !allowed {
                 return Err(missing());
             }
