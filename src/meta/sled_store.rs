@@ -746,3 +746,58 @@ impl MaintenanceStore for SledMeta {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::contract::right;
+
+    /// A store written before the grant indexes (schema 1: rights and resource entries only,
+    /// with a stale entry a re-pointed grant left) gets its indexes built on open.
+    #[test]
+    fn opening_an_older_store_builds_the_grant_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = InstanceId::new();
+        let wild = right(instance, "alice", false, "*", &["bob"]);
+        let moved = right(instance, "alice", false, "*", &["*"]);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let rights = db.open_tree("rights").unwrap();
+            let by_res = db.open_tree("rights_by_resource").unwrap();
+            for r in [&wild, &moved] {
+                rights
+                    .insert(r.id.to_bytes(), serde_json::to_vec(r).unwrap())
+                    .unwrap();
+                by_res
+                    .insert(with_id(resource_key(instance, "*"), r.id.to_bytes()), &[])
+                    .unwrap();
+            }
+            // `moved` used to be on a file: its old entry was never removed.
+            let old = resource_key(instance, &FileId::new().to_string());
+            by_res
+                .insert(with_id(old, moved.id.to_bytes()), &[])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let m = SledMeta::open(dir.path()).unwrap();
+        assert_eq!(
+            m.rights_naming(instance, &["bob"]).unwrap(),
+            vec![wild.clone()]
+        );
+        assert_eq!(
+            m.rights_in(instance).unwrap().len(),
+            2,
+            "stale entry dropped"
+        );
+        let f = crate::meta::contract::file(instance, "alice", "/", "a.txt", 1);
+        assert_eq!(m.rights_reaching(&f).unwrap().len(), 2);
+        assert_eq!(
+            m.grant_count(instance, &AccountId("alice".into())).unwrap(),
+            2
+        );
+        drop(m);
+        // Reopening a current store leaves it as it is.
+        let m = SledMeta::open(dir.path()).unwrap();
+        assert_eq!(m.rights_in(instance).unwrap().len(), 2);
+    }
+}
