@@ -304,3 +304,155 @@ fn build_right(
         granted_by_admin: p.admin,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{FileStore, GrantStore, InstanceStore, SledMeta};
+    use crate::types::InstanceId;
+    use serde_json::json;
+
+    fn principal(admin: bool) -> Principal {
+        Principal {
+            account: AccountId("alice".into()),
+            instance: "a.test".into(),
+            admin,
+        }
+    }
+
+    fn instance() -> Instance {
+        Instance {
+            id: InstanceId::new(),
+            domain: "a.test".into(),
+            anonymous_requests: false,
+            created: 0,
+            updated: 0,
+        }
+    }
+
+    /// A complete, valid input in Hypi's shape, with `edit` applied to its JSON.
+    fn input(edit: impl FnOnce(&mut serde_json::Value)) -> AccessRightInput {
+        let mut v = json!({
+            "resource": " * ", "resourceType": "File", "operationType": "Query",
+            "operation": "read", "permissionType": "RBP",
+            "members": [{"hypi": {"id": "bob"}}]
+        });
+        edit(&mut v);
+        serde_json::from_value(v).expect("input parses")
+    }
+
+    #[test]
+    fn build_right_from_input() {
+        let inst = instance();
+        let r = build_right(input(|_| {}), &principal(false), &inst, 7).unwrap();
+        assert_eq!(r.instance, inst.id);
+        assert_eq!(r.created_by, AccountId("alice".into()));
+        assert_eq!((r.created, r.updated), (7, 7));
+        assert_eq!(r.resource, "*", "trimmed");
+        assert!(r.approved, "approved by default");
+        assert!(!r.granted_by_admin);
+        assert_eq!(r.members, vec!["bob".to_string()]);
+        assert_eq!((r.start_date, r.end_date), (None, None));
+
+        let admin = build_right(input(|_| {}), &principal(true), &inst, 7).unwrap();
+        assert!(admin.granted_by_admin, "an admin's grant is marked so");
+
+        let chosen = "01HX5V3N0000000000000000AB";
+        let r = build_right(
+            input(|v| {
+                v["hypi"] = json!({"id": chosen});
+                v["approved"] = json!(false);
+                v["members"] = json!({"hypi": {"id": "anonymous"}});
+                v["startDate"] = json!("2030-01-01T00:00:00Z");
+                v["endDate"] = json!("2030-01-02T00:00:00Z");
+                v["resourceType"] = json!("*");
+                v["operationType"] = json!("mutation");
+            }),
+            &principal(false),
+            &inst,
+            7,
+        )
+        .unwrap();
+        assert_eq!(r.id.to_string(), chosen);
+        assert!(!r.approved);
+        assert_eq!(
+            r.members,
+            vec!["anonymous".to_string()],
+            "one member for a list"
+        );
+        assert_eq!(r.end_date.unwrap() - r.start_date.unwrap(), 86_400_000);
+        assert_eq!(r.resource_type, "*");
+    }
+
+    #[test]
+    fn build_right_refuses_bad_input() {
+        let inst = instance();
+        let cases: [(&str, fn(&mut serde_json::Value)); 10] = [
+            ("hypi.id", |v| v["hypi"] = json!({"id": "not-a-ulid"})),
+            ("resourceType", |v| v["resourceType"] = json!("Image")),
+            ("operationType", |v| {
+                v["operationType"] = json!("Subscription")
+            }),
+            ("operationType", |v| v["operationType"] = json!(" ")),
+            ("operation", |v| v["operation"] = json!("")),
+            ("resource", |v| v["resource"] = json!("  ")),
+            ("startDate", |v| v["startDate"] = json!("tomorrow")),
+            ("endDate must be after", |v| {
+                v["startDate"] = json!("2030-01-02T00:00:00Z");
+                v["endDate"] = json!("2030-01-01T00:00:00Z");
+            }),
+            ("hypi.id", |v| v["members"] = json!([{"hypi": {}}])),
+            ("members must not be empty", |v| v["members"] = json!([])),
+        ];
+        for (want, edit) in cases {
+            match build_right(input(edit), &principal(false), &inst, 7) {
+                Err(Error::BadRequest(m)) => assert!(m.contains(want), "{want}: {m}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
+
+    /// Before the fix, `check_grantor(...).is_ok()` turned a storage error on the granted file
+    /// into "no such access right".
+    #[tokio::test]
+    async fn revoke_reports_storage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta_dir = dir.path().join("meta");
+        let (file_id, right_id) = {
+            let m = SledMeta::open(&meta_dir).unwrap();
+            let inst = m.ensure_instance("a.test").unwrap();
+            let f = crate::meta::contract::file(inst.id, "bob", "/", "a.txt", 1);
+            m.insert_files(&[(f.clone(), None)]).unwrap();
+            let r =
+                crate::meta::contract::right(inst.id, "carol", false, &f.id.to_string(), &["x"]);
+            m.put_rights(std::slice::from_ref(&r), u64::MAX).unwrap();
+            (f.id, r.id)
+        };
+        {
+            // The file record is damaged on disk: reading it is a storage error.
+            let db = sled::open(&meta_dir).unwrap();
+            db.open_tree("files")
+                .unwrap()
+                .insert(file_id.to_bytes(), &b"{not json"[..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let meta = SledMeta::open(&meta_dir).unwrap();
+        let blobs = crate::store::LocalStore::open(dir.path()).unwrap();
+        let keys = crate::auth::Keys::load(&config.auth, dir.path()).unwrap();
+        let svc = Arc::new(Service::new(config, Arc::new(meta), Arc::new(blobs), keys));
+        let bob = Principal {
+            account: AccountId("bob".into()),
+            instance: "a.test".into(),
+            admin: false,
+        };
+        match svc.revoke(&bob, right_id).await {
+            Err(Error::Internal(m)) => assert!(m.contains("corrupt"), "{m}"),
+            other => panic!("a storage error must not read as 404: {other:?}"),
+        }
+    }
+}
