@@ -173,6 +173,16 @@ fn grant_caps_answer_413_and_429() {
     assert_eq!(del.status(), 204);
     assert_eq!(post_rights(&s, &alice, &wild()).status(), 201);
     assert_eq!(post_rights(&s, &alice, &wild()).status(), 429);
+
+    // A `*` listing shows the caller's own wildcards (an admin's shows all).
+    let listed = |t: &str| {
+        let r = s.get("/access-rights?resource=*", Some(t));
+        assert_eq!(r.status(), 200);
+        r.json::<Vec<Value>>().unwrap().len()
+    };
+    assert_eq!(listed(&alice), 5);
+    assert_eq!(listed(&carol), 3);
+    assert_eq!(listed(&s.token("root", INSTANCE, true)), 8);
 }
 
 /// Issue 10 item 3: 100,000 wildcard grants in one account made every other account's

@@ -498,10 +498,15 @@ pub fn wildcard_grants_by_grantor(m: &dyn MetaStore) {
         ],
     );
     put(m, &mallorys);
-    let mut want = vec![on_f, alices, admins.clone()];
+    let mut want = vec![on_f, alices.clone(), admins.clone()];
     want.sort_by_key(|r| r.id);
     assert_eq!(m.rights_reaching(&f).unwrap(), want);
     assert_eq!(m.rights_reaching(&g).unwrap().len(), 1 + 1 + 100);
+    let by = |who: &str| m.wildcards_by(i, &AccountId(who.into())).unwrap();
+    assert_eq!(by("alice"), vec![alices.clone()]);
+    assert_eq!(by("root"), vec![admins.clone()]);
+    assert_eq!(by("mallory").len(), 100);
+    assert!(by("bob").is_empty(), "bob's grant is on a file");
     // Another instance's admin grants do not reach.
     let j = inst(m, "b.test");
     let h = file(j, "alice", "/", "a.txt", 1);

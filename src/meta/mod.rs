@@ -87,6 +87,9 @@ pub trait GrantStore {
     /// The grants that can reach `file`: those on its id, plus `*` grants created by its owner
     /// or by an admin of its instance (see `auth::access::may_read`), in right-id order.
     fn rights_reaching(&self, file: &FileRecord) -> Result<Vec<AccessRight>>;
+    /// The `*` grants `grantor` created in `instance` (as an owner or as an admin), in right-id
+    /// order.
+    fn wildcards_by(&self, instance: InstanceId, grantor: &AccountId) -> Result<Vec<AccessRight>>;
     /// How many grants `grantor` created in `instance`.
     fn grant_count(&self, instance: InstanceId, grantor: &AccountId) -> Result<u64>;
     fn delete_right(&self, id: RightId) -> Result<bool>;

@@ -674,6 +674,20 @@ impl GrantStore for SledMeta {
         self.load_rights(ids)
     }
 
+    fn wildcards_by(&self, instance: InstanceId, grantor: &AccountId) -> Result<Vec<AccessRight>> {
+        let mut ids = Vec::new();
+        self.rights_under(
+            &self.rights_wildcard,
+            &owner_wildcards(instance, grantor),
+            &mut ids,
+        )?;
+        // Admins' grants are few (only admins make them): filtering them costs little.
+        self.rights_under(&self.rights_wildcard, &admin_wildcards(instance), &mut ids)?;
+        let mut out = self.load_rights(ids)?;
+        out.retain(|r| r.created_by == *grantor);
+        Ok(out)
+    }
+
     fn grant_count(&self, instance: InstanceId, grantor: &AccountId) -> Result<u64> {
         Ok(read_count(
             self.rights_counters.get(count_key(instance, grantor))?,

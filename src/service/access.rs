@@ -139,11 +139,12 @@ impl Service {
             let Some(instance) = svc.meta.instance_by_domain(&p.instance)? else {
                 return Ok(vec![]);
             };
-            let mut rights = svc.meta.rights_on(instance.id, &resource)?;
+            // A non-admin's `*` listing reads only that account's wildcards, not the
+            // instance's.
             if resource == "*" && !p.admin {
-                rights.retain(|r| r.created_by == p.account);
+                return svc.meta.wildcards_by(instance.id, &p.account);
             }
-            Ok(rights)
+            svc.meta.rights_on(instance.id, &resource)
         })
         .await
     }
