@@ -386,7 +386,7 @@ pub fn grants_go_with_their_file(m: &dyn MetaStore) {
     assert!(m.rights_naming(i, &["u7"]).unwrap().is_empty());
     assert_eq!(
         right_ids(&m.rights_naming(i, &["*"]).unwrap()),
-        right_ids(&[on_g.clone()])
+        right_ids(std::slice::from_ref(&on_g))
     );
     assert_eq!(
         m.rights_reaching(&g).unwrap().len(),
@@ -531,7 +531,7 @@ pub fn grant_cap_per_grantor(m: &dyn MetaStore) {
     m.put_rights(&first, 3).unwrap();
     assert_eq!(m.grant_count(i, &alice).unwrap(), 3);
     let more = right(i, "alice", false, "*", &["b"]);
-    let res = m.put_rights(&[more.clone()], 3);
+    let res = m.put_rights(std::slice::from_ref(&more), 3);
     assert!(matches!(res, Err(Error::TooManyRequests(_))), "{res:?}");
     assert!(m.right(more.id).unwrap().is_none());
     // Replacing an existing grant at the cap is allowed.

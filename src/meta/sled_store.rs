@@ -174,10 +174,13 @@ impl GrantTx<'_> {
     }
 }
 
+/// How often `delete_file` lists a file's grants again before giving up.
+const DELETE_ATTEMPTS: usize = 64;
+
 /// What one attempt of `delete_file`'s transaction found.
 enum Deleted {
     Gone,
-    Done(FileRecord, u64),
+    Done(Box<FileRecord>, u64),
     /// A grant on the file changed after the grants were listed: list them again.
     Retry,
 }
@@ -446,7 +449,9 @@ impl FileStore for SledMeta {
     }
 
     fn delete_file(&self, id: FileId) -> Result<Option<(FileRecord, u64)>> {
-        loop {
+        // Only the file's managers can change its grants, so a retry is rare; the bound keeps
+        // a grant loop on the file from holding its delete forever.
+        for _ in 0..DELETE_ATTEMPTS {
             let Some(file) = self.file(id)? else {
                 return Ok(None);
             };
@@ -510,7 +515,7 @@ impl FileStore for SledMeta {
                         }
                         // The file's grants are gone: so is its version key.
                         ctr.remove(vkey.as_slice())?;
-                        Ok(Deleted::Done(f, left))
+                        Ok(Deleted::Done(Box::new(f), left))
                     },
                 )?;
             match outcome {
@@ -518,10 +523,13 @@ impl FileStore for SledMeta {
                 Deleted::Gone => return Ok(None),
                 Deleted::Done(f, left) => {
                     self.flush()?;
-                    return Ok(Some((f, left)));
+                    return Ok(Some((*f, left)));
                 }
             }
         }
+        Err(Error::Conflict(format!(
+            "the grants of file {id} kept changing while it was deleted; try again"
+        )))
     }
 
     fn blob_refs(&self, sha: &Sha256) -> Result<u64> {

@@ -388,7 +388,8 @@ mod tests {
     #[test]
     fn build_right_refuses_bad_input() {
         let inst = instance();
-        let cases: [(&str, fn(&mut serde_json::Value)); 10] = [
+        type Edit = fn(&mut serde_json::Value);
+        let cases: [(&str, Edit); 10] = [
             ("hypi.id", |v| v["hypi"] = json!({"id": "not-a-ulid"})),
             ("resourceType", |v| v["resourceType"] = json!("Image")),
             ("operationType", |v| {
