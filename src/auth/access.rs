@@ -96,15 +96,8 @@ mod tests {
         })
     }
 
-    /// One row: who asks, which grant exists (if any), whether anonymous requests are on, and
-    /// the expected decision. The file is alice's, in `a.test`.
-    struct Row {
-        what: &'static str,
-        caller: Caller,
-        grant: Option<fn(&mut AccessRight)>,
-        anonymous_on: bool,
-        want: bool,
-    }
+    /// Changes the default grant (alice's, on the file, naming bob, readable) for one row.
+    type Edit = fn(&mut AccessRight);
 
     #[test]
     fn may_read_table() {
@@ -118,223 +111,43 @@ mod tests {
         let file = contract::file(inst.id, "alice", "/", "a.txt", 1);
         let other_file = contract::file(inst.id, "alice", "/", "b.txt", 2);
         let bob = || user("bob", "a.test", false);
-        let rows = [
-            Row {
-                what: "owner",
-                caller: user("alice", "a.test", false),
-                grant: None,
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "owner, domain case",
-                caller: user("alice", "A.Test", false),
-                grant: None,
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "admin",
-                caller: user("root", "a.test", true),
-                grant: None,
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "admin of another instance",
-                caller: user("root", "b.test", true),
-                grant: None,
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "owner's name in another instance",
-                caller: user("alice", "b.test", false),
-                grant: None,
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "stranger, no grant",
-                caller: bob(),
-                grant: None,
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "anonymous, no grant",
-                caller: Caller::Anonymous,
-                grant: None,
-                anonymous_on: true,
-                want: false,
-            },
-            Row {
-                what: "grant naming bob",
-                caller: bob(),
-                grant: Some(|_| {}),
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "grant naming carol",
-                caller: bob(),
-                grant: Some(|r| r.members = vec!["carol".into()]),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "grant naming everyone",
-                caller: bob(),
-                grant: Some(|r| r.members = vec!["*".into()]),
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "everyone excludes tokenless",
-                caller: Caller::Anonymous,
-                grant: Some(|r| r.members = vec!["*".into()]),
-                anonymous_on: true,
-                want: false,
-            },
-            Row {
-                what: "anonymous grant, switch on",
-                caller: Caller::Anonymous,
-                grant: Some(|r| r.members = vec![ANONYMOUS.into()]),
-                anonymous_on: true,
-                want: true,
-            },
-            Row {
-                what: "anonymous grant, switch off",
-                caller: Caller::Anonymous,
-                grant: Some(|r| r.members = vec![ANONYMOUS.into()]),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "anonymous grant reaches users too",
-                caller: bob(),
-                grant: Some(|r| r.members = vec![ANONYMOUS.into()]),
-                anonymous_on: true,
-                want: true,
-            },
-            Row {
-                what: "not approved",
-                caller: bob(),
-                grant: Some(|r| r.approved = false),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "scope-based",
-                caller: bob(),
-                grant: Some(|r| r.permission_type = PermissionType::SBP),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "mutation only",
-                caller: bob(),
-                grant: Some(|r| r.operation_type = "Mutation".into()),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "any operation type",
-                caller: bob(),
-                grant: Some(|r| r.operation_type = "*".into()),
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "operation download",
-                caller: bob(),
-                grant: Some(|r| r.operation = "DOWNLOAD".into()),
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "operation delete",
-                caller: bob(),
-                grant: Some(|r| r.operation = "delete".into()),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "resource type Image",
-                caller: bob(),
-                grant: Some(|r| r.resource_type = "Image".into()),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "not started",
-                caller: bob(),
-                grant: Some(|r| r.start_date = Some(NOW + 1)),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "started",
-                caller: bob(),
-                grant: Some(|r| r.start_date = Some(NOW)),
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "ended",
-                caller: bob(),
-                grant: Some(|r| r.end_date = Some(NOW)),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "another file's grant",
-                caller: bob(),
-                grant: Some(|r| r.resource = "01HX5V3N0000000000000000AB".into()),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "owner's wildcard",
-                caller: bob(),
-                grant: Some(|r| r.resource = "*".into()),
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "another account's wildcard",
-                caller: bob(),
-                grant: Some(|r| {
-                    r.resource = "*".into();
-                    r.created_by = AccountId("mallory".into())
-                }),
-                anonymous_on: false,
-                want: false,
-            },
-            Row {
-                what: "an admin's wildcard",
-                caller: bob(),
-                grant: Some(|r| {
-                    r.resource = "*".into();
-                    r.created_by = AccountId("root".into());
-                    r.granted_by_admin = true
-                }),
-                anonymous_on: false,
-                want: true,
-            },
-            Row {
-                what: "another instance's grant",
-                caller: bob(),
-                grant: Some(|r| r.instance = InstanceId::new()),
-                anonymous_on: false,
-                want: false,
-            },
+        // (case, caller, grant edit (none: no grant), anonymous requests on, may read)
+        #[rustfmt::skip]
+        let rows: [(&str, Caller, Option<Edit>, bool, bool); 29] = [
+            ("owner", user("alice", "a.test", false), None, false, true),
+            ("owner, domain case", user("alice", "A.Test", false), None, false, true),
+            ("admin", user("root", "a.test", true), None, false, true),
+            ("admin of another instance", user("root", "b.test", true), None, false, false),
+            ("owner's name in another instance", user("alice", "b.test", false), None, false, false),
+            ("stranger, no grant", bob(), None, false, false),
+            ("anonymous, no grant", Caller::Anonymous, None, true, false),
+            ("grant naming bob", bob(), Some(|_| {}), false, true),
+            ("grant naming carol", bob(), Some(|r| r.members = vec!["carol".into()]), false, false),
+            ("grant naming everyone", bob(), Some(|r| r.members = vec!["*".into()]), false, true),
+            ("everyone excludes tokenless", Caller::Anonymous, Some(|r| r.members = vec!["*".into()]), true, false),
+            ("anonymous grant, switch on", Caller::Anonymous, Some(|r| r.members = vec![ANONYMOUS.into()]), true, true),
+            ("anonymous grant, switch off", Caller::Anonymous, Some(|r| r.members = vec![ANONYMOUS.into()]), false, false),
+            ("anonymous grant reaches users too", bob(), Some(|r| r.members = vec![ANONYMOUS.into()]), true, true),
+            ("not approved", bob(), Some(|r| r.approved = false), false, false),
+            ("scope-based", bob(), Some(|r| r.permission_type = PermissionType::SBP), false, false),
+            ("mutation only", bob(), Some(|r| r.operation_type = "Mutation".into()), false, false),
+            ("any operation type", bob(), Some(|r| r.operation_type = "*".into()), false, true),
+            ("operation download", bob(), Some(|r| r.operation = "DOWNLOAD".into()), false, true),
+            ("operation delete", bob(), Some(|r| r.operation = "delete".into()), false, false),
+            ("resource type Image", bob(), Some(|r| r.resource_type = "Image".into()), false, false),
+            ("not started", bob(), Some(|r| r.start_date = Some(NOW + 1)), false, false),
+            ("started", bob(), Some(|r| r.start_date = Some(NOW)), false, true),
+            ("ended", bob(), Some(|r| r.end_date = Some(NOW)), false, false),
+            ("another file's grant", bob(), Some(|r| r.resource = "01HX5V3N0000000000000000AB".into()), false, false),
+            ("owner's wildcard", bob(), Some(|r| r.resource = "*".into()), false, true),
+            ("another account's wildcard", bob(), Some(|r| { r.resource = "*".into(); r.created_by = AccountId("mallory".into()) }), false, false),
+            ("an admin's wildcard", bob(), Some(|r| { r.resource = "*".into(); r.created_by = AccountId("root".into()); r.granted_by_admin = true }), false, true),
+            ("another instance's grant", bob(), Some(|r| r.instance = InstanceId::new()), false, false),
         ];
-        for row in rows {
+        for (what, caller, grant, anonymous_on, want) in rows {
             let mut instance = inst.clone();
-            instance.anonymous_requests = row.anonymous_on;
-            let grants: Vec<AccessRight> = row
-                .grant
+            instance.anonymous_requests = anonymous_on;
+            let grants: Vec<AccessRight> = grant
                 .map(|edit| {
                     let mut r =
                         contract::right(inst.id, "alice", false, &file.id.to_string(), &["bob"]);
@@ -344,10 +157,9 @@ mod tests {
                 .into_iter()
                 .collect();
             assert_eq!(
-                may_read(&row.caller, &file, &instance, &grants, NOW),
-                row.want,
-                "{}",
-                row.what
+                may_read(&caller, &file, &instance, &grants, NOW),
+                want,
+                "{what}"
             );
         }
         // A file of another instance is never readable through this instance, even by its admin.
