@@ -1,8 +1,10 @@
 //! Finding records with ArcQL, filtered by the same access rules as REST; trash, untrash and
 //! delete by query. Used by the GraphQL API.
 
+pub mod arcql;
+
 use super::{blocking, Service};
-use crate::arcql::{self, Field, Record};
+use arcql::{Field, Record};
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
 use crate::meta::{AccessRight, FileRecord, FileScope, ImageRecord, Instance};
