@@ -556,22 +556,24 @@ fn costly_request_is_refused_before_it_runs() {
     }
     let pattern = format!("*{}", "?".repeat(3990));
     let alias = |i: usize| {
-        format!(
-            "a{i}: find(type: File, arcql: \"path * '{pattern}'\") {{ edges {{ cursor }} }}"
-        )
+        format!("a{i}: find(type: File, arcql: \"path * '{pattern}'\") {{ edges {{ cursor }} }}")
     };
     let many: Vec<String> = (0..40).map(alias).collect();
     let started = std::time::Instant::now();
     let res = gql(&s, Some(&alice), &format!("{{ {} }}", many.join(" ")));
     let took = started.elapsed();
     assert_eq!(
-        res["errors"][0]["extensions"]["code"], "QUERY_TOO_COSTLY",
+        res["errors"][0]["extensions"]["code"],
+        "QUERY_TOO_COSTLY",
         "{}",
         &res.to_string()[..300.min(res.to_string().len())]
     );
     assert!(res["data"].is_null(), "nothing ran");
     assert!(
-        res["errors"][0]["message"].as_str().unwrap().contains("limit"),
+        res["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
         "{res}"
     );
     // Generous bound: the refusal happens before any record is read.
@@ -581,7 +583,10 @@ fn costly_request_is_refused_before_it_runs() {
     let started = std::time::Instant::now();
     let res = gql(&s, Some(&alice), &format!("{{ {} }}", alias(0)));
     assert!(res["errors"].is_null(), "{res}");
-    assert_eq!(ids(&res["data"]["a0"].clone().pipe_find()), Vec::<String>::new());
+    assert_eq!(
+        ids(&res["data"]["a0"].clone().pipe_find()),
+        Vec::<String>::new()
+    );
     assert!(started.elapsed().as_secs() < 5);
 
     // The price scales with the page: the same selection at first: 1 is cheap enough to
@@ -623,7 +628,10 @@ fn time_budget_stops_a_long_request() {
     assert!(!errors.is_empty());
     for e in errors {
         assert_eq!(e["extensions"]["code"], "REQUEST_TIMEOUT", "{e}");
-        assert!(e["message"].as_str().unwrap().contains("time budget"), "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("time budget"),
+            "{e}"
+        );
     }
     // A server with the default budget answers the same request.
     let s = Server::start();
@@ -685,7 +693,11 @@ fn grantee_does_not_see_trashed_files() {
     );
     assert!(res["data"]["get"].is_null(), "{res}");
     // And bob cannot untrash it.
-    let res = gql(&s, Some(&bob), "mutation { untrash(type: File, arcql: \"*\") }");
+    let res = gql(
+        &s,
+        Some(&bob),
+        "mutation { untrash(type: File, arcql: \"*\") }",
+    );
     assert_eq!(res["data"]["untrash"], 0, "{res}");
 }
 
@@ -761,12 +773,17 @@ fn access_right_cursors_page_through_grants() {
     let p1 = page(", first: 2");
     assert_eq!(ids(&p1), rights[..2].to_vec());
     assert_eq!(p1["data"]["find"]["pageInfo"]["hasNextPage"], true);
-    let after = p1["data"]["find"]["pageInfo"]["endCursor"].as_str().unwrap();
+    let after = p1["data"]["find"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap();
     let p2 = page(&format!(", first: 2, after: {after:?}"));
     assert_eq!(ids(&p2), rights[2..].to_vec());
     assert_eq!(p2["data"]["find"]["pageInfo"]["hasNextPage"], false);
     let res = page(", after: \"not-a-cursor\"");
-    assert_eq!(res["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{res}");
+    assert_eq!(
+        res["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{res}"
+    );
 }
 
 /// Issue 9 §3: one paging rule. Sizes default to 25, must be at least 1, and are clamped to
@@ -798,9 +815,17 @@ fn one_paging_rule_for_rest_and_graphql() {
         let res = gql(
             &s,
             Some(&alice),
-            &format!("{{ find(type: File, arcql: \"*\", first: {first}) {{ edges {{ cursor }} }} }}"),
+            &format!(
+                "{{ find(type: File, arcql: \"*\", first: {first}) {{ edges {{ cursor }} }} }}"
+            ),
         );
-        assert_eq!(res["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{res}");
-        assert!(res["errors"][0]["message"].as_str().unwrap().contains("first"));
+        assert_eq!(
+            res["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{res}"
+        );
+        assert!(res["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("first"));
     }
 }

@@ -67,11 +67,9 @@ static PAGE_CAP: AtomicUsize = AtomicUsize::new(paging::DEFAULT_PAGE);
 /// refused when it runs.
 fn find_cost(first: Option<i32>, last: Option<i32>, arcql: &str, child_complexity: usize) -> usize {
     let cap = PAGE_CAP.load(Ordering::Relaxed).max(1);
-    let page = first
-        .or(last)
-        .map_or(paging::DEFAULT_PAGE.min(cap), |n| {
-            usize::try_from(n).unwrap_or(1).clamp(1, cap)
-        });
+    let page = first.or(last).map_or(paging::DEFAULT_PAGE.min(cap), |n| {
+        usize::try_from(n).unwrap_or(1).clamp(1, cap)
+    });
     let filter = arcql::parse(arcql).map_or(1, |q| q.cost());
     page.saturating_mul(child_complexity.saturating_add(filter))
 }

@@ -398,7 +398,7 @@ mod tests {
             .map(str::trim)
             // Skip doc strings: a field line starts with its name.
             .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
-            .filter_map(|l| l.split(|c| c == ':' || c == '(').next())
+            .filter_map(|l| l.split([':', '(']).next())
             .map(str::trim)
             .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
             .map(str::to_string)

@@ -168,7 +168,12 @@ impl Service {
     }
 
     /// `get(type, id)`: one record the caller may see, or None.
-    pub async fn get_node(self: &Arc<Self>, ctx: Ctx, kind: Kind, id: String) -> Result<Option<Node>> {
+    pub async fn get_node(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        kind: Kind,
+        id: String,
+    ) -> Result<Option<Node>> {
         let text = format!(
             "hypi.id = '{}'",
             id.replace('\\', "\\\\").replace('\'', "\\'")

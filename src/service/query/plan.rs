@@ -206,7 +206,10 @@ impl Service {
             }
         } else {
             // Cost follows the caller's own files, not the instance's grants.
-            for f in self.meta.scan_files(inst, FileScope::Owner(&p.account), None) {
+            for f in self
+                .meta
+                .scan_files(inst, FileScope::Owner(&p.account), None)
+            {
                 for r in self.meta.rights_on(inst, &f?.id.to_string())? {
                     out.insert(r.id, r);
                 }
