@@ -597,6 +597,13 @@ fn costly_request_is_refused_before_it_runs() {
     let res = gql(&s, Some(&alice), &format!("{{ {} }}", cheap.join(" ")));
     assert!(res["errors"].is_null(), "{res}");
     assert_eq!(ids(&res["data"]["a39"].clone().pipe_find()).len(), 1);
+
+    // But every walk has a fixed price: a thousand `first: 1` aliases are refused too.
+    let swarm: Vec<String> = (0..1000)
+        .map(|i| format!("a{i}: find(type: File, arcql: \"*\", first: 1) {{ edges {{ cursor }} }}"))
+        .collect();
+    let res = gql(&s, Some(&alice), &format!("{{ {} }}", swarm.join(" ")));
+    assert_eq!(res["errors"][0]["extensions"]["code"], "QUERY_TOO_COSTLY");
 }
 
 /// Lets `ids` read an aliased `find`.

@@ -62,9 +62,18 @@ struct Deadline(Instant, Duration);
 /// `max_page_size` (one schema per process, so one value).
 static PAGE_CAP: AtomicUsize = AtomicUsize::new(paging::DEFAULT_PAGE);
 
+/// The fixed price of one walk over records, whatever its page: the instance and grant lookups
+/// and a hand-off to the blocking pool. Keeps thousands of `first: 1` aliases from being cheap.
+const WALK_BASE: usize = 50;
+
+/// Walks one request may run at once: aliased `find`s are resolved concurrently, and each
+/// holds a blocking-pool thread while it walks, so without this one request could occupy
+/// hundreds of them.
+const LANES: usize = 2;
+
 /// The price of one `find` (see `graphql_max_cost`): page size x (what each node selects +
-/// what the filter costs per record). A query that does not parse is priced as `*`; it is
-/// refused when it runs.
+/// what the filter costs per record), plus [`WALK_BASE`]. A query that does not parse is
+/// priced as `*`; it is refused when it runs.
 fn find_cost(first: Option<i32>, last: Option<i32>, arcql: &str, child_complexity: usize) -> usize {
     let cap = PAGE_CAP.load(Ordering::Relaxed).max(1);
     let page = first.or(last).map_or(paging::DEFAULT_PAGE.min(cap), |n| {
@@ -72,12 +81,26 @@ fn find_cost(first: Option<i32>, last: Option<i32>, arcql: &str, child_complexit
     });
     let filter = arcql::parse(arcql).map_or(1, |q| q.cost());
     page.saturating_mul(child_complexity.saturating_add(filter))
+        .saturating_add(WALK_BASE)
 }
 
 /// The price of a mutation by query: it walks like a page of the default size.
 fn mutation_cost(arcql: &str) -> usize {
     let filter = arcql::parse(arcql).map_or(1, |q| q.cost());
-    paging::DEFAULT_PAGE.saturating_mul(filter.saturating_add(1))
+    paging::DEFAULT_PAGE
+        .saturating_mul(filter.saturating_add(1))
+        .saturating_add(WALK_BASE)
+}
+
+/// The request's walk lanes (see [`LANES`]).
+struct Lanes(Arc<tokio::sync::Semaphore>);
+
+/// Waits for one of the request's walk lanes; held until the walk is done.
+async fn lane<'a>(ctx: &Context<'a>) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    match ctx.data_opt::<Lanes>() {
+        Some(l) => l.0.acquire().await.ok(),
+        None => None,
+    }
 }
 
 /// Request limits: the cost of a whole request is computed before it runs (every alias and
@@ -106,7 +129,9 @@ impl Extension for Limits {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let request = request.data(Deadline(Instant::now() + self.budget, self.budget));
+        let request = request
+            .data(Deadline(Instant::now() + self.budget, self.budget))
+            .data(Lanes(Arc::new(tokio::sync::Semaphore::new(LANES))));
         next.run(ctx, request).await
     }
 
@@ -197,6 +222,7 @@ impl QueryRoot {
         include_trashed: Option<bool>,
     ) -> async_graphql::Result<HypiFilterConnection> {
         let (svc, caller) = parts(ctx)?;
+        let _lane = lane(ctx).await;
         let args = PageArgs {
             first,
             after,
@@ -229,6 +255,7 @@ impl QueryRoot {
     }
 
     /// One record by `hypi.id`, or null when it does not exist or the caller may not read it.
+    #[graphql(complexity = "WALK_BASE + child_complexity")]
     async fn get(
         &self,
         ctx: &Context<'_>,
@@ -236,6 +263,7 @@ impl QueryRoot {
         id: String,
     ) -> async_graphql::Result<Option<HypiRootAggregate>> {
         let (svc, caller) = parts(ctx)?;
+        let _lane = lane(ctx).await;
         let node = svc
             .get_node(caller, kind(record_type), id)
             .await
