@@ -33,6 +33,14 @@ pub struct Config {
     pub max_grants_per_account: u64,
     /// Most access rights one request may create (413 beyond).
     pub max_grants_per_request: usize,
+    /// Most work one GraphQL request may ask for, priced before it runs: each `find` costs
+    /// its page size times (its selection plus its ArcQL filter's price, where a wildcard
+    /// costs a unit per 64 pattern characters); other fields cost 1. Beyond it the request is
+    /// refused with `extensions.code` `QUERY_TOO_COSTLY`.
+    pub graphql_max_cost: usize,
+    /// Milliseconds of work one GraphQL request may take; a `find` or mutation still walking
+    /// records then stops with `REQUEST_TIMEOUT`.
+    pub graphql_time_budget_ms: u64,
     /// Worker threads for HTTP; 0 means one per core.
     pub workers: usize,
     /// Memory for small files (up to 64 KiB) their owners downloaded, served again without
@@ -76,6 +84,8 @@ impl Default for Config {
             max_page_size: 25,
             max_grants_per_account: 10_000,
             max_grants_per_request: 1_000,
+            graphql_max_cost: 20_000,
+            graphql_time_budget_ms: 5_000,
             workers: 0,
             download_cache_bytes: 32 * 1024 * 1024,
             log: "info".into(),
@@ -175,6 +185,12 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_MAX_GRANTS_PER_REQUEST") {
             self.max_grants_per_request = num("DEPOT_MAX_GRANTS_PER_REQUEST", v)?;
+        }
+        if let Some(v) = get("DEPOT_GRAPHQL_MAX_COST") {
+            self.graphql_max_cost = num("DEPOT_GRAPHQL_MAX_COST", v)?;
+        }
+        if let Some(v) = get("DEPOT_GRAPHQL_TIME_BUDGET_MS") {
+            self.graphql_time_budget_ms = num("DEPOT_GRAPHQL_TIME_BUDGET_MS", v)?;
         }
         if let Some(v) = get("DEPOT_WORKERS") {
             self.workers = num("DEPOT_WORKERS", v)?;

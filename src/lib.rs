@@ -2,7 +2,6 @@
 //!
 //! Layering (data flows one way): `http` -> `service` -> `store`, `meta`, `auth`, `media`.
 
-pub mod arcql;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -132,6 +132,11 @@ fn find_over_100k_files() {
             q("size > 4990", ", first: 25"),
         ),
         (
+            "find path * wildcard (scan 100k, compiled matcher)",
+            "admin",
+            q("path * '*/d5*/file*5?.txt'", ", first: 25"),
+        ),
+        (
             "find * SORT size DESC (scan + sort 100k)",
             "admin",
             q("* SORT size DESC", ", first: 25"),

@@ -524,3 +524,315 @@ fn access_filtering_never_shows_other_accounts_files() {
     assert_eq!(res["data"]["delete"], 1);
     assert_eq!(find(&s, &bob, "*"), vec![b]);
 }
+
+/// Posts a GraphQL query with explicit headers (no token, or a domain of our choosing).
+fn gql_with(s: &Server, headers: &[(&str, &str)], query: &str) -> Value {
+    let mut req = s
+        .client
+        .post(s.url("/graphql"))
+        .json(&json!({"query": query}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().expect("POST /graphql");
+    assert_eq!(res.status(), 200);
+    res.json().expect("GraphQL answers JSON")
+}
+
+/// Issue 10 item 4: aliased `find`s with a ~4 KB wildcard each are priced before they run and
+/// refused with a clear code, quickly (40 aliases took 9.5 s of CPU before).
+#[test]
+fn costly_request_is_refused_before_it_runs() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let long = "n".repeat(200);
+    for i in 0..5 {
+        let (status, body) = s.upload(
+            &alice,
+            &format!("/upload/{}/{}", "d".repeat(200), i),
+            &[(&format!("{long}{i}.txt"), b"x")],
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let pattern = format!("*{}", "?".repeat(3990));
+    let alias = |i: usize| {
+        format!("a{i}: find(type: File, arcql: \"path * '{pattern}'\") {{ edges {{ cursor }} }}")
+    };
+    let many: Vec<String> = (0..40).map(alias).collect();
+    let started = std::time::Instant::now();
+    let res = gql(&s, Some(&alice), &format!("{{ {} }}", many.join(" ")));
+    let took = started.elapsed();
+    assert_eq!(
+        res["errors"][0]["extensions"]["code"],
+        "QUERY_TOO_COSTLY",
+        "{}",
+        &res.to_string()[..300.min(res.to_string().len())]
+    );
+    assert!(res["data"].is_null(), "nothing ran");
+    assert!(
+        res["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{res}"
+    );
+    // Generous bound: the refusal happens before any record is read.
+    assert!(took.as_secs() < 5, "refusal took {took:?}");
+
+    // One such find is within the limit and, with a linear matcher, answers at once.
+    let started = std::time::Instant::now();
+    let res = gql(&s, Some(&alice), &format!("{{ {} }}", alias(0)));
+    assert!(res["errors"].is_null(), "{res}");
+    assert_eq!(
+        ids(&res["data"]["a0"].clone().pipe_find()),
+        Vec::<String>::new()
+    );
+    assert!(started.elapsed().as_secs() < 5);
+
+    // The price scales with the page: the same selection at first: 1 is cheap enough to
+    // alias 40 times.
+    let cheap: Vec<String> = (0..40)
+        .map(|i| format!("a{i}: find(type: File, arcql: \"name * '*1.txt'\", first: 1) {{ edges {{ cursor }} }}"))
+        .collect();
+    let res = gql(&s, Some(&alice), &format!("{{ {} }}", cheap.join(" ")));
+    assert!(res["errors"].is_null(), "{res}");
+    assert_eq!(ids(&res["data"]["a39"].clone().pipe_find()).len(), 1);
+
+    // But every walk has a fixed price: a thousand `first: 1` aliases are refused too.
+    let swarm: Vec<String> = (0..1000)
+        .map(|i| format!("a{i}: find(type: File, arcql: \"*\", first: 1) {{ edges {{ cursor }} }}"))
+        .collect();
+    let res = gql(&s, Some(&alice), &format!("{{ {} }}", swarm.join(" ")));
+    assert_eq!(res["errors"][0]["extensions"]["code"], "QUERY_TOO_COSTLY");
+}
+
+/// Lets `ids` read an aliased `find`.
+trait PipeFind {
+    fn pipe_find(self) -> Value;
+}
+
+impl PipeFind for Value {
+    fn pipe_find(self) -> Value {
+        json!({"data": {"find": self}})
+    }
+}
+
+/// Issue 10 item 4: a request past its time budget stops with a clear code instead of
+/// burning CPU to the end.
+#[test]
+fn time_budget_stops_a_long_request() {
+    let s = Server::start_with(&[("DEPOT_GRAPHQL_TIME_BUDGET_MS", "1")]);
+    let alice = s.token("alice", INSTANCE, false);
+    for i in 0..30 {
+        s.upload_one(&alice, &format!("f{i}.txt"), b"x");
+    }
+    let pattern = format!("*{}*", "a?".repeat(1000));
+    let many: Vec<String> = (0..8)
+        .map(|i| format!("a{i}: find(type: File, arcql: \"name * '{pattern}'\", first: 1) {{ edges {{ cursor }} }}"))
+        .collect();
+    let res = gql(&s, Some(&alice), &format!("{{ {} }}", many.join(" ")));
+    let errors = res["errors"].as_array().unwrap_or_else(|| panic!("{res}"));
+    assert!(!errors.is_empty());
+    for e in errors {
+        assert_eq!(e["extensions"]["code"], "REQUEST_TIMEOUT", "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("time budget"),
+            "{e}"
+        );
+    }
+    // A server with the default budget answers the same request.
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    s.upload_one(&alice, "f.txt", b"x");
+    let res = gql(&s, Some(&alice), &format!("{{ {} }}", many.join(" ")));
+    assert!(res["errors"].is_null(), "{res}");
+}
+
+/// Issue 10 item 7: a grant shares files, not their trash. Trashed files are visible to their
+/// owner and admins only, also with includeTrashed.
+#[test]
+fn grantee_does_not_see_trashed_files() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let bob = s.token("bob", INSTANCE, false);
+    let admin = s.token("root", INSTANCE, true);
+    let a = s.upload_one(&alice, "a.txt", b"a")["hypi"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = s.upload_one(&alice, "b.txt", b"b")["hypi"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Alice shares everything of hers with bob.
+    let res = gql(
+        &s,
+        Some(&alice),
+        r#"mutation { upsert(values: { AccessRight: [{ resource: "*", resourceType: "File", operationType: "Query", operation: "*", permissionType: RBP, approved: true, members: [{ hypi: { id: "bob" } }] }] }) { id } }"#,
+    );
+    assert!(res["errors"].is_null(), "{res}");
+    assert_eq!(find(&s, &bob, "*"), vec![a.clone(), b.clone()]);
+    let res = gql(
+        &s,
+        Some(&alice),
+        "mutation { trash(type: File, arcql: \"name = 'a.txt'\") }",
+    );
+    assert_eq!(res["data"]["trash"], 1, "{res}");
+    let trashed = |tok: &str| {
+        ids(&gql(
+            &s,
+            Some(tok),
+            "{ find(type: File, arcql: \"*\", includeTrashed: true) { edges { cursor node { ... on File { name hypi { trashed } } } } } }",
+        ))
+    };
+    assert_eq!(trashed(&bob), vec![b.clone()], "bob sees no trash");
+    assert_eq!(trashed(&alice), vec![a.clone(), b.clone()]);
+    assert_eq!(trashed(&admin), vec![a.clone(), b.clone()]);
+    // Nor by id, nor by get.
+    assert_eq!(
+        find(&s, &bob, &format!("hypi.id = '{a}'")),
+        Vec::<String>::new()
+    );
+    let res = gql(
+        &s,
+        Some(&bob),
+        &format!("{{ get(type: File, id: \"{a}\") {{ ... on File {{ name }} }} }}"),
+    );
+    assert!(res["data"]["get"].is_null(), "{res}");
+    // And bob cannot untrash it.
+    let res = gql(
+        &s,
+        Some(&bob),
+        "mutation { untrash(type: File, arcql: \"*\") }",
+    );
+    assert_eq!(res["data"]["untrash"], 0, "{res}");
+}
+
+/// Issue 9 §4: an anonymous `find` acts in the instance its `hypi-domain` header names, as
+/// downloads do, without a configured default instance.
+#[test]
+fn anonymous_find_honours_hypi_domain() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let admin = s.token("root", INSTANCE, true);
+    let shared = s.upload_one(&alice, "shared.txt", b"s")["hypi"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.upload_one(&alice, "private.txt", b"p");
+    let res = gql(&s, Some(&alice), &SEED_GRANT.replace("RESOURCE", &shared));
+    assert!(res["errors"].is_null(), "{res}");
+    let q = "{ find(type: File, arcql: \"*\") { edges { cursor } } }";
+    // Switch off: the anonymous grant does not count yet.
+    assert_eq!(
+        ids(&gql_with(&s, &[("hypi-domain", INSTANCE)], q)),
+        Vec::<String>::new()
+    );
+    assert_eq!(s.set_anonymous(&admin, true), 200);
+    assert_eq!(
+        ids(&gql_with(&s, &[("hypi-domain", INSTANCE)], q)),
+        vec![shared.clone()]
+    );
+    // Upper case, as a browser may send it.
+    assert_eq!(
+        ids(&gql_with(&s, &[("hypi-domain", "ACME.test")], q)),
+        vec![shared]
+    );
+    // No domain and no default instance: nothing; another domain: nothing.
+    assert_eq!(ids(&gql_with(&s, &[], q)), Vec::<String>::new());
+    assert_eq!(
+        ids(&gql_with(&s, &[("hypi-domain", "other.test")], q)),
+        Vec::<String>::new()
+    );
+    // Grants themselves are never listed to anonymous callers.
+    let res = gql_with(
+        &s,
+        &[("hypi-domain", INSTANCE)],
+        "{ find(type: AccessRight, arcql: \"*\") { edges { cursor } } }",
+    );
+    assert_eq!(ids(&res), Vec::<String>::new());
+}
+
+/// Issue 9 §4: AccessRight cursors are right ids; paging through grants works forwards and a
+/// file id is no cursor for a grant walk past it.
+#[test]
+fn access_right_cursors_page_through_grants() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let mut rights = Vec::new();
+    for i in 0..3 {
+        let f = s.upload_one(&alice, &format!("g{i}.txt"), b"g")["hypi"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let res = gql(&s, Some(&alice), &SEED_GRANT.replace("RESOURCE", &f));
+        assert!(res["errors"].is_null(), "{res}");
+        rights.push(res["data"]["upsert"][0]["id"].as_str().unwrap().to_string());
+    }
+    rights.sort();
+    let page = |args: &str| {
+        gql(
+            &s,
+            Some(&alice),
+            &format!("{{ find(type: AccessRight, arcql: \"*\"{args}) {{ edges {{ cursor }} pageInfo {{ hasNextPage endCursor }} }} }}"),
+        )
+    };
+    let p1 = page(", first: 2");
+    assert_eq!(ids(&p1), rights[..2].to_vec());
+    assert_eq!(p1["data"]["find"]["pageInfo"]["hasNextPage"], true);
+    let after = p1["data"]["find"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap();
+    let p2 = page(&format!(", first: 2, after: {after:?}"));
+    assert_eq!(ids(&p2), rights[2..].to_vec());
+    assert_eq!(p2["data"]["find"]["pageInfo"]["hasNextPage"], false);
+    let res = page(", after: \"not-a-cursor\"");
+    assert_eq!(
+        res["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{res}"
+    );
+}
+
+/// Issue 9 §3: one paging rule. Sizes default to 25, must be at least 1, and are clamped to
+/// the surface's maximum (GraphQL `max_page_size`, REST 1000) with `hasNextPage` telling the
+/// rest.
+#[test]
+fn one_paging_rule_for_rest_and_graphql() {
+    let s = Server::start_with(&[("DEPOT_MAX_PAGE_SIZE", "2")]);
+    let alice = s.token("alice", INSTANCE, false);
+    for i in 0..3 {
+        s.upload_one(&alice, &format!("p{i}.txt"), b"p");
+    }
+    // Clamped, not refused.
+    let rest: Value = s.get("/files?first=5000", Some(&alice)).json().unwrap();
+    assert_eq!(rest["edges"].as_array().unwrap().len(), 3);
+    let res = gql(
+        &s,
+        Some(&alice),
+        "{ find(type: File, arcql: \"*\", first: 5000) { edges { cursor } pageInfo { hasNextPage } } }",
+    );
+    assert_eq!(ids(&res).len(), 2);
+    assert_eq!(res["data"]["find"]["pageInfo"]["hasNextPage"], true);
+    // Zero and below: a clear 400 on both.
+    for first in ["0", "-1"] {
+        let r = s.get(&format!("/files?first={first}"), Some(&alice));
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "BAD_REQUEST", "{body}");
+        let res = gql(
+            &s,
+            Some(&alice),
+            &format!(
+                "{{ find(type: File, arcql: \"*\", first: {first}) {{ edges {{ cursor }} }} }}"
+            ),
+        );
+        assert_eq!(
+            res["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{res}"
+        );
+        assert!(res["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("first"));
+    }
+}

@@ -1,11 +1,13 @@
 //! Property tests of the pure parsers that see raw client input: upload directories, file names,
-//! extensions and Range headers. No input may panic; accepted output must be safe.
+//! extensions and Range headers, and the ArcQL wildcard matcher. No input may panic; accepted
+//! output must be safe.
 
 use depot::http::range::{parse, RangeRequest};
 use depot::service::names::{
     extension, normalize_decoded_directory, normalize_directory, sanitize_filename,
     MAX_DIRECTORY_LEN, MAX_NAME_CHARS, MAX_SEGMENT_LEN,
 };
+use depot::service::query::arcql::glob::{self, Glob};
 use proptest::prelude::*;
 
 /// 500 cases keep `cargo test` quick; `PROPTEST_CASES` (the README's long form) overrides it.
@@ -273,4 +275,58 @@ fn check_range(header: &str, len: u64) -> Result<(), TestCaseError> {
         RangeRequest::Full => {}
     }
     Ok(())
+}
+
+/// The textbook dynamic program for `*`/`?` globs: `m[i][j]` says whether the first `i`
+/// pattern characters match the first `j` text characters. Quadratic, obviously right.
+fn glob_reference(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let mut m = vec![vec![false; t.len() + 1]; p.len() + 1];
+    m[0][0] = true;
+    for i in 1..=p.len() {
+        for j in 0..=t.len() {
+            m[i][j] = match p[i - 1] {
+                '*' => m[i - 1][j] || (j > 0 && m[i][j - 1]),
+                c => j > 0 && m[i - 1][j - 1] && (c == '?' || c == t[j - 1]),
+            };
+        }
+    }
+    m[p.len()][t.len()]
+}
+
+/// A pattern of `len` characters made of stars, `?`, and letters likely to occur in the text.
+fn glob_pattern(len: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![Just('*'), Just('?'), Just('a'), Just('b'), Just('é')],
+        0..len,
+    )
+    .prop_map(|v| v.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The linear-time matcher agrees with the reference, also on patterns of more than 64
+    /// fixed characters (several words of state) and texts of hundreds of characters.
+    #[test]
+    fn glob_agrees_with_reference(p in glob_pattern(130), t in "[abé]{0,200}") {
+        prop_assert_eq!(glob::matches(&p, &t), glob_reference(&p, &t), "{:?} {:?}", p, t);
+    }
+
+    /// Texts built to match (the pattern with its wildcards filled in) do match, so the
+    /// agreement above is not only about rejections.
+    #[test]
+    fn glob_matches_its_own_instances(p in glob_pattern(150), fill in "[abé]{0,4}") {
+        let t: String = p
+            .chars()
+            .map(|c| match c {
+                '*' => fill.clone(),
+                '?' => "a".to_string(),
+                c => c.to_string(),
+            })
+            .collect();
+        prop_assert!(Glob::new(&p).matches(&t), "{:?} {:?}", p, t);
+        prop_assert!(glob_reference(&p, &t));
+    }
 }

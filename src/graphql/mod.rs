@@ -6,23 +6,157 @@ pub mod types;
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::service::access::{AccessRightInput as GrantInput, HypiRef, Member, OneOrMany};
-use crate::service::query::{Kind, PageArgs};
+use crate::service::query::{arcql, paging, Ctx, Kind, PageArgs};
 use crate::service::Service;
-use async_graphql::{Context, EmptySubscription, ErrorExtensions, Object, Schema, ID};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextValidation,
+};
+use async_graphql::{
+    Context, EmptySubscription, ErrorExtensionValues, ErrorExtensions, Object, Request, Schema,
+    ServerError, ServerResult, ValidationResult, ID,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use types::*;
 
 /// The schema type served.
 pub type DepotSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// Builds the schema around the service. Depth and complexity are bounded so one request
-/// cannot ask for unbounded work.
+/// Builds the schema around the service. Depth, cost and time are bounded so one request
+/// cannot ask for unbounded work (see [`Limits`]).
 pub fn schema(service: Arc<Service>) -> DepotSchema {
+    PAGE_CAP.store(service.config.max_page_size, Ordering::Relaxed);
+    let limits = Limits {
+        max_cost: service.config.graphql_max_cost,
+        budget: Duration::from_millis(service.config.graphql_time_budget_ms),
+    };
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(service)
         .limit_depth(16)
-        .limit_complexity(2000)
+        .extension(limits)
         .finish()
+}
+
+/// The `hypi-domain` header of a GraphQL request: the instance an anonymous caller asks in.
+#[derive(Debug, Clone, Default)]
+pub struct RequestDomain(pub Option<String>);
+
+impl RequestDomain {
+    /// The header's value, when there is a readable one.
+    pub fn of(headers: &actix_web::http::header::HeaderMap) -> Self {
+        RequestDomain(
+            headers
+                .get("hypi-domain")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        )
+    }
+}
+
+/// When a request's time budget runs out.
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Instant, Duration);
+
+/// The page size `find` is priced at when its selection is costed; the configured
+/// `max_page_size` (one schema per process, so one value).
+static PAGE_CAP: AtomicUsize = AtomicUsize::new(paging::DEFAULT_PAGE);
+
+/// The fixed price of one walk over records, whatever its page: the instance and grant lookups
+/// and a hand-off to the blocking pool. Keeps thousands of `first: 1` aliases from being cheap.
+const WALK_BASE: usize = 50;
+
+/// Walks one request may run at once: aliased `find`s are resolved concurrently, and each
+/// holds a blocking-pool thread while it walks, so without this one request could occupy
+/// hundreds of them.
+const LANES: usize = 2;
+
+/// The price of one `find` (see `graphql_max_cost`): page size x (what each node selects +
+/// what the filter costs per record), plus [`WALK_BASE`]. A query that does not parse is
+/// priced as `*`; it is refused when it runs.
+fn find_cost(first: Option<i32>, last: Option<i32>, arcql: &str, child_complexity: usize) -> usize {
+    let cap = PAGE_CAP.load(Ordering::Relaxed).max(1);
+    let page = first.or(last).map_or(paging::DEFAULT_PAGE.min(cap), |n| {
+        usize::try_from(n).unwrap_or(1).clamp(1, cap)
+    });
+    let filter = arcql::parse(arcql).map_or(1, |q| q.cost());
+    page.saturating_mul(child_complexity.saturating_add(filter))
+        .saturating_add(WALK_BASE)
+}
+
+/// The price of a mutation by query: it walks like a page of the default size.
+fn mutation_cost(arcql: &str) -> usize {
+    let filter = arcql::parse(arcql).map_or(1, |q| q.cost());
+    paging::DEFAULT_PAGE
+        .saturating_mul(filter.saturating_add(1))
+        .saturating_add(WALK_BASE)
+}
+
+/// The request's walk lanes (see [`LANES`]).
+struct Lanes(Arc<tokio::sync::Semaphore>);
+
+/// Waits for one of the request's walk lanes; held until the walk is done.
+async fn lane<'a>(ctx: &Context<'a>) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    match ctx.data_opt::<Lanes>() {
+        Some(l) => l.0.acquire().await.ok(),
+        None => None,
+    }
+}
+
+/// Request limits: the cost of a whole request is computed before it runs (every alias and
+/// fragment counted) and refused above `max_cost` with `extensions.code`
+/// `QUERY_TOO_COSTLY`; each request gets a deadline after `budget`, which `find` and the
+/// mutations check per record walked.
+struct Limits {
+    max_cost: usize,
+    budget: Duration,
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(Limits {
+            max_cost: self.max_cost,
+            budget: self.budget,
+        })
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let request = request
+            .data(Deadline(Instant::now() + self.budget, self.budget))
+            .data(Lanes(Arc::new(tokio::sync::Semaphore::new(LANES))));
+        next.run(ctx, request).await
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        if result.complexity > self.max_cost {
+            let mut e = ServerError::new(
+                format!(
+                    "this request would cost {} units of work; the limit is {}: ask for fewer \
+                     records, fewer aliases or simpler wildcard patterns",
+                    result.complexity, self.max_cost
+                ),
+                None,
+            );
+            let mut ext = ErrorExtensionValues::default();
+            ext.set("code", "QUERY_TOO_COSTLY");
+            e.extensions = Some(ext);
+            return Err(vec![e]);
+        }
+        Ok(result)
+    }
 }
 
 /// Maps a service error onto a GraphQL error with the same `code` as REST (and the position of
@@ -57,8 +191,15 @@ fn kind(t: HypiMutationType) -> Kind {
     }
 }
 
-fn parts<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Arc<Service>, &'a Caller)> {
-    Ok((ctx.data::<Arc<Service>>()?, ctx.data::<Caller>()?))
+/// The service and the query context of a request: caller, `hypi-domain`, deadline.
+fn parts<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Arc<Service>, Ctx)> {
+    let mut q = Ctx::new(ctx.data::<Caller>()?.clone());
+    q.domain = ctx.data_opt::<RequestDomain>().and_then(|d| d.0.clone());
+    if let Some(Deadline(at, budget)) = ctx.data_opt::<Deadline>() {
+        q.deadline = Some(*at);
+        q.budget = *budget;
+    }
+    Ok((ctx.data::<Arc<Service>>()?, q))
 }
 
 /// Queries.
@@ -68,6 +209,7 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// Records of `type` matching `arcql` that the caller may read, a page at a time.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "find_cost(first, last, &arcql, child_complexity)")]
     async fn find(
         &self,
         ctx: &Context<'_>,
@@ -80,6 +222,7 @@ impl QueryRoot {
         include_trashed: Option<bool>,
     ) -> async_graphql::Result<HypiFilterConnection> {
         let (svc, caller) = parts(ctx)?;
+        let _lane = lane(ctx).await;
         let args = PageArgs {
             first,
             after,
@@ -88,7 +231,7 @@ impl QueryRoot {
             include_trashed: include_trashed.unwrap_or(false),
         };
         let found = svc
-            .find(caller.clone(), kind(record_type), arcql, args)
+            .find(caller, kind(record_type), arcql, args)
             .await
             .map_err(gql)?;
         let edges: Vec<HypiResultEdge> = found
@@ -112,6 +255,7 @@ impl QueryRoot {
     }
 
     /// One record by `hypi.id`, or null when it does not exist or the caller may not read it.
+    #[graphql(complexity = "WALK_BASE + child_complexity")]
     async fn get(
         &self,
         ctx: &Context<'_>,
@@ -119,8 +263,9 @@ impl QueryRoot {
         id: String,
     ) -> async_graphql::Result<Option<HypiRootAggregate>> {
         let (svc, caller) = parts(ctx)?;
+        let _lane = lane(ctx).await;
         let node = svc
-            .get_node(caller.clone(), kind(record_type), id)
+            .get_node(caller, kind(record_type), id)
             .await
             .map_err(gql)?;
         Ok(node.map(Into::into))
@@ -139,7 +284,7 @@ impl MutationRoot {
         values: HypiUpsertInputUnion,
     ) -> async_graphql::Result<Vec<Hypi>> {
         let (svc, caller) = parts(ctx)?;
-        let principal = caller.require().map_err(gql)?;
+        let principal = caller.caller.require().map_err(gql)?;
         let mut grants: Vec<GrantInput> = Vec::new();
         for r in values.access_right.unwrap_or_default() {
             grants.push(GrantInput {
@@ -169,6 +314,7 @@ impl MutationRoot {
     }
 
     /// Deletes matching records the caller may delete; returns how many went.
+    #[graphql(complexity = "mutation_cost(&arcql)")]
     async fn delete(
         &self,
         ctx: &Context<'_>,
@@ -178,13 +324,13 @@ impl MutationRoot {
     ) -> async_graphql::Result<i32> {
         let _ = clear_array_references; // depot keeps no array references to clear
         let (svc, caller) = parts(ctx)?;
-        let principal = caller.require().map_err(gql)?;
-        svc.delete_matching(principal, kind(record_type), arcql)
+        svc.delete_matching(caller, kind(record_type), arcql)
             .await
             .map_err(gql)
     }
 
     /// Moves matching files to the trash: hidden from `find` and not downloadable.
+    #[graphql(complexity = "mutation_cost(&arcql)")]
     async fn trash(
         &self,
         ctx: &Context<'_>,
@@ -192,13 +338,13 @@ impl MutationRoot {
         arcql: String,
     ) -> async_graphql::Result<i32> {
         let (svc, caller) = parts(ctx)?;
-        let principal = caller.require().map_err(gql)?;
-        svc.set_trashed(principal, kind(record_type), arcql, true)
+        svc.set_trashed(caller, kind(record_type), arcql, true)
             .await
             .map_err(gql)
     }
 
     /// Restores matching trashed files.
+    #[graphql(complexity = "mutation_cost(&arcql)")]
     async fn untrash(
         &self,
         ctx: &Context<'_>,
@@ -206,8 +352,7 @@ impl MutationRoot {
         arcql: String,
     ) -> async_graphql::Result<i32> {
         let (svc, caller) = parts(ctx)?;
-        let principal = caller.require().map_err(gql)?;
-        svc.set_trashed(principal, kind(record_type), arcql, false)
+        svc.set_trashed(caller, kind(record_type), arcql, false)
             .await
             .map_err(gql)
     }

@@ -381,3 +381,59 @@ pub struct HypiUpsertInputUnion {
     #[graphql(name = "Permission")]
     pub permission: Option<Vec<PermissionInput>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::service::query::fields::FILE_FIELDS;
+    use std::collections::BTreeSet;
+
+    /// Field names of one type in the SDL.
+    fn fields_of(sdl: &str, ty: &str) -> BTreeSet<String> {
+        let start = sdl
+            .find(&format!("type {ty} {{"))
+            .unwrap_or_else(|| panic!("no type {ty} in the schema"));
+        let body = &sdl[start..];
+        let body = &body[body.find('{').unwrap_or(0) + 1..body.find('}').unwrap_or(body.len())];
+        body.lines()
+            .map(str::trim)
+            // Skip doc strings: a field line starts with its name.
+            .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+            .filter_map(|l| l.split([':', '(']).next())
+            .map(str::trim)
+            .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The GraphQL File type and the one File field table name the same fields, so neither
+    /// drifts from the REST view and ArcQL, which are built from the table.
+    #[test]
+    fn graphql_file_matches_the_field_table() {
+        let sdl = async_graphql::Schema::build(
+            super::super::QueryRoot,
+            super::super::MutationRoot,
+            async_graphql::EmptySubscription,
+        )
+        .finish()
+        .sdl();
+        let top: BTreeSet<String> = FILE_FIELDS
+            .iter()
+            .map(|f| f.path.split('.').next().unwrap_or(f.path).to_string())
+            .collect();
+        assert_eq!(fields_of(&sdl, "File"), top);
+        let hypi: BTreeSet<String> = FILE_FIELDS
+            .iter()
+            .filter_map(|f| f.path.strip_prefix("hypi."))
+            .map(str::to_string)
+            .collect();
+        let mut graphql_hypi = fields_of(&sdl, "Hypi");
+        graphql_hypi.remove("impl"); // Hypi's implementation name: not a File field
+        assert_eq!(graphql_hypi, hypi);
+        let url: BTreeSet<String> = FILE_FIELDS
+            .iter()
+            .filter_map(|f| f.path.strip_prefix("url."))
+            .map(str::to_string)
+            .collect();
+        assert!(url.is_subset(&fields_of(&sdl, "URL")));
+    }
+}

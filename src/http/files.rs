@@ -11,7 +11,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     directory: Option<String>,
-    first: Option<usize>,
+    first: Option<i64>,
     after: Option<String>,
 }
 

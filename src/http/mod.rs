@@ -37,9 +37,10 @@ async fn graphql(
     body: async_graphql_actix_web::GraphQLRequest,
 ) -> Result<async_graphql_actix_web::GraphQLResponse> {
     let caller = caller(&req, &state)?;
+    let domain = crate::graphql::RequestDomain::of(req.headers());
     Ok(state
         .schema
-        .execute(body.into_inner().data(caller))
+        .execute(body.into_inner().data(caller).data(domain))
         .await
         .into())
 }

@@ -1,37 +1,16 @@
 //! Records rendered in Hypi's JSON shapes.
 
 use crate::meta::{AccessRight, FileRecord, ImageRecord, Instance, Page};
+use crate::service::query::fields;
 use crate::types::rfc3339;
 use serde_json::{json, Value};
 
-/// A File as Hypi returns it, plus our `sha256`, `width` and `height`.
+/// A File as Hypi returns it, plus our `sha256`, `width` and `height`: every field of the one
+/// File field table ([`crate::service::query::fields::FILE_FIELDS`]) the views show.
 pub fn file(f: &FileRecord) -> Value {
-    json!({
-        "__typename": "File",
-        "hypi": {
-            "id": f.id.to_string(),
-            "created": rfc3339(f.created),
-            "updated": rfc3339(f.updated),
-            "createdBy": f.created_by.0,
-            "instanceId": f.instance.to_string(),
-        },
-        "name": f.name,
-        "directory": f.directory,
-        "path": f.path(),
-        "isDirectory": false,
-        "status": "UPLOADED",
-        "url": {"path": f.url_path()},
-        "type": f.mime,
-        "size": f.size,
-        "extension": f.extension,
-        "isStared": f.is_stared,
-        "isSharable": f.is_sharable,
-        "content": null,
-        "children": null,
-        "sha256": f.sha256.to_hex(),
-        "width": f.width,
-        "height": f.height,
-    })
+    let mut v = fields::file_json(f);
+    v.insert("__typename".into(), "File".into());
+    Value::Object(v)
 }
 
 /// A File with its Image (for images) under `image`.
@@ -103,4 +82,65 @@ pub fn instance(i: &Instance) -> Value {
         "created": rfc3339(i.created),
         "updated": rfc3339(i.updated),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{AccountId, FileId, InstanceId, Sha256};
+
+    fn sample(ext: Option<&str>, dims: Option<u32>) -> FileRecord {
+        FileRecord {
+            id: FileId(ulid::Ulid::from_parts(1, 2)),
+            instance: InstanceId(ulid::Ulid::from_parts(3, 4)),
+            created_by: AccountId("alice".into()),
+            created: 1_700_000_000_000,
+            updated: 1_700_000_000_500,
+            trashed: None,
+            name: "cat.png".into(),
+            directory: "/pets".into(),
+            extension: ext.map(str::to_string),
+            mime: "image/png".into(),
+            size: 12_345,
+            sha256: Sha256([7; 32]),
+            width: dims,
+            height: dims,
+            is_stared: None,
+            is_sharable: Some(true),
+        }
+    }
+
+    /// The table-driven view renders exactly the shape the hand-written one did.
+    #[test]
+    fn file_view_keeps_hypis_shape() {
+        for f in [sample(Some("png"), Some(640)), sample(None, None)] {
+            let want = json!({
+                "__typename": "File",
+                "hypi": {
+                    "id": f.id.to_string(),
+                    "created": rfc3339(f.created),
+                    "updated": rfc3339(f.updated),
+                    "createdBy": f.created_by.0,
+                    "instanceId": f.instance.to_string(),
+                },
+                "name": f.name,
+                "directory": f.directory,
+                "path": f.path(),
+                "isDirectory": false,
+                "status": "UPLOADED",
+                "url": {"path": f.url_path()},
+                "type": f.mime,
+                "size": f.size,
+                "extension": f.extension,
+                "isStared": f.is_stared,
+                "isSharable": f.is_sharable,
+                "content": null,
+                "children": null,
+                "sha256": f.sha256.to_hex(),
+                "width": f.width,
+                "height": f.height,
+            });
+            assert_eq!(file(&f), want);
+        }
+    }
 }

@@ -8,10 +8,6 @@ use crate::store::BlobReader;
 use crate::types::{now_millis, FileId, InstanceId};
 use std::sync::Arc;
 
-/// Default and largest page size for listings.
-pub const DEFAULT_PAGE: usize = 25;
-pub const MAX_PAGE: usize = 1000;
-
 /// Files up to this size are read in the same blocking call that authorises the download.
 const SMALL_FILE: u64 = 64 * 1024;
 
@@ -167,20 +163,17 @@ impl Service {
         .await
     }
 
-    /// The caller's own files, in upload order, a page at a time.
+    /// The caller's own files, in upload order, a page at a time (the paging rule of
+    /// [`super::query::paging`], at most [`super::query::paging::REST_MAX_PAGE`] a page).
     pub async fn list_files(
         self: &Arc<Self>,
         principal: &Principal,
         directory: Option<String>,
-        first: Option<usize>,
+        first: Option<i64>,
         after: Option<FileId>,
     ) -> Result<Page<FileRecord>> {
-        let limit = first.unwrap_or(DEFAULT_PAGE);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(Error::BadRequest(format!(
-                "first must be between 1 and {MAX_PAGE}"
-            )));
-        }
+        use super::query::paging;
+        let limit = paging::page_size(first, paging::REST_MAX_PAGE, "first")?;
         let directory = directory
             .map(|d| super::names::normalize_decoded_directory(&d))
             .transpose()?;
@@ -193,23 +186,15 @@ impl Service {
                     has_more: false,
                 });
             };
-            let mut items = Vec::with_capacity(limit);
-            let mut has_more = false;
             let scope = match &directory {
                 Some(d) => FileScope::Directory(d),
                 None => FileScope::Owner(&p.account),
             };
-            for f in svc.meta.scan_files(instance.id, scope, after) {
-                let f = f?;
-                if f.trashed.is_some() || f.created_by != p.account {
-                    continue;
-                }
-                if items.len() == limit {
-                    has_more = true;
-                    break;
-                }
-                items.push(f);
-            }
+            let own = svc.meta.scan_files(instance.id, scope, after).filter(|f| {
+                f.as_ref()
+                    .map_or(true, |f| f.trashed.is_none() && f.created_by == p.account)
+            });
+            let (items, has_more) = paging::take_page(own, limit)?;
             Ok(Page { items, has_more })
         })
         .await

@@ -1,0 +1,90 @@
+//! Mutations by query: trash, untrash and delete what an ArcQL query matches, for the records
+//! the caller manages.
+
+use super::fields::parse_query;
+use super::plan::Walk;
+use super::{Ctx, Kind, Node};
+use crate::error::{Error, Result};
+use crate::service::{blocking, Service};
+use crate::types::now_millis;
+use std::sync::Arc;
+
+impl Service {
+    /// `trash` (on = true) or `untrash` files matching `arcql`; returns how many changed.
+    pub async fn set_trashed(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        kind: Kind,
+        arcql: String,
+        on: bool,
+    ) -> Result<i32> {
+        ctx.caller.require()?;
+        if kind != Kind::File {
+            return Err(Error::BadRequest("only File records can be trashed".into()));
+        }
+        let q = parse_query(kind, &arcql)?;
+        let svc = self.clone();
+        blocking(move || {
+            let Some(view) = svc.view(&ctx)? else {
+                return Ok(0);
+            };
+            let mut n = 0;
+            for node in svc.matching(&ctx, &view, kind, &q, Some(!on), Walk::default())? {
+                let Node::File(mut f) = node else { continue };
+                if !view.manages(&f) {
+                    continue;
+                }
+                f.trashed = on.then(now_millis);
+                f.updated = now_millis();
+                let _stale = svc.hot.change(crate::service::hot::Scope::File(f.id));
+                svc.meta.update_file(&f)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// `delete(type, arcql)`: Files (with their blobs when unreferenced) or AccessRights.
+    pub async fn delete_matching(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        kind: Kind,
+        arcql: String,
+    ) -> Result<i32> {
+        ctx.caller.require()?;
+        let q = parse_query(kind, &arcql)?;
+        let svc = self.clone();
+        blocking(move || {
+            let Some(view) = svc.view(&ctx)? else {
+                return Ok(0);
+            };
+            let mut n = 0;
+            match kind {
+                Kind::Image => {
+                    return Err(Error::BadRequest("delete the Image's File instead".into()))
+                }
+                Kind::File => {
+                    for node in svc.matching(&ctx, &view, kind, &q, None, Walk::default())? {
+                        if let Node::File(f) = node {
+                            if view.manages(&f) && svc.remove_file(&f)? {
+                                n += 1;
+                            }
+                        }
+                    }
+                }
+                Kind::AccessRight => {
+                    for node in svc.matching(&ctx, &view, kind, &q, None, Walk::default())? {
+                        if let Node::AccessRight(r) = node {
+                            if svc.meta.delete_right(r.id)? {
+                                n += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+}

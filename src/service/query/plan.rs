@@ -1,0 +1,225 @@
+//! Index planning: which records to walk for a query, narrowest index first, and the walk
+//! itself, which checks access, trash, the filter and the request's time budget per record.
+
+use super::arcql::{self, Query};
+use super::view::View;
+use super::{Ctx, Kind, Node};
+use crate::auth::{access, Caller};
+use crate::error::Result;
+use crate::meta::{AccessRight, FileRecord, FileScope};
+use crate::service::Service;
+use crate::types::{FileId, RightId};
+use std::collections::BTreeMap;
+
+/// A cursor: where a walk starts (strictly after). Files and AccessRights have ids of their
+/// own types; a cursor of one kind never reads as the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cursor {
+    File(FileId),
+    Right(RightId),
+}
+
+impl Cursor {
+    /// Parses a client's cursor for `kind`; `None` when it is not an id.
+    pub fn parse(kind: Kind, raw: &str) -> Option<Cursor> {
+        match kind {
+            Kind::File | Kind::Image => raw.parse().ok().map(Cursor::File),
+            Kind::AccessRight => raw.parse().ok().map(Cursor::Right),
+        }
+    }
+
+    fn file(c: Option<Cursor>) -> Option<FileId> {
+        match c {
+            Some(Cursor::File(id)) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn right(c: Option<Cursor>) -> Option<RightId> {
+        match c {
+            Some(Cursor::Right(id)) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Where a walk over matching records starts and when it may stop.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Walk {
+    pub after: Option<Cursor>,
+    pub limit: Option<usize>,
+}
+
+impl Service {
+    /// Candidate files, in id order, from the narrowest index the query allows.
+    fn file_candidates<'a>(
+        &'a self,
+        view: &'a View,
+        q: &'a Query,
+        after: Option<FileId>,
+    ) -> Result<Box<dyn Iterator<Item = Result<FileRecord>> + 'a>> {
+        let inst = view.instance.id;
+        if let Some(id) = q.equality_on("hypi.id") {
+            let file = match id.parse::<FileId>() {
+                Ok(id) if after.is_none_or(|a| id > a) => self.meta.file(id)?,
+                _ => None,
+            };
+            return Ok(Box::new(file.into_iter().map(Ok)));
+        }
+        if let Some(p) = q.equality_on("path") {
+            return Ok(self.meta.scan_files(inst, FileScope::Path(p), after));
+        }
+        if let Some(d) = q.equality_on("directory") {
+            return Ok(self.meta.scan_files(inst, FileScope::Directory(d), after));
+        }
+        if matches!(&view.caller, Caller::User(p) if p.admin) {
+            return Ok(self.meta.scan_files(inst, FileScope::All, after));
+        }
+        // Everyone else: their own files plus what grants naming them reach.
+        let mut owners = Vec::new();
+        let mut ids = Vec::new();
+        if let Caller::User(p) = &view.caller {
+            owners.push(p.account.clone());
+        }
+        for r in view.grants() {
+            if r.resource == "*" {
+                if r.granted_by_admin {
+                    return Ok(self.meta.scan_files(inst, FileScope::All, after));
+                }
+                owners.push(r.created_by.clone());
+            } else if let Ok(id) = r.resource.parse::<FileId>() {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() && owners.len() == 1 {
+            if let Caller::User(p) = &view.caller {
+                // Only the caller's own files: walk its owner index lazily.
+                if owners[0] == p.account {
+                    return Ok(self
+                        .meta
+                        .scan_files(inst, FileScope::Owner(&p.account), after));
+                }
+            }
+        }
+        let mut merged = BTreeMap::new();
+        owners.sort_by(|a, b| a.0.cmp(&b.0));
+        owners.dedup();
+        for owner in &owners {
+            for f in self.meta.scan_files(inst, FileScope::Owner(owner), after) {
+                let f = f?;
+                merged.insert(f.id, f);
+            }
+        }
+        for id in ids.into_iter().filter(|id| after.is_none_or(|a| *id > a)) {
+            if let Some(f) = self.meta.file(id)? {
+                merged.insert(f.id, f);
+            }
+        }
+        Ok(Box::new(merged.into_values().map(Ok)))
+    }
+
+    /// Records of `kind` the caller may see that match `q` (trashed ones only when asked), in
+    /// id order, strictly after `walk.after`, stopping once `walk.limit` are found. Fails with
+    /// a timeout once `ctx`'s deadline passes.
+    pub(super) fn matching(
+        &self,
+        ctx: &Ctx,
+        view: &View,
+        kind: Kind,
+        q: &Query,
+        trashed: Option<bool>,
+        walk: Walk,
+    ) -> Result<Vec<Node>> {
+        let m = q.matcher();
+        let keep_file =
+            |f: &FileRecord| trashed.is_none_or(|t| t == f.trashed.is_some()) && view.shows(f);
+        let full = |out: &Vec<Node>| walk.limit.is_some_and(|l| out.len() >= l);
+        let mut out = Vec::new();
+        match kind {
+            Kind::File | Kind::Image => {
+                // Images share their File's id: walk the files, keep those with an Image.
+                let any = arcql::Query {
+                    filter: None,
+                    sort: vec![],
+                };
+                let files_q = if kind == Kind::File || q.equality_on("hypi.id").is_some() {
+                    q
+                } else {
+                    &any
+                };
+                for f in self.file_candidates(view, files_q, Cursor::file(walk.after))? {
+                    if full(&out) {
+                        break;
+                    }
+                    ctx.check_time()?;
+                    let f = f?;
+                    if !keep_file(&f) {
+                        continue;
+                    }
+                    let node = match kind {
+                        Kind::File => Node::File(f),
+                        _ => match self.meta.image(f.id)? {
+                            Some(img) => Node::Image(img, f),
+                            None => continue,
+                        },
+                    };
+                    if m.matches(&node) {
+                        out.push(node);
+                    }
+                }
+            }
+            Kind::AccessRight => {
+                let after = Cursor::right(walk.after);
+                for r in self.visible_rights(view)? {
+                    if after.is_some_and(|a| r.id <= a) {
+                        continue;
+                    }
+                    if full(&out) {
+                        break;
+                    }
+                    ctx.check_time()?;
+                    let node = Node::AccessRight(r);
+                    if m.matches(&node) {
+                        out.push(node);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The AccessRights the caller may list, in id order: an admin every grant of the
+    /// instance; an account the grants on its own files and the `*` grants it made. Only
+    /// accounts: grants are never listed to anonymous callers.
+    fn visible_rights(&self, view: &View) -> Result<Vec<AccessRight>> {
+        let Caller::User(p) = &view.caller else {
+            return Ok(vec![]);
+        };
+        if !p.instance.eq_ignore_ascii_case(&view.instance.domain) {
+            return Ok(vec![]);
+        }
+        let inst = view.instance.id;
+        let mut out = BTreeMap::new();
+        if p.admin {
+            for r in self.meta.rights_in(inst)? {
+                out.insert(r.id, r);
+            }
+        } else {
+            // Cost follows the caller's own files, not the instance's grants.
+            for f in self
+                .meta
+                .scan_files(inst, FileScope::Owner(&p.account), None)
+            {
+                for r in self.meta.rights_on(inst, &f?.id.to_string())? {
+                    out.insert(r.id, r);
+                }
+            }
+            for r in self.meta.rights_on(inst, "*")? {
+                if access::manages(p, &r.created_by) {
+                    out.insert(r.id, r);
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+}
