@@ -6,38 +6,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::process::Command;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn secret(s: &Server) -> Vec<u8> {
-    std::fs::read_to_string(s.data.join("jwt.secret"))
-        .unwrap()
-        .trim()
-        .as_bytes()
-        .to_vec()
-}
-
-fn hs256(key: &[u8], claims: &Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(key),
-    )
-    .unwrap()
-}
-
-fn b64(v: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
-}
-
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
+// `now`, `secret`, `hs256`, `b64` and `fixture` are in the harness (tests/common/).
 
 #[test]
 fn hostile_tokens_are_401() {
@@ -280,10 +249,7 @@ fn default_instance_applies_without_hypi_domain() {
         .client
         .post(s.url("/upload/"))
         .header("Authorization", &t)
-        .multipart(reqwest::blocking::multipart::Form::new().part(
-            "0",
-            reqwest::blocking::multipart::Part::bytes(b"x".to_vec()).file_name("x.txt"),
-        ))
+        .multipart(upload_form(&[("x.txt", b"x")]))
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);

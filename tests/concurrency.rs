@@ -3,60 +3,18 @@
 
 mod common;
 use common::*;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-/// Tokens signed here with the server's secret: hundreds of `depot token` runs would dominate
-/// the test's time.
-fn tokens(s: &Server, accounts: &[String], admin: bool) -> Vec<String> {
-    let _ = s.token("bootstrap", INSTANCE, false); // makes sure jwt.secret exists
-    let secret = std::fs::read_to_string(s.data.join("jwt.secret")).unwrap();
-    let key = EncodingKey::from_secret(secret.trim().as_bytes());
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    accounts
-        .iter()
-        .map(|a| {
-            let claims = json!({"sub": a, "instance": INSTANCE, "admin": admin, "exp": exp});
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
-        })
-        .collect()
-}
+// `tokens` (signed here: hundreds of `depot token` runs would dominate the test's time),
+// `client` and `blob_names` are in the harness (tests/common/).
 
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-/// One upload of one file; the File record or the failure as text.
+/// One upload of one file to the race's directory; the File record or the failure as text.
 fn upload(c: &Client, s: &Server, token: &str, name: &str, data: &[u8]) -> Result<Value, String> {
-    let form = reqwest::blocking::multipart::Form::new().part(
-        "0",
-        reqwest::blocking::multipart::Part::bytes(data.to_vec()).file_name(name.to_string()),
-    );
-    let r = c
-        .post(s.url("/upload/race"))
-        .header("Authorization", token)
-        .header("hypi-domain", INSTANCE)
-        .multipart(form)
-        .send()
-        .map_err(|e| format!("upload {name}: {e}"))?;
-    let status = r.status().as_u16();
-    let v: Value = r.json().unwrap_or(Value::Null);
-    if status != 200 {
-        return Err(format!("upload {name}: {status} {v}"));
-    }
-    Ok(v.as_object().unwrap().values().next().unwrap().clone())
+    s.try_upload(c, token, "/upload/race", name, data)
 }
 
 fn delete(c: &Client, s: &Server, token: &str, f: &Value) -> u16 {
@@ -65,22 +23,6 @@ fn delete(c: &Client, s: &Server, token: &str, f: &Value) -> u16 {
         .send()
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
-}
-
-/// The blob files in the data dir, by name (their SHA-256).
-fn blob_names(data: &Path) -> BTreeSet<String> {
-    fn walk(p: &Path, out: &mut BTreeSet<String>) {
-        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                walk(&e.path(), out);
-            } else {
-                out.insert(e.file_name().to_string_lossy().to_string());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(&data.join("blobs"), &mut out);
-    out
 }
 
 fn ids(list: &Value) -> BTreeSet<String> {

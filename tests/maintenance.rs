@@ -2,37 +2,8 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
-fn depot(args: &[&str], data: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn blob_files(data: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![data.join("blobs")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
+// `depot` (the command line) and `blob_files` are in the harness (tests/common/).
 
 #[test]
 fn fsck_finds_a_flipped_byte_and_repair_quarantines_it() {
@@ -87,11 +58,7 @@ fn a_crash_between_blob_and_metadata_leaves_an_orphan_that_gc_collects() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::spawn(dir.path(), &[("DEPOT_FAILPOINT", "after-blob-commit")], &[]).unwrap();
     let t = s.token("alice", INSTANCE, false);
-    let mut form = reqwest::blocking::multipart::Form::new();
-    form = form.part(
-        "0",
-        reqwest::blocking::multipart::Part::bytes(bytes(5000, 3)).file_name("x.bin"),
-    );
+    let form = upload_form(&[("x.bin", &bytes(5000, 3))]);
     let r = s
         .client
         .post(s.url("/upload/"))
