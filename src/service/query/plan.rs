@@ -4,7 +4,7 @@
 use super::arcql::{self, Query};
 use super::view::View;
 use super::{Ctx, Kind, Node};
-use crate::auth::{access, Caller};
+use crate::auth::Caller;
 use crate::error::Result;
 use crate::meta::{AccessRight, FileRecord, FileScope};
 use crate::service::Service;
@@ -214,10 +214,9 @@ impl Service {
                     out.insert(r.id, r);
                 }
             }
-            for r in self.meta.rights_on(inst, "*")? {
-                if access::manages(p, &r.created_by) {
-                    out.insert(r.id, r);
-                }
+            // The caller's own `*` grants through the grantor index, not every `*` grant.
+            for r in self.meta.wildcards_by(inst, &p.account)? {
+                out.insert(r.id, r);
             }
         }
         Ok(out.into_values().collect())
