@@ -5,7 +5,7 @@
 //!
 //! Failures panic with the case's name, like any test assertion.
 
-use super::{write_bytes, BlobStore, BlobWriter, ByteStream};
+use super::{write_bytes, BlobStore, BlobWriter, ByteStream, PartInfo, PartStore};
 use crate::types::Sha256;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -256,7 +256,88 @@ pub async fn interleaved_writers(store: &dyn BlobStore) {
     assert_eq!(read_all(store, &sha_of(&b)).await, b);
 }
 
-/// Runs every case on `store` (fresh and empty); returns the number of cases run.
+/// Writes part `number` of `session` in one call.
+fn put_part(parts: &dyn PartStore, session: &str, number: u32, data: &[u8]) -> PartInfo {
+    let mut w = parts.part_writer(session, number).expect("part writer");
+    let chunks: Vec<Bytes> = data.chunks(65_536).map(Bytes::copy_from_slice).collect();
+    w.write(&mut chunks.into_iter()).expect("write part");
+    let info = w.finish().expect("finish part");
+    assert_eq!(info.number, number);
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.sha, sha_of(data), "part sha256");
+    info
+}
+
+/// Parts written out of order and replaced are listed by number, assemble into one blob in the
+/// order asked for, and go with their session.
+pub async fn parts_assemble(store: &dyn BlobStore) {
+    let Some(parts) = store.parts() else {
+        return;
+    };
+    let (p1, p2, p3) = (pattern(300_000, 20), pattern(5, 21), pattern(1 << 20, 22));
+    put_part(parts, "session-a", 3, &p3);
+    put_part(parts, "session-a", 1, &p1);
+    put_part(parts, "session-a", 2, &pattern(77, 23));
+    put_part(parts, "session-a", 2, &p2); // a retried part replaces the first try
+    let listed: Vec<(u32, u64)> = parts
+        .list_parts("session-a")
+        .expect("list")
+        .iter()
+        .map(|p| (p.number, p.size))
+        .collect();
+    assert_eq!(listed, vec![(1, 300_000), (2, 5), (3, 1 << 20)]);
+    let whole = [p1.as_slice(), &p2, &p3].concat();
+    let staged = parts.assemble("session-a", &[1, 2, 3]).expect("assemble");
+    assert_eq!(
+        (staged.sha(), staged.size()),
+        (sha_of(&whole), whole.len() as u64)
+    );
+    assert!(store.open(&sha_of(&whole)).expect("open").is_none());
+    staged.commit().expect("commit");
+    assert_eq!(read_all(store, &sha_of(&whole)).await, whole);
+    // Another session is untouched by this one.
+    put_part(parts, "session-b", 1, &p2);
+    parts.drop_session("session-a").expect("drop");
+    assert!(parts.list_parts("session-a").expect("list").is_empty());
+    assert_eq!(parts.list_parts("session-b").expect("list").len(), 1);
+    parts.drop_session("session-a").expect("dropping twice");
+    parts.drop_session("session-b").expect("drop");
+    // The assembled blob outlives the session.
+    assert_eq!(read_all(store, &sha_of(&whole)).await, whole);
+}
+
+/// Assembling a part that was never stored fails; hostile session names are refused; a part
+/// writer dropped before finish stores nothing.
+pub async fn parts_failures(store: &dyn BlobStore) {
+    let Some(parts) = store.parts() else {
+        return;
+    };
+    put_part(parts, "session-c", 1, b"one");
+    assert!(
+        parts.assemble("session-c", &[1, 2]).is_err(),
+        "part 2 missing"
+    );
+    assert!(parts.assemble("never-started", &[1]).is_err());
+    assert!(parts.list_parts("never-started").expect("list").is_empty());
+    for bad in ["", "../x", "a/b", ".", "..", "a.b"] {
+        assert!(parts.part_writer(bad, 1).is_err(), "session name {bad:?}");
+    }
+    let mut w = parts.part_writer("session-c", 2).expect("part writer");
+    w.write(&mut std::iter::once(Bytes::from_static(b"two")))
+        .expect("write");
+    drop(w);
+    let numbers: Vec<u32> = parts
+        .list_parts("session-c")
+        .expect("list")
+        .iter()
+        .map(|p| p.number)
+        .collect();
+    assert_eq!(numbers, vec![1]);
+    parts.drop_session("session-c").expect("drop");
+}
+
+/// Runs every case on `store` (fresh and empty); returns the number of cases run (the part
+/// cases only count when the store has parts).
 pub async fn run_all(store: &dyn BlobStore) -> usize {
     write_finish_commit(store).await;
     drop_writer_leaves_nothing(store).await;
@@ -270,5 +351,11 @@ pub async fn run_all(store: &dyn BlobStore) -> usize {
     large_blob(store).await;
     concurrent_identical_commits(store).await;
     interleaved_writers(store).await;
-    12
+    parts_assemble(store).await;
+    parts_failures(store).await;
+    if store.parts().is_some() {
+        14
+    } else {
+        12
+    }
 }
