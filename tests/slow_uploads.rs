@@ -107,7 +107,10 @@ fn slow_drip_uploads_hold_no_threads_and_other_reads_stay_fast() {
         let r = s.get(&format!("/files/{small_id}"), Some(&victim));
         assert_eq!(r.status(), 200, "round {round}: GET /files/{{id}}");
         let took = t0.elapsed();
-        assert!(took < Duration::from_secs(1), "round {round}: GET /files took {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "round {round}: GET /files took {took:?}"
+        );
         worst = worst.max(took);
 
         let t0 = Instant::now();
@@ -115,7 +118,10 @@ fn slow_drip_uploads_hold_no_threads_and_other_reads_stay_fast() {
         assert_eq!(r.status(), 200, "round {round}: small download");
         assert_eq!(r.bytes().unwrap().as_ref(), b"hello, slow world");
         let took = t0.elapsed();
-        assert!(took < Duration::from_secs(1), "round {round}: small download took {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "round {round}: small download took {took:?}"
+        );
         worst = worst.max(took);
 
         let t0 = Instant::now();
@@ -123,7 +129,10 @@ fn slow_drip_uploads_hold_no_threads_and_other_reads_stay_fast() {
         assert_eq!(r.status(), 200, "round {round}: large download");
         assert!(r.bytes().unwrap().as_ref() == &large_bytes[..]);
         let took = t0.elapsed();
-        assert!(took < Duration::from_secs(1), "round {round}: large download took {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "round {round}: large download took {took:?}"
+        );
         worst = worst.max(took);
 
         let n = threads(pid);
@@ -143,6 +152,8 @@ fn slow_drip_uploads_hold_no_threads_and_other_reads_stay_fast() {
 
     // Closing them aborts every upload and removes its temp file.
     drop(conns);
-    s.eventually("aborted uploads leave no temp files", || s.temp_files() == 0);
+    s.eventually("aborted uploads leave no temp files", || {
+        s.temp_files() == 0
+    });
     assert!(s.alive());
 }

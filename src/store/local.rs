@@ -390,23 +390,24 @@ impl PartStore for LocalStore {
             let file = fs::File::open(path).map_err(io("reading part"))?;
             let mut pos = 0u64;
             let mut failed = None;
-            let mut chunks = std::iter::from_fn(|| {
-                let mut buf = vec![0u8; READ_CHUNK];
-                match read_full(&file, pos, &mut buf) {
-                    Ok(0) => None,
-                    Ok(k) => {
-                        buf.truncate(k);
-                        pos += k as u64;
-                        Some(Bytes::from(buf))
+            let written = {
+                let mut chunks = std::iter::from_fn(|| {
+                    let mut buf = vec![0u8; READ_CHUNK];
+                    match read_full(&file, pos, &mut buf) {
+                        Ok(0) => None,
+                        Ok(k) => {
+                            buf.truncate(k);
+                            pos += k as u64;
+                            Some(Bytes::from(buf))
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            None
+                        }
                     }
-                    Err(e) => {
-                        failed = Some(e);
-                        None
-                    }
-                }
-            });
-            let written = writer.write(&mut chunks);
-            drop(chunks);
+                });
+                writer.write(&mut chunks)
+            };
             written?;
             if let Some(e) = failed {
                 return Err(Error::from_io("reading part", e));
