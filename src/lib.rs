@@ -48,7 +48,10 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File> {
 pub fn open_service(config: Config) -> Result<Service> {
     let data = config.data_dir.clone();
     let blobs = store::LocalStore::open(&data)?;
-    let swept = store::BlobStore::sweep_temp(&blobs)?;
+    let swept = match store::BlobStore::maintenance(&blobs) {
+        Some(m) => m.sweep_temp()?,
+        None => 0,
+    };
     if swept > 0 {
         tracing::info!(swept, "removed temp files left by an earlier run");
     }

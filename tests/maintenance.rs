@@ -10,8 +10,8 @@ fn fsck_finds_a_flipped_byte_and_repair_quarantines_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::spawn(dir.path(), &[], &[]).unwrap();
     let t = s.token("alice", INSTANCE, false);
-    s.upload_one(&t, "a.bin", &bytes(3 << 20, 1));
-    s.upload_one(&t, "b.bin", &bytes(1000, 2));
+    let damaged = s.upload_one(&t, "a.bin", &bytes(3 << 20, 1));
+    let intact = s.upload_one(&t, "b.bin", &bytes(1000, 2));
     s.upload_one(&t, "b2.bin", &bytes(1000, 2));
     let (ok, text) = depot(&["fsck"], dir.path());
     assert!(
@@ -47,10 +47,29 @@ fn fsck_finds_a_flipped_byte_and_repair_quarantines_it() {
     assert!(text.contains("quarantined corrupt blob"), "{text}");
     assert!(dir.path().join("quarantine").read_dir().unwrap().count() == 1);
     let (ok, text) = depot(&["fsck"], dir.path());
-    assert!(!ok && text.contains("missing blob"), "{text}");
-    // The server does not serve the damaged bytes: the file's blob is gone, not silently wrong.
+    let damaged_id = damaged["hypi"]["id"].as_str().unwrap();
+    assert!(
+        !ok && text.contains("missing blob") && text.contains(damaged_id),
+        "fsck lists the file whose content is gone: {text}"
+    );
+    // The server does not serve the damaged bytes: the file answers CONTENT_MISSING (logged
+    // with its id), not the wrong bytes and not a bare 500; other files are served as before.
     let s = Server::spawn(dir.path(), &[], &[]).unwrap();
-    assert!(s.alive());
+    let t = s.token("alice", INSTANCE, false);
+    for _ in 0..2 {
+        let r = s.get(damaged["url"]["path"].as_str().unwrap(), Some(&t));
+        assert_eq!(r.status(), 500);
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "CONTENT_MISSING", "{body}");
+    }
+    let r = s.get(intact["url"]["path"].as_str().unwrap(), Some(&t));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().as_ref(), &bytes(1000, 2)[..]);
+    let log = s.log.lock().unwrap().clone();
+    assert!(
+        log.contains("file content is missing") && log.contains(damaged_id),
+        "the file id is logged: {log}"
+    );
 }
 
 #[test]

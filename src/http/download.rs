@@ -5,18 +5,13 @@ use super::{caller, disposition::content_disposition, range, AppState};
 use crate::error::{Error, Result};
 use crate::media;
 use crate::service::files::Body;
-use crate::store::BlobReader;
 use crate::types::{FileId, InstanceId};
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, UNIX_EPOCH};
-
-/// Bytes read from disk per chunk: large reads keep downloads near disk and socket speed.
-const CHUNK: usize = 1 << 20;
 
 /// Splits `<instanceId>-<fileId>.<ext>` (instance prefix and extension optional).
 fn parse_name(name: &str) -> Option<(Option<InstanceId>, FileId, Option<String>)> {
@@ -138,42 +133,8 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     }
     match dl.body {
         Body::Read(bytes) => Ok(res.body(bytes.slice(start as usize..(start + count) as usize))),
-        Body::Open(reader) => {
-            Ok(res.body(SizedStream::new(count, stream_blob(reader, start, count))))
-        }
+        Body::Open(blob) => Ok(res.body(SizedStream::new(count, blob.into_stream(start, count)))),
     }
-}
-
-/// Reads `count` bytes from `start` in large chunks, one blocking read at a time, so no thread is
-/// held while the client is slow and memory stays at a chunk or two per download.
-fn stream_blob(
-    reader: Box<dyn BlobReader>,
-    start: u64,
-    count: u64,
-) -> impl futures_util::Stream<Item = std::result::Result<Bytes, Error>> {
-    let state = (Some(reader), start, count);
-    futures_util::stream::unfold(state, |(reader, pos, left)| async move {
-        let mut reader = reader?;
-        if left == 0 {
-            return None;
-        }
-        let want = (left as usize).min(CHUNK);
-        let res = tokio::task::spawn_blocking(move || {
-            reader.seek(SeekFrom::Start(pos))?;
-            let mut buf = vec![0u8; want];
-            reader.read_exact(&mut buf)?;
-            Ok::<_, std::io::Error>((reader, buf))
-        })
-        .await;
-        match res {
-            Ok(Ok((reader, buf))) => {
-                let n = buf.len() as u64;
-                Some((Ok(Bytes::from(buf)), (Some(reader), pos + n, left - n)))
-            }
-            Ok(Err(e)) => Some((Err(Error::from_io("reading blob", e)), (None, pos, 0))),
-            Err(e) => Some((Err(Error::from(e)), (None, pos, 0))),
-        }
-    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! What a file is: media type from its bytes (infer), else its name (mime_guess); image size.
+//! Everything here works on the first bytes of a file it is given, never on a path, so it runs
+//! the same whatever the storage backend.
 
-use std::path::Path;
-
-/// Bytes from the start of a file that sniffing looks at.
-pub const SNIFF_LEN: usize = 8192;
+/// Bytes from the start of a file that probing is given: enough for the type and for image
+/// headers (a JPEG's size comes after its EXIF/ICC segments, each up to 64 KiB).
+pub const PROBE_LEN: usize = 256 * 1024;
 
 /// The media type of a file: from its first bytes when they are recognisable, else from the
 /// name's extension, else `application/octet-stream`.
@@ -47,9 +48,10 @@ pub fn is_image(mime: &str) -> bool {
     mime.starts_with("image/") && !is_active_content(mime)
 }
 
-/// Width and height of an image file, reading only its header.
-pub fn dimensions(path: &Path) -> Option<(u32, u32)> {
-    let size = imagesize::size(path).ok()?;
+/// Width and height of an image from its first bytes; `None` when they do not hold its header
+/// (not an image, or a header larger than [`PROBE_LEN`]).
+pub fn dimensions(head: &[u8]) -> Option<(u32, u32)> {
+    let size = imagesize::blob_size(head).ok()?;
     Some((
         u32::try_from(size.width).ok()?,
         u32::try_from(size.height).ok()?,
@@ -75,5 +77,17 @@ mod tests {
         assert!(is_active_content("image/svg+xml"));
         assert!(!is_active_content("image/png"));
         assert!(!is_image("image/svg+xml"));
+    }
+
+    #[test]
+    fn dimensions_from_the_first_bytes() {
+        // A 3x2 PNG's signature and IHDR chunk: all a probe needs.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend_from_slice(&3u32.to_be_bytes());
+        png.extend_from_slice(&2u32.to_be_bytes());
+        png.extend_from_slice(&[8, 6, 0, 0, 0]);
+        assert_eq!(dimensions(&png), Some((3, 2)));
+        assert_eq!(dimensions(&png[..10]), None, "truncated header");
+        assert_eq!(dimensions(b"plain text"), None);
     }
 }

@@ -3,10 +3,10 @@
 
 use super::Service;
 use crate::error::{Error, Result};
+use crate::store::BlobMaintenance;
 use crate::types::{FileId, Sha256};
 use sha2::Digest;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 /// What fsck found (and, with repair, fixed).
@@ -48,21 +48,28 @@ pub struct GcReport {
 }
 
 fn hash_blob(svc: &Service, sha: &Sha256) -> Result<Option<Sha256>> {
-    let Some((mut r, _)) = svc.blobs.open(sha)? else {
+    let Some(mut blob) = svc.blobs.open(sha)? else {
         return Ok(None);
     };
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
     loop {
-        let n = r
-            .read(&mut buf)
-            .map_err(|e| Error::from_io("reading blob", e))?;
+        let n = blob.read_at(pos, &mut buf)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        pos += n as u64;
     }
     Ok(Some(Sha256(h.finalize().into())))
+}
+
+/// The store's maintenance operations; fsck and gc need them.
+fn maintenance(svc: &Service) -> Result<&dyn BlobMaintenance> {
+    svc.blobs.maintenance().ok_or_else(|| {
+        Error::Internal("this blob store has no maintenance operations (fsck, gc)".into())
+    })
 }
 
 impl Service {
@@ -71,7 +78,8 @@ impl Service {
     /// blob stays reported until restored from a backup).
     pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
         let mut report = FsckReport::default();
-        let blobs = self.blobs.list()?;
+        let store = maintenance(self)?;
+        let blobs = store.list()?;
         let mut lens: HashMap<Sha256, u64> = HashMap::new();
         for b in &blobs {
             report.blobs_checked += 1;
@@ -82,7 +90,7 @@ impl Service {
                 Some(_) => {
                     report.corrupt_blobs.push(b.sha);
                     if repair {
-                        self.blobs.quarantine(&b.sha)?;
+                        store.quarantine(&b.sha)?;
                         report
                             .repaired
                             .push(format!("quarantined corrupt blob {}", b.sha));
@@ -132,7 +140,7 @@ impl Service {
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
         let now = SystemTime::now();
-        for b in self.blobs.list()? {
+        for b in maintenance(self)?.list()? {
             let _guard = self.lock_blobs([&b.sha]);
             if self.meta.blob_refs(&b.sha)? > 0 {
                 continue;

@@ -6,21 +6,20 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::media;
 use crate::meta::{FileRecord, ImageRecord};
-use crate::store::{BlobStore, TempBlob};
-use crate::types::{now_millis, FileId, Sha256};
+use crate::store::{BlobStore, BlobWriter, StagedBlob};
+use crate::types::{now_millis, FileId};
 use bytes::{Bytes, BytesMut};
-use sha2::Digest;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Network chunks (often a few KiB) are coalesced into batches of this size before they go to
-/// the writer thread: one hand-off and one write per batch instead of per chunk.
+/// the writer: one hand-off and one write per batch instead of per chunk.
 const BATCH: usize = 256 * 1024;
 /// Chunks at least this large skip the batch (the parser often yields hundreds of KiB).
 const DIRECT: usize = 64 * 1024;
-/// Chunks in flight between the request and the writer thread (and between the writer and the
-/// hashing thread, which share the same buffers). Deeper queues absorb the scheduling jitter of
-/// four busy threads (client, request, writer, hasher) on few cores: 16 uploads 1 GiB about 20%
+/// Chunks in flight between the request and the writer (and between the writer and the hashing
+/// thread, which share the same buffers). Deeper queues absorb the scheduling jitter of four
+/// busy threads (client, request, writer, hasher) on few cores: 16 uploads 1 GiB about 20%
 /// faster than 4 on 2 cores, for about 2 MiB per upload in flight (64 concurrent 32 MiB
 /// uploads peaked at ~135 MiB RSS instead of ~87, before the 1 MiB O_DIRECT block per upload).
 const CHANNEL_DEPTH: usize = 16;
@@ -30,49 +29,45 @@ enum Msg {
     Finish,
 }
 
-/// A file part on its way to disk. Dropping it without [`PartWriter::finish`] aborts the part
-/// and removes its temp file.
+/// A file part on its way to storage. Dropping it without [`PartWriter::finish`] aborts the
+/// part and removes what was written.
 pub struct PartWriter {
     name: String,
     original_name: String,
     tx: Option<mpsc::Sender<Msg>>,
-    task: tokio::task::JoinHandle<Result<Written>>,
+    task: tokio::task::JoinHandle<Result<Box<dyn StagedBlob>>>,
     /// Bytes received but not yet handed to the writer.
     pending: BytesMut,
+    /// The first bytes of the part, for probing its type and image size.
+    head: Vec<u8>,
     size: u64,
     max: u64,
 }
 
-/// A part fully written and fsynced to a temp file, not yet visible.
+/// A part fully written and durable in the store's staging area, not yet visible.
 pub struct StagedPart {
     /// The name as the client sent it (the key of the upload response).
     pub original_name: String,
     name: String,
-    written: Written,
-}
-
-struct Written {
-    temp: TempBlob,
-    sha: Sha256,
-    size: u64,
+    blob: Box<dyn StagedBlob>,
     mime: String,
     dims: Option<(u32, u32)>,
 }
 
 impl Service {
-    /// Starts receiving a file part named `filename` by the client.
+    /// Starts receiving a file part named `filename` by the client. No thread is taken until
+    /// bytes arrive (see [`drive`]).
     pub fn begin_part(&self, filename: &str) -> PartWriter {
         let name = names::sanitize_filename(filename);
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let blobs = self.blobs.clone();
-        let sniff_name = name.clone();
-        let task = tokio::task::spawn_blocking(move || write_part(blobs, rx, &sniff_name));
+        let task = tokio::spawn(drive(self.blobs.clone(), rx));
         PartWriter {
             name,
             original_name: filename.to_string(),
             tx: Some(tx),
             task,
             pending: BytesMut::new(),
+            head: Vec::new(),
             size: 0,
             max: self.config.max_file_size,
         }
@@ -92,19 +87,20 @@ impl Service {
         blocking(move || {
             let instance = svc.meta.ensure_instance(&domain)?;
             let now = now_millis();
-            let shas: Vec<Sha256> = parts.iter().map(|p| p.written.sha).collect();
+            let shas: Vec<_> = parts.iter().map(|p| p.blob.sha()).collect();
             let _guards = svc.lock_blobs(&shas);
             let mut records = Vec::with_capacity(parts.len());
             let mut keys = Vec::with_capacity(parts.len());
             for part in parts {
-                let Written {
-                    temp,
-                    sha,
-                    size,
+                let StagedPart {
+                    original_name,
+                    name,
+                    blob,
                     mime,
                     dims,
-                } = part.written;
-                svc.blobs.commit(temp, &sha)?;
+                } = part;
+                let (sha, size) = (blob.sha(), blob.size());
+                blob.commit()?;
                 let file = FileRecord {
                     id: FileId::new(),
                     instance: instance.id,
@@ -112,8 +108,8 @@ impl Service {
                     created: now,
                     updated: now,
                     trashed: None,
-                    extension: names::extension(&part.name),
-                    name: part.name,
+                    extension: names::extension(&name),
+                    name,
                     directory: directory.clone(),
                     mime,
                     size,
@@ -131,7 +127,7 @@ impl Service {
                     width,
                     height,
                 });
-                keys.push(part.original_name);
+                keys.push(original_name);
                 records.push((file, image));
             }
             super::failpoint("after-blob-commit");
@@ -156,6 +152,10 @@ impl PartWriter {
                 self.name, self.max
             )));
         }
+        if self.head.len() < media::PROBE_LEN {
+            let take = (media::PROBE_LEN - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
         if chunk.len() >= DIRECT {
             // Large enough to hand over as it is: no copy into the batch.
             if !self.pending.is_empty() {
@@ -177,7 +177,7 @@ impl PartWriter {
             return Err(Error::Internal("write after abort".into()));
         };
         if tx.send(Msg::Chunk(batch)).await.is_err() {
-            // The writer thread stopped early: its result says why (disk full, I/O error).
+            // The writer stopped early: its result says why (disk full, I/O error).
             self.tx = None;
             return Err(match (&mut self.task).await? {
                 Err(e) => e,
@@ -187,7 +187,7 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Ends the part: the temp file is flushed and fsynced, its hash and type known.
+    /// Ends the part: its bytes are durable in the store's staging area, its hash and type known.
     pub async fn finish(mut self) -> Result<StagedPart> {
         if !self.pending.is_empty() {
             let batch = self.pending.split().freeze();
@@ -200,114 +200,75 @@ impl PartWriter {
         // If the writer already failed, the send fails and the task's error is reported below.
         let _ = tx.send(Msg::Finish).await;
         drop(tx);
-        let written = (&mut self.task).await??;
+        let blob = (&mut self.task).await??;
+        let mime = media::sniff(&self.head, &self.name);
+        let dims = if media::is_image(&mime) {
+            media::dimensions(&self.head)
+        } else {
+            None
+        };
         Ok(StagedPart {
             original_name: std::mem::take(&mut self.original_name),
             name: std::mem::take(&mut self.name),
-            written,
+            blob,
+            mime,
+            dims,
         })
     }
 }
 
-/// The writer thread: writes and hashes each batch, keeps the head for sniffing.
-fn write_part(
+/// Feeds a part's chunks to a store writer. It waits for bytes on the async executor and takes
+/// a blocking-pool thread only while it has bytes to write: each trip writes every chunk already
+/// queued and gives the thread back when the queue is empty. A slow client therefore holds no
+/// thread (520 slow-drip uploads used to hold 520 pool threads and starve every other storage
+/// read), while a fast upload keeps its thread as long as its bytes keep coming.
+async fn drive(
     blobs: Arc<dyn BlobStore>,
     mut rx: mpsc::Receiver<Msg>,
-    name: &str,
-) -> Result<Written> {
-    let mut temp = blobs.create_temp()?;
-    let mut hasher = Hasher::Inline(sha2::Sha256::new());
-    let mut head = Vec::with_capacity(media::SNIFF_LEN);
-    let mut size = 0u64;
-    let io = |e| Error::from_io("writing upload", e);
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Chunk(chunk) => {
-                size += chunk.len() as u64;
-                hasher.update(&chunk, size);
-                if head.len() < media::SNIFF_LEN {
-                    let take = (media::SNIFF_LEN - head.len()).min(chunk.len());
-                    head.extend_from_slice(&chunk[..take]);
-                }
-                temp.write_all(&chunk).map_err(io)?;
+) -> Result<Box<dyn StagedBlob>> {
+    let mut writer: Option<Box<dyn BlobWriter>> = None;
+    loop {
+        let Some(first) = rx.recv().await else {
+            // The sender went away without Finish: the upload was aborted. Dropping the writer
+            // removes what it wrote (a blocking call, so not on the executor).
+            if let Some(w) = writer.take() {
+                let _ = tokio::task::spawn_blocking(move || drop(w)).await;
             }
-            Msg::Finish => {
-                temp.sync().map_err(io)?;
-                let mime = media::sniff(&head, name);
-                let dims = if media::is_image(&mime) {
-                    media::dimensions(&temp.path)
-                } else {
-                    None
-                };
-                return Ok(Written {
-                    temp,
-                    sha: hasher.finish()?,
-                    size,
-                    mime,
-                    dims,
-                });
-            }
-        }
-    }
-    // The sender went away without Finish: the upload was aborted; `temp` is removed on drop.
-    Err(Error::BadRequest("upload aborted".into()))
-}
-
-/// Parts larger than this are hashed on a thread of their own, beside the writes (SHA-256 was
-/// about half of the writer's time); smaller ones are hashed inline.
-const PARALLEL_HASH_AFTER: u64 = 4 * 1024 * 1024;
-
-/// SHA-256 of a part, computed inline at first and then on a thread of its own (not the
-/// blocking pool: a writer waiting on a hasher that waits for a pool thread could deadlock).
-enum Hasher {
-    Inline(sha2::Sha256),
-    Thread {
-        tx: std::sync::mpsc::SyncSender<Bytes>,
-        thread: std::thread::JoinHandle<sha2::Sha256>,
-    },
-}
-
-impl Hasher {
-    /// Hashes `chunk`; `size` counts the bytes so far, `chunk` included.
-    fn update(&mut self, chunk: &Bytes, size: u64) {
-        match self {
-            Hasher::Inline(h) => {
-                h.update(chunk);
-                if size >= PARALLEL_HASH_AFTER {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
-                    let mut state = h.clone();
-                    let spawned =
-                        std::thread::Builder::new()
-                            .name("depot-hash".into())
-                            .spawn(move || {
-                                for chunk in rx {
-                                    state.update(&chunk);
-                                }
-                                state
-                            });
-                    // No thread to be had: keep hashing inline.
-                    if let Ok(thread) = spawned {
-                        *self = Hasher::Thread { tx, thread };
-                    }
-                }
-            }
-            Hasher::Thread { tx, .. } => {
-                // A send fails only if the thread is gone, i.e. panicked: `finish` reports it.
-                let _ = tx.send(chunk.clone());
-            }
-        }
-    }
-
-    fn finish(self) -> Result<Sha256> {
-        let h = match self {
-            Hasher::Inline(h) => h,
-            Hasher::Thread { tx, thread } => {
-                drop(tx);
-                thread
-                    .join()
-                    .map_err(|_| Error::Internal("hashing thread panicked".into()))?
-            }
+            return Err(Error::BadRequest("upload aborted".into()));
         };
-        Ok(Sha256(h.finalize().into()))
+        let store = blobs.clone();
+        let w = writer.take();
+        let (w, back, finish) = blocking(move || {
+            // The writer is made on the first trip: creating it may touch storage.
+            let mut w = match w {
+                Some(w) => w,
+                None => store.writer()?,
+            };
+            let mut finish = matches!(first, Msg::Finish);
+            if let Msg::Chunk(chunk) = first {
+                let mut queued = std::iter::once(chunk).chain(std::iter::from_fn(|| {
+                    match rx.try_recv() {
+                        Ok(Msg::Chunk(c)) => Some(c),
+                        Ok(Msg::Finish) => {
+                            finish = true;
+                            None
+                        }
+                        // Nothing queued (or the sender is gone): back to waiting, off the pool.
+                        Err(_) => None,
+                    }
+                }));
+                w.write(&mut queued)?;
+            }
+            if finish {
+                return Ok((None, rx, Some(w.finish()?)));
+            }
+            Ok((Some(w), rx, None))
+        })
+        .await?;
+        if let Some(staged) = finish {
+            return Ok(staged);
+        }
+        writer = w;
+        rx = back;
     }
 }

@@ -1,17 +1,32 @@
-//! Content-addressed blob storage behind a trait, so local disk can later give way to S3.
+//! Content-addressed blob storage behind narrow traits, so local disk can later give way to an
+//! object store (S3).
+//!
+//! The seam follows pict-rs's `Store` and tusd's `DataStore`:
+//! - [`BlobStore`] (the core every backend implements): hand out a [`BlobWriter`] (write chunks;
+//!   finish gives the SHA-256 and size as a [`StagedBlob`]; commit it, or drop it and it is
+//!   gone), open a blob for ranged reads ([`BlobHandle`]), remove a blob.
+//! - [`BlobMaintenance`] (optional capability): listings for fsck and gc, quarantine, the sweep
+//!   of temp files left by a crash.
+//! - [`PartStore`] (optional capability, for presigned/multipart/tus sessions): parts of an
+//!   upload stored one by one and assembled into a blob.
+//!
+//! Nothing outside this module sees a filesystem path of a blob. [`contract`] is the test suite
+//! every backend must pass.
 
+pub mod contract;
+mod hash;
 mod local;
 
+pub use hash::BlobHasher;
 pub use local::LocalStore;
 
 use crate::error::Result;
 use crate::types::Sha256;
-use std::io::{Read, Seek};
-use std::path::PathBuf;
+use bytes::Bytes;
+use std::pin::Pin;
 
-/// A readable blob.
-pub trait BlobReader: Read + Seek + Send {}
-impl<T: Read + Seek + Send> BlobReader for T {}
+/// A blob's bytes as an async stream of chunks.
+pub type ByteStream = Pin<Box<dyn futures_util::Stream<Item = Result<Bytes>> + Send>>;
 
 /// A blob as found on storage.
 #[derive(Debug, Clone)]
@@ -21,224 +36,113 @@ pub struct BlobInfo {
     pub modified: std::time::SystemTime,
 }
 
-/// Written bytes after which [`TempBlob::write_all`] asks the kernel to start writing them back,
-/// so the fsync at the end of an upload finds little left to do (it overlaps the transfer).
-const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
-
-/// Large files bypass the page cache (O_DIRECT) in blocks of this size.
-const DIRECT_BLOCK: usize = 1024 * 1024;
-/// Alignment O_DIRECT asks of memory, offsets and lengths.
-const DIRECT_ALIGN: usize = 4096;
-
-/// A temp file being written; removed on drop unless it was committed.
-pub struct TempBlob {
-    pub(crate) path: PathBuf,
-    pub(crate) file: Option<std::fs::File>,
-    /// Bytes written so far.
-    written: u64,
-    /// Bytes whose writeback has been started.
-    writeback: u64,
-    /// Bytes not yet written: an over-allocated buffer whose aligned window is used.
-    pending: Vec<u8>,
-    start: usize,
-    filled: usize,
-    /// Whether the file is (still) written with O_DIRECT.
-    direct: bool,
+/// A blob being written. Calls block (run them off the async executor). Dropping it before
+/// [`BlobWriter::finish`] aborts the write and removes what was written.
+pub trait BlobWriter: Send {
+    /// Appends every chunk `chunks` yields, in order, hashing them as they go. The iterator
+    /// should only yield bytes that are already at hand: a backend may use helper threads for
+    /// the duration of the call, so a call must never wait for the network.
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()>;
+    /// Ends the write: the bytes are durable in the store's staging area and their SHA-256 and
+    /// size are known. Nothing is visible under the hash until [`StagedBlob::commit`].
+    fn finish(self: Box<Self>) -> Result<Box<dyn StagedBlob>>;
 }
 
-impl TempBlob {
-    pub(crate) fn new(path: PathBuf, file: std::fs::File) -> Self {
-        Self {
-            path,
-            file: Some(file),
-            written: 0,
-            writeback: 0,
-            pending: Vec::new(),
-            start: 0,
-            filled: 0,
-            direct: cfg!(target_os = "linux"),
-        }
-    }
-
-    fn file(&mut self) -> &mut std::fs::File {
-        self.file
-            .as_mut()
-            .expect("temp blob file is present until commit")
-    }
-
-    /// Appends `buf`. The first [`DIRECT_BLOCK`] bytes go through the page cache (small files
-    /// need no buffer of their own); after that, whole aligned blocks go straight to the disk
-    /// (O_DIRECT): the page cache's per-page bookkeeping was about a quarter of a large upload's
-    /// CPU time, and the final fsync then has little left to write.
-    pub fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
-        if !self.direct || self.written < DIRECT_BLOCK as u64 {
-            let head = if self.direct {
-                (DIRECT_BLOCK - self.written as usize).min(buf.len())
-            } else {
-                buf.len()
-            };
-            self.write_buffered(&buf[..head])?;
-            buf = &buf[head..];
-        }
-        if buf.is_empty() {
-            return Ok(());
-        }
-        if self.pending.is_empty() {
-            self.pending = vec![0; DIRECT_BLOCK + DIRECT_ALIGN];
-            self.start = self.pending.as_ptr().align_offset(DIRECT_ALIGN);
-        }
-        while !buf.is_empty() {
-            let take = (DIRECT_BLOCK - self.filled).min(buf.len());
-            let at = self.start + self.filled;
-            self.pending[at..at + take].copy_from_slice(&buf[..take]);
-            self.filled += take;
-            buf = &buf[take..];
-            if self.filled == DIRECT_BLOCK {
-                self.flush_block()?;
-                if !self.direct {
-                    return self.write_buffered(buf);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn flush_block(&mut self) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let (start, end, at) = (self.start, self.start + self.filled, self.written);
-        let block = std::mem::take(&mut self.pending);
-        let file = self
-            .file
-            .as_mut()
-            .expect("temp blob file is present until commit");
-        // O_DIRECT is switched on with the first block and stays on after.
-        let first = at == DIRECT_BLOCK as u64;
-        let res = if !first || set_direct(file, true) {
-            file.write_all_at(&block[start..end], at)
-        } else {
-            Err(std::io::Error::from_raw_os_error(22))
-        };
-        self.pending = block;
-        match res {
-            Ok(()) => {
-                self.written += self.filled as u64;
-                self.filled = 0;
-                Ok(())
-            }
-            // The filesystem does not do O_DIRECT (tmpfs): the page cache it is.
-            Err(e) if e.raw_os_error() == Some(22) => {
-                self.direct = false;
-                self.drain_buffered()
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes what is pending through the page cache.
-    fn drain_buffered(&mut self) -> std::io::Result<()> {
-        let file = self
-            .file
-            .as_mut()
-            .expect("temp blob file is present until commit");
-        set_direct(file, false);
-        let pending = std::mem::take(&mut self.pending);
-        let res = self.write_buffered(&pending[self.start..self.start + self.filled]);
-        self.filled = 0;
-        res
-    }
-
-    fn write_buffered(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let at = self.written;
-        self.file().write_all_at(buf, at)?;
-        self.written += buf.len() as u64;
-        if self.written - self.writeback >= WRITEBACK_STEP {
-            let (from, len) = (self.writeback, self.written - self.writeback);
-            start_writeback(self.file(), from, len);
-            self.writeback = self.written;
-        }
-        Ok(())
-    }
-
-    /// Makes everything written durable (fsync).
-    pub fn sync(&mut self) -> std::io::Result<()> {
-        if self.filled > 0 {
-            self.drain_buffered()?;
-        }
-        self.file().sync_all()
-    }
+/// A fully written, durable blob that is not yet visible. Dropping it removes it.
+pub trait StagedBlob: Send {
+    /// SHA-256 of the bytes written.
+    fn sha(&self) -> Sha256;
+    /// Number of bytes written.
+    fn size(&self) -> u64;
+    /// Makes the bytes the blob named by their hash, durably. If that blob exists already the
+    /// staged bytes are dropped (same content: stored once). Blocks.
+    fn commit(self: Box<Self>) -> Result<()>;
 }
 
-/// Turns O_DIRECT on or off for an open file; false when that is not possible.
-#[cfg(target_os = "linux")]
-fn set_direct(file: &std::fs::File, on: bool) -> bool {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own; no memory is passed.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return false;
-        }
-        let want = if on {
-            flags | libc::O_DIRECT
-        } else {
-            flags & !libc::O_DIRECT
-        };
-        want == flags || libc::fcntl(fd, libc::F_SETFL, want) == 0
+/// An open blob. Its length and bytes stay those of the blob as it was opened, even if the blob
+/// is removed meanwhile (where the backend allows).
+pub trait BlobHandle: Send {
+    /// The blob's length in bytes.
+    fn len(&self) -> u64;
+    /// Whether the blob is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_direct(_file: &std::fs::File, on: bool) -> bool {
-    !on
-}
-
-/// Starts (does not wait for) writeback of a byte range: a hint, so its failure is ignored; the
-/// fsync that follows is what counts.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on an open descriptor we own; no memory is passed.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
-
-impl Drop for TempBlob {
-    fn drop(&mut self) {
-        // Whatever happened (abort, client gone, panic), an uncommitted temp file goes.
-        self.file.take();
-        if !self.path.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
+    /// Reads from byte `pos` into `buf`; returns the count read, 0 at or past the end. Blocks.
+    fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> Result<usize>;
+    /// The bytes `from..from + len`, clamped to the blob (past the end yields nothing), as an
+    /// async stream that holds no thread while the consumer is slow.
+    fn into_stream(self: Box<Self>, from: u64, len: u64) -> ByteStream;
 }
 
 /// What the service needs from blob storage. Calls block: run them off the async executor.
 pub trait BlobStore: Send + Sync + 'static {
-    /// A fresh temp file on the same filesystem as the blobs.
-    fn create_temp(&self) -> Result<TempBlob>;
-    /// Makes a fully written, fsynced temp file the blob `sha`: renames it into place and
-    /// fsyncs the directory. If the blob exists already, the temp file is dropped (same bytes).
-    fn commit(&self, temp: TempBlob, sha: &Sha256) -> Result<()>;
+    /// A writer for a new blob.
+    fn writer(&self) -> Result<Box<dyn BlobWriter>>;
     /// Opens a blob for reading; `None` when it does not exist.
-    fn open(&self, sha: &Sha256) -> Result<Option<(Box<dyn BlobReader>, u64)>>;
+    fn open(&self, sha: &Sha256) -> Result<Option<Box<dyn BlobHandle>>>;
     /// Removes a blob; a missing blob is not an error.
     fn remove(&self, sha: &Sha256) -> Result<()>;
-    /// Every blob: its name, length and last modification (for fsck and gc).
+    /// The bytes `from..from + len` of a blob (clamped to it), `None` when it does not exist.
+    fn read(&self, sha: &Sha256, from: u64, len: u64) -> Result<Option<ByteStream>> {
+        Ok(self.open(sha)?.map(|h| h.into_stream(from, len)))
+    }
+    /// The maintenance operations, when this backend has them.
+    fn maintenance(&self) -> Option<&dyn BlobMaintenance> {
+        None
+    }
+    /// Upload sessions in parts, when this backend has them.
+    fn parts(&self) -> Option<&dyn PartStore> {
+        None
+    }
+}
+
+/// Operations only `depot fsck`/`gc` and start-up need. Blocking.
+pub trait BlobMaintenance: Send + Sync {
+    /// Every blob: its name, length and last modification.
     fn list(&self) -> Result<Vec<BlobInfo>>;
-    /// Moves a damaged blob aside (to `quarantine/`), so it is neither served nor deduplicated
-    /// against.
+    /// Moves a damaged blob aside, so it is neither served nor deduplicated against.
     fn quarantine(&self, sha: &Sha256) -> Result<()>;
-    /// Removes temp files left by a previous run. Call before serving.
+    /// Removes staged or temporary data left by a previous run. Call before serving.
     fn sweep_temp(&self) -> Result<usize>;
+}
+
+/// One stored part of an upload session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    /// The part's number, as the client gave it (S3 and Amplience count from 1).
+    pub number: u32,
+    pub size: u64,
+    /// SHA-256 of the part's bytes (an ETag for the client).
+    pub sha: Sha256,
+}
+
+/// A part being written; dropping it before `finish` leaves any earlier part of that number as
+/// it was.
+pub trait PartWriter: Send {
+    /// As [`BlobWriter::write`].
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()>;
+    /// Stores the part durably (replacing an earlier one of the same number).
+    fn finish(self: Box<Self>) -> Result<PartInfo>;
+}
+
+/// Parts of an upload session (presigned multipart, tus, S3-style multipart uploads), stored
+/// one by one, possibly over many requests, and assembled into one blob. A session is named by
+/// the caller (an upload-session id from the metadata store); the store keeps no other state
+/// about it. Blocking.
+pub trait PartStore: Send + Sync {
+    /// A writer for part `number` of `session`.
+    fn part_writer(&self, session: &str, number: u32) -> Result<Box<dyn PartWriter>>;
+    /// The parts stored for `session`, by number.
+    fn list_parts(&self, session: &str) -> Result<Vec<PartInfo>>;
+    /// Concatenates the parts `numbers` (in that order) into a staged blob, hashed as a whole;
+    /// committing it is the caller's step. The parts stay until [`PartStore::drop_session`].
+    fn assemble(&self, session: &str, numbers: &[u32]) -> Result<Box<dyn StagedBlob>>;
+    /// Removes every part of `session`; a session without parts is not an error.
+    fn drop_session(&self, session: &str) -> Result<()>;
+}
+
+/// Writes one buffer; a convenience over [`BlobWriter::write`].
+pub fn write_bytes(writer: &mut dyn BlobWriter, bytes: Bytes) -> Result<()> {
+    writer.write(&mut std::iter::once(bytes))
 }
