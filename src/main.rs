@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use depot::config::{Config, Overrides};
+use depot::error::StartError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,16 +75,17 @@ enum Command {
 }
 
 /// Opens the data dir for offline maintenance, refusing while a server holds it.
-fn offline(common: Common) -> depot::error::Result<(std::fs::File, depot::service::Service)> {
+fn offline(common: Common) -> Result<(std::fs::File, depot::service::Service), StartError> {
     let config = Config::load(&Overrides {
         config: common.config,
         listen: None,
         data_dir: common.data_dir,
     })?;
     let lock = depot::lock_data_dir(&config.data_dir).map_err(|e| match e {
-        depot::error::Error::Conflict(m) => {
-            depot::error::Error::Conflict(format!("{m}: stop the server first"))
-        }
+        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
+            path,
+            hint: ": stop the server first",
+        },
         other => other,
     })?;
     let svc = depot::open_service(config)?;
@@ -100,7 +102,7 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-fn run(cli: Cli) -> depot::error::Result<ExitCode> {
+fn run(cli: Cli) -> Result<ExitCode, StartError> {
     match cli.command {
         Command::Serve { common, listen } => {
             let config = Config::load(&Overrides {
@@ -187,7 +189,8 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("depot: {e}");
+            // The whole cause chain: "cannot listen on X: Address in use (os error 98)".
+            eprintln!("depot: {}", e.chain());
             ExitCode::FAILURE
         }
     }
