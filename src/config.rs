@@ -140,10 +140,7 @@ impl Config {
     }
 
     /// Applies `DEPOT_*` variables, read through `get` so tests need not touch the process env.
-    pub fn apply_env(
-        &mut self,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), StartError> {
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), StartError> {
         fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T, StartError> {
             v.trim()
                 .parse()
@@ -225,7 +222,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), StartError> {
         if self.max_page_size == 0 {
-            return Err(StartError::Config("max_page_size must be at least 1".into()));
+            return Err(StartError::Config(
+                "max_page_size must be at least 1".into(),
+            ));
         }
         if self.max_parts == 0 {
             return Err(StartError::Config("max_parts must be at least 1".into()));

@@ -313,7 +313,10 @@ mod tests {
         assert_eq!(e.chain(), "reading blob: disk on fire");
         let full = Error::from_io("x", std::io::Error::from_raw_os_error(28));
         assert_eq!(full.status(), 507);
-        assert_eq!(Error::Internal("x".into()).client_message(), "internal error");
+        assert_eq!(
+            Error::Internal("x".into()).client_message(),
+            "internal error"
+        );
         assert_eq!(Error::not_found().client_message(), "no such file");
         assert_eq!(Error::method_not_allowed().status(), 405);
         assert_eq!(

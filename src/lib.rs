@@ -83,12 +83,10 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if workers > 0 {
         server = server.workers(workers);
     }
-    let server = server
-        .bind(&listen)
-        .map_err(|source| StartError::Bind {
-            addr: listen.clone(),
-            source,
-        })?;
+    let server = server.bind(&listen).map_err(|source| StartError::Bind {
+        addr: listen.clone(),
+        source,
+    })?;
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }

@@ -84,7 +84,10 @@ fn an_if_range_date_yields_206_only_once_last_modified_is_a_second_old() {
         let f = s.upload_one(&t, "d.bin", &data);
         let path = f["url"]["path"].as_str().unwrap().to_string();
         let head = get(&s, &t, &path, &[]);
-        let lm = head.headers()["last-modified"].to_str().unwrap().to_string();
+        let lm = head.headers()["last-modified"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let lm_secs = httpdate::parse_http_date(&lm)
             .unwrap()
             .duration_since(UNIX_EPOCH)

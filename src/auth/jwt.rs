@@ -6,8 +6,8 @@
 //! algorithm-confusion attack) is checked against our secret and fails.
 
 use crate::config::AuthConfig;
-use crate::error::{Error, Result, StartError};
 use crate::error::BoxError;
+use crate::error::{Error, Result, StartError};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -98,7 +98,8 @@ impl Keys {
         admin: bool,
         ttl: std::time::Duration,
     ) -> Result<String, StartError> {
-        check_names(sub, instance).map_err(|why| StartError::Token(format!("cannot issue: {why}")))?;
+        check_names(sub, instance)
+            .map_err(|why| StartError::Token(format!("cannot issue: {why}")))?;
         let now = crate::types::now_millis() / 1000;
         let claims = Claims {
             sub: sub.to_string(),
@@ -121,7 +122,15 @@ impl Keys {
     /// repeats the token or a claim's value.
     pub fn verify(&self, token: &str) -> Result<Claims> {
         let bad = |why: &str| Error::Unauthenticated(format!("invalid token: {why}"));
-        let header = jsonwebtoken::decode_header(token).map_err(|_| bad(MALFORMED))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // Valid JSON that is not a header we know: most often an `alg` we do not take.
+            jsonwebtoken::errors::ErrorKind::Json(j)
+                if j.classify() == serde_json::error::Category::Data =>
+            {
+                bad("bad header (unsupported alg, or a field of the wrong type)")
+            }
+            _ => bad(MALFORMED),
+        })?;
         let key = match header.alg {
             Algorithm::HS256 => &self.hs_decode,
             Algorithm::RS256 => self
@@ -169,7 +178,12 @@ fn failure_class(kind: &jsonwebtoken::errors::ErrorKind) -> String {
         // Claims that are not JSON at all are a malformed token; JSON with a claim of the
         // wrong type is a claims problem.
         K::Json(e) if e.classify() == serde_json::error::Category::Data => {
-            "bad claims: a claim has the wrong type (sub and instance are strings, exp, nbf and iat numbers)".into()
+            // serde names a missing field by our own field name, which is safe to repeat; a
+            // wrong type would quote the value, which is not.
+            match e.to_string().strip_prefix("missing field `").and_then(|r| r.split_once('`')) {
+                Some((claim, _)) => format!("bad claims: missing claim {claim}"),
+                None => "bad claims: a claim has the wrong type (sub and instance are strings, exp, nbf and iat numbers)".into(),
+            }
         }
         K::Json(_) => MALFORMED.into(),
         K::InvalidSignature
