@@ -93,13 +93,19 @@ fn offline(common: Common) -> Result<(std::fs::File, depot::service::Service), S
 }
 
 fn init_logging(filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        // Malformed HTTP is the client's fault: counted and summed up at WARN, not ERROR.
+        .with(depot::http::error::client_errors::QuietClientErrors)
         .init();
+    depot::http::error::client_errors::report_client_errors(std::time::Duration::from_secs(60));
 }
 
 fn run(cli: Cli) -> Result<ExitCode, StartError> {

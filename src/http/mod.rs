@@ -3,7 +3,7 @@
 mod access;
 mod disposition;
 mod download;
-mod error;
+pub mod error;
 mod files;
 mod graphiql;
 pub mod range;
