@@ -304,10 +304,7 @@ mod tests {
 
     #[test]
     fn internal_details_stay_out_of_the_message_and_causes_are_kept() {
-        let e = Error::from_io(
-            "reading blob",
-            std::io::Error::new(std::io::ErrorKind::Other, "disk on fire"),
-        );
+        let e = Error::from_io("reading blob", std::io::Error::other("disk on fire"));
         assert_eq!(e.class(), INTERNAL);
         assert_eq!(e.client_message(), "internal error");
         assert_eq!(e.chain(), "reading blob: disk on fire");
@@ -334,7 +331,7 @@ mod tests {
         assert!(e.chain().starts_with("cannot listen on 127.0.0.1:1: "));
         let e = StartError::from(Error::failed(
             "opening metadata",
-            std::io::Error::new(std::io::ErrorKind::Other, "locked"),
+            std::io::Error::other("locked"),
         ));
         assert_eq!(e.chain(), "opening metadata: locked");
     }
