@@ -152,3 +152,35 @@ fn malformed_http_is_the_clients_fault_and_not_logged_at_error() {
     assert!(log.contains(" count="), "{log}");
     assert!(s.alive());
 }
+
+#[test]
+fn internal_failures_answer_a_fixed_message_and_log_their_causes_once() {
+    let s = Server::start_with(&[("DEPOT_DOWNLOAD_CACHE_BYTES", "0")]);
+    let t = s.token("alice", INSTANCE, false);
+    let f = s.upload_one(&t, "broken.txt", b"bytes that will not read back");
+    let sha = f["sha256"].as_str().unwrap();
+    // Swap the blob for a directory: it opens, and reading it fails with EISDIR, an I/O error
+    // that is ours, not the caller's.
+    let blob = s
+        .data
+        .join(format!("blobs/sha256/{}/{}/{sha}", &sha[..2], &sha[2..4]));
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::create_dir(&blob).unwrap();
+    let r = s.get(f["url"]["path"].as_str().unwrap(), Some(&t));
+    let (status, code, message) = json_error(r);
+    assert_eq!((status, code.as_str()), (500, "INTERNAL"));
+    assert_eq!(message, "internal error");
+    s.eventually("the cause in the log", || {
+        s.log.lock().unwrap().contains("Is a directory")
+    });
+    let log = s.log.lock().unwrap().clone();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Is a directory"))
+        .collect();
+    assert_eq!(lines.len(), 1, "logged once: {log}");
+    assert!(
+        lines[0].contains("ERROR") && lines[0].contains("code=\"INTERNAL\""),
+        "{log}"
+    );
+}
