@@ -29,8 +29,8 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// Largest `first`/`last` a GraphQL `find` honours (Hypi caps at 25).
     pub max_page_size: usize,
-    /// Serve the GraphiQL explorer on `GET /graphql`. Off by default: its scripts come from a
-    /// public CDN (pinned, with integrity hashes), which the service otherwise never uses.
+    /// Serve the GraphiQL explorer on `GET /graphql`, from files embedded in the binary (no
+    /// third-party network); `false` leaves `POST /graphql` as the only GraphQL entry.
     pub graphiql: bool,
     /// Answer GraphQL introspection (`__schema`, `__type`) for callers without a token.
     pub graphql_anonymous_introspection: bool,
@@ -75,7 +75,7 @@ impl Default for Config {
             header_timeout_secs: 10,
             body_timeout_secs: 60,
             max_page_size: 25,
-            graphiql: false,
+            graphiql: true,
             graphql_anonymous_introspection: false,
             workers: 0,
             download_cache_bytes: 32 * 1024 * 1024,

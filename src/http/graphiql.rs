@@ -1,40 +1,104 @@
-//! `GET /graphql`: the GraphiQL explorer, off unless `graphiql = true`.
+//! `GET /graphql`: the GraphiQL explorer (on unless `graphiql = false`), served entirely from
+//! files embedded in the binary.
 //!
-//! depot's rule is that the binary serves only what is embedded in it and points no browser at
-//! a third party. GraphiQL is the exception an operator may opt into for development: its
-//! bundle (graphiql 3 with React 18, about 4 MB minified) would more than double what the
-//! binary embeds, so it is loaded from a public CDN instead, at exact versions with integrity
-//! hashes (a changed file is refused by the browser), under a CSP that allows that CDN for
-//! scripts and styles and nothing else, and never inside a frame.
+//! depot's rule is that the binary serves only what is embedded in it and points no browser at a
+//! third party, so GraphiQL 3.8.3 with React 18.3.1 (UMD builds from the npm registry, about
+//! 4 MB; see `assets/graphiql/README.md`) is compiled in and served under
+//! `/graphql/assets/<version>/<name>`. The version is a hash of every embedded file, so the files
+//! can be cached for a year as immutable and a new build still never meets a stale copy. The page
+//! has no inline script (its start-up code is `init.js`), so its CSP allows scripts from this
+//! origin only.
 
 use super::AppState;
 use crate::error::{Error, Result};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
+use sha2::Digest;
+use std::sync::LazyLock;
 
-/// The page. The inline script's hash is in [`CSP`]; a unit test keeps the two in step.
-const PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>depot GraphiQL</title>
-<link rel="stylesheet" href="https://unpkg.com/graphiql@3.8.3/graphiql.min.css" integrity="sha384-Mq3vbRBY71jfjQAt/DcjxUIYY33ksal4cgdRt9U/hNPvHBCaT2JfJ/PTRiPKf0aM" crossorigin="anonymous">
-</head>
-<body style="margin:0">
-<div id="graphiql" style="height:100vh"></div>
-<script src="https://unpkg.com/react@18.3.1/umd/react.production.min.js" integrity="sha384-DGyLxAyjq0f9SPpVevD6IgztCFlnMF6oW/XQGmfe+IsZ8TqEiDrcHkMLKI6fiB/Z" crossorigin="anonymous"></script>
-<script src="https://unpkg.com/react-dom@18.3.1/umd/react-dom.production.min.js" integrity="sha384-gTGxhz21lVGYNMcdJOyq01Edg0jhn/c22nsx0kyqP0TxaV5WVdsSH1fSDUf5YJj1" crossorigin="anonymous"></script>
-<script src="https://unpkg.com/graphiql@3.8.3/graphiql.min.js" integrity="sha384-HbRVEFG0JGJZeAHCJ9Xm2+tpknBQ7QZmNlO/DgZtkZ0aJSypT96YYGRNod99l9Ie" crossorigin="anonymous"></script>
-<script>INIT</script>
-</body>
-</html>
-"#;
+/// One embedded file.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
 
-/// Starts GraphiQL against this server's `/graphql` (same origin: `connect-src 'self'`).
-const INIT: &str = "ReactDOM.createRoot(document.getElementById('graphiql')).render(React.createElement(GraphiQL, {fetcher: GraphiQL.createFetcher({url: '/graphql'})}));";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
-/// `'unsafe-inline'` for styles only: GraphiQL's components insert style elements at run time.
-const CSP: &str = "default-src 'none'; script-src 'sha256-z26pt+OCv+5pHhn5/Fgn3+KXm+oa6hoaaal4RiWJYqA=' https://unpkg.com; style-src 'unsafe-inline' https://unpkg.com; font-src https://unpkg.com data:; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// Everything the page loads, in the order it loads it (scripts depend on the ones before).
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "graphiql.min.css",
+        content_type: CSS,
+        body: include_bytes!("assets/graphiql/graphiql.min.css"),
+    },
+    Asset {
+        name: "react.production.min.js",
+        content_type: JS,
+        body: include_bytes!("assets/graphiql/react.production.min.js"),
+    },
+    Asset {
+        name: "react-dom.production.min.js",
+        content_type: JS,
+        body: include_bytes!("assets/graphiql/react-dom.production.min.js"),
+    },
+    Asset {
+        name: "graphiql.min.js",
+        content_type: JS,
+        body: include_bytes!("assets/graphiql/graphiql.min.js"),
+    },
+    Asset {
+        name: "init.js",
+        content_type: JS,
+        body: include_bytes!("assets/graphiql/init.js"),
+    },
+];
+
+/// `'unsafe-inline'` for styles only: GraphiQL's dialogs insert style elements at run time
+/// (react-style-singleton; without it Chromium blocks one as soon as the settings dialog opens)
+/// and CodeMirror's dialogs carry style attributes. Fonts are `data:` URLs in the stylesheet, the
+/// page's icon is `data:,` (so the browser asks for no favicon). Nothing else: no inline or
+/// eval'd script, no other origin, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// A year, the longest lifetime caches honour; the version in the path changes with the content.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// The asset version and the page naming it, computed once.
+struct Bundle {
+    version: String,
+    page: String,
+}
+
+static BUNDLE: LazyLock<Bundle> = LazyLock::new(|| {
+    let mut hash = sha2::Sha256::new();
+    for a in ASSETS {
+        hash.update(a.name.as_bytes());
+        hash.update((a.body.len() as u64).to_le_bytes());
+        hash.update(a.body);
+    }
+    let version: String = hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut head = String::new();
+    let mut body = String::new();
+    for a in ASSETS {
+        let href = format!("/graphql/assets/{version}/{}", a.name);
+        if a.content_type == CSS {
+            head.push_str(&format!("<link rel=\"stylesheet\" href=\"{href}\">\n"));
+        } else {
+            body.push_str(&format!("<script src=\"{href}\"></script>\n"));
+        }
+    }
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>depot GraphiQL</title>\n<link rel=\"icon\" href=\"data:,\">\n{head}</head>\n<body style=\"margin:0\">\n\
+         <div id=\"graphiql\" style=\"height:100vh\"></div>\n{body}</body>\n</html>\n"
+    );
+    Bundle { version, page }
+});
 
 /// Serves the page when enabled; otherwise `GET /graphql` is a method this path does not serve.
 pub async fn page(state: web::Data<AppState>) -> Result<HttpResponse> {
@@ -49,8 +113,31 @@ pub async fn page(state: web::Data<AppState>) -> Result<HttpResponse> {
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        // The page is small and names the current asset version: always revalidated.
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(PAGE.replace("INIT", INIT)))
+        .body(BUNDLE.page.as_str()))
+}
+
+/// `GET /graphql/assets/{version}/{name}`: one embedded file. Another version is 404, so no
+/// cache ever stores a file under a version it does not belong to.
+pub async fn asset(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    if !state.service.config.graphiql {
+        return Err(Error::NotFound("GraphiQL is off (graphiql = false)".into()));
+    }
+    let (version, name) = path.into_inner();
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.name == name && version == BUNDLE.version)
+        .ok_or_else(|| Error::NotFound("no such GraphiQL file".into()))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, asset.content_type))
+        .insert_header((header::CACHE_CONTROL, IMMUTABLE))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header(("cross-origin-resource-policy", "same-origin"))
+        .body(asset.body))
 }
 
 #[cfg(test)]
@@ -58,10 +145,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_csp_hash_is_the_inline_scripts() {
-        use base64::Engine;
-        use sha2::Digest;
-        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(INIT));
-        assert!(CSP.contains(&format!("'sha256-{hash}'")), "sha256-{hash}");
+    fn the_page_loads_every_asset_once_and_nothing_else() {
+        let page = &BUNDLE.page;
+        assert!(!page.contains("http:") && !page.contains("https:") && !page.contains("//"));
+        for a in ASSETS {
+            let href = format!("\"/graphql/assets/{}/{}\"", BUNDLE.version, a.name);
+            assert_eq!(page.matches(&href).count(), 1, "{href} in {page}");
+        }
+        assert_eq!(page.matches("/graphql/assets/").count(), ASSETS.len());
+        // No inline script: every script element has a src.
+        assert_eq!(
+            page.matches("<script").count(),
+            page.matches("<script src=").count()
+        );
     }
 }

@@ -93,6 +93,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/graphql/assets/{version}/{name}")
+                .route(web::get().to(graphiql::asset))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource(["/upload", "/upload/{tail:.*}"])
                 .route(web::post().to(upload::upload))
                 .default_service(web::to(method_not_allowed)),
