@@ -1,6 +1,6 @@
 //! One typed configuration, loaded once: the file, then `DEPOT_*` environment variables, then flags.
 
-use crate::error::{Error, Result};
+use crate::error::{Result, StartError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,11 @@ pub struct Config {
     /// Milliseconds of work one GraphQL request may take; a `find` or mutation still walking
     /// records then stops with `REQUEST_TIMEOUT`.
     pub graphql_time_budget_ms: u64,
+    /// Serve the GraphiQL explorer on `GET /graphql`, from files embedded in the binary (no
+    /// third-party network); `false` leaves `POST /graphql` as the only GraphQL entry.
+    pub graphiql: bool,
+    /// Answer GraphQL introspection (`__schema`, `__type`) for callers without a token.
+    pub graphql_anonymous_introspection: bool,
     /// Worker threads for HTTP; 0 means one per core.
     pub workers: usize,
     /// Memory for small files (up to 64 KiB) their owners downloaded, served again without
@@ -86,6 +91,8 @@ impl Default for Config {
             max_grants_per_request: 1_000,
             graphql_max_cost: 20_000,
             graphql_time_budget_ms: 5_000,
+            graphiql: true,
+            graphql_anonymous_introspection: false,
             workers: 0,
             download_cache_bytes: 32 * 1024 * 1024,
             log: "info".into(),
@@ -118,7 +125,7 @@ pub struct Overrides {
 impl Config {
     /// Loads the file (explicit, else `config/default.toml` when present), then the environment,
     /// then `flags`.
-    pub fn load(flags: &Overrides) -> Result<Self> {
+    pub fn load(flags: &Overrides) -> Result<Self, StartError> {
         let mut cfg = match &flags.config {
             Some(path) => Self::from_file(path)?,
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
@@ -137,20 +144,32 @@ impl Config {
         Ok(cfg)
     }
 
-    fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::BadRequest(format!("cannot read config {}: {e}", path.display()))
+    fn from_file(path: &Path) -> Result<Self, StartError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StartError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
         })?;
-        toml::from_str(&text)
-            .map_err(|e| Error::BadRequest(format!("invalid config {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|source| StartError::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Applies `DEPOT_*` variables, read through `get` so tests need not touch the process env.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
-        fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T> {
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), StartError> {
+        fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T, StartError> {
             v.trim()
                 .parse()
-                .map_err(|_| Error::BadRequest(format!("{key} must be a number, got {v:?}")))
+                .map_err(|_| StartError::Config(format!("{key} must be a number, got {v:?}")))
+        }
+        fn flag(key: &str, v: String) -> Result<bool, StartError> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(StartError::Config(format!(
+                    "{key} must be true or false, got {v:?}"
+                ))),
+            }
         }
         let opt = |v: String| if v.is_empty() { None } else { Some(v) };
         if let Some(v) = get("DEPOT_LISTEN") {
@@ -192,6 +211,13 @@ impl Config {
         if let Some(v) = get("DEPOT_GRAPHQL_TIME_BUDGET_MS") {
             self.graphql_time_budget_ms = num("DEPOT_GRAPHQL_TIME_BUDGET_MS", v)?;
         }
+        if let Some(v) = get("DEPOT_GRAPHIQL") {
+            self.graphiql = flag("DEPOT_GRAPHIQL", v)?;
+        }
+        if let Some(v) = get("DEPOT_GRAPHQL_ANONYMOUS_INTROSPECTION") {
+            self.graphql_anonymous_introspection =
+                flag("DEPOT_GRAPHQL_ANONYMOUS_INTROSPECTION", v)?;
+        }
         if let Some(v) = get("DEPOT_WORKERS") {
             self.workers = num("DEPOT_WORKERS", v)?;
         }
@@ -222,15 +248,17 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<(), StartError> {
         if self.max_page_size == 0 {
-            return Err(Error::BadRequest("max_page_size must be at least 1".into()));
+            return Err(StartError::Config(
+                "max_page_size must be at least 1".into(),
+            ));
         }
         if self.max_parts == 0 {
-            return Err(Error::BadRequest("max_parts must be at least 1".into()));
+            return Err(StartError::Config("max_parts must be at least 1".into()));
         }
         if self.body_timeout_secs == 0 || self.header_timeout_secs == 0 {
-            return Err(Error::BadRequest(
+            return Err(StartError::Config(
                 "timeouts must be at least 1 second".into(),
             ));
         }

@@ -1,11 +1,20 @@
-//! The one error type of the service and its mapping onto HTTP answers.
+//! The one error catalogue of the service: every failure a request can end in, with its stable
+//! code and status in one table ([`Error::class`]). The core knows nothing of HTTP beyond the
+//! status number; `http/error.rs` turns an [`Error`] into an HTTP answer and GraphQL into a
+//! GraphQL error, both through [`Error::client_message`], which hides internal details and logs
+//! them (with their causes) once.
+//!
+//! Start-up and command failures are not request errors: they are [`StartError`], printed by
+//! `depot` with a non-zero exit, never an HTTP code.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use std::error::Error as StdError;
+use std::path::PathBuf;
 
-/// Every failure a request can end in. Each variant maps to one status and one stable `code`
-/// that clients (and the GraphQL layer) can match on.
+/// A cause kept for the log.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Every failure a request can end in. Each variant maps to one [`Class`] (status and stable
+/// `code`) that clients (and the GraphQL layer) can match on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -21,6 +30,9 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, the method does not (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -43,35 +55,135 @@ pub enum Error {
     ContentMissing(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An internal failure whose cause (I/O, sled, serde, a task) is kept for the log.
+    #[error("{context}")]
+    Failed {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a kind of failure is to a client: the HTTP status (a plain number: the core does not
+/// depend on an HTTP library), the stable `code`, and whether the message may be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    pub status: u16,
+    pub code: &'static str,
+    /// False for our own failures: the client gets "internal error", the log gets the rest.
+    pub public: bool,
+}
+
+const fn class(status: u16, code: &'static str) -> Class {
+    Class {
+        status,
+        code,
+        public: true,
+    }
+}
+
+/// The catalogue. Codes are part of the API: never change one, add a new one.
+pub const BAD_REQUEST: Class = class(400, "BAD_REQUEST");
+pub const INVALID_PATH: Class = class(400, "INVALID_PATH");
+pub const UNAUTHENTICATED: Class = class(401, "UNAUTHENTICATED");
+pub const FORBIDDEN: Class = class(403, "FORBIDDEN");
+pub const NOT_FOUND: Class = class(404, "NOT_FOUND");
+pub const METHOD_NOT_ALLOWED: Class = class(405, "METHOD_NOT_ALLOWED");
+pub const REQUEST_TIMEOUT: Class = class(408, "REQUEST_TIMEOUT");
+pub const CONFLICT: Class = class(409, "CONFLICT");
+pub const FILE_TOO_LARGE: Class = class(413, "FILE_TOO_LARGE");
+pub const PAYLOAD_TOO_LARGE: Class = class(413, "PAYLOAD_TOO_LARGE");
+pub const RANGE_NOT_SATISFIABLE: Class = class(416, "RANGE_NOT_SATISFIABLE");
+pub const TOO_MANY_REQUESTS: Class = class(429, "TOO_MANY_REQUESTS");
+/// A record without its bytes: the message (which names no internals) is shown, so a client
+/// can report it; the operator finds the file id in the log.
+pub const CONTENT_MISSING: Class = class(500, "CONTENT_MISSING");
+pub const INTERNAL: Class = Class {
+    status: 500,
+    code: "INTERNAL",
+    public: false,
+};
+pub const INSUFFICIENT_STORAGE: Class = class(507, "INSUFFICIENT_STORAGE");
+
 impl Error {
+    /// The one table from variant to status and code.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::BadRequest(_) | Error::Query(..) => BAD_REQUEST,
+            Error::InvalidPath(_) => INVALID_PATH,
+            Error::Unauthenticated(_) => UNAUTHENTICATED,
+            Error::Forbidden(_) => FORBIDDEN,
+            Error::NotFound(_) => NOT_FOUND,
+            Error::MethodNotAllowed(_) => METHOD_NOT_ALLOWED,
+            Error::Conflict(_) => CONFLICT,
+            Error::FileTooLarge(_) => FILE_TOO_LARGE,
+            Error::RangeNotSatisfiable(..) => RANGE_NOT_SATISFIABLE,
+            Error::InsufficientStorage(_) => INSUFFICIENT_STORAGE,
+            Error::Timeout(_) => REQUEST_TIMEOUT,
+            Error::TooManyRequests(_) => TOO_MANY_REQUESTS,
+            Error::PayloadTooLarge(_) => PAYLOAD_TOO_LARGE,
+            Error::ContentMissing(_) => CONTENT_MISSING,
+            Error::Internal(_) | Error::Failed { .. } => INTERNAL,
+        }
+    }
+
     /// The machine-readable code sent in `error.code`.
     pub fn code(&self) -> &'static str {
-        match self {
-            Error::BadRequest(_) | Error::Query(..) => "BAD_REQUEST",
-            Error::InvalidPath(_) => "INVALID_PATH",
-            Error::Unauthenticated(_) => "UNAUTHENTICATED",
-            Error::Forbidden(_) => "FORBIDDEN",
-            Error::NotFound(_) => "NOT_FOUND",
-            Error::Conflict(_) => "CONFLICT",
-            Error::FileTooLarge(_) => "FILE_TOO_LARGE",
-            Error::RangeNotSatisfiable(..) => "RANGE_NOT_SATISFIABLE",
-            Error::InsufficientStorage(_) => "INSUFFICIENT_STORAGE",
-            Error::Timeout(_) => "REQUEST_TIMEOUT",
-            Error::TooManyRequests(_) => "TOO_MANY_REQUESTS",
-            Error::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            Error::ContentMissing(_) => "CONTENT_MISSING",
-            Error::Internal(_) => "INTERNAL",
+        self.class().code
+    }
+
+    /// The status number an HTTP edge answers with.
+    pub fn status(&self) -> u16 {
+        self.class().status
+    }
+
+    /// The message a client may see. Internal failures are logged here, with their whole
+    /// cause chain, and answered with a fixed text. Both edges (HTTP and GraphQL) call this
+    /// exactly once per failed request, so each failure is logged once.
+    pub fn client_message(&self) -> String {
+        let class = self.class();
+        if class.status >= 500 {
+            // Ours (or the operator's) to fix: the log gets everything.
+            tracing::error!(code = class.code, error = %self.chain(), "request failed");
         }
+        if class.public {
+            self.to_string()
+        } else {
+            "internal error".to_string()
+        }
+    }
+
+    /// This error and its causes, `: `-separated, for the log.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = self.source();
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
     }
 
     /// The answer every caller gets for a file that is missing or that it may not see.
     pub fn not_found() -> Self {
         Error::NotFound("no such file".into())
+    }
+
+    /// The answer for a known path asked with a method it does not serve.
+    pub fn method_not_allowed() -> Self {
+        Error::MethodNotAllowed("method not allowed on this path".into())
+    }
+
+    /// An internal failure with its cause kept (for the log, never for the client).
+    pub fn failed(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Failed {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 
     /// Classifies an I/O failure: a full disk is the client's 507, anything else is ours.
@@ -81,7 +193,7 @@ impl Error {
             Some(28) | Some(122) => {
                 Error::InsufficientStorage("not enough storage for this upload".into())
             }
-            _ => Error::Internal(format!("{context}: {e}")),
+            _ => Error::failed(context, e),
         }
     }
 }
@@ -90,7 +202,7 @@ impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         match e {
             sled::Error::Io(io) => Error::from_io("metadata store", io),
-            other => Error::Internal(format!("metadata store: {other}")),
+            other => Error::failed("metadata store", other),
         }
     }
 }
@@ -106,53 +218,121 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Internal(format!("corrupt metadata record: {e}"))
+        Error::failed("corrupt metadata record", e)
     }
 }
 
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
-        Error::Internal(format!("background task failed: {e}"))
+        Error::failed("background task failed", e)
     }
 }
 
-impl ResponseError for Error {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Error::BadRequest(_) | Error::InvalidPath(_) | Error::Query(..) => {
-                StatusCode::BAD_REQUEST
-            }
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::RangeNotSatisfiable(..) => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::ContentMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+/// Why `depot` could not start (or an offline command could not run): printed with its causes
+/// and a non-zero exit by the `depot` command. Never an HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value that is missing, malformed or out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot read config {}", path.display())]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {}", path.display())]
+    ConfigParse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data dir {} is in use by another depot process{hint}", path.display())]
+    DataDirBusy { path: PathBuf, hint: &'static str },
+    #[error("cannot use data dir {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A signing secret or public key that cannot be read or parsed.
+    #[error("{what} {}", path.display())]
+    Key {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+    /// A `depot token` request that would issue a token the server must refuse.
+    #[error("{0}")]
+    Token(String),
+    /// The HTTP server stopped with an error.
+    #[error("server failed")]
+    Server(#[source] std::io::Error),
+    /// Opening the stores, or an offline command, failed.
+    #[error(transparent)]
+    Service(#[from] Error),
+}
+
+impl StartError {
+    /// This error and its causes, `: `-separated, as `depot` prints it.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = self.source();
+        // `transparent` shows the inner error's text already: skip its duplicate.
+        if let StartError::Service(inner) = self {
+            next = inner.source();
         }
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_stay_out_of_the_message_and_causes_are_kept() {
+        let e = Error::from_io("reading blob", std::io::Error::other("disk on fire"));
+        assert_eq!(e.class(), INTERNAL);
+        assert_eq!(e.client_message(), "internal error");
+        assert_eq!(e.chain(), "reading blob: disk on fire");
+        let full = Error::from_io("x", std::io::Error::from_raw_os_error(28));
+        assert_eq!(full.status(), 507);
+        assert_eq!(
+            Error::Internal("x".into()).client_message(),
+            "internal error"
+        );
+        assert_eq!(Error::not_found().client_message(), "no such file");
+        assert_eq!(Error::method_not_allowed().status(), 405);
+        assert_eq!(
+            Error::ContentMissing("gone".into()).client_message(),
+            "gone"
+        );
     }
 
-    fn error_response(&self) -> HttpResponse {
-        if let Error::Internal(detail) = self {
-            // Internals go to the log, not to the client.
-            tracing::error!(%detail, "internal error");
-        }
-        let message = match self {
-            Error::Internal(_) => "internal error".to_string(),
-            other => other.to_string(),
+    #[test]
+    fn start_errors_print_their_causes_once() {
+        let e = StartError::Bind {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
         };
-        let mut builder = HttpResponse::build(self.status_code());
-        if let Error::Unauthenticated(_) = self {
-            builder.insert_header(("WWW-Authenticate", "Bearer"));
-        }
-        if let Error::RangeNotSatisfiable(_, len) = self {
-            builder.insert_header(("Content-Range", format!("bytes */{len}")));
-        }
-        builder.json(json!({"error": {"code": self.code(), "message": message}}))
+        assert!(e.chain().starts_with("cannot listen on 127.0.0.1:1: "));
+        let e = StartError::from(Error::failed(
+            "opening metadata",
+            std::io::Error::other("locked"),
+        ));
+        assert_eq!(e.chain(), "opening metadata: locked");
     }
 }

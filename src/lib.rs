@@ -14,7 +14,7 @@ pub mod store;
 pub mod types;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::StartError;
 use crate::service::Service;
 use std::fs::File;
 use std::path::Path;
@@ -25,27 +25,31 @@ use std::time::Duration;
 const LOCK_FILE: &str = "depot.lock";
 
 /// Takes the data dir's exclusive lock, failing fast if another process holds it.
-pub fn lock_data_dir(data_dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(data_dir).map_err(|e| Error::from_io("creating data dir", e))?;
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
+    let dir_err = |source| StartError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(dir_err)?;
     let path = data_dir.join(LOCK_FILE);
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| Error::from_io("opening lock file", e))?;
+        .map_err(dir_err)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Conflict(format!(
-            "data dir {} is in use by another depot process",
-            data_dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::from_io("locking data dir", e)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::DataDirBusy {
+            path: data_dir.to_path_buf(),
+            hint: "",
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(dir_err(e)),
     }
 }
 
 /// Opens the stores under the data dir and wires the service. The caller holds the lock.
-pub fn open_service(config: Config) -> Result<Service> {
+pub fn open_service(config: Config) -> Result<Service, StartError> {
     let data = config.data_dir.clone();
     let blobs = store::LocalStore::open(&data)?;
     let swept = match store::BlobStore::maintenance(&blobs) {
@@ -61,7 +65,7 @@ pub fn open_service(config: Config) -> Result<Service> {
 }
 
 /// Runs the HTTP server until it is stopped.
-pub async fn serve(config: Config) -> Result<()> {
+pub async fn serve(config: Config) -> Result<(), StartError> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let listen = config.listen.clone();
     let workers = config.workers;
@@ -81,14 +85,12 @@ pub async fn serve(config: Config) -> Result<()> {
     if workers > 0 {
         server = server.workers(workers);
     }
-    let server = server
-        .bind(&listen)
-        .map_err(|e| Error::BadRequest(format!("cannot listen on {listen}: {e}")))?;
+    let server = server.bind(&listen).map_err(|source| StartError::Bind {
+        addr: listen.clone(),
+        source,
+    })?;
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }
-    server
-        .run()
-        .await
-        .map_err(|e| Error::Internal(format!("server: {e}")))
+    server.run().await.map_err(StartError::Server)
 }

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use depot::config::{Config, Overrides};
+use depot::error::StartError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,16 +75,17 @@ enum Command {
 }
 
 /// Opens the data dir for offline maintenance, refusing while a server holds it.
-fn offline(common: Common) -> depot::error::Result<(std::fs::File, depot::service::Service)> {
+fn offline(common: Common) -> Result<(std::fs::File, depot::service::Service), StartError> {
     let config = Config::load(&Overrides {
         config: common.config,
         listen: None,
         data_dir: common.data_dir,
     })?;
     let lock = depot::lock_data_dir(&config.data_dir).map_err(|e| match e {
-        depot::error::Error::Conflict(m) => {
-            depot::error::Error::Conflict(format!("{m}: stop the server first"))
-        }
+        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
+            path,
+            hint: ": stop the server first",
+        },
         other => other,
     })?;
     let svc = depot::open_service(config)?;
@@ -91,16 +93,22 @@ fn offline(common: Common) -> depot::error::Result<(std::fs::File, depot::servic
 }
 
 fn init_logging(filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        // Malformed HTTP is the client's fault: counted and summed up at WARN, not ERROR.
+        .with(depot::http::error::client_errors::QuietClientErrors)
         .init();
+    depot::http::error::client_errors::report_client_errors(std::time::Duration::from_secs(60));
 }
 
-fn run(cli: Cli) -> depot::error::Result<ExitCode> {
+fn run(cli: Cli) -> Result<ExitCode, StartError> {
     match cli.command {
         Command::Serve { common, listen } => {
             let config = Config::load(&Overrides {
@@ -187,7 +195,8 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("depot: {e}");
+            // The whole cause chain: "cannot listen on X: Address in use (os error 98)".
+            eprintln!("depot: {}", e.chain());
             ExitCode::FAILURE
         }
     }

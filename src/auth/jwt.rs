@@ -6,7 +6,8 @@
 //! algorithm-confusion attack) is checked against our secret and fails.
 
 use crate::config::AuthConfig;
-use crate::error::{Error, Result};
+use crate::error::BoxError;
+use crate::error::{Error, Result, StartError};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -50,26 +51,34 @@ pub const SECRET_FILE: &str = "jwt.secret";
 
 impl Keys {
     /// Loads keys from config, generating the HS256 secret on first use.
-    pub fn load(cfg: &AuthConfig, data_dir: &Path) -> Result<Self> {
+    pub fn load(cfg: &AuthConfig, data_dir: &Path) -> Result<Self, StartError> {
         let secret = match &cfg.hs256_secret {
             Some(s) => s.as_bytes().to_vec(),
-            None => load_or_create_secret(data_dir)?,
+            None => load_or_create_secret(data_dir).map_err(|e| StartError::Key {
+                what: "cannot load the signing secret in",
+                path: data_dir.to_path_buf(),
+                source: e.into(),
+            })?,
         };
-        let read_pem = |p: &Path| {
-            std::fs::read(p).map_err(|e| {
-                Error::BadRequest(format!("cannot read public key {}: {e}", p.display()))
-            })
+        let key_err = |what, p: &Path, e: BoxError| StartError::Key {
+            what,
+            path: p.to_path_buf(),
+            source: e,
         };
+        let read_pem =
+            |p: &Path| std::fs::read(p).map_err(|e| key_err("cannot read public key", p, e.into()));
         let rs = match &cfg.rs256_public_key {
-            Some(p) => Some(DecodingKey::from_rsa_pem(&read_pem(p)?).map_err(|e| {
-                Error::BadRequest(format!("invalid RS256 public key {}: {e}", p.display()))
-            })?),
+            Some(p) => Some(
+                DecodingKey::from_rsa_pem(&read_pem(p)?)
+                    .map_err(|e| key_err("invalid RS256 public key", p, e.into()))?,
+            ),
             None => None,
         };
         let es = match &cfg.es256_public_key {
-            Some(p) => Some(DecodingKey::from_ec_pem(&read_pem(p)?).map_err(|e| {
-                Error::BadRequest(format!("invalid ES256 public key {}: {e}", p.display()))
-            })?),
+            Some(p) => Some(
+                DecodingKey::from_ec_pem(&read_pem(p)?)
+                    .map_err(|e| key_err("invalid ES256 public key", p, e.into()))?,
+            ),
             None => None,
         };
         Ok(Self {
@@ -81,14 +90,16 @@ impl Keys {
         })
     }
 
-    /// Signs an HS256 token valid for `ttl`.
+    /// Signs an HS256 token valid for `ttl`; refuses what [`Keys::verify`] would refuse.
     pub fn issue(
         &self,
         sub: &str,
         instance: &str,
         admin: bool,
         ttl: std::time::Duration,
-    ) -> Result<String> {
+    ) -> Result<String, StartError> {
+        check_names(sub, instance)
+            .map_err(|why| StartError::Token(format!("cannot issue: {why}")))?;
         let now = crate::types::now_millis() / 1000;
         let claims = Claims {
             sub: sub.to_string(),
@@ -101,13 +112,25 @@ impl Keys {
             aud: self.cfg.audience.clone().map(serde_json::Value::String),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.hs_encode)
-            .map_err(|e| Error::Internal(format!("signing token: {e}")))
+            .map_err(|e| StartError::Token(format!("signing token: {e}")))
     }
 
     /// Verifies signature, expiry, not-before and (when configured) issuer and audience.
+    ///
+    /// A refusal names its class (malformed, bad signature, expired / not valid yet, wrong
+    /// issuer / audience, bad claims) so integrators can tell their mistakes apart; it never
+    /// repeats the token or a claim's value.
     pub fn verify(&self, token: &str) -> Result<Claims> {
         let bad = |why: &str| Error::Unauthenticated(format!("invalid token: {why}"));
-        let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // Valid JSON that is not a header we know: most often an `alg` we do not take.
+            jsonwebtoken::errors::ErrorKind::Json(j)
+                if j.classify() == serde_json::error::Category::Data =>
+            {
+                bad("bad header (unsupported alg, or a field of the wrong type)")
+            }
+            _ => bad(MALFORMED),
+        })?;
         let key = match header.alg {
             Algorithm::HS256 => &self.hs_decode,
             Algorithm::RS256 => self
@@ -118,7 +141,7 @@ impl Keys {
                 .es
                 .as_ref()
                 .ok_or_else(|| bad("ES256 is not accepted"))?,
-            _ => return Err(bad("algorithm not accepted")),
+            other => return Err(bad(&format!("algorithm {other:?} is not accepted"))),
         };
         let mut v = Validation::new(header.alg);
         v.leeway = self.cfg.leeway_secs;
@@ -137,27 +160,67 @@ impl Keys {
             required.push("iss");
         }
         v.set_required_spec_claims(&required);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            match e.kind() {
-                K::ExpiredSignature => bad("expired"),
-                K::ImmatureSignature => bad("not valid yet"),
-                K::InvalidSignature => bad("bad signature"),
-                K::InvalidAudience => bad("wrong audience"),
-                K::InvalidIssuer => bad("wrong issuer"),
-                K::MissingRequiredClaim(c) => bad(&format!("missing claim {c}")),
-                _ => bad("rejected"),
-            }
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &v)
+            .map_err(|e| bad(&failure_class(e.kind())))?;
         let c = data.claims;
-        if c.sub.is_empty() || c.sub.chars().any(char::is_control) {
-            return Err(bad("sub must be a non-empty printable string"));
-        }
-        if c.instance.is_empty() || c.instance.chars().any(char::is_control) {
-            return Err(bad("instance must be a non-empty printable string"));
-        }
+        check_names(&c.sub, &c.instance).map_err(|why| bad(&format!("bad claims: {why}")))?;
         Ok(c)
     }
+}
+
+const MALFORMED: &str = "malformed (expected header.payload.signature, each base64url)";
+
+/// Names the class of a verification failure; no part of the token goes into it.
+fn failure_class(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidToken | K::Base64(_) | K::Utf8(_) => MALFORMED.into(),
+        // Claims that are not JSON at all are a malformed token; JSON with a claim of the
+        // wrong type is a claims problem.
+        K::Json(e) if e.classify() == serde_json::error::Category::Data => {
+            // serde names a missing field by our own field name, which is safe to repeat; a
+            // wrong type would quote the value, which is not.
+            match e.to_string().strip_prefix("missing field `").and_then(|r| r.split_once('`')) {
+                Some((claim, _)) => format!("bad claims: missing claim {claim}"),
+                None => "bad claims: a claim has the wrong type (sub and instance are strings, exp, nbf and iat numbers)".into(),
+            }
+        }
+        K::Json(_) => MALFORMED.into(),
+        K::InvalidSignature
+        | K::InvalidEcdsaKey
+        | K::InvalidEddsaKey
+        | K::InvalidRsaKey(_)
+        | K::InvalidKeyFormat => "bad signature".into(),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => {
+            "algorithm is not accepted".into()
+        }
+        K::ExpiredSignature => "expired".into(),
+        K::ImmatureSignature => "not valid yet (nbf is in the future)".into(),
+        K::InvalidIssuer => "wrong issuer".into(),
+        K::InvalidAudience => "wrong audience".into(),
+        K::InvalidSubject => "wrong subject".into(),
+        K::MissingRequiredClaim(c) => format!("bad claims: missing claim {c}"),
+        K::InvalidClaimFormat(c) => format!("bad claims: claim {c} has the wrong type"),
+        _ => "rejected".into(),
+    }
+}
+
+/// The rules on `sub` and `instance` that both issuing and verifying apply. `anonymous` and
+/// `*` are grant member names (tokenless callers, every account): an account named so would
+/// pass as one of them, so neither may be an account.
+fn check_names(sub: &str, instance: &str) -> std::result::Result<(), String> {
+    if sub.is_empty() || sub.chars().any(char::is_control) {
+        return Err("sub must be a non-empty printable string".into());
+    }
+    if sub == super::access::ANONYMOUS || sub == super::access::EVERYONE {
+        return Err(format!(
+            "sub {sub:?} is reserved (a grant member name), not an account"
+        ));
+    }
+    if instance.is_empty() || instance.chars().any(char::is_control) {
+        return Err("instance must be a non-empty printable string".into());
+    }
+    Ok(())
 }
 
 /// Reads `<data_dir>/jwt.secret`, creating it (32 random bytes, hex, mode 0600) on first use.

@@ -167,13 +167,10 @@ fn gql(e: Error) -> async_graphql::Error {
         Error::Query(_, p) => Some(*p),
         _ => None,
     };
+    // The same hiding (and logging) of internal details as the HTTP edge.
     let message = match &e {
-        Error::Internal(detail) => {
-            tracing::error!(%detail, "internal error");
-            "internal error".to_string()
-        }
         Error::Query(m, _) => format!("invalid arcql: {m}"),
-        other => other.to_string(),
+        other => other.client_message(),
     };
     async_graphql::Error::new(message).extend_with(|_, ext| {
         ext.set("code", code);
@@ -426,4 +423,21 @@ fn from_permission(p: PermissionInput) -> Result<Vec<GrantInput>, Error> {
             members: members(accounts.clone()),
         })
         .collect())
+}
+
+/// Attaches the caller to a request, and keeps the schema's shape from tokenless callers
+/// unless `graphql_anonymous_introspection` is on: the schema is public in the source, but an
+/// open introspection endpoint invites automated probing.
+pub fn for_caller(
+    request: async_graphql::Request,
+    caller: Caller,
+    config: &crate::config::Config,
+) -> async_graphql::Request {
+    let anonymous = caller == Caller::Anonymous;
+    let request = request.data(caller);
+    if anonymous && !config.graphql_anonymous_introspection {
+        request.disable_introspection()
+    } else {
+        request
+    }
 }

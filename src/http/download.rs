@@ -106,7 +106,13 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     let if_range_ok = match header_str(headers, header::IF_RANGE) {
         None => true,
         Some(v) if v.starts_with('"') => v == etag,
-        Some(v) => http_date(Some(v)) == Some(modified_secs),
+        // A date validates only if strong (RFC 9110 sections 8.8.2.2 and 13.1.5): at least a
+        // second must separate Last-Modified from now, else the file may have changed again
+        // within the second the date names.
+        Some(v) => {
+            http_date(Some(v)) == Some(modified_secs)
+                && crate::types::now_millis() / 1000 > modified_secs
+        }
     };
     let (start, count) = match header_str(headers, header::RANGE).filter(|_| if_range_ok) {
         None => (0, len),

@@ -3,7 +3,9 @@
 mod access;
 mod disposition;
 mod download;
+pub mod error;
 mod files;
+mod graphiql;
 pub mod range;
 mod upload;
 pub mod views;
@@ -38,22 +40,8 @@ async fn graphql(
 ) -> Result<async_graphql_actix_web::GraphQLResponse> {
     let caller = caller(&req, &state)?;
     let domain = crate::graphql::RequestDomain::of(req.headers());
-    Ok(state
-        .schema
-        .execute(body.into_inner().data(caller).data(domain))
-        .await
-        .into())
-}
-
-/// `GET /graphql`: the GraphiQL explorer.
-async fn graphiql() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(
-            async_graphql::http::GraphiQLSource::build()
-                .endpoint("/graphql")
-                .finish(),
-        )
+    let request = crate::graphql::for_caller(body.into_inner(), caller, &state.service.config);
+    Ok(state.schema.execute(request.data(domain)).await.into())
 }
 
 /// The caller of a request, from `Authorization` and `hypi-domain`.
@@ -77,9 +65,7 @@ async fn not_found() -> Result<HttpResponse> {
 }
 
 pub(crate) async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(serde_json::json!({
-        "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this path"}
-    }))
+    actix_web::ResponseError::error_response(&Error::method_not_allowed())
 }
 
 async fn health() -> HttpResponse {
@@ -104,7 +90,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql))
-                .route(web::get().to(graphiql))
+                .route(web::get().to(graphiql::page))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/graphql/assets/{version}/{name}")
+                .route(web::get().to(graphiql::asset))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -15,8 +15,11 @@ pub enum RangeRequest {
 /// ignored (the full body is a valid answer to both); only a well-formed single range that does
 /// not overlap the content is unsatisfiable.
 pub fn parse(header: &str, len: u64) -> RangeRequest {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Full;
+    // Range units are case-insensitive (RFC 9110 section 14.1): `Bytes=0-4` is a byte range.
+    let header = header.trim();
+    let spec = match header.split_at_checked(6) {
+        Some((unit, spec)) if unit.eq_ignore_ascii_case("bytes=") => spec,
+        _ => return RangeRequest::Full,
     };
     if spec.contains(',') {
         return RangeRequest::Full;
@@ -36,7 +39,10 @@ pub fn parse(header: &str, len: u64) -> RangeRequest {
         // bytes=-N: the last N bytes
         (true, false) => match num(b) {
             Some(0) => RangeRequest::Unsatisfiable,
-            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
+            // A suffix of an empty representation is satisfiable (RFC 9110 section 14.1.1:
+            // the only satisfiable form for zero length) and selects nothing: the full,
+            // empty, body with 200 is the answer, as there is no `bytes 0--1/0` to send.
+            Some(_) if len == 0 => RangeRequest::Full,
             Some(n) => RangeRequest::Partial {
                 start: len.saturating_sub(n),
                 end: len - 1,
@@ -87,7 +93,13 @@ mod tests {
             ("bytes=-30", 10, Partial { start: 0, end: 9 }),
             ("bytes=-0", 10, Unsatisfiable),
             ("bytes=0-", 0, Unsatisfiable),
-            ("bytes=-1", 0, Unsatisfiable),
+            ("bytes=-1", 0, Full),
+            ("bytes=-0", 0, Unsatisfiable),
+            ("Bytes=0-4", 10, Partial { start: 0, end: 4 }),
+            ("BYTES=-3", 10, Partial { start: 7, end: 9 }),
+            ("bytes =0-4", 10, Full),
+            ("byte=0-4", 10, Full),
+            ("é=0-4", 10, Full),
             ("bytes=5-2", 10, Full),
             ("bytes=0-1,3-4", 10, Full),
             ("items=0-1", 10, Full),
