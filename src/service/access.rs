@@ -453,7 +453,10 @@ mod tests {
             admin: false,
         };
         match svc.revoke(&bob, right_id).await {
-            Err(Error::Internal(m)) => assert!(m.contains("corrupt"), "{m}"),
+            Err(e @ Error::Failed { .. }) => {
+                assert_eq!(e.code(), "INTERNAL");
+                assert!(e.to_string().contains("corrupt"), "{e}");
+            }
             other => panic!("a storage error must not read as 404: {other:?}"),
         }
     }
