@@ -792,6 +792,9 @@ fn stalled_upload_bodies_are_aborted_and_their_temp_files_removed() {
 fn idle_connections_do_not_starve_real_clients() {
     let s = Server::start();
     let t = s.token("alice", INSTANCE, false);
+    // The idle uploads come from another account: beyond its upload cap they get 429, and
+    // they never count against alice's.
+    let idler = s.token("mallory", INSTANCE, false);
     let mut idle = Vec::new();
     for i in 0..200 {
         let mut c = TcpStream::connect(&s.addr).unwrap();
@@ -802,7 +805,7 @@ fn idle_connections_do_not_starve_real_clients() {
                 .write_all(b"POST /upload/ HTTP/1.1\r\nHost: x\r\n")
                 .unwrap(),
             _ => {
-                c.write_all(&upload_head(&t, &form_data("I"), Some(1_000_000)))
+                c.write_all(&upload_head(&idler, &form_data("I"), Some(1_000_000)))
                     .unwrap();
                 c.write_all(&file_part("I", "0", "idle.bin", b"half"))
                     .unwrap();
