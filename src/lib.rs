@@ -78,7 +78,16 @@ pub async fn serve(config: Config) -> Result<()> {
                 use actix_web::dev::Service as _;
                 use futures_util::future::{ready, Either};
                 match limits.guard(req) {
-                    Ok(req) => Either::Left(srv.call(req)),
+                    Ok((req, unread)) => {
+                        let res = srv.call(req);
+                        Either::Left(async move {
+                            let res = res.await?;
+                            Ok(match unread {
+                                Some(unread) => unread.hold_until_sent(res),
+                                None => res,
+                            })
+                        })
+                    }
                     Err(refused) => Either::Right(ready(Ok(refused))),
                 }
             })

@@ -16,7 +16,9 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -51,7 +53,10 @@ impl BodyLimits {
     /// Wraps the request's body in the bounds of its route. A body declared larger than the
     /// route accepts is refused here, before a byte of it is read (the connection is then
     /// closed rather than drained).
-    pub fn guard(&self, mut req: ServiceRequest) -> Result<ServiceRequest, ServiceResponse> {
+    pub fn guard(
+        &self,
+        mut req: ServiceRequest,
+    ) -> Result<(ServiceRequest, Option<Unread>), ServiceResponse> {
         let cap = (!is_upload_route(req.path())).then_some(self.max_bytes);
         if let Some(cap) = cap {
             let declared = req
@@ -69,13 +74,79 @@ impl BodyLimits {
         if matches!(payload, Payload::None) {
             // No body (most GETs, downloads): nothing to bound, nothing to allocate.
             req.set_payload(payload);
-            return Ok(req);
+            return Ok((req, None));
         }
-        let guarded = Guarded::new(payload, self.clone(), cap);
+        let shared = Shared(Rc::new(RefCell::new(Some(payload))));
+        let unread = Unread(shared.0.clone());
+        let guarded = Guarded::new(shared, self.clone(), cap);
         req.set_payload(Payload::from(
             Box::pin(guarded) as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>
         ));
-        Ok(req)
+        Ok((req, Some(unread)))
+    }
+}
+
+/// The request's body, shared by the handler's reader and [`Unread`].
+struct Shared(Rc<RefCell<Option<Payload>>>);
+
+impl Stream for Shared {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut inner = self.0.borrow_mut();
+        match inner.as_mut() {
+            Some(p) => {
+                let item = Pin::new(p).poll_next(cx);
+                if matches!(item, Poll::Ready(None)) {
+                    // Read to its end: nothing left for the server to drain.
+                    *inner = None;
+                }
+                item
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// The part of a body the handler did not read. actix-http drains an unread chunked body after
+/// the response, without a time or size bound, when the body's reader was dropped; kept alive
+/// until the response is sent, it makes actix close the connection instead. So a refused
+/// client (401, 413, 408, 429) cannot keep a connection busy by going on sending.
+pub struct Unread(Rc<RefCell<Option<Payload>>>);
+
+impl Unread {
+    /// The response, holding the unread body (if any is left) until it is sent.
+    pub fn hold_until_sent(self, res: ServiceResponse) -> ServiceResponse {
+        if self.0.borrow().is_none() {
+            return res;
+        }
+        res.map_body(|_, body| {
+            actix_web::body::BoxBody::new(HoldWhileSending {
+                body,
+                _unread: self,
+            })
+        })
+    }
+}
+
+/// A response body that keeps the request's unread body alive while it is sent.
+struct HoldWhileSending {
+    body: actix_web::body::BoxBody,
+    _unread: Unread,
+}
+
+impl actix_web::body::MessageBody for HoldWhileSending {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
     }
 }
 
