@@ -1742,3 +1742,30 @@ fn uploads_in_flight_are_capped_per_account_and_overall() {
     let (status, body) = s.upload(&t0, "/upload/", &[("more.txt", b"more")]);
     assert_eq!(status, 200, "{body}");
 }
+
+/// Issue 9 §4: RFC 2046 allows transport padding (spaces, tabs) between a boundary and its CRLF;
+/// some clients send it. Those bodies are stored like any other, whatever their framing.
+#[test]
+fn transport_padding_after_boundaries_is_accepted() {
+    let s = Server::start();
+    let t = s.token("alice", INSTANCE, false);
+    let b = "PadB0und";
+    let one = bytes(70_000, 11);
+    let two = b"second file\r\n--PadB0un not a boundary \r\n".to_vec();
+    let mut body = format!("--{b} \t \r\nContent-Disposition: form-data; name=\"0\"; filename=\"one.bin\"\r\n\r\n").into_bytes();
+    body.extend_from_slice(&one);
+    body.extend(format!("\r\n--{b}\t\r\nContent-Disposition: form-data; name=\"1\"; filename=\"two.txt\"\r\n\r\n").into_bytes());
+    body.extend_from_slice(&two);
+    body.extend(format!("\r\n--{b}--  \r\n").into_bytes());
+    for chunk in [None, Some(1000), Some(7)] {
+        let r = match chunk {
+            None => raw_upload(&s, &t, &form_data(b), &body),
+            Some(n) => raw_upload_chunked(&s, &t, &form_data(b), &body, n),
+        };
+        assert_eq!(r.status, 200, "{chunk:?}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["one.bin"]["sha256"], sha256_hex(&one), "{chunk:?}");
+        assert_eq!(v["two.txt"]["sha256"], sha256_hex(&two), "{chunk:?}");
+    }
+    assert!(s.alive());
+}
