@@ -1524,7 +1524,12 @@ fn large_bodies_to_json_routes_get_413_without_being_buffered() {
     let big = 128u64 << 20;
 
     // Declared too large: refused before a byte is read.
-    let r = flood(&s.addr, &post_head("/graphql", None, json, Some(big)), big, false);
+    let r = flood(
+        &s.addr,
+        &post_head("/graphql", None, json, Some(big)),
+        big,
+        false,
+    );
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "PAYLOAD_TOO_LARGE");
     let r = flood(
@@ -1542,11 +1547,21 @@ fn large_bodies_to_json_routes_get_413_without_being_buffered() {
         assert_eq!(r.json()["error"]["code"], "PAYLOAD_TOO_LARGE", "{path}");
     }
     // A bad token is refused before the body is read, whatever its size.
-    let r = flood(&s.addr, &post_head("/graphql", Some("x.y.z"), json, None), 8 << 20, true);
+    let r = flood(
+        &s.addr,
+        &post_head("/graphql", Some("x.y.z"), json, None),
+        8 << 20,
+        true,
+    );
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "UNAUTHENTICATED");
     // No token on a route that needs one: 401 before the body.
-    let r = flood(&s.addr, &post_head("/access-rights", None, json, None), 8 << 20, true);
+    let r = flood(
+        &s.addr,
+        &post_head("/access-rights", None, json, None),
+        8 << 20,
+        true,
+    );
     assert_eq!(r.status, 401, "{}", r.body);
 
     // Several 128 MiB bodies at once, tokenless and with an invalid token, framed both ways.
@@ -1575,9 +1590,8 @@ fn large_bodies_to_json_routes_get_413_without_being_buffered() {
     );
 
     // Plain mistakes are JSON errors too, not text.
-    let (status, text) = s.raw(
-        format!("{}{}", post_head("/graphql", None, json, Some(5)), "{nope").as_bytes(),
-    );
+    let (status, text) =
+        s.raw(format!("{}{}", post_head("/graphql", None, json, Some(5)), "{nope").as_bytes());
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("\"code\":\"BAD_REQUEST\""), "{text}");
     // GraphQL multipart (file uploads held in memory) is refused: uploads go through /upload.
@@ -1585,7 +1599,12 @@ fn large_bodies_to_json_routes_get_413_without_being_buffered() {
     let (status, text) = s.raw(
         format!(
             "{}{mp}",
-            post_head("/graphql", None, "multipart/form-data; boundary=B", Some(mp.len() as u64))
+            post_head(
+                "/graphql",
+                None,
+                "multipart/form-data; boundary=B",
+                Some(mp.len() as u64)
+            )
         )
         .as_bytes(),
     );
@@ -1752,7 +1771,10 @@ fn transport_padding_after_boundaries_is_accepted() {
     let b = "PadB0und";
     let one = bytes(70_000, 11);
     let two = b"second file\r\n--PadB0un not a boundary \r\n".to_vec();
-    let mut body = format!("--{b} \t \r\nContent-Disposition: form-data; name=\"0\"; filename=\"one.bin\"\r\n\r\n").into_bytes();
+    let mut body = format!(
+        "--{b} \t \r\nContent-Disposition: form-data; name=\"0\"; filename=\"one.bin\"\r\n\r\n"
+    )
+    .into_bytes();
     body.extend_from_slice(&one);
     body.extend(format!("\r\n--{b}\t\r\nContent-Disposition: form-data; name=\"1\"; filename=\"two.txt\"\r\n\r\n").into_bytes());
     body.extend_from_slice(&two);
@@ -1768,4 +1790,35 @@ fn transport_padding_after_boundaries_is_accepted() {
         assert_eq!(v["two.txt"]["sha256"], sha256_hex(&two), "{chunk:?}");
     }
     assert!(s.alive());
+}
+
+/// Issue 10 (8): a part's header block is held to `max_part_header_bytes` (16 KiB), and the
+/// parser buffers at most 64 KiB while looking for its end; about 2 MiB of headers used to pass.
+#[test]
+fn part_headers_over_the_limit_are_refused() {
+    let s = Server::start();
+    let t = s.token("alice", INSTANCE, false);
+    let b = "HdrLim";
+    for (pad, want) in [
+        (15 * 1024, 200),
+        (17 * 1024, 400),
+        (60 * 1024, 400),
+        (2 << 20, 400),
+    ] {
+        let mut body = part(
+            b,
+            &format!(
+                "Content-Disposition: form-data; name=\"0\"; filename=\"h.txt\"\r\nX-Pad: {}",
+                "p".repeat(pad)
+            ),
+            b"headers",
+        );
+        body.extend(closing(b));
+        let r = raw_upload(&s, &t, &form_data(b), &body);
+        assert_eq!(r.status, want, "{pad} bytes of header: {}", r.body);
+        if want == 400 {
+            assert!(r.body.contains("headers are larger than"), "{}", r.body);
+        }
+    }
+    assert_nothing_stored(&s, &t, "part headers", 1, 1);
 }

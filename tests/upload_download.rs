@@ -549,7 +549,12 @@ fn hostile_file_names_are_stored_safely() {
     );
     assert_eq!(status, 200, "{res}");
     // Keyed by the stored name: the raw client name (bidi controls and all) is never echoed.
-    let keys: Vec<&str> = res.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = res
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys.len(), 4, "{res}");
     assert!(!res.to_string().contains('\u{202E}'), "{res}");
     assert_eq!(res["x"]["name"], "x");

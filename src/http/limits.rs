@@ -18,9 +18,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -173,11 +173,9 @@ impl std::fmt::Display for Tripped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Tripped::TooLarge(cap) => write!(f, "the request body is larger than {cap} bytes"),
-            Tripped::Stalled(d) => write!(
-                f,
-                "the request body stalled: no data for {} s",
-                d.as_secs()
-            ),
+            Tripped::Stalled(d) => {
+                write!(f, "the request body stalled: no data for {} s", d.as_secs())
+            }
             Tripped::TooSlow(rate, w) => write!(
                 f,
                 "the request body is too slow: less than {rate} bytes/s over {} s",
@@ -450,7 +448,10 @@ mod tests {
         impl Stream<Item = Chunk> + Unpin,
     ) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        (tx, futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        (
+            tx,
+            futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
+        )
     }
 
     fn limits(stall: u64, rate: u64, window: u64) -> BodyLimits {
@@ -509,7 +510,10 @@ mod tests {
                 None => panic!("the body ended without a verdict"),
             }
         };
-        assert_eq!(Tripped::of(&err), Some(Tripped::TooSlow(10, Duration::from_secs(5))));
+        assert_eq!(
+            Tripped::of(&err),
+            Some(Tripped::TooSlow(10, Duration::from_secs(5)))
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert_eq!(got, 3);
         feeder.abort();
@@ -523,7 +527,10 @@ mod tests {
         assert_eq!(g.next().await.unwrap().unwrap().len(), 3);
         let start = Instant::now();
         let err = g.next().await.unwrap().unwrap_err();
-        assert_eq!(Tripped::of(&err), Some(Tripped::Stalled(Duration::from_secs(3))));
+        assert_eq!(
+            Tripped::of(&err),
+            Some(Tripped::Stalled(Duration::from_secs(3)))
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(3));
         assert!(g.next().await.is_none(), "nothing after the verdict");
 
@@ -538,8 +545,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_over_the_cap_fails_with_413() {
-        let chunks = vec![Ok(Bytes::from_static(b"123456")), Ok(Bytes::from_static(b"789012"))];
-        let mut g = Guarded::new(futures_util::stream::iter(chunks), limits(3, 0, 5), Some(10));
+        let chunks = vec![
+            Ok(Bytes::from_static(b"123456")),
+            Ok(Bytes::from_static(b"789012")),
+        ];
+        let mut g = Guarded::new(
+            futures_util::stream::iter(chunks),
+            limits(3, 0, 5),
+            Some(10),
+        );
         assert!(g.next().await.unwrap().is_ok());
         let err = g.next().await.unwrap().unwrap_err();
         assert!(matches!(from_payload(&err), Error::PayloadTooLarge(_)));

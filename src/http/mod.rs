@@ -49,7 +49,11 @@ async fn graphql(
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("multipart/"));
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
     if multipart {
         return Err(Error::BadRequest(
             "GraphQL multipart requests are not accepted: upload files with POST /upload".into(),
@@ -102,9 +106,9 @@ pub(crate) async fn method_not_allowed() -> HttpResponse {
 fn json_error(e: actix_web::error::JsonPayloadError) -> Error {
     use actix_web::error::JsonPayloadError as J;
     match e {
-        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => Error::PayloadTooLarge(
-            format!("the request body is larger than {limit} bytes"),
-        ),
+        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => {
+            Error::PayloadTooLarge(format!("the request body is larger than {limit} bytes"))
+        }
         J::Payload(p) => limits::from_payload(&p),
         other => Error::BadRequest(format!("invalid JSON body: {other}")),
     }

@@ -136,8 +136,7 @@ impl<S> Unpadded<S> {
         if self.last_cr && data.first() == Some(&b'\n') {
             starts.push(1);
         }
-        starts.extend(
-            memchr::memmem::find_iter(&data, b"\r\n").map(|p| p + 2));
+        starts.extend(memchr::memmem::find_iter(&data, b"\r\n").map(|p| p + 2));
         let mut out: Option<BytesMut> = None;
         let mut copied = 0;
         let mut end = data.len();
@@ -225,7 +224,10 @@ where
 
 /// The boundary parameter of a multipart Content-Type, if there is one.
 fn boundary(headers: &HeaderMap) -> Option<String> {
-    let ct = headers.get(actix_web::http::header::CONTENT_TYPE)?.to_str().ok()?;
+    let ct = headers
+        .get(actix_web::http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
     let mime: actix_web::mime::Mime = ct.parse().ok()?;
     mime.get_param("boundary").map(|b| b.as_str().to_string())
 }
@@ -256,9 +258,7 @@ fn stuck<T>(ended: &Cell<bool>, poll: Poll<Option<T>>) -> Poll<Option<Result<T>>
 /// (408/413); the parser's buffer overflowing means a preamble line or header block too long.
 pub fn parse_error(e: MultipartError) -> Error {
     match e {
-        MultipartError::Payload(p) if limits::Tripped::of(&p).is_some() => {
-            limits::from_payload(&p)
-        }
+        MultipartError::Payload(p) if limits::Tripped::of(&p).is_some() => limits::from_payload(&p),
         MultipartError::Payload(PayloadError::Overflow) => Error::BadRequest(format!(
             "a part's headers are larger than {PARSER_BUFFER_BYTES} bytes (or a line before \
              the first boundary is)"
@@ -332,7 +332,8 @@ impl Parts {
     /// The next chunk of a part's data.
     pub async fn chunk(&self, field: &mut Field) -> Option<Result<Bytes>> {
         let ended = &self.ended;
-        let item = futures_util::future::poll_fn(|cx| stuck(ended, field.poll_next_unpin(cx))).await;
+        let item =
+            futures_util::future::poll_fn(|cx| stuck(ended, field.poll_next_unpin(cx))).await;
         match item? {
             Ok(Ok(b)) => Some(Ok(b)),
             Ok(Err(e)) => Some(Err(parse_error(e))),
