@@ -88,7 +88,7 @@ pub async fn serve(config: Config) -> Result<()> {
                             })
                         })
                     }
-                    Err(refused) => Either::Right(ready(Ok(refused))),
+                    Err(refused) => Either::Right(ready(Ok(*refused))),
                 }
             })
     })

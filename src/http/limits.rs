@@ -56,7 +56,7 @@ impl BodyLimits {
     pub fn guard(
         &self,
         mut req: ServiceRequest,
-    ) -> Result<(ServiceRequest, Option<Unread>), ServiceResponse> {
+    ) -> Result<(ServiceRequest, Option<Unread>), Box<ServiceResponse>> {
         let cap = (!is_upload_route(req.path())).then_some(self.max_bytes);
         if let Some(cap) = cap {
             let declared = req
@@ -67,7 +67,7 @@ impl BodyLimits {
             if declared.is_some_and(|n| n > cap) {
                 let e = Tripped::TooLarge(cap).into_error();
                 let resp = e.error_response();
-                return Err(req.into_response(resp));
+                return Err(Box::new(req.into_response(resp)));
             }
         }
         let payload = req.take_payload();
