@@ -25,8 +25,21 @@ pub struct Config {
     pub max_part_header_bytes: u64,
     /// Seconds a client may take to send its request head before it gets 408.
     pub header_timeout_secs: u64,
-    /// Seconds an upload body may stall (no bytes arriving) before it is aborted.
+    /// Seconds any request body may stall (no bytes arriving) before it is aborted with 408.
     pub body_timeout_secs: u64,
+    /// Least average rate, in bytes per second, at which every request body must arrive,
+    /// measured over each `body_rate_window_secs` (the first window is the grace period); a body
+    /// slower than that is aborted with 408. 0 turns the rate check off (the stall timeout stays).
+    pub body_min_rate: u64,
+    /// Seconds over which `body_min_rate` is averaged.
+    pub body_rate_window_secs: u64,
+    /// Largest request body on every route except uploads (JSON, GraphQL), in bytes; larger
+    /// bodies get 413.
+    pub max_body_bytes: u64,
+    /// Most uploads one account may have in flight at once; more get 429.
+    pub max_uploads_per_account: usize,
+    /// Most uploads in flight at once over all accounts; more get 429.
+    pub max_uploads: usize,
     /// Largest `first`/`last` a GraphQL `find` honours (Hypi caps at 25).
     pub max_page_size: usize,
     /// Most access rights one account may hold in an instance (429 beyond).
@@ -86,6 +99,11 @@ impl Default for Config {
             max_part_header_bytes: 16 * 1024,
             header_timeout_secs: 10,
             body_timeout_secs: 60,
+            body_min_rate: 4096,
+            body_rate_window_secs: 30,
+            max_body_bytes: 1024 * 1024,
+            max_uploads_per_account: 32,
+            max_uploads: 512,
             max_page_size: 25,
             max_grants_per_account: 10_000,
             max_grants_per_request: 1_000,
@@ -196,6 +214,21 @@ impl Config {
         if let Some(v) = get("DEPOT_BODY_TIMEOUT_SECS") {
             self.body_timeout_secs = num("DEPOT_BODY_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = get("DEPOT_BODY_MIN_RATE") {
+            self.body_min_rate = num("DEPOT_BODY_MIN_RATE", v)?;
+        }
+        if let Some(v) = get("DEPOT_BODY_RATE_WINDOW_SECS") {
+            self.body_rate_window_secs = num("DEPOT_BODY_RATE_WINDOW_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_BODY_BYTES") {
+            self.max_body_bytes = num("DEPOT_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_UPLOADS_PER_ACCOUNT") {
+            self.max_uploads_per_account = num("DEPOT_MAX_UPLOADS_PER_ACCOUNT", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_UPLOADS") {
+            self.max_uploads = num("DEPOT_MAX_UPLOADS", v)?;
+        }
         if let Some(v) = get("DEPOT_MAX_PAGE_SIZE") {
             self.max_page_size = num("DEPOT_MAX_PAGE_SIZE", v)?;
         }
@@ -257,7 +290,15 @@ impl Config {
         if self.max_parts == 0 {
             return Err(StartError::Config("max_parts must be at least 1".into()));
         }
-        if self.body_timeout_secs == 0 || self.header_timeout_secs == 0 {
+        if self.max_uploads == 0 || self.max_uploads_per_account == 0 {
+            return Err(StartError::Config(
+                "max_uploads and max_uploads_per_account must be at least 1".into(),
+            ));
+        }
+        if self.body_timeout_secs == 0
+            || self.header_timeout_secs == 0
+            || self.body_rate_window_secs == 0
+        {
             return Err(StartError::Config(
                 "timeouts must be at least 1 second".into(),
             ));

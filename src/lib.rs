@@ -71,11 +71,32 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let workers = config.workers;
     let header_timeout = Duration::from_secs(config.header_timeout_secs);
     let service = Arc::new(open_service(config)?);
+    let limits = http::limits::BodyLimits::from_config(&service.config);
     let state = actix_web::web::Data::new(http::AppState::new(service));
     let mut server = actix_web::HttpServer::new(move || {
+        let limits = limits.clone();
         actix_web::App::new()
             .app_data(state.clone())
             .configure(http::configure)
+            // Every request body, on every route, is bounded in size and time before any
+            // handler reads it.
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service as _;
+                use futures_util::future::{ready, Either};
+                match limits.guard(req) {
+                    Ok((req, unread)) => {
+                        let res = srv.call(req);
+                        Either::Left(async move {
+                            let res = res.await?;
+                            Ok(match unread {
+                                Some(unread) => unread.hold_until_sent(res),
+                                None => res,
+                            })
+                        })
+                    }
+                    Err(refused) => Either::Right(ready(Ok(*refused))),
+                }
+            })
     })
     .client_request_timeout(header_timeout)
     .keep_alive(Duration::from_secs(75))

@@ -64,7 +64,14 @@ fn open_slow_upload(s: &Server, token: &str, first: usize) -> TcpStream {
 /// small download and streamed download each answer within a second on every try.
 #[test]
 fn slow_drip_uploads_hold_no_threads_and_other_reads_stay_fast() {
-    let s = Server::start();
+    // The attack here is threads, not counts or rates: lift the upload caps above the 300
+    // connections and keep the minimum-rate check out of the test's time span (the rate and
+    // caps have tests of their own in tests/hostile.rs).
+    let s = Server::start_with(&[
+        ("DEPOT_MAX_UPLOADS_PER_ACCOUNT", "64"),
+        ("DEPOT_MAX_UPLOADS", "400"),
+        ("DEPOT_BODY_RATE_WINDOW_SECS", "600"),
+    ]);
     let victim = s.token("victim", INSTANCE, false);
     let small = s.upload_one(&victim, "small.txt", b"hello, slow world");
     let large_bytes = bytes(3 << 20, 11);

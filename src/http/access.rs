@@ -1,22 +1,32 @@
 //! `/access-rights` and `/instances/{domain}`.
 
-use super::{caller, views, AppState};
+use super::{caller, limits, views, AppState};
 use crate::error::{Error, Result};
 use crate::service::access::{AccessRightInput, OneOrMany};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// Reads a JSON body of at most `max_body_bytes`; called once the caller is known, so a
+/// tokenless or bad-token request is answered without reading its body.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    payload: web::Payload,
+    what: &str,
+) -> Result<T> {
+    let body = limits::read_body(payload, state.service.config.max_body_bytes).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid {what}: {e}")))
+}
+
 /// Creates one grant (object body) or several (array body).
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<Value>,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
-    let input: OneOrMany<AccessRightInput> = serde_json::from_value(body.into_inner())
-        .map_err(|e| Error::BadRequest(format!("invalid access right: {e}")))?;
+    let input: OneOrMany<AccessRightInput> = json_body(&state, payload, "access right").await?;
     let single = matches!(input, OneOrMany::One(_));
     let rights = state.service.grant(p, input.into_vec()).await?;
     let mut out: Vec<Value> = rights.iter().map(views::access_right).collect();
@@ -74,10 +84,11 @@ pub async fn put_instance(
     req: HttpRequest,
     state: web::Data<AppState>,
     domain: web::Path<String>,
-    body: web::Json<InstanceSettings>,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
+    let body: InstanceSettings = json_body(&state, payload, "JSON body").await?;
     let i = state
         .service
         .set_anonymous(p, domain.into_inner(), body.anonymous_requests)

@@ -6,6 +6,8 @@ mod download;
 pub mod error;
 mod files;
 mod graphiql;
+pub mod limits;
+pub mod multipart;
 pub mod range;
 mod upload;
 pub mod views;
@@ -20,6 +22,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub service: Arc<Service>,
     pub schema: crate::graphql::DepotSchema,
+    /// Uploads in flight, capped per account and overall.
+    pub uploads: limits::UploadSlots,
 }
 
 impl AppState {
@@ -27,20 +31,41 @@ impl AppState {
     pub fn new(service: Arc<Service>) -> Self {
         Self {
             schema: crate::graphql::schema(service.clone()),
+            uploads: limits::UploadSlots::from_config(&service.config),
             service,
         }
     }
 }
 
-/// `POST /graphql`: the caller comes from the same headers as REST; a bad token is a 401.
+/// `POST /graphql`: the caller comes from the same headers as REST; a bad token is a 401,
+/// answered before a byte of the body is read. The body is one JSON GraphQL request of at most
+/// `max_body_bytes`; GraphQL multipart (file uploads) is refused: files go through `/upload`,
+/// which streams them to disk instead of holding them in memory.
 async fn graphql(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: async_graphql_actix_web::GraphQLRequest,
+    payload: web::Payload,
 ) -> Result<async_graphql_actix_web::GraphQLResponse> {
     let caller = caller(&req, &state)?;
+    let multipart = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
+    if multipart {
+        return Err(Error::BadRequest(
+            "GraphQL multipart requests are not accepted: upload files with POST /upload".into(),
+        ));
+    }
+    let body = limits::read_body(payload, state.service.config.max_body_bytes).await?;
+    let request: async_graphql::Request = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("invalid GraphQL request: {e}")))?;
     let domain = crate::graphql::RequestDomain::of(req.headers());
-    let request = crate::graphql::for_caller(body.into_inner(), caller, &state.service.config);
+    let request = crate::graphql::for_caller(request, caller, &state.service.config);
     Ok(state.schema.execute(request.data(domain)).await.into())
 }
 
@@ -68,15 +93,29 @@ pub(crate) async fn method_not_allowed() -> HttpResponse {
     actix_web::ResponseError::error_response(&Error::method_not_allowed())
 }
 
+/// A JSON body that could not be read: too large (413), too slow (408) or malformed (400).
+fn json_error(e: actix_web::error::JsonPayloadError) -> Error {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => {
+            Error::PayloadTooLarge(format!("the request body is larger than {limit} bytes"))
+        }
+        J::Payload(p) => limits::from_payload(&p),
+        other => Error::BadRequest(format!("invalid JSON body: {other}")),
+    }
+}
+
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// Registers every route, and JSON errors for bodies, queries and paths that do not parse.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The body guard (limits.rs) enforces `max_body_bytes` before this; the JSON limit is a
+    // backstop where the guard is not installed.
     let json_cfg = web::JsonConfig::default()
         .limit(1 << 20)
-        .error_handler(|e, _| Error::BadRequest(format!("invalid JSON body: {e}")).into());
+        .error_handler(|e, _| json_error(e).into());
     let query_cfg = web::QueryConfig::default()
         .error_handler(|e, _| Error::BadRequest(format!("invalid query: {e}")).into());
     let path_cfg = web::PathConfig::default()
