@@ -1,6 +1,33 @@
 //! depot: a self-hosted file upload and download service.
 //!
 //! Layering (data flows one way): `http` -> `service` -> `store`, `meta`, `auth`, `media`.
+//!
+//! A map of the code:
+//! - `http/`: actix handlers and nothing else. `upload.rs` (`POST /upload/**`) with
+//!   `multipart.rs` (the request-side multipart reader the fuzz target drives),
+//!   `download.rs` + `range.rs` + `disposition.rs` (`GET /file/...`), `files.rs`, `access.rs`,
+//!   `limits.rs` (the body guard on every route: size cap, stall and minimum rate; upload
+//!   slots per account and overall), `error.rs` (the error catalogue's HTTP mapping),
+//!   `graphiql.rs` + `assets/graphiql/` (GraphiQL embedded in the binary), `views.rs` (JSON
+//!   shapes).
+//! - `graphql/`: the GraphQL schema (async-graphql): resolvers translate to service calls;
+//!   request pricing and time budget.
+//! - `service/`: the use cases, owning every rule. `upload.rs` (the one ingest path),
+//!   `files.rs` (read, list, delete), `access.rs` (grants and their caps), `hot.rs` (download
+//!   cache), `maintenance.rs` (fsck, gc), `names.rs`, and `query/` for ArcQL: `fields.rs` (the
+//!   one File field table), `view.rs` (what a caller may see), `plan.rs` (index choice),
+//!   `paging.rs` (the one paging rule), `mutate.rs`, `arcql/` (parser, evaluation, linear
+//!   wildcard matching in `glob.rs`).
+//! - `auth/`: tokens (`jwt.rs`) and the one set of access predicates (`access.rs`: `manages`,
+//!   `names_caller`, `may_read`).
+//! - `store/`: blob storage behind narrow traits (`BlobStore` core, `BlobMaintenance`,
+//!   `PartStore`), the local implementation (`local.rs`, O_DIRECT writer), hashing (`hash.rs`)
+//!   and the contract suite every backend runs (`contract.rs`).
+//! - `meta/`: metadata behind narrow traits (`InstanceStore`, `FileStore`, `GrantStore`,
+//!   `UploadSessionStore`, `MaintenanceStore`), the sled implementation and the contract suite.
+//! - `media/`: type sniffing and image dimensions from a file's first bytes.
+//! - `error.rs`: the one error catalogue (variant -> code, status) and `StartError` for start-up.
+//! - `config.rs`, `types.rs`: typed configuration and the domain newtypes.
 
 pub mod auth;
 pub mod config;
