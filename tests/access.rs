@@ -4,16 +4,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn grant(s: &Server, token: &str, body: &Value) -> reqwest::blocking::Response {
-    s.client
-        .post(s.url("/access-rights"))
-        .header("Authorization", token)
-        .header("hypi-domain", INSTANCE)
-        .json(body)
-        .send()
-        .unwrap()
-}
-
 fn anonymous_right(resource: &str) -> Value {
     json!({
         "resource": resource, "resourceType": "File", "operationType": "Query", "operation": "*",
@@ -89,7 +79,7 @@ fn anonymous_reads_need_a_grant_and_the_instance_switch() {
         "UNAUTHENTICATED"
     );
 
-    let r = grant(&s, &alice, &anonymous_right(id));
+    let r = s.post_rights(&alice, &anonymous_right(id));
     assert_eq!(r.status(), 201);
     let right: Value = r.json().unwrap();
     assert_eq!(right["__typename"], "AccessRight");
@@ -144,7 +134,7 @@ fn anonymous_reads_need_a_grant_and_the_instance_switch() {
     assert_eq!(r.status(), 204);
     assert_eq!(s.get(path, None).status(), 401);
     // Grant again, then switch the instance off: anonymous reads stop.
-    assert_eq!(grant(&s, &alice, &anonymous_right(id)).status(), 201);
+    assert_eq!(s.post_rights(&alice, &anonymous_right(id)).status(), 201);
     assert_eq!(s.get(path, None).status(), 200);
     assert_eq!(s.set_anonymous(&admin, false), 200);
     assert_eq!(s.get(path, None).status(), 401);
@@ -162,7 +152,7 @@ fn grants_to_accounts_everyone_and_time_windows() {
     let id = f["hypi"]["id"].as_str().unwrap();
     let mut to_bob = anonymous_right(id);
     to_bob["members"] = json!([{"hypi": {"id": "bob"}}]);
-    assert_eq!(grant(&s, &alice, &to_bob).status(), 201);
+    assert_eq!(s.post_rights(&alice, &to_bob).status(), 201);
     assert_eq!(s.get(path, Some(&bob)).status(), 200);
     assert_eq!(s.get(path, Some(&carol)).status(), 404);
     assert_eq!(
@@ -175,7 +165,7 @@ fn grants_to_accounts_everyone_and_time_windows() {
     // "*" as member: every account; the single-object member form is accepted too.
     let mut everyone = anonymous_right(g["hypi"]["id"].as_str().unwrap());
     everyone["members"] = json!({"hypi": {"id": "*"}});
-    assert_eq!(grant(&s, &alice, &everyone).status(), 201);
+    assert_eq!(s.post_rights(&alice, &everyone).status(), 201);
     assert_eq!(
         s.get(g["url"]["path"].as_str().unwrap(), Some(&carol))
             .status(),
@@ -194,7 +184,7 @@ fn grants_to_accounts_everyone_and_time_windows() {
         let mut r = anonymous_right(hid);
         r["members"] = json!([{"hypi": {"id": "carol"}}]);
         r[k] = v;
-        assert_eq!(grant(&s, &alice, &r).status(), 201, "{k}");
+        assert_eq!(s.post_rights(&alice, &r).status(), 201, "{k}");
     }
     assert_eq!(
         s.get(h["url"]["path"].as_str().unwrap(), Some(&carol))
@@ -205,7 +195,7 @@ fn grants_to_accounts_everyone_and_time_windows() {
     current["members"] = json!([{"hypi": {"id": "carol"}}]);
     current["startDate"] = json!("2001-01-01T00:00:00Z");
     current["endDate"] = json!("2999-01-01T00:00:00Z");
-    assert_eq!(grant(&s, &alice, &current).status(), 201);
+    assert_eq!(s.post_rights(&alice, &current).status(), 201);
     assert_eq!(
         s.get(h["url"]["path"].as_str().unwrap(), Some(&carol))
             .status(),
@@ -217,7 +207,7 @@ fn grants_to_accounts_everyone_and_time_windows() {
     let e = s.upload_one(&bob, "e.txt", b"e");
     let mut all = anonymous_right("*");
     all["members"] = json!([{"hypi": {"id": "carol"}}]);
-    assert_eq!(grant(&s, &alice, &all).status(), 201);
+    assert_eq!(s.post_rights(&alice, &all).status(), 201);
     assert_eq!(
         s.get(d["url"]["path"].as_str().unwrap(), Some(&carol))
             .status(),
@@ -239,30 +229,31 @@ fn who_may_grant_list_and_revoke() {
     let f = s.upload_one(&alice, "f.txt", b"f");
     let id = f["hypi"]["id"].as_str().unwrap();
     assert_eq!(
-        grant(&s, &bob, &anonymous_right(id)).status(),
+        s.post_rights(&bob, &anonymous_right(id)).status(),
         404,
         "bob cannot see it"
     );
     let mut to_bob = anonymous_right(id);
     to_bob["members"] = json!([{"hypi": {"id": "bob"}}]);
-    assert_eq!(grant(&s, &alice, &to_bob).status(), 201);
+    assert_eq!(s.post_rights(&alice, &to_bob).status(), 201);
     assert_eq!(
-        grant(&s, &bob, &anonymous_right(id)).status(),
+        s.post_rights(&bob, &anonymous_right(id)).status(),
         403,
         "bob may read, not grant"
     );
     assert_eq!(
-        grant(&s, &admin, &anonymous_right(id)).status(),
+        s.post_rights(&admin, &anonymous_right(id)).status(),
         201,
         "admins grant on anything"
     );
     assert_eq!(
-        grant(&s, &alice, &anonymous_right("01F35ZCSYBHTQ4JBWZ1KFXTDZR")).status(),
+        s.post_rights(&alice, &anonymous_right("01F35ZCSYBHTQ4JBWZ1KFXTDZR"))
+            .status(),
         404
     );
 
     // An array creates several at once.
-    let r = grant(&s, &alice, &json!([anonymous_right(id), to_bob]));
+    let r = s.post_rights(&alice, &json!([anonymous_right(id), to_bob]));
     assert_eq!(r.status(), 201);
     assert_eq!(r.json::<Value>().unwrap().as_array().unwrap().len(), 2);
 
@@ -321,7 +312,7 @@ fn invalid_grants_are_400() {
     cases.push(json!([]));
     cases.push(json!("nope"));
     for c in &cases {
-        let r = grant(&s, &alice, c);
+        let r = s.post_rights(&alice, c);
         assert_eq!(r.status(), 400, "{c}");
         assert_eq!(
             r.json::<Value>().unwrap()["error"]["code"],
@@ -470,7 +461,7 @@ fn repeat_downloads_from_memory_follow_every_change() {
     // A grant lets bob in; its revocation shuts him out at once (grant answers are never cached).
     let mut to_bob = anonymous_right(&id);
     to_bob["members"] = json!([{"hypi": {"id": "bob"}}]);
-    let right: Value = grant(&s, &alice, &to_bob).json().unwrap();
+    let right: Value = s.post_rights(&alice, &to_bob).json().unwrap();
     assert_eq!(s.get(&path, Some(&bob)).status(), 200);
     let right_id = right["hypi"]["id"].as_str().unwrap();
     let status = s

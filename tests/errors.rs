@@ -4,19 +4,6 @@
 mod common;
 use common::*;
 
-fn json_error(r: reqwest::blocking::Response) -> (u16, String, String) {
-    let status = r.status().as_u16();
-    let v: Value = r.json().expect("a JSON error body");
-    (
-        status,
-        v["error"]["code"].as_str().unwrap_or_default().to_string(),
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
-
 #[test]
 fn wrong_methods_answer_405_from_the_catalogue() {
     let s = Server::start();

@@ -6,16 +6,6 @@ use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-fn post_rights(s: &Server, token: &str, body: &Value) -> reqwest::blocking::Response {
-    s.client
-        .post(s.url("/access-rights"))
-        .header("Authorization", token)
-        .header("hypi-domain", INSTANCE)
-        .json(body)
-        .send()
-        .unwrap()
-}
-
 /// A read grant on `resource` for `members`.
 fn read_right(resource: &str, members: &[&str]) -> Value {
     let members: Vec<Value> = members.iter().map(|m| json!({"hypi": {"id": m}})).collect();
@@ -23,19 +13,6 @@ fn read_right(resource: &str, members: &[&str]) -> Value {
         "resource": resource, "resourceType": "File", "operationType": "Query", "operation": "*",
         "permissionType": "RBP", "approved": true, "members": members
     })
-}
-
-fn error_of(r: reqwest::blocking::Response) -> (u16, String, String) {
-    let status = r.status().as_u16();
-    let v: Value = r.json().expect("JSON error body");
-    (
-        status,
-        v["error"]["code"].as_str().unwrap_or_default().to_string(),
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 fn median(mut d: Vec<Duration>) -> Duration {
@@ -70,10 +47,10 @@ fn a_repointed_grant_is_listed_once_and_outlives_its_old_file() {
     let rid = "01HX5V3N0000000000000000AB";
     let mut r = read_right(id1, &["bob"]);
     r["hypi"] = json!({"id": rid});
-    assert_eq!(post_rights(&s, &alice, &r).status(), 201);
+    assert_eq!(s.post_rights(&alice, &r).status(), 201);
     r["resource"] = json!(id2);
     assert_eq!(
-        post_rights(&s, &alice, &r).status(),
+        s.post_rights(&alice, &r).status(),
         201,
         "upsert re-points it"
     );
@@ -129,22 +106,22 @@ fn grant_caps_answer_413_and_429() {
     let wild = || read_right("*", &["bob"]);
     let batch = |n: usize| Value::Array((0..n).map(|_| wild()).collect());
 
-    let (status, code, message) = error_of(post_rights(&s, &alice, &batch(4)));
+    let (status, code, message) = json_error(s.post_rights(&alice, &batch(4)));
     assert_eq!((status, code.as_str()), (413, "PAYLOAD_TOO_LARGE"));
     assert!(message.contains("at most 3"), "{message}");
 
-    let created = post_rights(&s, &alice, &batch(3));
+    let created = s.post_rights(&alice, &batch(3));
     assert_eq!(created.status(), 201);
     let created: Vec<Value> = created.json().unwrap();
-    let (status, code, message) = error_of(post_rights(&s, &alice, &batch(3)));
+    let (status, code, message) = json_error(s.post_rights(&alice, &batch(3)));
     assert_eq!((status, code.as_str()), (429, "TOO_MANY_REQUESTS"));
     assert!(message.contains("at most 5"), "{message}");
     assert_eq!(
-        post_rights(&s, &alice, &batch(2)).status(),
+        s.post_rights(&alice, &batch(2)).status(),
         201,
         "up to the cap"
     );
-    assert_eq!(post_rights(&s, &alice, &wild()).status(), 429);
+    assert_eq!(s.post_rights(&alice, &wild()).status(), 429);
 
     // GraphQL upserts meet the same cap.
     let res = s.graphql(
@@ -159,9 +136,9 @@ fn grant_caps_answer_413_and_429() {
     // Replacing one of the five is not a sixth.
     let mut again = wild();
     again["hypi"] = json!({"id": created[0]["hypi"]["id"]});
-    assert_eq!(post_rights(&s, &alice, &again).status(), 201);
+    assert_eq!(s.post_rights(&alice, &again).status(), 201);
     // Another account has its own allowance.
-    assert_eq!(post_rights(&s, &carol, &batch(3)).status(), 201);
+    assert_eq!(s.post_rights(&carol, &batch(3)).status(), 201);
     // Revoking makes room again.
     let rid = created[1]["hypi"]["id"].as_str().unwrap();
     let del = s
@@ -171,8 +148,8 @@ fn grant_caps_answer_413_and_429() {
         .send()
         .unwrap();
     assert_eq!(del.status(), 204);
-    assert_eq!(post_rights(&s, &alice, &wild()).status(), 201);
-    assert_eq!(post_rights(&s, &alice, &wild()).status(), 429);
+    assert_eq!(s.post_rights(&alice, &wild()).status(), 201);
+    assert_eq!(s.post_rights(&alice, &wild()).status(), 429);
 
     // A `*` listing shows the caller's own wildcards (an admin's shows all).
     let listed = |t: &str| {
@@ -197,10 +174,7 @@ fn a_grant_flood_in_another_account_keeps_checks_fast() {
     let flood_started = Instant::now();
     for _ in 0..20 {
         let batch: Vec<Value> = (0..1000).map(|_| read_right("*", &["*"])).collect();
-        assert_eq!(
-            post_rights(&s, &mallory, &Value::Array(batch)).status(),
-            201
-        );
+        assert_eq!(s.post_rights(&mallory, &Value::Array(batch)).status(), 201);
     }
     let m = s.upload_one(&mallory, "m.txt", b"mallory's");
     let mid = m["hypi"]["id"].as_str().unwrap().to_string();
@@ -208,14 +182,12 @@ fn a_grant_flood_in_another_account_keeps_checks_fast() {
         let batch: Vec<Value> = (0..1000)
             .map(|n| read_right(&mid, &[&format!("user{b}-{n}")]))
             .collect();
-        assert_eq!(
-            post_rights(&s, &mallory, &Value::Array(batch)).status(),
-            201
-        );
+        assert_eq!(s.post_rights(&mallory, &Value::Array(batch)).status(), 201);
     }
     eprintln!("22,000 grants created in {:?}", flood_started.elapsed());
     assert_eq!(
-        post_rights(&s, &mallory, &read_right("*", &["carol"])).status(),
+        s.post_rights(&mallory, &read_right("*", &["carol"]))
+            .status(),
         429
     );
 
@@ -225,7 +197,7 @@ fn a_grant_flood_in_another_account_keeps_checks_fast() {
         a["hypi"]["id"].as_str().unwrap().to_string(),
     );
     assert_eq!(
-        post_rights(&s, &alice, &read_right(&aid, &["bob"])).status(),
+        s.post_rights(&alice, &read_right(&aid, &["bob"])).status(),
         201
     );
 
@@ -274,13 +246,11 @@ fn a_grant_flood_in_another_account_keeps_checks_fast() {
     // Its 2,000 grants went with it and no longer count against mallory's 22,000.
     for _ in 0..2 {
         let batch: Vec<Value> = (0..1000).map(|_| read_right("*", &["carol"])).collect();
-        assert_eq!(
-            post_rights(&s, &mallory, &Value::Array(batch)).status(),
-            201
-        );
+        assert_eq!(s.post_rights(&mallory, &Value::Array(batch)).status(), 201);
     }
     assert_eq!(
-        post_rights(&s, &mallory, &read_right("*", &["carol"])).status(),
+        s.post_rights(&mallory, &read_right("*", &["carol"]))
+            .status(),
         429
     );
 }

@@ -146,6 +146,17 @@ impl Server {
             .as_u16()
     }
 
+    /// `POST /access-rights` with a JSON body (one AccessRight or an array).
+    pub fn post_rights(&self, token: &str, body: &Value) -> reqwest::blocking::Response {
+        self.client
+            .post(self.url("/access-rights"))
+            .header("Authorization", token)
+            .header("hypi-domain", INSTANCE)
+            .json(body)
+            .send()
+            .unwrap()
+    }
+
     pub fn get(&self, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
         let mut req = self.client.get(self.url(path));
         if let Some(t) = token {
@@ -203,4 +214,18 @@ pub fn listing(s: &Server, token: &str) -> Vec<Value> {
         .iter()
         .map(|e| e["node"].clone())
         .collect()
+}
+
+/// A JSON error answer: status, `error.code`, `error.message`.
+pub fn json_error(r: reqwest::blocking::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let v: Value = r.json().expect("a JSON error body");
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or_default().to_string(),
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
