@@ -1691,3 +1691,34 @@ fn part_headers_over_the_limit_are_refused() {
     }
     assert_nothing_stored(&s, &t, "part headers", 1, 1);
 }
+
+/// A chunked body that declares a chunk of 2^64-1 bytes: actix-http's decoder takes the size
+/// as it is (it does not expose it), so the bound is the one every body has: the route's size
+/// cap, counted while streaming (413), and the stall and minimum-rate limits.
+#[test]
+fn a_huge_declared_chunk_size_is_bounded_like_any_body() {
+    let s = Server::start();
+    let token = s.token("alice", INSTANCE, false);
+    for path in ["/graphql", "/access-rights"] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\
+             hypi-domain: {INSTANCE}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        // Up to 4 MiB, past the 1 MiB cap; the server stops reading once it has answered.
+        for _ in 0..64 {
+            if c.write_all(&[b'x'; 65536]).is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        let r = RawResponse::parse(&String::from_utf8_lossy(&out));
+        assert_eq!(r.status, 413, "{path}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "PAYLOAD_TOO_LARGE", "{path}");
+    }
+    assert!(s.alive());
+}
