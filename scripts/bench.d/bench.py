@@ -129,7 +129,10 @@ class Depot:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = b.procs.start([b.depot, "serve", "--listen", f"127.0.0.1:{self.port}",
                                    "--data-dir", data_dir],
-                                  os.path.join(b.run_dir, f"{name}.log"), cwd=b.run_dir)
+                                  os.path.join(b.run_dir, f"{name}.log"), cwd=b.run_dir,
+                                  # One account runs the 64-concurrent-upload case: lift the
+                                  # per-account upload cap (32 by default) above it.
+                                  env=dict(os.environ, DEPOT_MAX_UPLOADS_PER_ACCOUNT="128"))
         wait_http(self.port, "/health", self.proc, "depot")
 
     def auth_headers(self):
