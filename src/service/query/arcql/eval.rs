@@ -56,21 +56,14 @@ struct Globs(HashMap<usize, Glob>);
 impl Globs {
     fn of(q: &Query) -> Globs {
         let mut out = HashMap::new();
-        let mut stack: Vec<&Expr> = q.filter.iter().collect();
-        while let Some(e) = stack.pop() {
-            match e {
-                Expr::And(l, r) | Expr::Or(l, r) => {
-                    stack.push(l);
-                    stack.push(r);
-                }
-                Expr::Cmp {
-                    op: CmpOp::Wildcard,
-                    value,
-                    ..
-                } => {
-                    out.insert(e as *const Expr as usize, Glob::new(&value_text(value)));
-                }
-                _ => {}
+        for e in q.leaves() {
+            if let Expr::Cmp {
+                op: CmpOp::Wildcard,
+                value,
+                ..
+            } = e
+            {
+                out.insert(e as *const Expr as usize, Glob::new(&value_text(value)));
             }
         }
         Globs(out)
@@ -205,14 +198,8 @@ impl Query {
     /// word count. Used to refuse costly requests before they run.
     pub fn cost(&self) -> usize {
         let mut cost = 1usize;
-        let mut stack: Vec<&Expr> = self.filter.iter().collect();
-        while let Some(e) = stack.pop() {
+        for e in self.leaves() {
             cost = cost.saturating_add(match e {
-                Expr::And(l, r) | Expr::Or(l, r) => {
-                    stack.push(l);
-                    stack.push(r);
-                    0
-                }
                 Expr::Cmp {
                     op: CmpOp::Wildcard,
                     value,
@@ -264,21 +251,30 @@ impl Query {
         Ordering::Equal
     }
 
+    /// The filter's comparisons and existence tests, left to right. An explicit stack rather
+    /// than recursion: see `eval`.
+    fn leaves(&self) -> impl Iterator<Item = &Expr> {
+        let mut stack: Vec<&Expr> = self.filter.iter().collect();
+        std::iter::from_fn(move || loop {
+            match stack.pop()? {
+                Expr::And(l, r) | Expr::Or(l, r) => {
+                    // Right first so the left side comes out first.
+                    stack.push(r);
+                    stack.push(l);
+                }
+                leaf => return Some(leaf),
+            }
+        })
+    }
+
     /// Every path the query mentions (filter and sort), so a caller can
     /// reject unknown paths. Each path appears once, in order of first
     /// mention.
     pub fn paths(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
-        // An explicit stack rather than recursion: see `eval`.
-        let mut stack: Vec<&Expr> = self.filter.iter().collect();
-        while let Some(e) = stack.pop() {
+        for e in self.leaves() {
             let p = match e {
-                Expr::And(l, r) | Expr::Or(l, r) => {
-                    // Right first so the left side is visited first.
-                    stack.push(r);
-                    stack.push(l);
-                    continue;
-                }
+                Expr::And(..) | Expr::Or(..) => continue,
                 Expr::Cmp { path, .. } | Expr::Range { path, .. } => path,
                 Expr::Exist(path) | Expr::NotExist(path) => path,
             };
