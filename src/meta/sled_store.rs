@@ -213,6 +213,12 @@ fn decode<T: serde::de::DeserializeOwned>(v: Option<sled::IVec>) -> Result<Optio
 }
 
 impl SledMeta {
+    /// The underlying database, for tests that damage records on purpose.
+    #[cfg(test)]
+    pub(crate) fn raw_db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         let db = sled::Config::new()

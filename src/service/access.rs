@@ -420,30 +420,25 @@ mod tests {
     async fn revoke_reports_storage_errors() {
         let dir = tempfile::tempdir().unwrap();
         let meta_dir = dir.path().join("meta");
-        let (file_id, right_id) = {
-            let m = SledMeta::open(&meta_dir).unwrap();
-            let inst = m.ensure_instance("a.test").unwrap();
-            let f = crate::meta::contract::file(inst.id, "bob", "/", "a.txt", 1);
-            m.insert_files(&[(f.clone(), None)]).unwrap();
-            let r =
-                crate::meta::contract::right(inst.id, "carol", false, &f.id.to_string(), &["x"]);
-            m.put_rights(std::slice::from_ref(&r), u64::MAX).unwrap();
-            (f.id, r.id)
-        };
-        {
-            // The file record is damaged on disk: reading it is a storage error.
-            let db = sled::open(&meta_dir).unwrap();
-            db.open_tree("files")
-                .unwrap()
-                .insert(file_id.to_bytes(), &b"{not json"[..])
-                .unwrap();
-            db.flush().unwrap();
-        }
+        // One handle throughout: sled releases its file lock from a background thread after
+        // drop, so reopening the same directory right away can fail with WouldBlock.
+        let meta = SledMeta::open(&meta_dir).unwrap();
+        let inst = meta.ensure_instance("a.test").unwrap();
+        let f = crate::meta::contract::file(inst.id, "bob", "/", "a.txt", 1);
+        meta.insert_files(&[(f.clone(), None)]).unwrap();
+        let r = crate::meta::contract::right(inst.id, "carol", false, &f.id.to_string(), &["x"]);
+        meta.put_rights(std::slice::from_ref(&r), u64::MAX).unwrap();
+        let right_id = r.id;
+        // The file record is damaged on disk: reading it is a storage error.
+        meta.raw_db()
+            .open_tree("files")
+            .unwrap()
+            .insert(f.id.to_bytes(), &b"{not json"[..])
+            .unwrap();
         let config = crate::config::Config {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         };
-        let meta = SledMeta::open(&meta_dir).unwrap();
         let blobs = crate::store::LocalStore::open(dir.path()).unwrap();
         let keys = crate::auth::Keys::load(&config.auth, dir.path()).unwrap();
         let svc = Arc::new(Service::new(config, Arc::new(meta), Arc::new(blobs), keys));
