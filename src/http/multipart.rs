@@ -341,14 +341,138 @@ impl Parts {
         }
     }
 
-    /// The part's file name when it is a file part (a non-empty `filename` parameter).
+    /// The part's file name when it is a file part (a non-empty `filename` parameter), decoded
+    /// as browsers and curl encode it (see [`form_data_filename`]).
     pub fn filename(field: &Field) -> Option<String> {
-        field
-            .content_disposition()
-            .and_then(|cd| cd.get_filename())
-            .filter(|f| !f.is_empty())
-            .map(str::to_owned)
+        let raw = field
+            .headers()
+            .get(actix_web::http::header::CONTENT_DISPOSITION)?;
+        form_data_filename(raw.as_bytes()).filter(|f| !f.is_empty())
     }
+}
+
+/// The `filename` parameter of a form-data part's Content-Disposition, decoded the way clients
+/// encode it, then reduced to its last path component.
+///
+/// - The HTML standard's form-data encoding (browsers, and curl since 7.81): `"`, CR and LF are
+///   sent as `%22`, `%0D`, `%0A`, and nothing else is escaped: a backslash is a literal
+///   character (`a\b.txt`, `C:\Users\x\a.txt`), not a quoted-pair. Only those three
+///   sequences are decoded; other `%` sequences are the name's own characters.
+/// - RFC 2616 quoted-pairs from older clients: `\"` and `\\` are decoded; any other backslash
+///   stays a character.
+/// - Raw UTF-8 (what browsers send) is kept; invalid bytes become U+FFFD.
+///
+/// The result is the last component of a `/` or `\` path (`C:\Users\x\a.txt` -> `a.txt`);
+/// decoded CR/LF and other control characters are left for the name rules
+/// (`service::names::sanitize_filename`) to drop. `None` when there is no `filename` parameter.
+pub fn form_data_filename(header: &[u8]) -> Option<String> {
+    let raw = disposition_param(header, b"filename")?;
+    let decoded = decode_form_data_escapes(&String::from_utf8_lossy(&raw));
+    match decoded.rsplit(['/', '\\']).next() {
+        // A name that is all path (`dir\`) stays whole: the name rules make it `file`.
+        Some("") | None => Some(decoded),
+        Some(last) => Some(last.to_string()),
+    }
+}
+
+/// `%22`, `%0D`, `%0A` (either case) decoded; everything else as sent.
+fn decode_form_data_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let decoded = match tail.get(1..3).map(str::to_ascii_uppercase).as_deref() {
+            Some("22") => Some('"'),
+            Some("0D") => Some('\r'),
+            Some("0A") => Some('\n'),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &tail[3..];
+            }
+            None => {
+                out.push('%');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The raw value of parameter `name` (exact name, ASCII case-insensitive; `filename*` is a
+/// different parameter) in a `disposition; a=b; c="d"` header, with quotes and the two
+/// quoted-pairs `\"` and `\\` removed. Parameters are walked in order, skipping quoted values,
+/// so a `filename=` inside another parameter's quoted value is not taken.
+fn disposition_param(header: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    let mut i = header.iter().position(|&c| c == b';')? + 1;
+    let n = header.len();
+    while i < n {
+        while i < n && matches!(header[i], b' ' | b'\t' | b';') {
+            i += 1;
+        }
+        let key_start = i;
+        while i < n && !matches!(header[i], b'=' | b';') {
+            i += 1;
+        }
+        let key = header[key_start..i].trim_ascii();
+        let mut value = Vec::new();
+        if i < n && header[i] == b'=' {
+            i += 1;
+            while i < n && matches!(header[i], b' ' | b'\t') {
+                i += 1;
+            }
+            if i < n && header[i] == b'"' {
+                i += 1;
+                let start = i;
+                // A browser never sends a raw `"` inside the value, so the first `"` not
+                // escaped by a backslash ends it. An unterminated value (a browser's name ending
+                // in a backslash, `"a\"`) is retried with backslashes taken literally.
+                let mut closed = false;
+                while i < n {
+                    match header[i] {
+                        b'\\' if matches!(header.get(i + 1), Some(b'"' | b'\\')) => {
+                            value.push(header[i + 1]);
+                            i += 2;
+                        }
+                        b'"' => {
+                            closed = true;
+                            i += 1;
+                            break;
+                        }
+                        c => {
+                            value.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                if !closed {
+                    let end = header[start..]
+                        .iter()
+                        .position(|&c| c == b'"')
+                        .map_or(n, |p| start + p);
+                    value = header[start..end].to_vec();
+                    i = end + 1;
+                }
+            } else {
+                let start = i;
+                while i < n && header[i] != b';' {
+                    i += 1;
+                }
+                value = header[start..i].trim_ascii().to_vec();
+            }
+        }
+        if key.eq_ignore_ascii_case(name) {
+            return Some(value);
+        }
+        while i < n && header[i] != b';' {
+            i += 1;
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -370,6 +494,73 @@ mod tests {
     }
 
     use futures_util::FutureExt;
+
+    fn name(header: &str) -> Option<String> {
+        form_data_filename(header.as_bytes())
+    }
+
+    #[test]
+    fn browser_encoded_file_names_are_decoded() {
+        // What Chromium and Firefox send (the HTML standard's form-data encoding).
+        let cases = [
+            (
+                r#"form-data; name="f"; filename="résumé %22final%22.pdf""#,
+                "résumé \"final\".pdf",
+            ),
+            (r#"form-data; name="f"; filename="a\b.txt""#, "b.txt"),
+            (
+                r#"form-data; name="f"; filename="C:\Users\x\a.txt""#,
+                "a.txt",
+            ),
+            (
+                r#"form-data; name="f"; filename="line%0D%0Abreak.txt""#,
+                "line\r\nbreak.txt",
+            ),
+            (
+                r#"form-data; name="f"; filename="100%25 %zz %2.txt""#,
+                "100%25 %zz %2.txt",
+            ),
+            (r#"form-data; name="f"; filename="odd%22""#, "odd\""),
+            // Older clients' quoted-pairs.
+            (
+                r#"form-data; name="f"; filename="say \"hi\".txt""#,
+                "say \"hi\".txt",
+            ),
+            (
+                r#"form-data; name="f"; filename="back\\slash.txt""#,
+                "slash.txt",
+            ),
+            // Unquoted, other parameters first or with look-alikes inside them.
+            (r#"form-data; filename=plain.txt; name=f"#, "plain.txt"),
+            (
+                r#"form-data; name="x; filename=evil.exe"; filename="good.txt""#,
+                "good.txt",
+            ),
+            (r#"form-data; name="f"; FILENAME="Up.TXT""#, "Up.TXT"),
+            (
+                r#"form-data; name="f"; filename="../../etc/passwd""#,
+                "passwd",
+            ),
+            // A browser's name ending in a backslash: the quote ends it after all.
+            (r#"form-data; name="f"; filename="dir\"; x=1"#, "dir\\"),
+            (
+                r#"form-data; name="f"; filename="unterminated"#,
+                "unterminated",
+            ),
+        ];
+        for (header, want) in cases {
+            assert_eq!(name(header).as_deref(), Some(want), "{header}");
+        }
+        assert_eq!(name(r#"form-data; name="f""#), None);
+        assert_eq!(name(r#"form-data; name="f"; filename*=UTF-8''a.txt"#), None);
+        assert_eq!(name("form-data"), None);
+        assert_eq!(name(""), None);
+        // Invalid UTF-8 does not fail the part.
+        assert_eq!(
+            form_data_filename(b"form-data; filename=\"a\xff.txt\"").as_deref(),
+            Some("a\u{FFFD}.txt")
+        );
+    }
 
     #[test]
     fn padding_after_delimiters_is_removed_however_the_body_is_split() {
