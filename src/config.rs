@@ -68,6 +68,82 @@ pub struct Config {
     pub log: String,
     /// Token verification.
     pub auth: AuthConfig,
+    /// Which web pages on other origins may call depot from a browser.
+    pub cors: CorsConfig,
+    /// Bounds and exceptions for fetches depot makes itself (remote URL ingest, webhooks).
+    pub remote_fetch: RemoteFetchConfig,
+}
+
+/// Cross-origin (CORS) access; none by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`https://app.example`, `http://127.0.0.1:3000`) whose pages may call depot.
+    /// `*` admits any origin, but only on routes that take no credentials (capability URLs,
+    /// `/health`); routes that take a token need their origins listed.
+    pub allowed_origins: Vec<String>,
+    /// Seconds a browser may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_secs: 600,
+        }
+    }
+}
+
+/// Outbound fetches: public addresses only unless allowed here, bounded in size and time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteFetchConfig {
+    /// Hosts (`name`, `name:port`, `10.0.0.5`, `[::1]:8080`) that may be fetched although they
+    /// resolve to loopback, private, link-local or other non-public addresses.
+    pub allow_hosts: Vec<String>,
+    /// Largest body fetched, in bytes.
+    pub max_bytes: u64,
+    /// Seconds one fetch may take in all (redirects and body included).
+    pub timeout_secs: u64,
+    /// Seconds a fetch may wait for a connection or the next bytes.
+    pub stall_secs: u64,
+    /// Most redirects followed.
+    pub max_redirects: usize,
+}
+
+impl Default for RemoteFetchConfig {
+    fn default() -> Self {
+        Self {
+            allow_hosts: Vec::new(),
+            max_bytes: 2 * 1024 * 1024 * 1024,
+            timeout_secs: 600,
+            stall_secs: 30,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// An origin as browsers send it in `Origin` (`scheme://host[:port]`, lower case, default port
+/// left out), or `*`.
+pub fn normalize_origin(raw: &str) -> Result<String, StartError> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(raw.into());
+    }
+    let bad = |why: &str| StartError::Config(format!("cors.allowed_origins: {raw:?} {why}"));
+    let url = reqwest::Url::parse(raw).map_err(|_| bad("is not an origin (scheme://host[:port])"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must be http or https"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || raw.ends_with('/')
+    {
+        return Err(bad("must be an origin only, without a path"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry credentials"));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// How tokens are signed and checked.
@@ -115,6 +191,8 @@ impl Default for Config {
             download_cache_bytes: 32 * 1024 * 1024,
             log: "info".into(),
             auth: AuthConfig::default(),
+            cors: CorsConfig::default(),
+            remote_fetch: RemoteFetchConfig::default(),
         }
     }
 }
@@ -278,6 +356,31 @@ impl Config {
         if let Some(v) = get("DEPOT_JWT_LEEWAY_SECS") {
             self.auth.leeway_secs = num("DEPOT_JWT_LEEWAY_SECS", v)?;
         }
+        // Lists: comma- or space-separated.
+        let list = |v: String| -> Vec<String> {
+            v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        };
+        if let Some(v) = get("DEPOT_CORS_ALLOWED_ORIGINS") {
+            self.cors.allowed_origins = list(v);
+        }
+        if let Some(v) = get("DEPOT_CORS_MAX_AGE_SECS") {
+            self.cors.max_age_secs = num("DEPOT_CORS_MAX_AGE_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_ALLOW_HOSTS") {
+            self.remote_fetch.allow_hosts = list(v);
+        }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_MAX_BYTES") {
+            self.remote_fetch.max_bytes = num("DEPOT_REMOTE_FETCH_MAX_BYTES", v)?;
+        }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_TIMEOUT_SECS") {
+            self.remote_fetch.timeout_secs = num("DEPOT_REMOTE_FETCH_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_STALL_SECS") {
+            self.remote_fetch.stall_secs = num("DEPOT_REMOTE_FETCH_STALL_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_MAX_REDIRECTS") {
+            self.remote_fetch.max_redirects = num("DEPOT_REMOTE_FETCH_MAX_REDIRECTS", v)?;
+        }
         Ok(())
     }
 
@@ -302,6 +405,18 @@ impl Config {
             return Err(StartError::Config(
                 "timeouts must be at least 1 second".into(),
             ));
+        }
+        for origin in &self.cors.allowed_origins {
+            normalize_origin(origin)?;
+        }
+        if self.remote_fetch.timeout_secs == 0 || self.remote_fetch.stall_secs == 0 {
+            return Err(StartError::Config(
+                "remote_fetch timeouts must be at least 1 second".into(),
+            ));
+        }
+        for host in &self.remote_fetch.allow_hosts {
+            crate::fetch::HostRule::parse(host)
+                .map_err(|e| StartError::Config(format!("remote_fetch.allow_hosts: {e}")))?;
         }
         Ok(())
     }

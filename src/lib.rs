@@ -28,10 +28,14 @@
 //! - `media/`: type sniffing and image dimensions from a file's first bytes.
 //! - `error.rs`: the one error catalogue (variant -> code, status) and `StartError` for start-up.
 //! - `config.rs`, `types.rs`: typed configuration and the domain newtypes.
+//! - `fetch/`: SSRF-safe outbound HTTP (remote URL ingest, webhooks): public addresses only
+//!   (`addr.rs`) unless `remote_fetch.allow_hosts` names the host, vetted on every redirect,
+//!   size-capped and timed.
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod graphql;
 pub mod http;
 pub mod media;
@@ -99,9 +103,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let header_timeout = Duration::from_secs(config.header_timeout_secs);
     let service = Arc::new(open_service(config)?);
     let limits = http::limits::BodyLimits::from_config(&service.config);
+    let cors = http::cors::Cors::from_config(&service.config.cors)?;
     let state = actix_web::web::Data::new(http::AppState::new(service));
     let mut server = actix_web::HttpServer::new(move || {
         let limits = limits.clone();
+        let cors = cors.clone();
         actix_web::App::new()
             .app_data(state.clone())
             .configure(http::configure)
@@ -122,6 +128,19 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
                         })
                     }
                     Err(refused) => Either::Right(ready(Ok(*refused))),
+                }
+            })
+            // Outermost: preflights are answered before the body guard, and every answer
+            // (errors included) carries the CORS headers its origin is due (http/cors.rs).
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service as _;
+                use futures_util::future::Either;
+                match &cors {
+                    Some(cors) => Either::Left(cors.handle(req, srv)),
+                    None => {
+                        let res = srv.call(req);
+                        Either::Right(async move { res.await.map(|r| r.map_into_boxed_body()) })
+                    }
                 }
             })
     })

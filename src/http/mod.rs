@@ -1,6 +1,7 @@
 //! actix handlers: parse the request, call the service, shape the response. No storage code.
 
 mod access;
+pub mod cors;
 mod disposition;
 mod download;
 pub mod error;
