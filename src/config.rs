@@ -132,7 +132,8 @@ pub fn normalize_origin(raw: &str) -> Result<String, StartError> {
         return Ok(raw.into());
     }
     let bad = |why: &str| StartError::Config(format!("cors.allowed_origins: {raw:?} {why}"));
-    let url = reqwest::Url::parse(raw).map_err(|_| bad("is not an origin (scheme://host[:port])"))?;
+    let url =
+        reqwest::Url::parse(raw).map_err(|_| bad("is not an origin (scheme://host[:port])"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("must be http or https"));
     }
@@ -358,7 +359,10 @@ impl Config {
         }
         // Lists: comma- or space-separated.
         let list = |v: String| -> Vec<String> {
-            v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+            v.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
         };
         if let Some(v) = get("DEPOT_CORS_ALLOWED_ORIGINS") {
             self.cors.allowed_origins = list(v);

@@ -44,7 +44,14 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
 
 fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     let s = ip.segments();
-    let embedded = |hi: usize| Ipv4Addr::new((s[hi] >> 8) as u8, s[hi] as u8, (s[hi + 1] >> 8) as u8, s[hi + 1] as u8);
+    let embedded = |hi: usize| {
+        Ipv4Addr::new(
+            (s[hi] >> 8) as u8,
+            s[hi] as u8,
+            (s[hi + 1] >> 8) as u8,
+            s[hi + 1] as u8,
+        )
+    };
     if ip.is_unspecified() {
         return Some("unspecified");
     }
@@ -181,6 +188,9 @@ mod tests {
         assert_eq!(reason("127.0.0.1"), Some("loopback"));
         assert_eq!(reason("169.254.169.254"), Some("link-local"));
         assert_eq!(reason("100.64.0.1"), Some("shared (CGNAT)"));
-        assert_eq!(reason("::ffff:127.0.0.1"), Some("an IPv4-mapped non-public address"));
+        assert_eq!(
+            reason("::ffff:127.0.0.1"),
+            Some("an IPv4-mapped non-public address")
+        );
     }
 }

@@ -264,7 +264,9 @@ impl Fetcher {
             let response = tokio::time::timeout(wait, request)
                 .await
                 .map_err(|_| timed_out(deadline, self.limits.stall, "the answer"))?
-                .map_err(|e| FetchError::Network(format!("fetching {} failed: {e}", redact(&url))))?;
+                .map_err(|e| {
+                    FetchError::Network(format!("fetching {} failed: {e}", redact(&url)))
+                })?;
             let status = response.status();
             if matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
                 let location = response
@@ -392,7 +394,16 @@ mod tests {
         assert!(r("[::1]:9000").matches("::1", 9000));
         assert!(r("::1").matches("::1", 1));
         assert!(r("[0:0::1]").matches("::1", 1));
-        for bad in ["", "a b", "host:port", "[::1", "[::1]x", "http://x", "a/b", "h:99999"] {
+        for bad in [
+            "",
+            "a b",
+            "host:port",
+            "[::1",
+            "[::1]x",
+            "http://x",
+            "a/b",
+            "h:99999",
+        ] {
             assert!(HostRule::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -206,13 +206,11 @@ impl Cors {
         }
         let grant = origin.as_ref().and_then(|o| self.grant(o, route));
         let this = self.clone();
-        let http_req = req.request().clone();
         let fut = srv.call(req);
         Box::pin(async move {
-            let mut res = match fut.await {
-                Ok(res) => res.map_into_boxed_body(),
-                Err(e) => ServiceResponse::new(http_req, e.error_response()),
-            };
+            // Handlers' and the body guard's errors arrive here as responses; an `Err` (none
+            // of depot's services make one) goes to actix unchanged.
+            let mut res = fut.await?.map_into_boxed_body();
             let h = res.headers_mut();
             h.append(header::VARY, HeaderValue::from_static("Origin"));
             if let Some(grant) = grant {
@@ -238,9 +236,8 @@ impl Cors {
         route: &Route,
     ) -> HttpResponse {
         let refuse = |msg: String| Error::Forbidden(msg).error_response();
-        let shown = |v: Option<&HeaderValue>| {
-            v.and_then(|v| v.to_str().ok()).unwrap_or("?").to_string()
-        };
+        let shown =
+            |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).unwrap_or("?").to_string();
         let Some(grant) = origin.and_then(|o| self.grant(o, route)) else {
             return refuse(format!(
                 "origin {} may not call this route (cors.allowed_origins)",
