@@ -499,6 +499,21 @@ mod tests {
         form_data_filename(header.as_bytes())
     }
 
+    proptest::proptest! {
+        /// Whatever name a browser encodes (any characters but `%`, whose encoding the HTML
+        /// standard leaves ambiguous), depot stores what the name rules make of the original.
+        #[test]
+        fn browser_encoding_round_trips(raw in "[^%]{1,40}") {
+            let sent = raw.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A");
+            let header = format!("form-data; name=\"fileUpload\"; filename=\"{sent}\"");
+            let got = form_data_filename(header.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(
+                crate::service::names::sanitize_filename(&got),
+                crate::service::names::sanitize_filename(&raw)
+            );
+        }
+    }
+
     #[test]
     fn browser_encoded_file_names_are_decoded() {
         // What Chromium and Firefox send (the HTML standard's form-data encoding).
