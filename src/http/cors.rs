@@ -70,6 +70,16 @@ const DOWNLOAD: &[&str] = &[
     "if-range",
 ];
 
+/// Capability-URL downloads: no token, but ranges and conditional requests.
+const RANGED: &[&str] = &[
+    "range",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+];
+
 const fn token(pattern: &'static str, methods: &'static [&'static str]) -> Route {
     Route {
         pattern,
@@ -79,9 +89,22 @@ const fn token(pattern: &'static str, methods: &'static [&'static str]) -> Route
     }
 }
 
-/// The routes, first match wins. Upload-URL routes (presigned PUT/POST, temp files) and signed
-/// download links carry their capability in the URL: they go here as `Credentials::None` with
-/// the methods and headers they take (`content-type` for a PUT).
+const fn capability(
+    pattern: &'static str,
+    methods: &'static [&'static str],
+    headers: &'static [&'static str],
+) -> Route {
+    Route {
+        pattern,
+        methods,
+        headers,
+        credentials: Credentials::None,
+    }
+}
+
+/// The routes, first match wins. Routes that carry their capability in the URL (upload URLs,
+/// signed download links) are `Credentials::None` with the methods and headers they take
+/// (`content-type` for a PUT).
 pub const ROUTES: &[Route] = &[
     Route {
         pattern: "/file/**",
@@ -97,6 +120,17 @@ pub const ROUTES: &[Route] = &[
     token("/access-rights", &["GET", "POST"]),
     token("/access-rights/*", &["DELETE"]),
     token("/instances/*", &["GET", "PUT"]),
+    // Upload sessions (presigned PUT, temp files) and signed download links: the routes that
+    // take a capability in the URL may be opened to `*`; the ones that create them take a token.
+    token("/uploads/presigned", &["POST"]),
+    token("/uploads/*/confirm", &["POST"]),
+    capability("/uploads/put/*/*", &["PUT"], &["content-type"]),
+    token("/temp-files", &["POST"]),
+    capability("/temp-files/*/*/upload", &["PUT"], &["content-type"]),
+    capability("/temp-files/*/*", &["GET", "HEAD"], RANGED),
+    token("/files/*/links", &["POST"]),
+    token("/files/*/links/*", &["DELETE"]),
+    capability("/links/*/*", &["GET", "HEAD"], RANGED),
     Route {
         pattern: "/health",
         methods: &["GET"],
@@ -302,5 +336,10 @@ mod tests {
         assert!(matches("/**", "/anything/new"));
         assert_eq!(route("/files").methods, &["GET"]);
         assert_eq!(route("/new/route").pattern, "/**");
+        assert_eq!(route("/uploads/put/i/u").credentials, Credentials::None);
+        assert_eq!(route("/uploads/u/confirm").credentials, Credentials::Token);
+        assert_eq!(route("/temp-files/i/t/upload").methods, &["PUT"]);
+        assert_eq!(route("/temp-files/i/t").methods, &["GET", "HEAD"]);
+        assert_eq!(route("/files/f/links").methods, &["POST"]);
     }
 }
