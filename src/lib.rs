@@ -78,8 +78,8 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
 /// Opens the stores under the data dir and wires the service. The caller holds the lock.
 pub fn open_service(config: Config) -> Result<Service, StartError> {
     let data = config.data_dir.clone();
-    let blobs = store::LocalStore::open(&data)?;
-    let swept = match store::BlobStore::maintenance(&blobs) {
+    let blobs = store::open_configured(&config)?;
+    let swept = match blobs.maintenance() {
         Some(m) => m.sweep_temp()?,
         None => 0,
     };
@@ -88,7 +88,7 @@ pub fn open_service(config: Config) -> Result<Service, StartError> {
     }
     let meta = meta::SledMeta::open(&data.join("meta"))?;
     let keys = auth::Keys::load(&config.auth, &data)?;
-    Ok(Service::new(config, Arc::new(meta), Arc::new(blobs), keys))
+    Ok(Service::new(config, Arc::new(meta), blobs, keys))
 }
 
 /// Runs the HTTP server until it is stopped.
