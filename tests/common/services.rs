@@ -22,7 +22,9 @@ pub fn s3_or_skip(test: &str) -> Option<S3Env> {
             if std::env::var("DEPOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
                 panic!("DEPOT_REQUIRE_SERVICES=1 but {msg}");
             }
-            eprintln!("SKIPPED: {msg}");
+            // Straight to the process's stderr: libtest captures `eprintln!` of passing tests.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
             return None;
         }
     };
