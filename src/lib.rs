@@ -21,8 +21,9 @@
 //! - `auth/`: tokens (`jwt.rs`) and the one set of access predicates (`access.rs`: `manages`,
 //!   `names_caller`, `may_read`).
 //! - `store/`: blob storage behind narrow traits (`BlobStore` core, `BlobMaintenance`,
-//!   `PartStore`), the local implementation (`local.rs`, O_DIRECT writer), hashing (`hash.rs`)
-//!   and the contract suite every backend runs (`contract.rs`).
+//!   `PartStore`), the local implementation (`local.rs`, O_DIRECT writer), S3 on `object_store`
+//!   (`s3.rs`), store-to-store copying for `depot migrate-store` (`migrate.rs`), hashing
+//!   (`hash.rs`) and the contract suite every backend runs (`contract.rs`).
 //! - `meta/`: metadata behind narrow traits (`InstanceStore`, `FileStore`, `GrantStore`,
 //!   `UploadSessionStore`, `MaintenanceStore`), the sled implementation and the contract suite.
 //! - `media/`: type sniffing and image dimensions from a file's first bytes.
