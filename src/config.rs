@@ -68,6 +68,8 @@ pub struct Config {
     pub log: String,
     /// Token verification.
     pub auth: AuthConfig,
+    /// Where blob bytes live: the data dir (default) or an S3-compatible bucket.
+    pub store: StoreConfig,
     /// Which web pages on other origins may call depot from a browser.
     pub cors: CorsConfig,
     /// Bounds and exceptions for fetches depot makes itself (remote URL ingest, webhooks).
@@ -194,6 +196,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             remote_fetch: RemoteFetchConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -208,6 +211,51 @@ impl Default for AuthConfig {
             audience: None,
             leeway_secs: 30,
         }
+    }
+}
+
+/// Which blob store holds the bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// `<data_dir>/blobs`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (AWS S3, MinIO, Garage, Ceph RGW, R2).
+    S3,
+}
+
+/// The `[store]` table. Its `Debug` form hides the secret.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Bucket name (required for `s3`; the bucket must exist).
+    pub bucket: Option<String>,
+    /// Endpoint URL for S3-compatible servers, e.g. `http://127.0.0.1:9000`; unset = AWS.
+    pub endpoint: Option<String>,
+    /// Region (`us-east-1` when unset).
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Accept a plain-HTTP endpoint.
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
     }
 }
 
@@ -385,6 +433,35 @@ impl Config {
         if let Some(v) = get("DEPOT_REMOTE_FETCH_MAX_REDIRECTS") {
             self.remote_fetch.max_redirects = num("DEPOT_REMOTE_FETCH_MAX_REDIRECTS", v)?;
         }
+        // [store]
+        if let Some(v) = get("DEPOT_STORE_KIND") {
+            self.store.kind = match v.trim() {
+                "local" => StoreKind::Local,
+                "s3" => StoreKind::S3,
+                _ => {
+                    return Err(StartError::Config(format!(
+                        "DEPOT_STORE_KIND must be local or s3, got {v:?}"
+                    )))
+                }
+            };
+        }
+        for (key, slot) in [
+            ("DEPOT_STORE_BUCKET", &mut self.store.bucket),
+            ("DEPOT_STORE_ENDPOINT", &mut self.store.endpoint),
+            ("DEPOT_STORE_REGION", &mut self.store.region),
+            ("DEPOT_STORE_ACCESS_KEY_ID", &mut self.store.access_key_id),
+            (
+                "DEPOT_STORE_SECRET_ACCESS_KEY",
+                &mut self.store.secret_access_key,
+            ),
+        ] {
+            if let Some(v) = get(key) {
+                *slot = opt(v);
+            }
+        }
+        if let Some(v) = get("DEPOT_STORE_ALLOW_HTTP") {
+            self.store.allow_http = flag("DEPOT_STORE_ALLOW_HTTP", v)?;
+        }
         Ok(())
     }
 
@@ -422,6 +499,19 @@ impl Config {
             crate::fetch::HostRule::parse(host)
                 .map_err(|e| StartError::Config(format!("remote_fetch.allow_hosts: {e}")))?;
         }
+        if self.store.kind == StoreKind::S3 {
+            if self.store.bucket.as_deref().unwrap_or("").is_empty() {
+                return Err(StartError::Config(
+                    "store.bucket (DEPOT_STORE_BUCKET) is required with store.kind = \"s3\"".into(),
+                ));
+            }
+            if self.max_file_size > crate::store::S3_MAX_FILE_SIZE {
+                return Err(StartError::Config(format!(
+                    "max_file_size may be at most {} with store.kind = \"s3\" (one S3 copy)",
+                    crate::store::S3_MAX_FILE_SIZE
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -440,6 +530,33 @@ mod tests {
         assert!(cfg
             .apply_env(|k| (k == "DEPOT_MAX_PARTS").then(|| "many".to_string()))
             .is_err());
+    }
+
+    #[test]
+    fn store_settings_from_file_and_env_and_secret_never_shown() {
+        let mut cfg: Config = toml::from_str(
+            "[store]\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key = \"hunter2\"",
+        )
+        .unwrap();
+        assert_eq!(cfg.store.kind, StoreKind::S3);
+        cfg.apply_env(|k| match k {
+            "DEPOT_STORE_ENDPOINT" => Some("http://127.0.0.1:9".into()),
+            "DEPOT_STORE_ALLOW_HTTP" => Some("true".into()),
+            "DEPOT_STORE_SECRET_ACCESS_KEY" => Some("s3cr3t-from-env".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(cfg.store.allow_http);
+        assert_eq!(cfg.store.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cr3t-from-env") && shown.contains("<redacted>"));
+        cfg.validate().unwrap();
+        cfg.store.bucket = None;
+        assert!(cfg.validate().is_err(), "s3 without a bucket");
+        assert!(cfg
+            .apply_env(|k| (k == "DEPOT_STORE_KIND").then(|| "ftp".to_string()))
+            .is_err());
+        assert!(toml::from_str::<Config>("[store]\nkind = \"ftp\"").is_err());
     }
 
     #[test]

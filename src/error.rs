@@ -53,6 +53,9 @@ pub enum Error {
     /// caller's; the file id is logged.
     #[error("{0}")]
     ContentMissing(String),
+    /// The object store (S3) failed or did not answer; the cause is kept for the log.
+    #[error("object storage is unavailable; try again later")]
+    StorageUnavailable(#[source] BoxError),
     #[error("internal error: {0}")]
     Internal(String),
     /// An internal failure whose cause (I/O, sled, serde, a task) is kept for the log.
@@ -107,6 +110,8 @@ pub const INTERNAL: Class = Class {
     public: false,
 };
 pub const INSUFFICIENT_STORAGE: Class = class(507, "INSUFFICIENT_STORAGE");
+/// The object store failed or is unreachable: retrying later may work.
+pub const STORAGE_UNAVAILABLE: Class = class(503, "STORAGE_UNAVAILABLE");
 
 impl Error {
     /// The one table from variant to status and code.
@@ -126,6 +131,7 @@ impl Error {
             Error::TooManyRequests(_) => TOO_MANY_REQUESTS,
             Error::PayloadTooLarge(_) => PAYLOAD_TOO_LARGE,
             Error::ContentMissing(_) => CONTENT_MISSING,
+            Error::StorageUnavailable(_) => STORAGE_UNAVAILABLE,
             Error::Internal(_) | Error::Failed { .. } => INTERNAL,
         }
     }

@@ -21,8 +21,9 @@
 //! - `auth/`: tokens (`jwt.rs`) and the one set of access predicates (`access.rs`: `manages`,
 //!   `names_caller`, `may_read`).
 //! - `store/`: blob storage behind narrow traits (`BlobStore` core, `BlobMaintenance`,
-//!   `PartStore`), the local implementation (`local.rs`, O_DIRECT writer), hashing (`hash.rs`)
-//!   and the contract suite every backend runs (`contract.rs`).
+//!   `PartStore`), the local implementation (`local.rs`, O_DIRECT writer), S3 on `object_store`
+//!   (`s3.rs`), store-to-store copying for `depot migrate-store` (`migrate.rs`), hashing
+//!   (`hash.rs`) and the contract suite every backend runs (`contract.rs`).
 //! - `meta/`: metadata behind narrow traits (`InstanceStore`, `FileStore`, `GrantStore`,
 //!   `UploadSessionStore`, `MaintenanceStore`), the sled implementation and the contract suite.
 //! - `media/`: type sniffing and image dimensions from a file's first bytes.
@@ -82,8 +83,8 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
 /// Opens the stores under the data dir and wires the service. The caller holds the lock.
 pub fn open_service(config: Config) -> Result<Service, StartError> {
     let data = config.data_dir.clone();
-    let blobs = store::LocalStore::open(&data)?;
-    let swept = match store::BlobStore::maintenance(&blobs) {
+    let blobs = store::open_configured(&config)?;
+    let swept = match blobs.maintenance() {
         Some(m) => m.sweep_temp()?,
         None => 0,
     };
@@ -92,7 +93,7 @@ pub fn open_service(config: Config) -> Result<Service, StartError> {
     }
     let meta = meta::SledMeta::open(&data.join("meta"))?;
     let keys = auth::Keys::load(&config.auth, &data)?;
-    Ok(Service::new(config, Arc::new(meta), Arc::new(blobs), keys))
+    Ok(Service::new(config, Arc::new(meta), blobs, keys))
 }
 
 /// Runs the HTTP server until it is stopped.

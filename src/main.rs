@@ -72,6 +72,64 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Copy every blob to another store (resumable: run again after an interruption; every
+    /// blob is re-hashed). Metadata stays where it is. Needs the source's server stopped.
+    MigrateStore {
+        /// Config file whose [store] table (and DEPOT_STORE_* env) describes an `s3` side.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Source: `local:DIR` (a data dir) or `s3`.
+        #[arg(long, value_name = "STORE")]
+        from: String,
+        /// Target: `s3` or `local:DIR`.
+        #[arg(long, value_name = "STORE")]
+        to: String,
+    },
+}
+
+/// A store named on the command line; a local data dir is locked while it is used.
+fn store_arg(
+    spec: &str,
+    config: &Config,
+    source: bool,
+) -> Result<
+    (
+        Option<std::fs::File>,
+        std::sync::Arc<dyn depot::store::BlobStore>,
+    ),
+    StartError,
+> {
+    if spec == "s3" {
+        let mut store = config.store.clone();
+        store.kind = depot::config::StoreKind::S3;
+        return Ok((
+            None,
+            std::sync::Arc::new(depot::store::S3Store::open(&store)?),
+        ));
+    }
+    let Some(dir) = spec.strip_prefix("local:").filter(|d| !d.is_empty()) else {
+        return Err(StartError::Config(format!(
+            "a store is `local:DIR` or `s3`, got {spec:?}"
+        )));
+    };
+    let dir = PathBuf::from(dir);
+    if source && !dir.join("blobs").is_dir() {
+        return Err(StartError::Config(format!(
+            "{} is not a depot data dir (no blobs/)",
+            dir.display()
+        )));
+    }
+    let lock = depot::lock_data_dir(&dir).map_err(|e| match e {
+        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
+            path,
+            hint: ": stop the server first",
+        },
+        other => other,
+    })?;
+    Ok((
+        Some(lock),
+        std::sync::Arc::new(depot::store::LocalStore::open(&dir)?),
+    ))
 }
 
 /// Opens the data dir for offline maintenance, refusing while a server holds it.
@@ -187,6 +245,31 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
                 r.kept_young
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::MigrateStore { config, from, to } => {
+            let config = Config::load(&Overrides {
+                config,
+                listen: None,
+                data_dir: None,
+            })?;
+            let (_from_lock, src) = store_arg(&from, &config, true)?;
+            let (_to_lock, dst) = store_arg(&to, &config, false)?;
+            let r = depot::store::migrate(src.as_ref(), dst.as_ref(), |line| {
+                println!("migrate-store: {line}")
+            })?;
+            println!(
+                "migrate-store: {} blobs: {} copied ({} bytes), {} already present, {} corrupt (not copied)",
+                r.total,
+                r.copied,
+                r.bytes_copied,
+                r.present,
+                r.corrupt.len()
+            );
+            Ok(if r.corrupt.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

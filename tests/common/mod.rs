@@ -7,6 +7,7 @@
 //! - [`upload`]: multipart forms and uploads through a client library.
 //! - [`raw`]: requests written byte by byte, for input a client library would fix up.
 //! - [`blobs`]: what the store left on disk (blob files, temp files, every path).
+//! - [`services`]: the S3 (and PostgreSQL) servers `scripts/services` starts; skip or fail without.
 //!
 //! Tests that need no process use the in-process tier instead (tests/inprocess.rs).
 // Each test file uses a different part of the harness; the rest is unused there.
@@ -15,12 +16,14 @@
 pub mod blobs;
 pub mod raw;
 pub mod server;
+pub mod services;
 pub mod tokens;
 pub mod upload;
 
 pub use blobs::*;
 pub use raw::*;
 pub use server::*;
+pub use services::*;
 pub use tokens::*;
 pub use upload::*;
 
