@@ -98,6 +98,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let workers = config.workers;
     let header_timeout = Duration::from_secs(config.header_timeout_secs);
     let service = Arc::new(open_service(config)?);
+    service.spawn_session_sweeper();
     let limits = http::limits::BodyLimits::from_config(&service.config);
     let state = actix_web::web::Data::new(http::AppState::new(service));
     let mut server = actix_web::HttpServer::new(move || {
