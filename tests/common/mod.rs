@@ -15,12 +15,14 @@
 pub mod blobs;
 pub mod raw;
 pub mod server;
+pub mod sessions;
 pub mod tokens;
 pub mod upload;
 
 pub use blobs::*;
 pub use raw::*;
 pub use server::*;
+pub use sessions::*;
 pub use tokens::*;
 pub use upload::*;
 
