@@ -339,8 +339,14 @@ impl Config {
             ("DEPOT_TEMP_FILE_TTL_SECS", &mut s.temp_file_ttl_secs),
             ("DEPOT_TEMP_FILE_MAX_SIZE", &mut s.temp_file_max_size),
             ("DEPOT_LINK_MAX_TTL_SECS", &mut s.link_max_ttl_secs),
-            ("DEPOT_MAX_OPEN_SESSIONS_PER_ACCOUNT", &mut s.max_open_per_account),
-            ("DEPOT_SESSION_SWEEP_INTERVAL_SECS", &mut s.sweep_interval_secs),
+            (
+                "DEPOT_MAX_OPEN_SESSIONS_PER_ACCOUNT",
+                &mut s.max_open_per_account,
+            ),
+            (
+                "DEPOT_SESSION_SWEEP_INTERVAL_SECS",
+                &mut s.sweep_interval_secs,
+            ),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;

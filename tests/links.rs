@@ -30,7 +30,10 @@ fn link_downloads_without_a_token_until_revoked() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().as_ref(), data.as_slice());
     // The plain download still needs a token.
-    assert_eq!(s.get(f["url"]["path"].as_str().unwrap(), None).status(), 401);
+    assert_eq!(
+        s.get(f["url"]["path"].as_str().unwrap(), None).status(),
+        401
+    );
 
     // Someone who may not read the file cannot make a link to it.
     let eve = s.token("eve", INSTANCE, false);
@@ -38,7 +41,10 @@ fn link_downloads_without_a_token_until_revoked() {
     // Nor revoke one.
     let del = |who: &str| {
         s.client
-            .delete(s.url(&format!("/files/{id}/links/{}", link["id"].as_str().unwrap())))
+            .delete(s.url(&format!(
+                "/files/{id}/links/{}",
+                link["id"].as_str().unwrap()
+            )))
             .header("Authorization", who)
             .send()
             .unwrap()
@@ -62,7 +68,10 @@ fn deleting_the_file_ends_its_links_and_links_expire() {
         Some(&t),
         &format!(r#"mutation {{ createFileLink(fileId: {id:?}, expiresIn: "1h") {{ id url expiresAt }} }}"#),
     );
-    let url = v["data"]["createFileLink"]["url"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+    let url = v["data"]["createFileLink"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
     let short: Value = make_link(&s, &t, id, "1s").json().unwrap();
     assert_eq!(s.client.get(&url).send().unwrap().status(), 200);
 

@@ -52,7 +52,10 @@ fn foir_flow_with_curl_confirm_and_file_query() {
     assert_eq!(f["filename"], "hero.jpg", "{v}");
     assert_eq!(f["mimeType"], "image/jpeg");
     assert_eq!(f["size"], hero.len());
-    assert_eq!((f["width"].as_u64(), f["height"].as_u64()), (Some(64), Some(48)));
+    assert_eq!(
+        (f["width"].as_u64(), f["height"].as_u64()),
+        (Some(64), Some(48))
+    );
     let hash = f["blurhash"].as_str().expect("a blurhash");
     assert_eq!(hash.len(), 28, "4x3 components: {hash}");
     assert_eq!(f["alt"], "Field of barley at sunrise");
@@ -60,7 +63,12 @@ fn foir_flow_with_curl_confirm_and_file_query() {
     assert_eq!(f["directory"], "/campaigns/spring-26");
     assert!(f["createdAt"].as_str().unwrap().ends_with('Z'));
     let url = f["url"].as_str().unwrap();
-    let got = s.client.get(url).header("Authorization", &t).send().unwrap();
+    let got = s
+        .client
+        .get(url)
+        .header("Authorization", &t)
+        .send()
+        .unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().unwrap().as_ref(), hero.as_slice());
 
@@ -84,11 +92,24 @@ fn foir_flow_with_curl_confirm_and_file_query() {
     let other = jpeg(8, 8);
     std::fs::write(dir.path().join("other.jpg"), &other).unwrap();
     let (status, body) = curl(
-        &["-X", "PUT", &upload_url, "-H", "Content-Type: image/jpeg", "--data-binary", "@hero.jpg"],
+        &[
+            "-X",
+            "PUT",
+            &upload_url,
+            "-H",
+            "Content-Type: image/jpeg",
+            "--data-binary",
+            "@hero.jpg",
+        ],
         dir.path(),
     );
     assert!(status == 409 || status == 410, "{status} {body}");
-    let got = s.client.get(url).header("Authorization", &t).send().unwrap();
+    let got = s
+        .client
+        .get(url)
+        .header("Authorization", &t)
+        .send()
+        .unwrap();
     assert_eq!(got.bytes().unwrap().as_ref(), hero.as_slice());
 }
 
@@ -151,7 +172,10 @@ fn too_large_before_any_byte_and_names_sanitised() {
         .unwrap();
     assert_eq!(s.put_bytes(&url, "text/plain", &data).status(), 200);
     let f = s.confirm_file_upload(&t, &id);
-    assert_eq!(f["data"]["confirmFileUpload"]["filename"], "my-hero--1-.txt", "{f}");
+    assert_eq!(
+        f["data"]["confirmFileUpload"]["filename"], "my-hero--1-.txt",
+        "{f}"
+    );
 }
 
 #[test]
@@ -165,19 +189,32 @@ fn signature_instance_expiry_and_confirm_rules() {
 
     // Tampered signature, expiry or session: 403 before anything is read.
     let last = url.chars().last().unwrap();
-    let flipped = format!("{}{}", &url[..url.len() - 1], if last == '0' { '1' } else { '0' });
+    let flipped = format!(
+        "{}{}",
+        &url[..url.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
     let (st, code, _) = json_error(s.put_bytes(&flipped, "text/plain", &data));
     assert_eq!((st, code.as_str()), (403, "INVALID_SIGNATURE"));
     let longer = url.replace("expires=", "expires=9");
-    assert_eq!(json_error(s.put_bytes(&longer, "text/plain", &data)).1, "INVALID_SIGNATURE");
+    assert_eq!(
+        json_error(s.put_bytes(&longer, "text/plain", &data)).1,
+        "INVALID_SIGNATURE"
+    );
     let unsigned = url.split('?').next().unwrap().to_string();
-    assert_eq!(json_error(s.put_bytes(&unsigned, "text/plain", &data)).0, 403);
+    assert_eq!(
+        json_error(s.put_bytes(&unsigned, "text/plain", &data)).0,
+        403
+    );
 
     // Wrong instance: the instance in the URL is signed too.
     let path = put_path(&url);
     let inst = path.split('/').nth(3).unwrap();
     let other = url.replace(inst, "01F322XSV13R9VAGJXW351PVBT");
-    assert_eq!(json_error(s.put_bytes(&other, "text/plain", &data)).1, "INVALID_SIGNATURE");
+    assert_eq!(
+        json_error(s.put_bytes(&other, "text/plain", &data)).1,
+        "INVALID_SIGNATURE"
+    );
 
     // Confirm from another account or another instance: no such session.
     let mallory = s.token("mallory", INSTANCE, false);
@@ -240,7 +277,11 @@ fn length_and_type_are_checked() {
     // Nothing was kept from the refused tries; the URL still takes the right body once.
     s.eventually("temp files removed", || s.temp_files() == 0);
     assert_eq!(s.blob_count(), 0);
-    assert_eq!(s.put_bytes(&url, "image/jpeg; charset=binary", &img).status(), 200);
+    assert_eq!(
+        s.put_bytes(&url, "image/jpeg; charset=binary", &img)
+            .status(),
+        200
+    );
     let v = s.confirm_file_upload(&t, &id);
     assert_eq!(v["data"]["confirmFileUpload"]["width"], 16, "{v}");
 }
@@ -280,8 +321,12 @@ fn sessions_survive_a_restart() {
     let t = s.token("drew", INSTANCE, false);
     let a = b"first file".to_vec();
     let b = b"second file".to_vec();
-    let (id_a, url_a) = s.create_file_upload(&t, "a.txt", "text/plain", a.len(), "").unwrap();
-    let (id_b, url_b) = s.create_file_upload(&t, "b.txt", "text/plain", b.len(), "").unwrap();
+    let (id_a, url_a) = s
+        .create_file_upload(&t, "a.txt", "text/plain", a.len(), "")
+        .unwrap();
+    let (id_b, url_b) = s
+        .create_file_upload(&t, "b.txt", "text/plain", b.len(), "")
+        .unwrap();
     assert_eq!(s.put_bytes(&url_b, "text/plain", &b).status(), 200);
     let old_base = s.base.clone();
     s.stop();
@@ -291,7 +336,10 @@ fn sessions_survive_a_restart() {
 
     let s = Server::spawn(dir.path(), &[], &[]).unwrap();
     // The new process listens on another ephemeral port; the signed path is what counts.
-    let (url_a, url_b) = (url_a.replace(&old_base, &s.base), url_b.replace(&old_base, &s.base));
+    let (url_a, url_b) = (
+        url_a.replace(&old_base, &s.base),
+        url_b.replace(&old_base, &s.base),
+    );
     assert_eq!(s.put_bytes(&url_a, "text/plain", &a).status(), 200);
     assert_eq!(s.put_bytes(&url_b, "text/plain", &b).status(), 409);
     for (id, want) in [(&id_a, "a.txt"), (&id_b, "b.txt")] {
@@ -312,9 +360,15 @@ fn expired_sessions_are_swept_with_their_bytes() {
     let (id, url) = s
         .create_file_upload(&t, "x.bin", "application/octet-stream", data.len(), "")
         .unwrap();
-    assert_eq!(s.put_bytes(&url, "application/octet-stream", &data).status(), 200);
+    assert_eq!(
+        s.put_bytes(&url, "application/octet-stream", &data)
+            .status(),
+        200
+    );
     assert_eq!(s.blob_count(), 1);
-    s.eventually("the sweep removes the unconfirmed bytes", || s.blob_count() == 0);
+    s.eventually("the sweep removes the unconfirmed bytes", || {
+        s.blob_count() == 0
+    });
     let v = s.confirm_file_upload(&t, &id);
     assert_eq!(Server::gql_code(&v), "NOT_FOUND", "{v}");
 }
@@ -332,7 +386,11 @@ fn gc_sweeps_expired_sessions() {
     let (_, url) = s
         .create_file_upload(&t, "x.bin", "application/octet-stream", data.len(), "")
         .unwrap();
-    assert_eq!(s.put_bytes(&url, "application/octet-stream", &data).status(), 200);
+    assert_eq!(
+        s.put_bytes(&url, "application/octet-stream", &data)
+            .status(),
+        200
+    );
     s.stop();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (ok, out) = depot(&["gc"], dir.path());
@@ -346,18 +404,24 @@ fn open_sessions_and_creation_rate_are_capped() {
     let s = Server::start_with(&[("DEPOT_MAX_OPEN_SESSIONS_PER_ACCOUNT", "2")]);
     let t = s.token("drew", INSTANCE, false);
     for _ in 0..2 {
-        s.create_file_upload(&t, "a.txt", "text/plain", 1, "").unwrap();
+        s.create_file_upload(&t, "a.txt", "text/plain", 1, "")
+            .unwrap();
     }
-    let err = s.create_file_upload(&t, "a.txt", "text/plain", 1, "").unwrap_err();
+    let err = s
+        .create_file_upload(&t, "a.txt", "text/plain", 1, "")
+        .unwrap_err();
     assert_eq!(Server::gql_code(&err), "TOO_MANY_REQUESTS", "{err}");
     // Another account has its own budget.
     let u = s.token("other", INSTANCE, false);
-    assert!(s.create_file_upload(&u, "a.txt", "text/plain", 1, "").is_ok());
+    assert!(s
+        .create_file_upload(&u, "a.txt", "text/plain", 1, "")
+        .is_ok());
 
     let s = Server::start_with(&[("DEPOT_MAX_SESSIONS_PER_MINUTE", "3")]);
     let t = s.token("drew", INSTANCE, false);
     for _ in 0..3 {
-        s.create_file_upload(&t, "a.txt", "text/plain", 1, "").unwrap();
+        s.create_file_upload(&t, "a.txt", "text/plain", 1, "")
+            .unwrap();
     }
     let r = s
         .client

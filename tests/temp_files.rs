@@ -12,7 +12,10 @@ fn temp_urls(s: &Server, t: &str) -> (String, String) {
     );
     let o = &v["data"]["createTempFileUploadUrl"];
     (
-        o["uploadUrl"].as_str().unwrap_or_else(|| panic!("{v}")).to_string(),
+        o["uploadUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string(),
         o["downloadUrl"].as_str().unwrap().to_string(),
     )
 }
@@ -30,7 +33,13 @@ fn upload_with_curl_then_download_without_a_token() {
 
     // Amplience's command, as written (image/jpg is their spelling).
     let (status, body) = curl(
-        &["--upload-file", "woman-black-beret.jpg", "-H", "Content-Type: image/jpg", &upload],
+        &[
+            "--upload-file",
+            "woman-black-beret.jpg",
+            "-H",
+            "Content-Type: image/jpg",
+            &upload,
+        ],
         dir.path(),
     );
     assert_eq!(status, 200, "{body}");
@@ -43,7 +52,13 @@ fn upload_with_curl_then_download_without_a_token() {
 
     // Single use, and each URL does only its own job.
     let (status, _) = curl(
-        &["--upload-file", "woman-black-beret.jpg", "-H", "Content-Type: image/jpg", &upload],
+        &[
+            "--upload-file",
+            "woman-black-beret.jpg",
+            "-H",
+            "Content-Type: image/jpg",
+            &upload,
+        ],
         dir.path(),
     );
     assert_eq!(status, 409);
@@ -52,7 +67,10 @@ fn upload_with_curl_then_download_without_a_token() {
     assert_eq!(r.status(), 405);
     // A tampered download URL is refused.
     let bad = download.replace("sig=", "sig=00");
-    assert_eq!(json_error(s.client.get(&bad).send().unwrap()).1, "INVALID_SIGNATURE");
+    assert_eq!(
+        json_error(s.client.get(&bad).send().unwrap()).1,
+        "INVALID_SIGNATURE"
+    );
 }
 
 #[test]
@@ -69,7 +87,8 @@ fn rest_route_type_checks_and_size_cap() {
     let v: Value = r.json().unwrap();
     let upload = v["uploadUrl"].as_str().unwrap();
     // Larger than the cap: 413 before the body.
-    let (st, code, _) = json_error(s.put_bytes(upload, "application/octet-stream", &bytes(1001, 1)));
+    let (st, code, _) =
+        json_error(s.put_bytes(upload, "application/octet-stream", &bytes(1001, 1)));
     assert_eq!((st, code.as_str()), (413, "FILE_TOO_LARGE"));
     // No Content-Type: refused with the type code.
     let r = s.client.put(upload).body(b"abc".to_vec()).send().unwrap();
@@ -80,7 +99,11 @@ fn rest_route_type_checks_and_size_cap() {
     s.eventually("temp files removed", || s.temp_files() == 0);
     assert_eq!(s.blob_count(), 0);
     assert_eq!(s.put_bytes(upload, "image/png", &png_3x2()).status(), 200);
-    let r = s.client.get(v["downloadUrl"].as_str().unwrap()).send().unwrap();
+    let r = s
+        .client
+        .get(v["downloadUrl"].as_str().unwrap())
+        .send()
+        .unwrap();
     assert_eq!(r.bytes().unwrap().as_ref(), png_3x2().as_slice());
 }
 
@@ -93,9 +116,15 @@ fn gone_from_disk_after_expiry() {
     let t = s.token("jon", INSTANCE, false);
     let (upload, download) = temp_urls(&s, &t);
     let data = bytes(4000, 3);
-    assert_eq!(s.put_bytes(&upload, "application/octet-stream", &data).status(), 200);
+    assert_eq!(
+        s.put_bytes(&upload, "application/octet-stream", &data)
+            .status(),
+        200
+    );
     assert_eq!(s.blob_count(), 1);
-    s.eventually("the expired temp file leaves the disk", || s.blob_count() == 0);
+    s.eventually("the expired temp file leaves the disk", || {
+        s.blob_count() == 0
+    });
     let (st, code, _) = json_error(s.client.get(&download).send().unwrap());
     assert_eq!((st, code.as_str()), (410, "EXPIRED"));
 }

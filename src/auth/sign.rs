@@ -60,12 +60,10 @@ impl UrlSigner {
         let current = match &cfg.url_signing_key {
             Some(k) if k.len() < MIN_KEY_LEN => return Err(short("auth.url_signing_key")),
             Some(k) => k.as_bytes().to_vec(),
-            None => load_or_create_secret(data_dir, URL_KEY_FILE).map_err(|e| {
-                StartError::Key {
-                    what: "cannot load the URL signing key in",
-                    path: data_dir.to_path_buf(),
-                    source: e.into(),
-                }
+            None => load_or_create_secret(data_dir, URL_KEY_FILE).map_err(|e| StartError::Key {
+                what: "cannot load the URL signing key in",
+                path: data_dir.to_path_buf(),
+                source: e.into(),
             })?,
         };
         let mut previous = Vec::new();
@@ -105,7 +103,13 @@ impl UrlSigner {
     }
 
     /// The `expires=..&sig=..` query for this capability.
-    pub fn query(&self, purpose: Purpose, instance: &str, id: &str, expires: u64) -> Result<String> {
+    pub fn query(
+        &self,
+        purpose: Purpose,
+        instance: &str,
+        id: &str,
+        expires: u64,
+    ) -> Result<String> {
         let sig = Self::mac(&self.current, purpose, instance, id, expires)?
             .finalize()
             .into_bytes();
@@ -167,7 +171,11 @@ mod tests {
                 .code(),
             "EXPIRED"
         );
-        for (p, id, exp) in [(Purpose::TempGet, "s", 100), (Purpose::Put, "t", 100), (Purpose::Put, "s", 101)] {
+        for (p, id, exp) in [
+            (Purpose::TempGet, "s", 100),
+            (Purpose::Put, "t", 100),
+            (Purpose::Put, "s", 101),
+        ] {
             assert_eq!(
                 old.verify(p, "i", id, exp, sig, 0).unwrap_err().code(),
                 "INVALID_SIGNATURE"

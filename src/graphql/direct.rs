@@ -186,10 +186,7 @@ impl DirectMutation {
     ) -> async_graphql::Result<MediaFile> {
         let (svc, q) = parts(ctx)?;
         let p = q.caller.require().map_err(gql)?.clone();
-        let f = svc
-            .confirm_file_upload(&p, &upload_id)
-            .await
-            .map_err(gql)?;
+        let f = svc.confirm_file_upload(&p, &upload_id).await.map_err(gql)?;
         Ok(MediaFile { f, base: base(ctx) })
     }
 
@@ -203,14 +200,8 @@ impl DirectMutation {
         let s = svc.create_temp_file(&p).await.map_err(gql)?;
         let b = base(ctx);
         Ok(TempFileUploadUrl {
-            upload_url: format!(
-                "{b}{}",
-                svc.signed_path(Purpose::TempPut, &s).map_err(gql)?
-            ),
-            download_url: format!(
-                "{b}{}",
-                svc.signed_path(Purpose::TempGet, &s).map_err(gql)?
-            ),
+            upload_url: format!("{b}{}", svc.signed_path(Purpose::TempPut, &s).map_err(gql)?),
+            download_url: format!("{b}{}", svc.signed_path(Purpose::TempGet, &s).map_err(gql)?),
         })
     }
 

@@ -14,9 +14,7 @@ use crate::auth::sign::Purpose;
 use crate::error::{Error, Result, SessionFault};
 use crate::media;
 use crate::meta::{SessionKind, UploadSession};
-use crate::service::sessions::{
-    parse_expires_in, Capability, FoirFile, NewUpload, SignedDownload,
-};
+use crate::service::sessions::{parse_expires_in, Capability, FoirFile, NewUpload, SignedDownload};
 use crate::types::{rfc3339, FileId};
 use actix_web::body::SizedStream;
 use actix_web::http::{header, Method};
@@ -52,7 +50,10 @@ pub fn foir_json(f: &FoirFile, base: &str) -> Value {
         m.insert("blurhash".into(), json!(f.extras.blurhash));
         m.insert("alt".into(), json!(f.extras.alt));
         m.insert("createdAt".into(), json!(rfc3339(file.created)));
-        m.insert("metadata".into(), f.extras.metadata.clone().unwrap_or(Value::Null));
+        m.insert(
+            "metadata".into(),
+            f.extras.metadata.clone().unwrap_or(Value::Null),
+        );
     }
     v
 }
@@ -149,7 +150,7 @@ fn capability(req: &HttpRequest, instance: String, session: String) -> Result<Ca
     })
 }
 
-fn header_str<'a>(req: &'a HttpRequest, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -165,7 +166,8 @@ async fn receive_put(
     let cap = capability(&req, path.0, path.1)?;
     let (session, domain) = state.service.open_capability(purpose, kind, cap).await?;
     let _slot = state.uploads.acquire(&domain, &session.account)?;
-    let content_length = header_str(&req, header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+    let content_length =
+        header_str(&req, header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
     let mut put = state.service.begin_session_put(
         session,
         header_str(&req, header::CONTENT_TYPE),
@@ -317,7 +319,10 @@ fn serve(req: &HttpRequest, dl: SignedDownload) -> HttpResponse {
     res.insert_header((header::ETAG, format!("\"{}\"", dl.sha.to_hex())))
         .insert_header((header::CACHE_CONTROL, "private, no-store"))
         .insert_header((header::CONTENT_TYPE, dl.mime.clone()))
-        .insert_header((header::CONTENT_DISPOSITION, content_disposition(&dl.name, inline)))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            content_disposition(&dl.name, inline),
+        ))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Content-Security-Policy", "sandbox"));
     if req.method() == Method::HEAD {

@@ -630,9 +630,16 @@ pub fn session_life_cycle(m: &dyn MetaStore) {
     ));
     let up = m.complete_session(s.id, &stored(5)).unwrap();
     assert_eq!(up.state, SessionState::Uploaded);
-    assert_eq!(m.blob_refs(&sha(5)).unwrap(), 1, "the session holds the blob");
+    assert_eq!(
+        m.blob_refs(&sha(5)).unwrap(),
+        1,
+        "the session holds the blob"
+    );
     assert!(
-        matches!(m.complete_session(s.id, &stored(6)), Err(Error::Conflict(_))),
+        matches!(
+            m.complete_session(s.id, &stored(6)),
+            Err(Error::Conflict(_))
+        ),
         "single use"
     );
     assert_eq!(m.blob_refs(&sha(6)).unwrap(), 0);
@@ -652,7 +659,10 @@ pub fn session_life_cycle(m: &dyn MetaStore) {
     assert_eq!((gone.state, left), (SessionState::Confirmed, None));
     assert_eq!(m.blob_refs(&sha(5)).unwrap(), 1);
     assert_eq!(m.delete_file(f.id).unwrap().map(|x| x.1), Some(0));
-    assert!(m.file_extras(f.id).unwrap().is_none(), "extras go with the file");
+    assert!(
+        m.file_extras(f.id).unwrap().is_none(),
+        "extras go with the file"
+    );
     // An uploaded, unconfirmed session releases its reference when deleted.
     let t = session(i, "alice", SessionKind::TempFile, 100);
     m.create_session(&t, 10).unwrap();
@@ -687,8 +697,13 @@ pub fn session_open_cap_per_kind(m: &dyn MetaStore) {
     m.create_session(&session(i, "alice", SessionKind::DownloadLink, 100), 2)
         .unwrap();
     m.complete_session(a.id, &stored(1)).unwrap();
-    m.confirm_session(a.id, &file(i, "alice", "/", "a", 1), None, &FileExtras::default())
-        .unwrap();
+    m.confirm_session(
+        a.id,
+        &file(i, "alice", "/", "a", 1),
+        None,
+        &FileExtras::default(),
+    )
+    .unwrap();
     m.create_session(&c, 2).unwrap();
     m.delete_session(b.id).unwrap();
     m.create_session(&session(i, "alice", SessionKind::PresignedPut, 100), 2)
@@ -706,10 +721,16 @@ pub fn session_expiry_order(m: &dyn MetaStore) {
     }
     let ids = |v: Vec<UploadSession>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
     assert_eq!(ids(m.expired_sessions(99, 10).unwrap()), vec![]);
-    assert_eq!(ids(m.expired_sessions(200, 10).unwrap()), vec![early.id, mid.id]);
+    assert_eq!(
+        ids(m.expired_sessions(200, 10).unwrap()),
+        vec![early.id, mid.id]
+    );
     assert_eq!(ids(m.expired_sessions(1000, 1).unwrap()), vec![early.id]);
     m.delete_session(early.id).unwrap();
-    assert_eq!(ids(m.expired_sessions(1000, 10).unwrap()), vec![mid.id, late.id]);
+    assert_eq!(
+        ids(m.expired_sessions(1000, 10).unwrap()),
+        vec![mid.id, late.id]
+    );
 }
 
 /// Confirms racing on one session make exactly one File.

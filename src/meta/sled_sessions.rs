@@ -56,8 +56,12 @@ fn gone() -> Error {
 impl UploadSessionStore for SledMeta {
     fn create_session(&self, session: &UploadSession, max_open: u64) -> Result<()> {
         let ckey = count_key(session);
-        (&self.sessions, &self.sessions_by_expiry, &self.session_counts).transaction(
-            |(ts, te, tc)| {
+        (
+            &self.sessions,
+            &self.sessions_by_expiry,
+            &self.session_counts,
+        )
+            .transaction(|(ts, te, tc)| {
                 if session.counts_as_open() {
                     if read_count(tc.get(&ckey)?) >= max_open {
                         return Err(abort(Error::TooManyRequests(format!(
@@ -70,8 +74,7 @@ impl UploadSessionStore for SledMeta {
                 store(ts, session)?;
                 te.insert(expiry_key(session), &[])?;
                 Ok(())
-            },
-        )?;
+            })?;
         self.flush()
     }
 

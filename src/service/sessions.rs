@@ -102,7 +102,12 @@ pub struct SignedDownload {
 
 /// A media type as compared: lower case, without parameters; `image/jpg` is `image/jpeg`.
 pub fn normalize_mime(raw: &str) -> String {
-    let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "image/jpg" | "image/pjpeg" => "image/jpeg".into(),
         _ => essence,
@@ -182,11 +187,7 @@ impl Service {
     /// Counts one session creation against the account's per-minute budget.
     fn charge_creation(&self, instance: InstanceId, account: &str) -> Result<()> {
         let cap = self.config.sessions.max_created_per_minute;
-        let mut rate = self
-            .sessions
-            .rate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut rate = self.sessions.rate.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let window = Duration::from_secs(60);
         if rate.len() >= RATE_ACCOUNTS {
@@ -350,11 +351,7 @@ impl Service {
                     "this upload session has expired".into(),
                 ));
             }
-            let domain = svc
-                .meta
-                .instance(s.instance)?
-                .ok_or_else(gone)?
-                .domain;
+            let domain = svc.meta.instance(s.instance)?.ok_or_else(gone)?.domain;
             Ok((s, domain))
         })
         .await
@@ -370,9 +367,7 @@ impl Service {
         content_length: Option<u64>,
     ) -> Result<SessionPut> {
         if session.state != SessionState::Open {
-            return Err(Error::Conflict(
-                "this upload URL was used already".into(),
-            ));
+            return Err(Error::Conflict("this upload URL was used already".into()));
         }
         let header = content_type.map(normalize_mime).filter(|m| !m.is_empty());
         match (&session.mime, &header) {
@@ -451,7 +446,8 @@ impl Service {
         let id = session_id(upload_id)?;
         let svc = self.clone();
         let principal = p.clone();
-        let s = blocking(move || svc.own_session(&principal, id, SessionKind::PresignedPut)).await?;
+        let s =
+            blocking(move || svc.own_session(&principal, id, SessionKind::PresignedPut)).await?;
         match s.state {
             SessionState::Confirmed => {
                 let fid = s
@@ -571,10 +567,18 @@ impl Service {
 
     /// A session of `kind` that `p` created (or, as an admin, that their instance holds);
     /// anything else is not found.
-    fn own_session(&self, p: &Principal, id: SessionId, kind: SessionKind) -> Result<UploadSession> {
+    fn own_session(
+        &self,
+        p: &Principal,
+        id: SessionId,
+        kind: SessionKind,
+    ) -> Result<UploadSession> {
         let gone = || Error::NotFound("no such upload session".into());
         let s = self.meta.session(id)?.ok_or_else(gone)?;
-        let instance = self.meta.instance_by_domain(&p.instance)?.ok_or_else(gone)?;
+        let instance = self
+            .meta
+            .instance_by_domain(&p.instance)?
+            .ok_or_else(gone)?;
         if s.kind != kind || s.instance != instance.id || !access::manages(p, &s.account) {
             return Err(gone());
         }
@@ -597,7 +601,10 @@ impl Service {
         self: &Arc<Self>,
         session: UploadSession,
     ) -> Result<SignedDownload> {
-        let Some(bytes) = session.bytes.filter(|_| session.state == SessionState::Uploaded) else {
+        let Some(bytes) = session
+            .bytes
+            .filter(|_| session.state == SessionState::Uploaded)
+        else {
             return Err(Error::NotFound(
                 "nothing was uploaded to this temp file yet".into(),
             ));

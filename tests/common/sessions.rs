@@ -27,10 +27,7 @@ pub fn curl(args: &[&str], dir: &Path) -> (u16, String) {
         .expect("curl is installed");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (
-        code.trim().parse().unwrap_or(0),
-        body.to_string(),
-    )
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 impl Server {
@@ -67,7 +64,12 @@ impl Server {
     }
 
     /// A PUT of `body` with `content_type` to a signed URL (reqwest: sends Content-Length).
-    pub fn put_bytes(&self, url: &str, content_type: &str, body: &[u8]) -> reqwest::blocking::Response {
+    pub fn put_bytes(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> reqwest::blocking::Response {
         self.client
             .put(url)
             .header("Content-Type", content_type)
