@@ -431,3 +431,80 @@ fn open_sessions_and_creation_rate_are_capped() {
         .unwrap();
     assert_eq!(json_error(r).0, 429);
 }
+
+#[test]
+fn url_key_is_its_own_and_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::spawn(dir.path(), &[], &[]).unwrap();
+    let t = s.token("drew", INSTANCE, false);
+    let data = b"rotate me".to_vec();
+    let (id, url) = s
+        .create_file_upload(&t, "r.txt", "text/plain", data.len(), "")
+        .unwrap();
+    let old_base = s.base.clone();
+    s.stop();
+    // The URL key is generated into its own file, apart from the JWT secret.
+    let key = std::fs::read_to_string(dir.path().join("url.key")).unwrap();
+    let jwt = std::fs::read_to_string(dir.path().join("jwt.secret")).unwrap();
+    assert!(key.trim().len() >= 32 && key.trim() != jwt.trim());
+
+    // A new key: URLs signed with the old one verify only while it is listed as previous.
+    let cfg = dir.path().join("depot.toml");
+    let new_key = "n".repeat(40);
+    std::fs::write(
+        &cfg,
+        format!("[auth]\nurl_signing_key = {new_key:?}\nprevious_url_signing_keys = []\n"),
+    )
+    .unwrap();
+    let s = Server::spawn(dir.path(), &[], &["--config", cfg.to_str().unwrap()]).unwrap();
+    let url = url.replace(&old_base, &s.base);
+    assert_eq!(
+        json_error(s.put_bytes(&url, "text/plain", &data)).1,
+        "INVALID_SIGNATURE"
+    );
+    s.stop();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nurl_signing_key = {new_key:?}\nprevious_url_signing_keys = [{:?}]\n",
+            key.trim()
+        ),
+    )
+    .unwrap();
+    let s = Server::spawn(dir.path(), &[], &["--config", cfg.to_str().unwrap()]).unwrap();
+    let base_before = url.split("/uploads/").next().unwrap().to_string();
+    let url = url.replace(&base_before, &s.base);
+    assert_eq!(s.put_bytes(&url, "text/plain", &data).status(), 200);
+    let v = s.confirm_file_upload(&t, &id);
+    assert_eq!(v["data"]["confirmFileUpload"]["filename"], "r.txt", "{v}");
+    // New URLs are signed with the new key.
+    let (_, fresh) = s
+        .create_file_upload(&t, "n.txt", "text/plain", 1, "")
+        .unwrap();
+    assert_eq!(s.put_bytes(&fresh, "text/plain", b"n").status(), 200);
+}
+
+#[test]
+fn oversized_metadata_is_refused() {
+    let s = Server::start();
+    let t = s.token("drew", INSTANCE, false);
+    let r = s
+        .client
+        .post(s.url("/uploads/presigned"))
+        .header("Authorization", &t)
+        .json(
+            &json!({"filename": "a.txt", "mimeType": "text/plain", "size": 1,
+                      "metadata": {"note": "x".repeat(20_000)}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(json_error(r).1, "BAD_REQUEST");
+    let r = s
+        .client
+        .post(s.url("/uploads/presigned"))
+        .header("Authorization", &t)
+        .json(&json!({"filename": "a.txt", "mimeType": "text/plain", "size": -1}))
+        .send()
+        .unwrap();
+    assert_eq!(json_error(r).0, 400);
+}

@@ -26,6 +26,8 @@ const HEAD: usize = 8 * 1024;
 const DECODES: usize = 2;
 /// Sessions removed per sweep batch.
 const SWEEP_BATCH: usize = 256;
+/// Largest `metadata` kept on a session (and its File), serialised.
+const MAX_METADATA: usize = 16 * 1024;
 /// Accounts remembered by the creation-rate limiter before stale windows are dropped.
 const RATE_ACCOUNTS: usize = 100_000;
 
@@ -259,6 +261,13 @@ impl Service {
             Some(f) if f.starts_with('/') => names::normalize_decoded_directory(f)?,
             Some(f) => names::normalize_decoded_directory(&format!("/{f}"))?,
         };
+        if let Some(m) = &req.metadata {
+            if serde_json::to_vec(m).map_or(true, |b| b.len() > MAX_METADATA) {
+                return Err(Error::BadRequest(format!(
+                    "metadata must be a JSON value of at most {MAX_METADATA} bytes"
+                )));
+            }
+        }
         let name = foir_filename(&req.filename);
         let svc = self.clone();
         let p = p.clone();
@@ -475,7 +484,6 @@ impl Service {
             .ok_or_else(|| Error::Internal("uploaded session without bytes".into()))?;
         let described = self.describe_image(&bytes).await?;
         let svc = self.clone();
-        let owner = p.account.clone();
         let fid = blocking(move || {
             let now = now_millis();
             let (width, height, blurhash) = match described {
@@ -485,7 +493,8 @@ impl Service {
             let file = FileRecord {
                 id: FileId::new(),
                 instance: s.instance,
-                created_by: owner,
+                // The session's creator owns the File, even when an admin confirms it.
+                created_by: s.account.clone(),
                 created: now,
                 updated: now,
                 trashed: None,
