@@ -26,10 +26,12 @@ pub type DepotSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Hypi's queries and the direct flows' (`direct.rs`).
 #[derive(async_graphql::MergedObject, Default)]
+#[graphql(name = "QueryRoot")]
 pub struct Query(QueryRoot, direct::DirectQuery);
 
 /// Hypi's mutations and the direct flows'.
 #[derive(async_graphql::MergedObject, Default)]
+#[graphql(name = "MutationRoot")]
 pub struct Mutation(MutationRoot, direct::DirectMutation);
 
 /// Builds the schema around the service. Depth, cost and time are bounded so one request
@@ -212,7 +214,7 @@ fn parts<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Arc<Service>, Ctx)
 #[derive(Default)]
 pub struct QueryRoot;
 
-#[Object]
+#[Object(name = "HypiQuery")]
 impl QueryRoot {
     /// Records of `type` matching `arcql` that the caller may read, a page at a time.
     #[allow(clippy::too_many_arguments)]
@@ -283,7 +285,7 @@ impl QueryRoot {
 #[derive(Default)]
 pub struct MutationRoot;
 
-#[Object]
+#[Object(name = "HypiMutation")]
 impl MutationRoot {
     /// Creates AccessRights (or legacy Permissions, translated into AccessRights).
     async fn upsert(
