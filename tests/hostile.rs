@@ -705,7 +705,8 @@ fn assert_only_store_paths(data: &Path) {
                     .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         };
         let ok = match parts.as_slice() {
-            ["jwt.secret"] | ["url.key"] | ["depot.lock"] | ["tmp"] | ["meta"] | ["meta", ..] => true,
+            ["url.key"] => true,
+            ["jwt.secret"] | ["depot.lock"] | ["tmp"] | ["meta"] | ["meta", ..] => true,
             ["blobs"] | ["blobs", "sha256"] => true,
             ["blobs", "sha256", a] => hex(a, 2),
             ["blobs", "sha256", a, b] => hex(a, 2) && hex(b, 2),
