@@ -74,6 +74,46 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Bounds and exceptions for fetches depot makes itself (remote URL ingest, webhooks).
     pub remote_fetch: RemoteFetchConfig,
+    /// Upload sessions and signed URLs (Foir presigned PUT, Amplience temp files, links).
+    pub sessions: SessionsConfig,
+}
+
+/// Upload sessions and signed URLs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Base of the URLs handed out (`https://files.example.com`); unset: the request's own
+    /// scheme and Host.
+    pub public_url: Option<String>,
+    /// Seconds a presigned upload URL (`createFileUpload`) stays valid.
+    pub upload_url_ttl_secs: u64,
+    /// Seconds a temp file (`createTempFileUploadUrl`) lives, its URLs with it.
+    pub temp_file_ttl_secs: u64,
+    /// Largest temp file, in bytes.
+    pub temp_file_max_size: u64,
+    /// Longest `expiresIn` of a signed download link, in seconds.
+    pub link_max_ttl_secs: u64,
+    /// Open sessions one account may hold per kind (uploads, temp files, links); 429 beyond.
+    pub max_open_per_account: u64,
+    /// Sessions (of any kind) one account may create per minute; 429 beyond.
+    pub max_created_per_minute: u32,
+    /// Seconds between sweeps of expired sessions and their bytes.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            upload_url_ttl_secs: 15 * 60,
+            temp_file_ttl_secs: 60 * 60,
+            temp_file_max_size: 100 * 1000 * 1000,
+            link_max_ttl_secs: 7 * 24 * 60 * 60,
+            max_open_per_account: 1000,
+            max_created_per_minute: 600,
+            sweep_interval_secs: 60,
+        }
+    }
 }
 
 /// Cross-origin (CORS) access; none by default.
@@ -165,6 +205,11 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Key (at least 32 characters) that signs upload and download URLs. When unset, a random
+    /// one is generated into `<data_dir>/url.key`. Never the JWT secret.
+    pub url_signing_key: Option<String>,
+    /// Retired URL keys that still verify (rotation: move the old key here, set a new one).
+    pub previous_url_signing_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -197,6 +242,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             remote_fetch: RemoteFetchConfig::default(),
             store: StoreConfig::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -210,6 +256,8 @@ impl Default for AuthConfig {
             issuer: None,
             audience: None,
             leeway_secs: 30,
+            url_signing_key: None,
+            previous_url_signing_keys: Vec::new(),
         }
     }
 }
@@ -462,6 +510,35 @@ impl Config {
         if let Some(v) = get("DEPOT_STORE_ALLOW_HTTP") {
             self.store.allow_http = flag("DEPOT_STORE_ALLOW_HTTP", v)?;
         }
+        if let Some(v) = get("DEPOT_URL_SIGNING_KEY") {
+            self.auth.url_signing_key = opt(v);
+        }
+        // Upload sessions and signed URLs.
+        let s = &mut self.sessions;
+        if let Some(v) = get("DEPOT_PUBLIC_URL") {
+            s.public_url = opt(v);
+        }
+        for (key, field) in [
+            ("DEPOT_UPLOAD_URL_TTL_SECS", &mut s.upload_url_ttl_secs),
+            ("DEPOT_TEMP_FILE_TTL_SECS", &mut s.temp_file_ttl_secs),
+            ("DEPOT_TEMP_FILE_MAX_SIZE", &mut s.temp_file_max_size),
+            ("DEPOT_LINK_MAX_TTL_SECS", &mut s.link_max_ttl_secs),
+            (
+                "DEPOT_MAX_OPEN_SESSIONS_PER_ACCOUNT",
+                &mut s.max_open_per_account,
+            ),
+            (
+                "DEPOT_SESSION_SWEEP_INTERVAL_SECS",
+                &mut s.sweep_interval_secs,
+            ),
+        ] {
+            if let Some(v) = get(key) {
+                *field = num(key, v)?;
+            }
+        }
+        if let Some(v) = get("DEPOT_MAX_SESSIONS_PER_MINUTE") {
+            s.max_created_per_minute = num("DEPOT_MAX_SESSIONS_PER_MINUTE", v)?;
+        }
         Ok(())
     }
 
@@ -511,6 +588,12 @@ impl Config {
                     crate::store::S3_MAX_FILE_SIZE
                 )));
             }
+        }
+        let s = &self.sessions;
+        if s.upload_url_ttl_secs == 0 || s.temp_file_ttl_secs == 0 || s.sweep_interval_secs == 0 {
+            return Err(StartError::Config(
+                "session TTLs and the sweep interval must be at least 1 second".into(),
+            ));
         }
         Ok(())
     }

@@ -56,6 +56,9 @@ pub enum Error {
     /// The object store (S3) failed or did not answer; the cause is kept for the log.
     #[error("object storage is unavailable; try again later")]
     StorageUnavailable(#[source] BoxError),
+    /// Upload sessions and signed URLs (presigned PUT, temp files, download links).
+    #[error("{1}")]
+    Session(SessionFault, String),
     #[error("internal error: {0}")]
     Internal(String),
     /// An internal failure whose cause (I/O, sled, serde, a task) is kept for the log.
@@ -65,6 +68,23 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+}
+
+/// Why a signed URL or an upload session refused a request; each has its own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionFault {
+    /// The URL's signature does not verify (tampered, or made with a retired key).
+    BadSignature,
+    /// The URL or session ran out.
+    Expired,
+    /// Confirmed before its bytes arrived.
+    Incomplete,
+    /// The body's length differs from the declared size.
+    LengthMismatch,
+    /// The request's Content-Type differs from the declared type.
+    TypeMismatch,
+    /// The bytes are not of the declared type.
+    ContentMismatch,
 }
 
 /// Shorthand used across the crate.
@@ -112,6 +132,12 @@ pub const INTERNAL: Class = Class {
 pub const INSUFFICIENT_STORAGE: Class = class(507, "INSUFFICIENT_STORAGE");
 /// The object store failed or is unreachable: retrying later may work.
 pub const STORAGE_UNAVAILABLE: Class = class(503, "STORAGE_UNAVAILABLE");
+pub const INVALID_SIGNATURE: Class = class(403, "INVALID_SIGNATURE");
+pub const EXPIRED: Class = class(410, "EXPIRED");
+pub const UPLOAD_INCOMPLETE: Class = class(409, "UPLOAD_INCOMPLETE");
+pub const LENGTH_MISMATCH: Class = class(400, "LENGTH_MISMATCH");
+pub const CONTENT_TYPE_MISMATCH: Class = class(400, "CONTENT_TYPE_MISMATCH");
+pub const CONTENT_MISMATCH: Class = class(400, "CONTENT_MISMATCH");
 
 impl Error {
     /// The one table from variant to status and code.
@@ -132,6 +158,14 @@ impl Error {
             Error::PayloadTooLarge(_) => PAYLOAD_TOO_LARGE,
             Error::ContentMissing(_) => CONTENT_MISSING,
             Error::StorageUnavailable(_) => STORAGE_UNAVAILABLE,
+            Error::Session(f, _) => match f {
+                SessionFault::BadSignature => INVALID_SIGNATURE,
+                SessionFault::Expired => EXPIRED,
+                SessionFault::Incomplete => UPLOAD_INCOMPLETE,
+                SessionFault::LengthMismatch => LENGTH_MISMATCH,
+                SessionFault::TypeMismatch => CONTENT_TYPE_MISMATCH,
+                SessionFault::ContentMismatch => CONTENT_MISMATCH,
+            },
             Error::Internal(_) | Error::Failed { .. } => INTERNAL,
         }
     }

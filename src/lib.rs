@@ -103,6 +103,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let workers = config.workers;
     let header_timeout = Duration::from_secs(config.header_timeout_secs);
     let service = Arc::new(open_service(config)?);
+    service.spawn_session_sweeper();
     let limits = http::limits::BodyLimits::from_config(&service.config);
     let cors = http::cors::Cors::from_config(&service.config.cors)?;
     let state = actix_web::web::Data::new(http::AppState::new(service));

@@ -239,10 +239,11 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
             let (_lock, svc) = offline(common)?;
             let r = svc.gc(grace)?;
             println!(
-                "gc: removed {} blobs ({} bytes), kept {} younger than the grace period",
+                "gc: removed {} blobs ({} bytes), kept {} younger than the grace period; swept {} expired upload sessions",
                 r.removed.len(),
                 r.bytes,
-                r.kept_young
+                r.kept_young,
+                r.sessions_swept
             );
             Ok(ExitCode::SUCCESS)
         }

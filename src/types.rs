@@ -60,6 +60,10 @@ ulid_id!(
     /// The id of an AccessRight record.
     RightId
 );
+ulid_id!(
+    /// The id of an upload session (presigned PUT, temp file) or a signed download link.
+    SessionId
+);
 
 /// An account, as named by a token's `sub` claim.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

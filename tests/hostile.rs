@@ -705,6 +705,7 @@ fn assert_only_store_paths(data: &Path) {
                     .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         };
         let ok = match parts.as_slice() {
+            ["url.key"] => true,
             ["jwt.secret"] | ["depot.lock"] | ["tmp"] | ["meta"] | ["meta", ..] => true,
             ["blobs"] | ["blobs", "sha256"] => true,
             ["blobs", "sha256", a] => hex(a, 2),

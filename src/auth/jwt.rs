@@ -44,6 +44,8 @@ pub struct Keys {
     rs: Option<DecodingKey>,
     es: Option<DecodingKey>,
     cfg: AuthConfig,
+    /// The key of signed URLs (upload sessions, download links): not the JWT secret.
+    pub urls: super::sign::UrlSigner,
 }
 
 /// Name of the generated secret inside the data dir.
@@ -54,7 +56,7 @@ impl Keys {
     pub fn load(cfg: &AuthConfig, data_dir: &Path) -> Result<Self, StartError> {
         let secret = match &cfg.hs256_secret {
             Some(s) => s.as_bytes().to_vec(),
-            None => load_or_create_secret(data_dir).map_err(|e| StartError::Key {
+            None => load_or_create_secret(data_dir, SECRET_FILE).map_err(|e| StartError::Key {
                 what: "cannot load the signing secret in",
                 path: data_dir.to_path_buf(),
                 source: e.into(),
@@ -87,6 +89,7 @@ impl Keys {
             rs,
             es,
             cfg: cfg.clone(),
+            urls: super::sign::UrlSigner::load(cfg, data_dir)?,
         })
     }
 
@@ -224,9 +227,9 @@ fn check_names(sub: &str, instance: &str) -> std::result::Result<(), String> {
 }
 
 /// Reads `<data_dir>/jwt.secret`, creating it (32 random bytes, hex, mode 0600) on first use.
-fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
+pub(crate) fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<Vec<u8>> {
     use std::io::Write;
-    let path = data_dir.join(SECRET_FILE);
+    let path = data_dir.join(file);
     let io = |e| Error::from_io("signing secret", e);
     std::fs::create_dir_all(data_dir).map_err(io)?;
     match std::fs::read_to_string(&path) {
@@ -236,7 +239,7 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
         Err(e) => return Err(io(e)),
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    let tmp = data_dir.join(format!("{SECRET_FILE}.{}.tmp", std::process::id()));
+    let tmp = data_dir.join(format!("{file}.{}.tmp", std::process::id()));
     {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod jwt;
+pub mod sign;
 
 use crate::error::{Error, Result};
 use crate::types::AccountId;

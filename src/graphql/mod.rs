@@ -1,6 +1,7 @@
 //! The Hypi-compatible GraphQL API on `POST /graphql` (GraphiQL on `GET /graphql`).
 //! Resolvers only translate: every rule lives in the service, the same as for REST.
 
+pub mod direct;
 pub mod types;
 
 use crate::auth::Caller;
@@ -21,7 +22,17 @@ use std::time::{Duration, Instant};
 use types::*;
 
 /// The schema type served.
-pub type DepotSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type DepotSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Hypi's queries and the direct flows' (`direct.rs`).
+#[derive(async_graphql::MergedObject, Default)]
+#[graphql(name = "QueryRoot")]
+pub struct Query(QueryRoot, direct::DirectQuery);
+
+/// Hypi's mutations and the direct flows'.
+#[derive(async_graphql::MergedObject, Default)]
+#[graphql(name = "MutationRoot")]
+pub struct Mutation(MutationRoot, direct::DirectMutation);
 
 /// Builds the schema around the service. Depth, cost and time are bounded so one request
 /// cannot ask for unbounded work (see [`Limits`]).
@@ -31,7 +42,7 @@ pub fn schema(service: Arc<Service>) -> DepotSchema {
         max_cost: service.config.graphql_max_cost,
         budget: Duration::from_millis(service.config.graphql_time_budget_ms),
     };
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .data(service)
         .limit_depth(16)
         .extension(limits)
@@ -200,9 +211,10 @@ fn parts<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Arc<Service>, Ctx)
 }
 
 /// Queries.
+#[derive(Default)]
 pub struct QueryRoot;
 
-#[Object]
+#[Object(name = "HypiQuery")]
 impl QueryRoot {
     /// Records of `type` matching `arcql` that the caller may read, a page at a time.
     #[allow(clippy::too_many_arguments)]
@@ -270,9 +282,10 @@ impl QueryRoot {
 }
 
 /// Mutations.
+#[derive(Default)]
 pub struct MutationRoot;
 
-#[Object]
+#[Object(name = "HypiMutation")]
 impl MutationRoot {
     /// Creates AccessRights (or legacy Permissions, translated into AccessRights).
     async fn upsert(

@@ -154,7 +154,11 @@ impl actix_web::body::MessageBody for HoldWhileSending {
 /// per part), but the same stall timeout and minimum rate. Routes added later that take file
 /// bodies belong here too.
 pub fn is_upload_route(path: &str) -> bool {
-    path == "/upload" || path.starts_with("/upload/")
+    path == "/upload"
+        || path.starts_with("/upload/")
+        // Presigned PUTs and temp file PUTs (http/direct.rs), capped by their sessions.
+        || path.starts_with("/uploads/put/")
+        || (path.starts_with("/temp-files/") && path.ends_with("/upload"))
 }
 
 /// Why a body was cut off. Carried inside the payload's I/O error so that every reader (JSON,

@@ -2,6 +2,7 @@
 
 mod access;
 pub mod cors;
+mod direct;
 mod disposition;
 mod download;
 pub mod error;
@@ -67,7 +68,12 @@ async fn graphql(
         .map_err(|e| Error::BadRequest(format!("invalid GraphQL request: {e}")))?;
     let domain = crate::graphql::RequestDomain::of(req.headers());
     let request = crate::graphql::for_caller(request, caller, &state.service.config);
-    Ok(state.schema.execute(request.data(domain)).await.into())
+    let base = crate::graphql::direct::PublicBase(direct::public_base(&req, &state));
+    Ok(state
+        .schema
+        .execute(request.data(domain).data(base))
+        .await
+        .into())
 }
 
 /// The caller of a request, from `Authorization` and `hypi-domain`.
@@ -169,6 +175,54 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/instances/{domain}")
                 .route(web::put().to(access::put_instance))
                 .route(web::get().to(access::get_instance))
+                .default_service(web::to(method_not_allowed)),
+        )
+        // Direct upload flows and signed URLs (direct.rs).
+        .service(
+            web::resource("/uploads/presigned")
+                .route(web::post().to(direct::create_upload))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/uploads/put/{instance}/{id}")
+                .route(web::put().to(direct::put_upload))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/uploads/{id}/confirm")
+                .route(web::post().to(direct::confirm_upload))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/temp-files")
+                .route(web::post().to(direct::create_temp))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/temp-files/{instance}/{id}/upload")
+                .route(web::put().to(direct::put_temp))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/temp-files/{instance}/{id}")
+                .route(web::get().to(direct::get_temp))
+                .route(web::head().to(direct::get_temp))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/files/{id}/links")
+                .route(web::post().to(direct::create_link))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/files/{id}/links/{link}")
+                .route(web::delete().to(direct::delete_link))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/links/{instance}/{id}")
+                .route(web::get().to(direct::get_link))
+                .route(web::head().to(direct::get_link))
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));

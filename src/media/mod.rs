@@ -2,6 +2,8 @@
 //! Everything here works on the first bytes of a file it is given, never on a path, so it runs
 //! the same whatever the storage backend.
 
+pub mod blurhash;
+
 /// Bytes from the start of a file that probing is given: enough for the type and for image
 /// headers (a JPEG's size comes after its EXIF/ICC segments, each up to 64 KiB).
 pub const PROBE_LEN: usize = 256 * 1024;

@@ -3,9 +3,12 @@
 //! empty store; `tests/meta_contract.rs` runs them all on [`super::SledMeta`], and a new backend
 //! is done when it passes them too. Cases panic on failure, as tests do.
 
-use super::{AccessRight, FileRecord, FileScope, MetaStore, PermissionType};
-use crate::error::Error;
-use crate::types::{AccountId, FileId, InstanceId, RightId, Sha256};
+use super::{
+    AccessRight, FileExtras, FileRecord, FileScope, MetaStore, PermissionType, SessionKind,
+    SessionState, StoredBytes, UploadSession,
+};
+use crate::error::{Error, SessionFault};
+use crate::types::{AccountId, FileId, InstanceId, RightId, SessionId, Sha256};
 
 /// A contract case: a name for the report and the check.
 pub type Case = (&'static str, fn(&dyn MetaStore));
@@ -44,6 +47,11 @@ pub fn cases() -> Vec<Case> {
         ("wildcard_grants_by_grantor", wildcard_grants_by_grantor),
         ("grant_cap_per_grantor", grant_cap_per_grantor),
         ("rights_in_lists_an_instance", rights_in_lists_an_instance),
+        // Upload sessions.
+        ("session_life_cycle", session_life_cycle),
+        ("session_open_cap_per_kind", session_open_cap_per_kind),
+        ("session_expiry_order", session_expiry_order),
+        ("concurrent_session_confirms", concurrent_session_confirms),
     ]
 }
 
@@ -564,4 +572,186 @@ pub fn rights_in_lists_an_instance(m: &dyn MetaStore) {
     let mut want = right_ids(&[a, b]);
     want.sort();
     assert_eq!(got, want);
+}
+
+/// A session of `kind` owned by `owner`, expiring at `expires`.
+pub fn session(
+    instance: InstanceId,
+    owner: &str,
+    kind: SessionKind,
+    expires: u64,
+) -> UploadSession {
+    UploadSession {
+        id: SessionId::new(),
+        instance,
+        account: AccountId(owner.into()),
+        kind,
+        name: "a.txt".into(),
+        mime: Some("text/plain".into()),
+        size: Some(3),
+        max_size: 3,
+        directory: "/d".into(),
+        metadata: Some(serde_json::json!({"alt": "x"})),
+        state: SessionState::Open,
+        created: 1,
+        expires,
+        bytes: None,
+        file: None,
+    }
+}
+
+fn stored(content: u8) -> StoredBytes {
+    StoredBytes {
+        sha: sha(content),
+        size: 3,
+        mime: "text/plain".into(),
+        width: None,
+        height: None,
+    }
+}
+
+/// Open -> Uploaded (one blob reference, single use) -> Confirmed (the File takes the reference
+/// over, with its extras; confirming again answers the same File); deleting an uploaded
+/// session releases its reference; deleting the File removes its extras.
+pub fn session_life_cycle(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let s = session(i, "alice", SessionKind::PresignedPut, 100);
+    m.create_session(&s, 10).unwrap();
+    assert_eq!(m.session(s.id).unwrap().as_ref(), Some(&s));
+    let f = file(i, "alice", "/d", "a.txt", 5);
+    let extras = FileExtras {
+        blurhash: Some("LEHV6nWB2yk8pyo0adR*.7kCMdnj".into()),
+        alt: Some("x".into()),
+        metadata: s.metadata.clone(),
+    };
+    assert!(matches!(
+        m.confirm_session(s.id, &f, None, &extras),
+        Err(Error::Session(SessionFault::Incomplete, _))
+    ));
+    let up = m.complete_session(s.id, &stored(5)).unwrap();
+    assert_eq!(up.state, SessionState::Uploaded);
+    assert_eq!(
+        m.blob_refs(&sha(5)).unwrap(),
+        1,
+        "the session holds the blob"
+    );
+    assert!(
+        matches!(
+            m.complete_session(s.id, &stored(6)),
+            Err(Error::Conflict(_))
+        ),
+        "single use"
+    );
+    assert_eq!(m.blob_refs(&sha(6)).unwrap(), 0);
+    assert_eq!(m.confirm_session(s.id, &f, None, &extras).unwrap(), f.id);
+    assert_eq!(m.blob_refs(&sha(5)).unwrap(), 1, "handed over, not added");
+    let other = file(i, "alice", "/d", "a.txt", 5);
+    assert_eq!(
+        m.confirm_session(s.id, &other, None, &extras).unwrap(),
+        f.id,
+        "idempotent"
+    );
+    assert!(m.file(other.id).unwrap().is_none());
+    assert_eq!(m.file_extras(f.id).unwrap(), Some(extras));
+    assert_eq!(scan(m, i, FileScope::Directory("/d"), None), vec![f.id]);
+    // Deleting a confirmed session leaves the File and its reference.
+    let (gone, left) = m.delete_session(s.id).unwrap().unwrap();
+    assert_eq!((gone.state, left), (SessionState::Confirmed, None));
+    assert_eq!(m.blob_refs(&sha(5)).unwrap(), 1);
+    assert_eq!(m.delete_file(f.id).unwrap().map(|x| x.1), Some(0));
+    assert!(
+        m.file_extras(f.id).unwrap().is_none(),
+        "extras go with the file"
+    );
+    // An uploaded, unconfirmed session releases its reference when deleted.
+    let t = session(i, "alice", SessionKind::TempFile, 100);
+    m.create_session(&t, 10).unwrap();
+    m.complete_session(t.id, &stored(7)).unwrap();
+    let (_, left) = m.delete_session(t.id).unwrap().unwrap();
+    assert_eq!(left, Some(0));
+    assert_eq!(m.blob_refs(&sha(7)).unwrap(), 0);
+    assert!(m.delete_session(t.id).unwrap().is_none());
+    assert!(m.session(t.id).unwrap().is_none());
+    assert!(matches!(
+        m.complete_session(t.id, &stored(7)),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(m.all_sessions().count(), 0);
+}
+
+/// The open-session cap counts per account and kind; confirming or deleting frees a place.
+pub fn session_open_cap_per_kind(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let a = session(i, "alice", SessionKind::PresignedPut, 100);
+    let b = session(i, "alice", SessionKind::PresignedPut, 100);
+    m.create_session(&a, 2).unwrap();
+    m.create_session(&b, 2).unwrap();
+    let c = session(i, "alice", SessionKind::PresignedPut, 100);
+    assert!(matches!(
+        m.create_session(&c, 2),
+        Err(Error::TooManyRequests(_))
+    ));
+    assert!(m.session(c.id).unwrap().is_none(), "nothing written");
+    m.create_session(&session(i, "bob", SessionKind::PresignedPut, 100), 2)
+        .unwrap();
+    m.create_session(&session(i, "alice", SessionKind::DownloadLink, 100), 2)
+        .unwrap();
+    m.complete_session(a.id, &stored(1)).unwrap();
+    m.confirm_session(
+        a.id,
+        &file(i, "alice", "/", "a", 1),
+        None,
+        &FileExtras::default(),
+    )
+    .unwrap();
+    m.create_session(&c, 2).unwrap();
+    m.delete_session(b.id).unwrap();
+    m.create_session(&session(i, "alice", SessionKind::PresignedPut, 100), 2)
+        .unwrap();
+}
+
+/// Expired sessions come back soonest first, up to the limit, and none that has not expired.
+pub fn session_expiry_order(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let late = session(i, "a", SessionKind::TempFile, 300);
+    let early = session(i, "a", SessionKind::TempFile, 100);
+    let mid = session(i, "a", SessionKind::TempFile, 200);
+    for s in [&late, &early, &mid] {
+        m.create_session(s, 10).unwrap();
+    }
+    let ids = |v: Vec<UploadSession>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(m.expired_sessions(99, 10).unwrap()), vec![]);
+    assert_eq!(
+        ids(m.expired_sessions(200, 10).unwrap()),
+        vec![early.id, mid.id]
+    );
+    assert_eq!(ids(m.expired_sessions(1000, 1).unwrap()), vec![early.id]);
+    m.delete_session(early.id).unwrap();
+    assert_eq!(
+        ids(m.expired_sessions(1000, 10).unwrap()),
+        vec![mid.id, late.id]
+    );
+}
+
+/// Confirms racing on one session make exactly one File.
+pub fn concurrent_session_confirms(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let s = session(i, "alice", SessionKind::PresignedPut, 100);
+    m.create_session(&s, 10).unwrap();
+    m.complete_session(s.id, &stored(3)).unwrap();
+    let made: Vec<FileId> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                sc.spawn(|| {
+                    let f = file(i, "alice", "/d", "a.txt", 3);
+                    m.confirm_session(s.id, &f, None, &FileExtras::default())
+                        .unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(made.iter().all(|f| *f == made[0]));
+    assert_eq!(scan(m, i, FileScope::All, None), vec![made[0]]);
+    assert_eq!(m.blob_refs(&sha(3)).unwrap(), 1);
 }

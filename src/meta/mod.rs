@@ -2,13 +2,15 @@
 
 pub mod contract;
 pub mod model;
+pub mod session;
 mod sled_store;
 
 pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType};
+pub use session::{FileExtras, SessionKind, SessionState, StoredBytes, UploadSession};
 pub use sled_store::SledMeta;
 
 use crate::error::Result;
-use crate::types::{AccountId, FileId, InstanceId, RightId, Sha256};
+use crate::types::{AccountId, FileId, InstanceId, Millis, RightId, SessionId, Sha256};
 
 /// A page of results plus whether more follow.
 #[derive(Debug, Clone)]
@@ -95,12 +97,40 @@ pub trait GrantStore {
     fn delete_right(&self, id: RightId) -> Result<bool>;
 }
 
-/// Upload sessions (presigned PUT/POST, multipart parts, tus): one record per session with
-/// its owner, target name and directory, expected size, the parts received (number, size,
-/// ETag) and an expiry, so an interrupted upload can resume and an abandoned one be swept.
-/// Declared now so backends are planned around it; the upload-sessions issue fills it, and
-/// `MetaStore` gains it as a supertrait then.
-pub trait UploadSessionStore {}
+/// Upload sessions (presigned PUT, temp files, signed download links; later presigned POST,
+/// multipart parts, tus): one record per session with its owner, declared name, type, size and
+/// directory, its state and expiry, so an interrupted flow survives a restart and an abandoned
+/// one is swept. A session in state `Uploaded` holds one reference on its blob (counted with
+/// the files' in the blob reference counts); confirming hands it to the File.
+pub trait UploadSessionStore {
+    /// Stores a new session, unless its account already has `max_open` sessions of that kind
+    /// counting as open (then `TooManyRequests`, nothing written).
+    fn create_session(&self, session: &UploadSession, max_open: u64) -> Result<()>;
+    fn session(&self, id: SessionId) -> Result<Option<UploadSession>>;
+    /// `Open` -> `Uploaded` with `bytes`, counting one reference on their blob. `Conflict` when
+    /// the session is not `Open` (used already), `NotFound` when it is gone.
+    fn complete_session(&self, id: SessionId, bytes: &StoredBytes) -> Result<UploadSession>;
+    /// `Uploaded` -> `Confirmed`, in one step with inserting `file` (with its image and extras),
+    /// which takes over the session's blob reference. A session already `Confirmed` is left as
+    /// it is; either way the answer is the id of the session's File. `UploadIncomplete` when no
+    /// bytes arrived yet, `NotFound` when the session is gone.
+    fn confirm_session(
+        &self,
+        id: SessionId,
+        file: &FileRecord,
+        image: Option<&ImageRecord>,
+        extras: &FileExtras,
+    ) -> Result<FileId>;
+    /// Removes a session. Returns it, with the references left on its blob when it held one
+    /// (the caller removes the blob at 0).
+    fn delete_session(&self, id: SessionId) -> Result<Option<(UploadSession, Option<u64>)>>;
+    /// Up to `limit` sessions whose expiry is at or before `now`, soonest first.
+    fn expired_sessions(&self, now: Millis, limit: usize) -> Result<Vec<UploadSession>>;
+    /// Foir's extra fields of a File made by a session.
+    fn file_extras(&self, id: FileId) -> Result<Option<FileExtras>>;
+    /// Every session (fsck counts the blob references they hold).
+    fn all_sessions(&self) -> Records<'_, UploadSession>;
+}
 
 /// Whole-store walks and repairs for fsck and gc. Never on a request path: their cost grows
 /// with the store.
@@ -121,11 +151,25 @@ pub trait MaintenanceStore {
 /// async executor. Writes are durable when they return. Implemented for any type that
 /// implements the parts.
 pub trait MetaStore:
-    InstanceStore + FileStore + GrantStore + MaintenanceStore + Send + Sync + 'static
+    InstanceStore
+    + FileStore
+    + GrantStore
+    + UploadSessionStore
+    + MaintenanceStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<T> MetaStore for T where
-    T: InstanceStore + FileStore + GrantStore + MaintenanceStore + Send + Sync + 'static
+    T: InstanceStore
+        + FileStore
+        + GrantStore
+        + UploadSessionStore
+        + MaintenanceStore
+        + Send
+        + Sync
+        + 'static
 {
 }

@@ -46,7 +46,18 @@ pub struct SledMeta {
     rights_counters: sled::Tree,
     /// `schema_version` -> big-endian u64.
     schema: sled::Tree,
+    /// Upload sessions (see `sessions.rs`): `session id` -> record.
+    sessions: sled::Tree,
+    /// `expires (big-endian u64) ++ session id` -> empty.
+    sessions_by_expiry: sled::Tree,
+    /// `kind tag ++ instance ++ account ++ 0` -> open sessions (big-endian u64).
+    session_counts: sled::Tree,
+    /// `file id` -> Foir's extra fields of a File made by a session.
+    file_extras: sled::Tree,
 }
+
+#[path = "sled_sessions.rs"]
+mod sessions;
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
@@ -245,6 +256,10 @@ impl SledMeta {
             rights_wildcard: tree("rights_wildcard")?,
             rights_counters: tree("rights_counters")?,
             schema: tree("schema")?,
+            sessions: tree("sessions")?,
+            sessions_by_expiry: tree("sessions_by_expiry")?,
+            session_counts: tree("session_counts")?,
+            file_extras: tree("file_extras")?,
             db,
         }
         .migrated()
@@ -489,9 +504,10 @@ impl FileStore for SledMeta {
                 &self.rights_by_member,
                 &self.rights_wildcard,
                 &self.rights_counters,
+                &self.file_extras,
             )
                 .transaction(
-                    |(tf, ti, tr, o, i, d, p, rights, by_res, by_mem, wild, ctr)| {
+                    |(tf, ti, tr, o, i, d, p, rights, by_res, by_mem, wild, ctr, extras)| {
                         if ctr.get(&vkey)? != version {
                             return Ok(Deleted::Retry);
                         }
@@ -500,6 +516,7 @@ impl FileStore for SledMeta {
                         };
                         let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
                         ti.remove(&id.to_bytes())?;
+                        extras.remove(&id.to_bytes())?;
                         for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(&f)) {
                             tree.remove(key)?;
                         }

@@ -45,6 +45,8 @@ pub struct GcReport {
     pub bytes: u64,
     /// Unreferenced but younger than the grace period: kept (an upload may be committing them).
     pub kept_young: usize,
+    /// Expired upload sessions removed (with the bytes only they held).
+    pub sessions_swept: usize,
 }
 
 fn hash_blob(svc: &Service, sha: &Sha256) -> Result<Option<Sha256>> {
@@ -110,6 +112,13 @@ impl Service {
                 Some(_) => {}
             }
         }
+        // An uploaded, unconfirmed session holds a reference on its blob too.
+        for s in self.meta.all_sessions() {
+            let s = s?;
+            if let (crate::meta::SessionState::Uploaded, Some(b)) = (s.state, &s.bytes) {
+                *refs.entry(b.sha).or_default() += 1;
+            }
+        }
         let recorded: HashMap<Sha256, u64> = self.meta.all_blob_refs()?.into_iter().collect();
         let shas: HashSet<Sha256> = recorded.keys().chain(refs.keys()).copied().collect();
         for sha in shas {
@@ -138,7 +147,10 @@ impl Service {
     /// Removes blobs that no record references and that are older than `grace`, so a blob an
     /// upload has just renamed into place (its metadata not yet written) is never collected.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
-        let mut report = GcReport::default();
+        let mut report = GcReport {
+            sessions_swept: self.sweep_sessions()?,
+            ..GcReport::default()
+        };
         let now = SystemTime::now();
         for b in maintenance(self)?.list()? {
             let _guard = self.lock_blobs([&b.sha]);

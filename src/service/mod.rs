@@ -7,6 +7,7 @@ pub mod hot;
 pub mod maintenance;
 pub mod names;
 pub mod query;
+pub mod sessions;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};
@@ -31,6 +32,8 @@ pub struct Service {
     blob_locks: Vec<Mutex<()>>,
     /// Small files recently downloaded by their owners, answered without storage reads.
     pub(crate) hot: hot::HotFiles,
+    /// Upload sessions' in-memory state (PUTs in flight, creation rate, decode lane).
+    pub(crate) sessions: sessions::Runtime,
 }
 
 impl Service {
@@ -48,6 +51,7 @@ impl Service {
             blobs,
             keys,
             blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            sessions: sessions::Runtime::default(),
         }
     }
 

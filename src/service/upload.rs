@@ -54,6 +54,25 @@ pub struct StagedPart {
     dims: Option<(u32, u32)>,
 }
 
+impl StagedPart {
+    /// SHA-256 of the part's bytes.
+    pub(crate) fn sha(&self) -> crate::types::Sha256 {
+        self.blob.sha()
+    }
+    /// Size of the part in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.blob.size()
+    }
+    /// Image width and height read from its first bytes.
+    pub(crate) fn dims(&self) -> Option<(u32, u32)> {
+        self.dims
+    }
+    /// Makes the bytes the blob named by their hash (the caller holds the blob's lock).
+    pub(crate) fn commit_blob(self) -> Result<()> {
+        self.blob.commit()
+    }
+}
+
 impl Service {
     /// Starts receiving a file part named `filename` by the client. No thread is taken until
     /// bytes arrive (see [`drive`]).

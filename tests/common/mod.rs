@@ -17,6 +17,7 @@ pub mod blobs;
 pub mod raw;
 pub mod server;
 pub mod services;
+pub mod sessions;
 pub mod tokens;
 pub mod upload;
 
@@ -24,6 +25,7 @@ pub use blobs::*;
 pub use raw::*;
 pub use server::*;
 pub use services::*;
+pub use sessions::*;
 pub use tokens::*;
 pub use upload::*;
 

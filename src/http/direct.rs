@@ -1,0 +1,333 @@
+//! Direct upload flows over REST, and the signed URLs they hand out:
+//! - Foir: `POST /uploads/presigned` (`createFileUpload`), `PUT /uploads/put/{instance}/{id}`
+//!   (the `uploadUrl`), `POST /uploads/{id}/confirm` (`confirmFileUpload`).
+//! - Amplience: `POST /temp-files` (`createTempFileUploadUrl`), `PUT
+//!   /temp-files/{instance}/{id}/upload` (the `uploadUrl`), `GET /temp-files/{instance}/{id}`
+//!   (the `downloadUrl`).
+//! - Signed download links: `POST /files/{id}/links`, `DELETE /files/{id}/links/{link}`,
+//!   `GET /links/{instance}/{id}`.
+//!
+//! The signed URLs need no token: the signature is the capability.
+
+use super::{caller, disposition::content_disposition, limits, views, AppState};
+use crate::auth::sign::Purpose;
+use crate::error::{Error, Result, SessionFault};
+use crate::media;
+use crate::meta::{SessionKind, UploadSession};
+use crate::service::sessions::{parse_expires_in, Capability, FoirFile, NewUpload, SignedDownload};
+use crate::types::{rfc3339, FileId};
+use actix_web::body::SizedStream;
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The base of URLs handed out: `sessions.public_url`, else the request's scheme and Host.
+pub fn public_base(req: &HttpRequest, state: &AppState) -> String {
+    match &state.service.config.sessions.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let ci = req.connection_info();
+            format!("{}://{}", ci.scheme(), ci.host())
+        }
+    }
+}
+
+/// A File in Foir's shape (`id filename mimeType size url width height blurhash alt createdAt
+/// metadata`) on top of Hypi's fields; `url` is the absolute download URL.
+pub fn foir_json(f: &FoirFile, base: &str) -> Value {
+    let mut v = views::file(&f.file);
+    if let Value::Object(m) = &mut v {
+        let file = &f.file;
+        m.insert("id".into(), json!(file.id.to_string()));
+        m.insert("filename".into(), json!(file.name));
+        m.insert("mimeType".into(), json!(file.mime));
+        m.insert("size".into(), json!(file.size));
+        m.insert("url".into(), json!(format!("{base}{}", file.url_path())));
+        m.insert("width".into(), json!(file.width));
+        m.insert("height".into(), json!(file.height));
+        m.insert("blurhash".into(), json!(f.extras.blurhash));
+        m.insert("alt".into(), json!(f.extras.alt));
+        m.insert("createdAt".into(), json!(rfc3339(file.created)));
+        m.insert(
+            "metadata".into(),
+            f.extras.metadata.clone().unwrap_or(Value::Null),
+        );
+    }
+    v
+}
+
+/// `createFileUpload`'s arguments as a JSON body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUploadBody {
+    filename: String,
+    mime_type: String,
+    size: i64,
+    folder: Option<String>,
+    metadata: Option<Value>,
+}
+
+/// `POST /uploads/presigned`: `{uploadId, uploadUrl}`.
+pub async fn create_upload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<CreateUploadBody>,
+) -> Result<HttpResponse> {
+    let p = caller(&req, &state)?.require()?.clone();
+    let b = body.into_inner();
+    let s = state
+        .service
+        .create_file_upload(
+            &p,
+            NewUpload {
+                filename: b.filename,
+                mime_type: b.mime_type,
+                size: b.size,
+                folder: b.folder,
+                metadata: b.metadata,
+            },
+        )
+        .await?;
+    let url = state.service.signed_path(Purpose::Put, &s)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "uploadId": s.id.to_string(),
+        "uploadUrl": format!("{}{url}", public_base(&req, &state)),
+    })))
+}
+
+/// `POST /uploads/{id}/confirm`: the File.
+pub async fn confirm_upload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let p = caller(&req, &state)?.require()?.clone();
+    let f = state.service.confirm_file_upload(&p, &id).await?;
+    Ok(HttpResponse::Ok().json(foir_json(&f, &public_base(&req, &state))))
+}
+
+/// `POST /temp-files`: `{uploadUrl, downloadUrl}`.
+pub async fn create_temp(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    let p = caller(&req, &state)?.require()?.clone();
+    let s = state.service.create_temp_file(&p).await?;
+    Ok(HttpResponse::Ok().json(temp_urls(&req, &state, &s)?))
+}
+
+/// A temp file's two URLs.
+pub fn temp_urls(req: &HttpRequest, state: &AppState, s: &UploadSession) -> Result<Value> {
+    let base = public_base(req, state);
+    Ok(json!({
+        "uploadUrl": format!("{base}{}", state.service.signed_path(Purpose::TempPut, s)?),
+        "downloadUrl": format!("{base}{}", state.service.signed_path(Purpose::TempGet, s)?),
+    }))
+}
+
+/// The capability in a signed URL's path and query. A missing or malformed signature is an
+/// invalid signature (403), never a parse error.
+fn capability(req: &HttpRequest, instance: String, session: String) -> Result<Capability> {
+    let bad = || {
+        Error::Session(
+            SessionFault::BadSignature,
+            "the URL has no valid signature".into(),
+        )
+    };
+    let mut expires = None;
+    let mut sig = None;
+    for pair in req.query_string().split('&') {
+        match pair.split_once('=') {
+            Some(("expires", v)) => expires = v.parse::<u64>().ok(),
+            Some(("sig", v)) => sig = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Ok(Capability {
+        instance,
+        session,
+        expires: expires.ok_or_else(bad)?,
+        sig: sig.ok_or_else(bad)?,
+    })
+}
+
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Streams a PUT body into a session; the session's rules (length, type, single use) apply.
+async fn receive_put(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    purpose: Purpose,
+    kind: SessionKind,
+    path: (String, String),
+    mut payload: web::Payload,
+) -> Result<UploadSession> {
+    let cap = capability(&req, path.0, path.1)?;
+    let (session, domain) = state.service.open_capability(purpose, kind, cap).await?;
+    let _slot = state.uploads.acquire(&domain, &session.account)?;
+    let content_length =
+        header_str(&req, header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+    let mut put = state.service.begin_session_put(
+        session,
+        header_str(&req, header::CONTENT_TYPE),
+        content_length,
+    )?;
+    while let Some(chunk) = payload.next().await {
+        // A stream error is a truncated body, never the end of the file.
+        let chunk = chunk.map_err(|e| limits::from_payload(&e))?;
+        put.write(chunk).await?;
+    }
+    put.finish().await
+}
+
+/// `PUT /uploads/put/{instance}/{id}`: a presigned upload's bytes (Foir's `uploadUrl`).
+pub async fn put_upload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let s = receive_put(
+        req,
+        state,
+        Purpose::Put,
+        SessionKind::PresignedPut,
+        path.into_inner(),
+        payload,
+    )
+    .await?;
+    Ok(stored(&s))
+}
+
+/// `PUT /temp-files/{instance}/{id}/upload`: a temp file's bytes (Amplience's `uploadUrl`).
+pub async fn put_temp(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let s = receive_put(
+        req,
+        state,
+        Purpose::TempPut,
+        SessionKind::TempFile,
+        path.into_inner(),
+        payload,
+    )
+    .await?;
+    Ok(stored(&s))
+}
+
+/// The answer to a stored PUT: the bytes' SHA-256 as the ETag (as S3 answers a PUT).
+fn stored(s: &UploadSession) -> HttpResponse {
+    let mut res = HttpResponse::Ok();
+    if let Some(b) = &s.bytes {
+        res.insert_header((header::ETAG, format!("\"{}\"", b.sha.to_hex())));
+    }
+    res.json(json!({
+        "uploadId": s.id.to_string(),
+        "size": s.bytes.as_ref().map(|b| b.size),
+        "mimeType": s.bytes.as_ref().map(|b| b.mime.clone()),
+    }))
+}
+
+/// `GET /temp-files/{instance}/{id}`: a temp file's bytes (Amplience's `downloadUrl`).
+pub async fn get_temp(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (instance, id) = path.into_inner();
+    let cap = capability(&req, instance, id)?;
+    let (session, _) = state
+        .service
+        .open_capability(Purpose::TempGet, SessionKind::TempFile, cap)
+        .await?;
+    let dl = state.service.open_temp_download(session).await?;
+    Ok(serve(&req, dl))
+}
+
+/// `expiresIn` of a new link: a duration such as `1h`, `30m`, `90s`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkBody {
+    expires_in: String,
+}
+
+/// A link's JSON: its id, URL and expiry.
+pub fn link_json(req: &HttpRequest, state: &AppState, s: &UploadSession) -> Result<Value> {
+    let url = state.service.signed_path(Purpose::Link, s)?;
+    Ok(json!({
+        "id": s.id.to_string(),
+        "fileId": s.file.map(|f| f.to_string()),
+        "url": format!("{}{url}", public_base(req, state)),
+        "expiresAt": rfc3339(s.expires),
+    }))
+}
+
+fn file_id(raw: &str) -> Result<FileId> {
+    raw.parse().map_err(|_| Error::not_found())
+}
+
+/// `POST /files/{id}/links` `{"expiresIn":"1h"}`: a signed download link.
+pub async fn create_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<LinkBody>,
+) -> Result<HttpResponse> {
+    let p = caller(&req, &state)?.require()?.clone();
+    let ttl = parse_expires_in(&body.expires_in)?;
+    let s = state.service.create_link(&p, file_id(&id)?, ttl).await?;
+    Ok(HttpResponse::Created().json(link_json(&req, &state, &s)?))
+}
+
+/// `DELETE /files/{id}/links/{link}`: revokes a link at once.
+pub async fn delete_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let p = caller(&req, &state)?.require()?.clone();
+    let (id, link) = path.into_inner();
+    state.service.delete_link(&p, file_id(&id)?, &link).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /links/{instance}/{id}`: the linked file, without a token.
+pub async fn get_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (instance, id) = path.into_inner();
+    let cap = capability(&req, instance, id)?;
+    let (session, _) = state
+        .service
+        .open_capability(Purpose::Link, SessionKind::DownloadLink, cap)
+        .await?;
+    let dl = state.service.open_link_download(session).await?;
+    Ok(serve(&req, dl))
+}
+
+/// Serves bytes reached through a signed URL, with the download rules of `GET /file/...`:
+/// strong ETag, nosniff, sandbox CSP, active content never inline; not cached by shared caches.
+fn serve(req: &HttpRequest, dl: SignedDownload) -> HttpResponse {
+    let inline = !media::is_active_content(&dl.mime);
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::ETAG, format!("\"{}\"", dl.sha.to_hex())))
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
+        .insert_header((header::CONTENT_TYPE, dl.mime.clone()))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            content_disposition(&dl.name, inline),
+        ))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Content-Security-Policy", "sandbox"));
+    if req.method() == Method::HEAD {
+        let nothing = futures_util::stream::empty::<std::result::Result<bytes::Bytes, Error>>();
+        return res.body(SizedStream::new(dl.len, nothing));
+    }
+    res.body(SizedStream::new(dl.len, dl.handle.into_stream(0, dl.len)))
+}

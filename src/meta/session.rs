@@ -1,0 +1,99 @@
+//! Upload sessions: one persisted record per capability handed out in a URL (a presigned PUT,
+//! a temp file, a signed download link). Later flows (Hygraph's presigned POST, remote URL
+//! ingest, multipart parts) are further [`SessionKind`]s over the same record and store.
+
+use crate::types::{AccountId, FileId, InstanceId, Millis, SessionId, Sha256};
+use serde::{Deserialize, Serialize};
+
+/// What a session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionKind {
+    /// Foir: `createFileUpload`, one `PUT uploadUrl`, `confirmFileUpload` makes the File.
+    PresignedPut,
+    /// Amplience: `createTempFileUploadUrl`, one PUT; the bytes are served at `downloadUrl`
+    /// until the session expires, then removed.
+    TempFile,
+    /// A signed download link to one existing File (`session.file`).
+    DownloadLink,
+}
+
+impl SessionKind {
+    /// One byte naming the kind in index keys (per-kind counters).
+    pub fn tag(self) -> u8 {
+        match self {
+            SessionKind::PresignedPut => b'p',
+            SessionKind::TempFile => b't',
+            SessionKind::DownloadLink => b'l',
+        }
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionState {
+    /// Created; no bytes yet (links stay here).
+    Open,
+    /// The bytes are stored (`bytes`); the session holds one reference on their blob.
+    Uploaded,
+    /// A File was made (`file`); the blob reference went to it.
+    Confirmed,
+}
+
+/// Bytes a session received, durable in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredBytes {
+    pub sha: Sha256,
+    pub size: u64,
+    /// Media type: sniffed, else the declared one.
+    pub mime: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// One upload session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadSession {
+    pub id: SessionId,
+    pub instance: InstanceId,
+    pub account: AccountId,
+    pub kind: SessionKind,
+    /// The declared file name, sanitised.
+    pub name: String,
+    /// The declared media type, normalised (lower case, no parameters).
+    pub mime: Option<String>,
+    /// The declared size in bytes, when the flow declares one.
+    pub size: Option<u64>,
+    /// Most bytes the upload may have.
+    pub max_size: u64,
+    /// The File's directory, `/` or `/a/b`.
+    pub directory: String,
+    /// Caller's metadata (Foir's `metadata`), kept on the File.
+    pub metadata: Option<serde_json::Value>,
+    pub state: SessionState,
+    pub created: Millis,
+    pub expires: Millis,
+    /// Set once `Uploaded`.
+    pub bytes: Option<StoredBytes>,
+    /// `Confirmed`: the File made; `DownloadLink`: the File served.
+    pub file: Option<FileId>,
+}
+
+impl UploadSession {
+    /// Whether the session's capability has run out at `now`.
+    pub fn expired(&self, now: Millis) -> bool {
+        now >= self.expires
+    }
+
+    /// Whether it counts against the account's open sessions (a confirmed one no longer does).
+    pub fn counts_as_open(&self) -> bool {
+        self.state != SessionState::Confirmed
+    }
+}
+
+/// What Foir's File has beyond Hypi's: kept beside the File record, removed with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileExtras {
+    pub blurhash: Option<String>,
+    pub alt: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
