@@ -1,10 +1,12 @@
 //! Metadata persistence behind a trait, so sled can later give way to PostgreSQL.
 
 pub mod contract;
+pub mod dirs;
 pub mod model;
 mod sled_store;
 
-pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType};
+pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
+pub use dirs::DirectoryStore;
 pub use sled_store::SledMeta;
 
 use crate::error::Result;
@@ -121,11 +123,25 @@ pub trait MaintenanceStore {
 /// async executor. Writes are durable when they return. Implemented for any type that
 /// implements the parts.
 pub trait MetaStore:
-    InstanceStore + FileStore + GrantStore + MaintenanceStore + Send + Sync + 'static
+    InstanceStore
+    + FileStore
+    + GrantStore
+    + MaintenanceStore
+    + DirectoryStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<T> MetaStore for T where
-    T: InstanceStore + FileStore + GrantStore + MaintenanceStore + Send + Sync + 'static
+    T: InstanceStore
+        + FileStore
+        + GrantStore
+        + MaintenanceStore
+        + DirectoryStore
+        + Send
+        + Sync
+        + 'static
 {
 }

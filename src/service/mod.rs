@@ -2,6 +2,8 @@
 //! nothing about HTTP.
 
 pub mod access;
+pub mod content;
+pub mod dirs;
 pub mod files;
 pub mod hot;
 pub mod maintenance;
@@ -31,6 +33,8 @@ pub struct Service {
     blob_locks: Vec<Mutex<()>>,
     /// Small files recently downloaded by their owners, answered without storage reads.
     pub(crate) hot: hot::HotFiles,
+    /// The directory tree's lock: moves write, uploads and listings read (see `dirs`).
+    pub(crate) tree: dirs::TreeLock,
 }
 
 impl Service {
@@ -48,6 +52,7 @@ impl Service {
             blobs,
             keys,
             blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            tree: Default::default(),
         }
     }
 

@@ -88,7 +88,9 @@ impl Service {
             let instance = svc.meta.ensure_instance(&domain)?;
             let now = now_millis();
             let shas: Vec<_> = parts.iter().map(|p| p.blob.sha()).collect();
-            let _guards = svc.lock_blobs(&shas);
+            // Every directory of the path exists (created once) and stays put until the
+            // records are written; the blobs' lock stripes are held as well.
+            svc.within_directory(instance.id, &owner, &directory, &shas, || {
             let mut records = Vec::with_capacity(parts.len());
             let mut keys = Vec::with_capacity(parts.len());
             for part in parts {
@@ -136,6 +138,7 @@ impl Service {
                 .into_iter()
                 .zip(records.into_iter().map(|(f, _)| f))
                 .collect())
+            })
         })
         .await
     }

@@ -131,8 +131,17 @@ impl Service {
         walk: Walk,
     ) -> Result<Vec<Node>> {
         let m = q.matcher();
-        let keep_file =
-            |f: &FileRecord| trashed.is_none_or(|t| t == f.trashed.is_some()) && view.shows(f);
+        // Directories are Files, but a query shows them only when it names `isDirectory` or
+        // addresses one record (`hypi.id` or `path` equality): queries written before
+        // directories existed keep their answers.
+        let dirs = q.paths().contains(&"isDirectory")
+            || q.equality_on("hypi.id").is_some()
+            || q.equality_on("path").is_some();
+        let keep_file = |f: &FileRecord| {
+            trashed.is_none_or(|t| t == f.trashed.is_some())
+                && (dirs || !f.is_directory())
+                && view.shows(f)
+        };
         let full = |out: &Vec<Node>| walk.limit.is_some_and(|l| out.len() >= l);
         let mut out = Vec::new();
         match kind {
