@@ -53,19 +53,13 @@ pub async fn get(
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let path = dir_path(&req)?;
-    let domain = crate::graphql::RequestDomain::of(req.headers()).0;
-    let svc = &state.service;
-    let dir = svc
-        .directory_by_path(caller.clone(), domain.clone(), path)
-        .await?;
     let q = q.into_inner();
     let mut ctx = Ctx::new(caller);
-    ctx.domain = domain;
-    let page = svc
-        .children(ctx, dir.id, q.arcql, q.first, q.after)
-        .await?
-        .ok_or_else(Error::not_found)?;
-    let stats = svc.directory_stats(dir.clone()).await?;
+    ctx.domain = crate::graphql::RequestDomain::of(req.headers()).0;
+    let (dir, stats, page) = state
+        .service
+        .directory_listing(ctx, path, q.arcql, q.first, q.after)
+        .await?;
     let edges: Vec<_> = page
         .nodes
         .iter()

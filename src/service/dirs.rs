@@ -264,57 +264,23 @@ impl Service {
         .await
     }
 
-    /// The directory at `path` if the caller may read it.
-    pub async fn directory_by_path(
-        self: &Arc<Self>,
-        caller: Caller,
-        domain: Option<String>,
-        path: String,
-    ) -> Result<FileRecord> {
-        let svc = self.clone();
-        blocking(move || {
-            let name = match &caller {
-                Caller::User(p) => Some(p.instance.clone()),
-                Caller::Anonymous => domain.or_else(|| svc.config.default_instance.clone()),
-            };
-            let Some(inst) = name
-                .map(|d| svc.meta.instance_by_domain(&d.to_ascii_lowercase()))
-                .transpose()?
-                .flatten()
-            else {
-                return Err(Error::NotFound(format!("no directory {path}")));
-            };
-            let _read = svc.tree.read();
-            let Some(dir) = svc.directory_at(inst.id, &path)? else {
-                return Err(Error::NotFound(format!("no directory {path}")));
-            };
-            svc.readable(&caller, dir.id)
-                .map_err(|_| Error::NotFound(format!("no directory {path}")))
-        })
-        .await
-    }
-
-    /// Totals of a directory's subtree, computed from the path index.
-    pub async fn directory_stats(self: &Arc<Self>, dir: FileRecord) -> Result<DirStats> {
-        let svc = self.clone();
-        blocking(move || {
-            let _read = svc.tree.read();
-            let mut stats = DirStats::default();
-            for f in svc.meta.scan_subtree(dir.instance, &dir.path()) {
-                let f = f?;
-                if f.id == dir.id {
-                    continue;
-                }
-                if f.is_directory() {
-                    stats.directories += 1;
-                } else if f.trashed.is_none() {
-                    stats.files += 1;
-                    stats.bytes += f.size;
-                }
+    /// Totals of a directory's subtree, computed from the path index (the caller holds the
+    /// tree lock).
+    pub(crate) fn stats_of(&self, dir: &FileRecord) -> Result<DirStats> {
+        let mut stats = DirStats::default();
+        for f in self.meta.scan_subtree(dir.instance, &dir.path()) {
+            let f = f?;
+            if f.id == dir.id {
+                continue;
             }
-            Ok(stats)
-        })
-        .await
+            if f.is_directory() {
+                stats.directories += 1;
+            } else if f.trashed.is_none() {
+                stats.files += 1;
+                stats.bytes += f.size;
+            }
+        }
+        Ok(stats)
     }
 
     /// Moves and/or renames a file or a directory with everything below it, in one metadata
