@@ -606,3 +606,58 @@ fn text_content_round_trip() {
     let v = s.graphql(None, r#"mutation { upsert(values: {File: [{name: "a.txt", content: "a"}]}) { id } }"#);
     assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{v}");
 }
+
+#[test]
+fn grants_on_a_directory_reach_its_descendants_present_and_future() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let bob = s.token("bob", INSTANCE, false);
+    let carol = s.token("carol", INSTANCE, false);
+    let admin = s.token("root", INSTANCE, true);
+    let old = upload_to(&s, &alice, "/proj/sub", "old.txt", b"old");
+    let bobs = upload_to(&s, &bob, "/proj", "bobs.txt", b"bobs");
+    let outside = upload_to(&s, &alice, "/", "outside.txt", b"outside");
+    let proj = find(&s, &alice, "isDirectory = 'true' AND path = '/proj'")[0].clone();
+    let grant = |token: &str| -> String {
+        let r = s.post_rights(token, &json!({"resource": proj, "resourceType": "File", "operationType": "Query", "operation": "*", "permissionType": "RBP", "members": [{"hypi": {"id": "carol"}}]}));
+        assert!(r.status().is_success());
+        let v: Value = r.json().unwrap();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["hypi"]["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_string()
+    };
+    let download = |f: &Value, token: &str| s.get(f["url"]["path"].as_str().unwrap(), Some(token)).status().as_u16();
+    assert_eq!(download(&old, &carol), 404);
+    let right = grant(&alice);
+    // Present descendants of the grantor: readable, listed, found.
+    assert_eq!(download(&old, &carol), 200);
+    let (st, v) = dir(&s, &carol, "/proj");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(child_names(&v), ["sub"], "bob's file is not alice's to share");
+    let (_, v) = dir(&s, &carol, "/proj/sub");
+    assert_eq!(child_names(&v), ["old.txt"]);
+    assert!(find(&s, &carol, "*").contains(&id_of(&old)));
+    assert_eq!(download(&bobs, &carol), 404);
+    assert_eq!(download(&outside, &carol), 404);
+    // Future ones too, and what moves in; what moves out leaves the grant behind.
+    let new = upload_to(&s, &alice, "/proj/sub/deeper", "new.txt", b"new");
+    assert_eq!(download(&new, &carol), 200);
+    assert_eq!(mv(&s, &alice, &id_of(&outside), json!({"directory": "/proj"})).status(), 200);
+    assert_eq!(download(&outside, &carol), 200);
+    assert_eq!(mv(&s, &alice, &id_of(&old), json!({"directory": "/"})).status(), 200);
+    assert_eq!(download(&old, &carol), 404);
+    // The grant follows the directory when it moves.
+    mkdir(&s, &alice, "/archive");
+    assert_eq!(mv(&s, &alice, &proj, json!({"directory": "/archive"})).status(), 200);
+    assert_eq!(download(&new, &carol), 200);
+    assert_eq!(dir(&s, &carol, "/archive/proj/sub/deeper").0, 200);
+    // Revoking ends it at once.
+    let r = req(&s, reqwest::Method::DELETE, &format!("/access-rights/{right}"), &alice).send().unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(download(&new, &carol), 404);
+    assert_eq!(dir(&s, &carol, "/archive/proj").0, 404);
+    assert!(find(&s, &carol, "*").is_empty());
+    // An admin's grant on a directory reaches every account's files below it.
+    grant(&admin);
+    assert_eq!(download(&bobs, &carol), 200);
+    assert_eq!(download(&new, &carol), 200);
+}

@@ -15,7 +15,7 @@
 use super::{blocking, hot, names, Service};
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
-use crate::meta::{FileRecord, FileScope, DIRECTORY_MIME};
+use crate::meta::{AccessRight, FileRecord, FileScope, DIRECTORY_MIME};
 use crate::types::{now_millis, AccountId, FileId, InstanceId, Sha256};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -79,6 +79,21 @@ pub struct DirStats {
     pub directories: u64,
     /// Bytes of those files.
     pub bytes: u64,
+}
+
+/// Whether `path` lies strictly below the directory `dir`.
+pub(crate) fn is_below(path: &str, dir: &str) -> bool {
+    path != dir && (dir == "/" || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))
+}
+
+/// A grant on a directory as it applies to `f` below it: the same grant on `f`, when it
+/// reaches `f` at all. It reaches the files of its grantor (an owner shares what is theirs,
+/// not what other accounts put in their directory), and everything when an admin granted it.
+pub(crate) fn reaching(r: &AccessRight, f: &FileRecord) -> Option<AccessRight> {
+    (r.granted_by_admin || r.created_by == f.created_by).then(|| AccessRight {
+        resource: f.id.to_string(),
+        ..r.clone()
+    })
 }
 
 /// Every directory from the root down to `dir` (a normalised directory), root first.
@@ -581,6 +596,24 @@ impl Service {
             Ok(f)
         })
         .await
+    }
+
+    /// The grants on the directories above `f` that reach it, as grants on `f` (for the read
+    /// rule). One lookup per level: the cost follows the file's depth.
+    pub(crate) fn rights_through_directories(&self, f: &FileRecord) -> Result<Vec<AccessRight>> {
+        let mut out = Vec::new();
+        for path in chain(&f.directory) {
+            let Some(dir) = self.directory_at(f.instance, &path)? else {
+                continue;
+            };
+            if dir.id == f.id {
+                continue;
+            }
+            for r in self.meta.rights_on(f.instance, &dir.id.to_string())? {
+                out.extend(reaching(&r, f));
+            }
+        }
+        Ok(out)
     }
 
     /// The record as `caller` sees it: `isStared` is the caller's own mark.

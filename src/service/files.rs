@@ -71,7 +71,10 @@ impl Service {
         let rights = if privileged(caller, &file, &instance.domain) {
             Vec::new()
         } else {
-            self.meta.rights_reaching(&file)?
+            let mut rights = self.meta.rights_reaching(&file)?;
+            // Grants on the directories above it reach it too.
+            rights.extend(self.rights_through_directories(&file)?);
+            rights
         };
         if access::may_read(caller, &file, &instance, &rights, now_millis()) {
             Ok((file, instance))

@@ -110,8 +110,21 @@ impl Service {
                 merged.insert(f.id, f);
             }
         }
-        for id in ids.into_iter().filter(|id| after.is_none_or(|a| *id > a)) {
-            if let Some(f) = self.meta.file(id)? {
+        let past = |id: FileId| after.is_none_or(|a| id > a);
+        for id in ids {
+            let Some(f) = self.meta.file(id)? else {
+                continue;
+            };
+            // A grant on a directory reaches what is below it (see `View::may_read`).
+            if f.is_directory() {
+                for g in self.meta.scan_subtree(inst, &f.path()) {
+                    let g = g?;
+                    if past(g.id) {
+                        merged.insert(g.id, g);
+                    }
+                }
+            }
+            if past(f.id) {
                 merged.insert(f.id, f);
             }
         }
