@@ -48,10 +48,15 @@ fn child_names(v: &Value) -> Vec<String> {
 
 /// `POST /files/{id}/move`.
 fn mv(s: &Server, token: &str, id: &str, body: Value) -> reqwest::blocking::Response {
-    req(s, reqwest::Method::POST, &format!("/files/{id}/move"), token)
-        .json(&body)
-        .send()
-        .unwrap()
+    req(
+        s,
+        reqwest::Method::POST,
+        &format!("/files/{id}/move"),
+        token,
+    )
+    .json(&body)
+    .send()
+    .unwrap()
 }
 
 fn upload_to(s: &Server, token: &str, dir: &str, name: &str, data: &[u8]) -> Value {
@@ -90,8 +95,14 @@ fn uploads_create_each_directory_once_and_listings_keep_files_only() {
                 let c = client();
                 for i in 0..30 {
                     let d = format!("/upload/t/a{}/b{}/c{}", i % 3, (i + t) % 4, i % 2);
-                    s.try_upload(&c, &alice, &d, &format!("f{t}-{i}.txt"), format!("{t}-{i}").as_bytes())
-                        .unwrap();
+                    s.try_upload(
+                        &c,
+                        &alice,
+                        &d,
+                        &format!("f{t}-{i}.txt"),
+                        format!("{t}-{i}").as_bytes(),
+                    )
+                    .unwrap();
                 }
             })
         })
@@ -100,7 +111,13 @@ fn uploads_create_each_directory_once_and_listings_keep_files_only() {
         t.join().unwrap();
     }
     // Every directory exists exactly once: /, /t, 3 a's, 12 b's, 24 c's.
-    let dirs = |path: &str| find(&s, &admin, &format!("isDirectory = 'true' AND path = '{path}'"));
+    let dirs = |path: &str| {
+        find(
+            &s,
+            &admin,
+            &format!("isDirectory = 'true' AND path = '{path}'"),
+        )
+    };
     assert_eq!(dirs("/").len(), 1);
     assert_eq!(dirs("/t").len(), 1);
     for a in 0..3 {
@@ -126,7 +143,10 @@ fn uploads_create_each_directory_once_and_listings_keep_files_only() {
     let t = dirs("/t")[0].clone();
     assert_eq!(find(&s, &alice, "path = '/t'"), vec![t.clone()]);
     assert!(!find(&s, &alice, "*").contains(&t));
-    assert_eq!(find(&s, &alice, &format!("hypi.id = '{t}'")), vec![t.clone()]);
+    assert_eq!(
+        find(&s, &alice, &format!("hypi.id = '{t}'")),
+        vec![t.clone()]
+    );
     // A directory has no bytes: its url.path is 404.
     let rec: Value = s.get(&format!("/files/{t}"), Some(&alice)).json().unwrap();
     assert_eq!(rec["isDirectory"], true);
@@ -148,12 +168,19 @@ fn explicit_directories_rest_and_graphql() {
     assert_eq!(v["isDirectory"], true);
     let (st, again) = mkdir(&s, &alice, "/docs/2024/");
     assert_eq!(st, 200);
-    assert_eq!(id_of(&again), id_of(&v), "an existing directory is returned, not made twice");
+    assert_eq!(
+        id_of(&again),
+        id_of(&v),
+        "an existing directory is returned, not made twice"
+    );
     // The root exists and every account of the instance reads it (not what is in it).
     let (st, root) = dir(&s, &bob, "/");
     assert_eq!(st, 200, "{root}");
     assert_eq!(root["directory"]["path"], "/");
-    assert!(child_names(&root).is_empty(), "bob sees none of alice's entries");
+    assert!(
+        child_names(&root).is_empty(),
+        "bob sees none of alice's entries"
+    );
     let (_, root) = dir(&s, &alice, "/");
     assert_eq!(child_names(&root), ["docs"]);
     // Another account's directory looks missing.
@@ -164,7 +191,10 @@ fn explicit_directories_rest_and_graphql() {
         Some(&alice),
         r#"mutation { upsert(values: {File: [{name: "photos", directory: "/docs", isDirectory: true}]}) { id } }"#,
     );
-    let photos = r["data"]["upsert"][0]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    let photos = r["data"]["upsert"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
     let (_, docs) = dir(&s, &alice, "/docs");
     assert_eq!(child_names(&docs), ["2024", "photos"]);
     // A file's path cannot become a directory; bad paths are refused.
@@ -172,7 +202,10 @@ fn explicit_directories_rest_and_graphql() {
     let (st, v) = mkdir(&s, &alice, "/docs/notes.txt");
     assert_eq!(st, 409, "{v}");
     let (st, v) = mkdir(&s, &alice, "/a%0Ab");
-    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("INVALID_PATH")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("INVALID_PATH"))
+    );
     let r = s.graphql(
         Some(&alice),
         r#"mutation { upsert(values: {File: [{name: "x"}]}) { id } }"#,
@@ -197,7 +230,13 @@ fn children_page_filter_and_apply_access_per_entry() {
     let bob = s.token("bob", INSTANCE, false);
     mkdir(&s, &alice, "/shared");
     for i in 0..30 {
-        upload_to(&s, &alice, "/shared", &format!("a{i:02}.txt"), &[i as u8; 3]);
+        upload_to(
+            &s,
+            &alice,
+            "/shared",
+            &format!("a{i:02}.txt"),
+            &[i as u8; 3],
+        );
     }
     upload_to(&s, &alice, "/shared", "pic.png", &png_3x2());
     // bob's upload into alice's directory: his own entry there.
@@ -222,15 +261,24 @@ fn children_page_filter_and_apply_access_per_entry() {
     let n1 = names(&page1);
     assert_eq!(n1.len(), 25);
     assert_eq!(n1[0], "a00.txt");
-    let last = page1["data"]["get"]["children"][24]["hypi"]["id"].as_str().unwrap().to_string();
-    let page2 = names(&children(&alice, &format!("(after: \"{last}\", first: 25)")));
+    let last = page1["data"]["get"]["children"][24]["hypi"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page2 = names(&children(
+        &alice,
+        &format!("(after: \"{last}\", first: 25)"),
+    ));
     // Access per entry: bob's file in alice's directory is not alice's to see.
     assert_eq!(page2.len(), 6, "{page2:?}");
     assert!(!page2.contains(&"bob.txt".to_string()), "{page2:?}");
     // ArcQL exactly as find: filter and sort.
     let v = children(&alice, r#"(arcql: "type = 'image/png'")"#);
     assert_eq!(names(&v), ["pic.png"]);
-    let v = children(&alice, r#"(arcql: "name * 'a0*' SORT name DESC", first: 3)"#);
+    let v = children(
+        &alice,
+        r#"(arcql: "name * 'a0*' SORT name DESC", first: 3)"#,
+    );
     assert_eq!(names(&v), ["a09.txt", "a08.txt", "a07.txt"]);
     let v = children(&alice, r#"(arcql: "nosuch = 1")"#);
     assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{v}");
@@ -243,7 +291,10 @@ fn children_page_filter_and_apply_access_per_entry() {
     let admin = s.token("root", INSTANCE, true);
     let (_, v) = dir(&s, &admin, "/shared?arcql=name%20%3D%20%27bob.txt%27");
     assert_eq!(child_names(&v), ["bob.txt"]);
-    assert_eq!(v["children"]["edges"][0]["node"]["hypi"]["id"], id_of(&bobs));
+    assert_eq!(
+        v["children"]["edges"][0]["node"]["hypi"]["id"],
+        id_of(&bobs)
+    );
     let (st, v) = dir(&s, &alice, "/shared?first=-1");
     assert_eq!(st, 400, "{v}");
 }
@@ -264,7 +315,13 @@ fn moves_are_atomic_under_concurrent_listing_and_downloads() {
                         let n = t * 50 + i;
                         let data = bytes(100 + n, n as u64);
                         let f = s
-                            .try_upload(&c, &alice, &format!("/upload/m/src/d{}", n % 10), &format!("f{n}.bin"), &data)
+                            .try_upload(
+                                &c,
+                                &alice,
+                                &format!("/upload/m/src/d{}", n % 10),
+                                &format!("f{n}.bin"),
+                                &data,
+                            )
                             .unwrap();
                         (f["url"]["path"].as_str().unwrap().to_string(), data)
                     })
@@ -272,7 +329,10 @@ fn moves_are_atomic_under_concurrent_listing_and_downloads() {
             })
         })
         .collect();
-    let files: Vec<(String, Vec<u8>)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let files: Vec<(String, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     assert_eq!(files.len(), 200);
     let src = find(&s, &alice, "isDirectory = 'true' AND path = '/m/src'")[0].clone();
     let done = Arc::new(AtomicBool::new(false));
@@ -333,7 +393,9 @@ fn moves_are_atomic_under_concurrent_listing_and_downloads() {
     // Once more through GraphQL, to end elsewhere.
     let v = s.graphql(
         Some(&alice),
-        &format!(r#"mutation {{ moveFile(id: "{src}", directory: "/m/dst") {{ path url {{ path }} }} }}"#),
+        &format!(
+            r#"mutation {{ moveFile(id: "{src}", directory: "/m/dst") {{ path url {{ path }} }} }}"#
+        ),
     );
     assert_eq!(v["data"]["moveFile"]["path"], "/m/dst/src", "{v}");
     done.store(true, Ordering::Relaxed);
@@ -346,12 +408,20 @@ fn moves_are_atomic_under_concurrent_listing_and_downloads() {
     // Every descendant's directory, path and index followed; url.path did not change.
     let (_, v) = dir(&s, &alice, "/m/dst/src/d3");
     assert_eq!(v["stats"]["files"], 20);
-    assert_eq!(v["children"]["edges"][0]["node"]["directory"], "/m/dst/src/d3");
+    assert_eq!(
+        v["children"]["edges"][0]["node"]["directory"],
+        "/m/dst/src/d3"
+    );
     assert!(find(&s, &alice, "directory = '/m/src/d3'").is_empty());
     assert_eq!(find(&s, &alice, "path * '/m/dst/src/d3/*'").len(), 20);
     let all = listing(&s, &alice);
-    assert!(all.iter().all(|f| f["directory"].as_str().unwrap().starts_with("/m/dst/src/d")));
-    let urls: std::collections::BTreeSet<_> = all.iter().map(|f| f["url"]["path"].as_str().unwrap().to_string()).collect();
+    assert!(all
+        .iter()
+        .all(|f| f["directory"].as_str().unwrap().starts_with("/m/dst/src/d")));
+    let urls: std::collections::BTreeSet<_> = all
+        .iter()
+        .map(|f| f["url"]["path"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(urls, files.iter().map(|(p, _)| p.clone()).collect());
 }
 
@@ -368,27 +438,60 @@ fn clashes_self_moves_and_bad_moves() {
     // Name clash: 409 by default, and nothing changed.
     let (st, code, _) = json_error(mv(&s, &alice, &id_of(&b), json!({"name": "a.txt"})));
     assert_eq!((st, code.as_str()), (409, "CONFLICT"));
-    let (st, code, _) = json_error(mv(&s, &alice, &id_of(&b), json!({"name": "a.txt", "onConflict": "fail"})));
+    let (st, code, _) = json_error(mv(
+        &s,
+        &alice,
+        &id_of(&b),
+        json!({"name": "a.txt", "onConflict": "fail"}),
+    ));
     assert_eq!((st, code.as_str()), (409, "CONFLICT"));
     // rename: the first free numbered name.
-    let v: Value = mv(&s, &alice, &id_of(&b), json!({"name": "a.txt", "onConflict": "rename"})).json().unwrap();
+    let v: Value = mv(
+        &s,
+        &alice,
+        &id_of(&b),
+        json!({"name": "a.txt", "onConflict": "rename"}),
+    )
+    .json()
+    .unwrap();
     assert_eq!(v["name"], "a (1).txt");
     assert_eq!(v["url"]["path"], b["url"]["path"], "url.path never changes");
     // replace: the file at the target goes (its bytes with it).
-    let v: Value = mv(&s, &alice, &id_of(&b), json!({"name": "a.txt", "onConflict": "replace"})).json().unwrap();
+    let v: Value = mv(
+        &s,
+        &alice,
+        &id_of(&b),
+        json!({"name": "a.txt", "onConflict": "replace"}),
+    )
+    .json()
+    .unwrap();
     assert_eq!(v["path"], "/c/a.txt");
-    assert_eq!(s.get(a["url"]["path"].as_str().unwrap(), Some(&alice)).status(), 404);
-    assert_eq!(s.get(b["url"]["path"].as_str().unwrap(), Some(&alice)).status(), 200);
+    assert_eq!(
+        s.get(a["url"]["path"].as_str().unwrap(), Some(&alice))
+            .status(),
+        404
+    );
+    assert_eq!(
+        s.get(b["url"]["path"].as_str().unwrap(), Some(&alice))
+            .status(),
+        200
+    );
     // GraphQL: the same policies.
     let x = upload_to(&s, &alice, "/c", "x.txt", b"x");
     let v = s.graphql(
         Some(&alice),
-        &format!(r#"mutation {{ moveFile(id: "{}", name: "a.txt") {{ name }} }}"#, id_of(&x)),
+        &format!(
+            r#"mutation {{ moveFile(id: "{}", name: "a.txt") {{ name }} }}"#,
+            id_of(&x)
+        ),
     );
     assert_eq!(v["errors"][0]["extensions"]["code"], "CONFLICT", "{v}");
     let v = s.graphql(
         Some(&alice),
-        &format!(r#"mutation {{ moveFile(id: "{}", name: "a.txt", onConflict: RENAME) {{ name }} }}"#, id_of(&x)),
+        &format!(
+            r#"mutation {{ moveFile(id: "{}", name: "a.txt", onConflict: RENAME) {{ name }} }}"#,
+            id_of(&x)
+        ),
     );
     assert_eq!(v["data"]["moveFile"]["name"], "a (1).txt", "{v}");
     // A directory into itself or its own subtree: 400, nothing moved.
@@ -397,7 +500,12 @@ fn clashes_self_moves_and_bad_moves() {
         assert_eq!((st, code.as_str()), (400, "BAD_REQUEST"), "{target}: {msg}");
     }
     let sub_id = find(&s, &alice, "isDirectory = 'true' AND path = '/c/sub'")[0].clone();
-    let (st, _, _) = json_error(mv(&s, &alice, &sub_id, json!({"directory": "/c/sub/deeper"})));
+    let (st, _, _) = json_error(mv(
+        &s,
+        &alice,
+        &sub_id,
+        json!({"directory": "/c/sub/deeper"}),
+    ));
     assert_eq!(st, 400);
     // Into a directory that does not exist: 404; bad names: 400.
     let (st, _, _) = json_error(mv(&s, &alice, &deeper, json!({"directory": "/nowhere"})));
@@ -415,13 +523,30 @@ fn clashes_self_moves_and_bad_moves() {
     assert_eq!(st, 400);
     let (st, _, _) = json_error(mv(&s, &bob, &id_of(&x), json!({"name": "y.txt"})));
     assert_eq!(st, 404);
-    let r = s.client.post(s.url(&format!("/files/{}/move", id_of(&x)))).json(&json!({"name": "y"})).send().unwrap();
+    let r = s
+        .client
+        .post(s.url(&format!("/files/{}/move", id_of(&x))))
+        .json(&json!({"name": "y"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Moving a directory onto a taken name: 409 (replace never removes a directory).
     mkdir(&s, &alice, "/c2/sub");
-    let (st, _, _) = json_error(mv(&s, &alice, &sub_id, json!({"directory": "/c2", "onConflict": "replace"})));
+    let (st, _, _) = json_error(mv(
+        &s,
+        &alice,
+        &sub_id,
+        json!({"directory": "/c2", "onConflict": "replace"}),
+    ));
     assert_eq!(st, 409);
-    let v: Value = mv(&s, &alice, &sub_id, json!({"directory": "/c2", "onConflict": "rename"})).json().unwrap();
+    let v: Value = mv(
+        &s,
+        &alice,
+        &sub_id,
+        json!({"directory": "/c2", "onConflict": "rename"}),
+    )
+    .json()
+    .unwrap();
     assert_eq!(v["path"], "/c2/sub (1)");
     let (_, v) = dir(&s, &alice, "/c2/sub (1)/deeper");
     assert_eq!(v["directory"]["hypi"]["id"], deeper.as_str());
@@ -433,20 +558,34 @@ fn deep_paths_at_the_configured_limits() {
     let alice = s.token("alice", INSTANCE, false);
     // 1024 bytes is the longest directory: 4 segments of 255 plus separators.
     let seg = |c: char| c.to_string().repeat(255);
-    let longest = format!("/{}/{}/{}/{}", seg('a'), seg('b'), seg('c'), "d".repeat(1024 - 4 * 256 + 255));
+    let longest = format!(
+        "/{}/{}/{}/{}",
+        seg('a'),
+        seg('b'),
+        seg('c'),
+        "d".repeat(1024 - 4 * 256 + 255)
+    );
     assert_eq!(longest.len(), 1024);
     let (st, v) = mkdir(&s, &alice, &longest);
     assert_eq!(st, 201, "{v}");
     let f = upload_to(&s, &alice, &longest, "leaf.txt", b"leaf");
     assert_eq!(f["directory"].as_str().unwrap(), longest);
     let (st, v) = mkdir(&s, &alice, &format!("{longest}x"));
-    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("INVALID_PATH")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("INVALID_PATH"))
+    );
     let (st, _) = mkdir(&s, &alice, &format!("/{}", "s".repeat(256)));
     assert_eq!(st, 400, "a segment over 255 bytes");
     // Moving the tree one level deeper would push its leaves past the limit: refused, and
     // nothing moved.
     mkdir(&s, &alice, "/z");
-    let top = find(&s, &alice, &format!("isDirectory = 'true' AND path = '/{}'", seg('a')))[0].clone();
+    let top = find(
+        &s,
+        &alice,
+        &format!("isDirectory = 'true' AND path = '/{}'", seg('a')),
+    )[0]
+    .clone();
     let (st, code, _) = json_error(mv(&s, &alice, &top, json!({"directory": "/z"})));
     assert_eq!((st, code.as_str()), (400, "INVALID_PATH"));
     let (st, v) = dir(&s, &alice, &longest);
@@ -470,31 +609,65 @@ fn trash_and_delete_apply_to_the_subtree() {
     let deep = upload_to(&s, &alice, "/t/x/y", "deep.txt", b"deep");
     let t = find(&s, &alice, "isDirectory = 'true' AND path = '/t'")[0].clone();
     // early.txt was trashed on its own before.
-    let v = s.graphql(Some(&alice), &format!(r#"mutation {{ trash(type: File, arcql: "hypi.id = '{}'") }}"#, id_of(&early)));
+    let v = s.graphql(
+        Some(&alice),
+        &format!(
+            r#"mutation {{ trash(type: File, arcql: "hypi.id = '{}'") }}"#,
+            id_of(&early)
+        ),
+    );
     assert_eq!(v["data"]["trash"], 1, "{v}");
-    let v = s.graphql(Some(&alice), &format!(r#"mutation {{ trash(type: File, arcql: "hypi.id = '{t}'") }}"#));
+    let v = s.graphql(
+        Some(&alice),
+        &format!(r#"mutation {{ trash(type: File, arcql: "hypi.id = '{t}'") }}"#),
+    );
     assert_eq!(v["data"]["trash"], 1, "{v}");
     for f in [&keep, &deep] {
-        assert_eq!(s.get(f["url"]["path"].as_str().unwrap(), Some(&alice)).status(), 404);
+        assert_eq!(
+            s.get(f["url"]["path"].as_str().unwrap(), Some(&alice))
+                .status(),
+            404
+        );
     }
     assert_eq!(dir(&s, &alice, "/t/x").0, 404);
     assert!(listing(&s, &alice).is_empty());
     // Untrash restores the tree as it was trashed: early.txt stays in the trash.
-    let v = s.graphql(Some(&alice), &format!(r#"mutation {{ untrash(type: File, arcql: "hypi.id = '{t}'") }}"#));
+    let v = s.graphql(
+        Some(&alice),
+        &format!(r#"mutation {{ untrash(type: File, arcql: "hypi.id = '{t}'") }}"#),
+    );
     assert_eq!(v["data"]["untrash"], 1, "{v}");
-    let names: Vec<_> = listing(&s, &alice).iter().map(|f| f["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<_> = listing(&s, &alice)
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"keep.txt".into()) && names.contains(&"deep.txt".into()));
-    assert_eq!(s.get(deep["url"]["path"].as_str().unwrap(), Some(&alice)).status(), 200);
+    assert_eq!(
+        s.get(deep["url"]["path"].as_str().unwrap(), Some(&alice))
+            .status(),
+        200
+    );
     // A directory holding another account's file: only an admin deletes it.
     let bob = s.token("bob", INSTANCE, false);
     upload_to(&s, &bob, "/t/x", "bobs.txt", b"bobs");
-    let (st, code, _) = json_error(req(&s, reqwest::Method::DELETE, &format!("/files/{t}"), &alice).send().unwrap());
+    let (st, code, _) = json_error(
+        req(&s, reqwest::Method::DELETE, &format!("/files/{t}"), &alice)
+            .send()
+            .unwrap(),
+    );
     assert_eq!((st, code.as_str()), (403, "FORBIDDEN"));
-    assert_eq!(s.get(deep["url"]["path"].as_str().unwrap(), Some(&alice)).status(), 200, "nothing went");
+    assert_eq!(
+        s.get(deep["url"]["path"].as_str().unwrap(), Some(&alice))
+            .status(),
+        200,
+        "nothing went"
+    );
     let admin = s.token("root", INSTANCE, true);
     let blobs_before = s.blob_count();
-    let r = req(&s, reqwest::Method::DELETE, &format!("/files/{t}"), &admin).send().unwrap();
+    let r = req(&s, reqwest::Method::DELETE, &format!("/files/{t}"), &admin)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(dir(&s, &admin, "/t").0, 404);
     assert!(listing(&s, &alice).is_empty());
@@ -504,7 +677,14 @@ fn trash_and_delete_apply_to_the_subtree() {
     assert_eq!(s.blob_count(), blobs_before - 4);
     // The root cannot be deleted.
     let root = find(&s, &admin, "isDirectory = 'true' AND path = '/'")[0].clone();
-    let r = req(&s, reqwest::Method::DELETE, &format!("/files/{root}"), &admin).send().unwrap();
+    let r = req(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/files/{root}"),
+        &admin,
+    )
+    .send()
+    .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -517,18 +697,30 @@ fn stars_are_each_accounts_own() {
     let id = id_of(&f);
     s.post_rights(&alice, &json!({"resource": id, "resourceType": "File", "operationType": "Query", "operation": "*", "permissionType": "RBP", "members": [{"hypi": {"id": "bob"}}]}));
     let starred = |token: &str| -> Value {
-        let v = s.graphql(Some(token), &format!(r#"{{ get(type: File, id: "{id}") {{ ... on File {{ isStared }} }} }}"#));
+        let v = s.graphql(
+            Some(token),
+            &format!(r#"{{ get(type: File, id: "{id}") {{ ... on File {{ isStared }} }} }}"#),
+        );
         v["data"]["get"]["isStared"].clone()
     };
     assert_eq!(starred(&alice), false);
-    let r = req(&s, reqwest::Method::PUT, &format!("/files/{id}/star"), &bob).send().unwrap();
+    let r = req(&s, reqwest::Method::PUT, &format!("/files/{id}/star"), &bob)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(starred(&bob), true);
     assert_eq!(starred(&alice), false, "bob's star is not alice's");
     let v = s.graphql(Some(&alice), &format!(r#"mutation {{ upsert(values: {{File: [{{hypi: {{id: "{id}"}}, isStared: true}}]}}) {{ id }} }}"#));
     assert!(v["errors"].is_null(), "{v}");
     assert_eq!(starred(&alice), true);
-    let r = req(&s, reqwest::Method::DELETE, &format!("/files/{id}/star"), &bob).send().unwrap();
+    let r = req(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/files/{id}/star"),
+        &bob,
+    )
+    .send()
+    .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(starred(&bob), false);
     assert_eq!(starred(&alice), true);
@@ -536,7 +728,14 @@ fn stars_are_each_accounts_own() {
     assert_eq!(rec["isStared"], true);
     // Starring needs read access; an unreadable file is 404.
     let carol = s.token("carol", INSTANCE, false);
-    let r = req(&s, reqwest::Method::PUT, &format!("/files/{id}/star"), &carol).send().unwrap();
+    let r = req(
+        &s,
+        reqwest::Method::PUT,
+        &format!("/files/{id}/star"),
+        &carol,
+    )
+    .send()
+    .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -575,7 +774,10 @@ fn text_content_round_trip() {
         s.graphql(Some(&alice), &q)
     };
     let v = create("hello.txt", "héllo, world\n");
-    let id = v["data"]["upsert"][0]["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+    let id = v["data"]["upsert"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
     let v = s.graphql(Some(&alice), &format!(r#"{{ get(type: File, id: "{id}") {{ ... on File {{ content type size path url {{ path }} }} }} }}"#));
     let got = &v["data"]["get"];
     assert_eq!(got["content"], "héllo, world\n", "{v}");
@@ -592,19 +794,34 @@ fn text_content_round_trip() {
     // Over max_content_bytes, or not text: null.
     let v = create("big.txt", &"x".repeat(101));
     let big = v["data"]["upsert"][0]["id"].as_str().unwrap().to_string();
-    let v = s.graphql(Some(&alice), &format!(r#"{{ get(type: File, id: "{big}") {{ ... on File {{ content size }} }} }}"#));
+    let v = s.graphql(
+        Some(&alice),
+        &format!(r#"{{ get(type: File, id: "{big}") {{ ... on File {{ content size }} }} }}"#),
+    );
     assert_eq!(v["data"]["get"]["content"], Value::Null);
     assert_eq!(v["data"]["get"]["size"], 101);
     let png = upload_to(&s, &alice, "/", "p.png", &png_3x2());
-    let v = s.graphql(Some(&alice), &format!(r#"{{ get(type: File, id: "{}") {{ ... on File {{ content }} }} }}"#, id_of(&png)));
+    let v = s.graphql(
+        Some(&alice),
+        &format!(
+            r#"{{ get(type: File, id: "{}") {{ ... on File {{ content }} }} }}"#,
+            id_of(&png)
+        ),
+    );
     assert_eq!(v["data"]["get"]["content"], Value::Null);
     // Bad input.
     let v = create("../x.txt", "x");
     assert_eq!(v["errors"][0]["extensions"]["code"], "INVALID_PATH", "{v}");
     let v = s.graphql(Some(&alice), &format!(r#"mutation {{ upsert(values: {{File: [{{hypi: {{id: "{id}"}}, content: "new"}}]}}) {{ id }} }}"#));
     assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{v}");
-    let v = s.graphql(None, r#"mutation { upsert(values: {File: [{name: "a.txt", content: "a"}]}) { id } }"#);
-    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{v}");
+    let v = s.graphql(
+        None,
+        r#"mutation { upsert(values: {File: [{name: "a.txt", content: "a"}]}) { id } }"#,
+    );
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{v}"
+    );
 }
 
 #[test]
@@ -623,16 +840,27 @@ fn grants_on_a_directory_reach_its_descendants_present_and_future() {
         assert!(r.status().is_success());
         let v: Value = r.json().unwrap();
         let v = if v.is_array() { v[0].clone() } else { v };
-        v["hypi"]["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_string()
+        v["hypi"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string()
     };
-    let download = |f: &Value, token: &str| s.get(f["url"]["path"].as_str().unwrap(), Some(token)).status().as_u16();
+    let download = |f: &Value, token: &str| {
+        s.get(f["url"]["path"].as_str().unwrap(), Some(token))
+            .status()
+            .as_u16()
+    };
     assert_eq!(download(&old, &carol), 404);
     let right = grant(&alice);
     // Present descendants of the grantor: readable, listed, found.
     assert_eq!(download(&old, &carol), 200);
     let (st, v) = dir(&s, &carol, "/proj");
     assert_eq!(st, 200, "{v}");
-    assert_eq!(child_names(&v), ["sub"], "bob's file is not alice's to share");
+    assert_eq!(
+        child_names(&v),
+        ["sub"],
+        "bob's file is not alice's to share"
+    );
     let (_, v) = dir(&s, &carol, "/proj/sub");
     assert_eq!(child_names(&v), ["old.txt"]);
     assert!(find(&s, &carol, "*").contains(&id_of(&old)));
@@ -641,17 +869,33 @@ fn grants_on_a_directory_reach_its_descendants_present_and_future() {
     // Future ones too, and what moves in; what moves out leaves the grant behind.
     let new = upload_to(&s, &alice, "/proj/sub/deeper", "new.txt", b"new");
     assert_eq!(download(&new, &carol), 200);
-    assert_eq!(mv(&s, &alice, &id_of(&outside), json!({"directory": "/proj"})).status(), 200);
+    assert_eq!(
+        mv(&s, &alice, &id_of(&outside), json!({"directory": "/proj"})).status(),
+        200
+    );
     assert_eq!(download(&outside, &carol), 200);
-    assert_eq!(mv(&s, &alice, &id_of(&old), json!({"directory": "/"})).status(), 200);
+    assert_eq!(
+        mv(&s, &alice, &id_of(&old), json!({"directory": "/"})).status(),
+        200
+    );
     assert_eq!(download(&old, &carol), 404);
     // The grant follows the directory when it moves.
     mkdir(&s, &alice, "/archive");
-    assert_eq!(mv(&s, &alice, &proj, json!({"directory": "/archive"})).status(), 200);
+    assert_eq!(
+        mv(&s, &alice, &proj, json!({"directory": "/archive"})).status(),
+        200
+    );
     assert_eq!(download(&new, &carol), 200);
     assert_eq!(dir(&s, &carol, "/archive/proj/sub/deeper").0, 200);
     // Revoking ends it at once.
-    let r = req(&s, reqwest::Method::DELETE, &format!("/access-rights/{right}"), &alice).send().unwrap();
+    let r = req(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/access-rights/{right}"),
+        &alice,
+    )
+    .send()
+    .unwrap();
     assert!(r.status().is_success());
     assert_eq!(download(&new, &carol), 404);
     assert_eq!(dir(&s, &carol, "/archive/proj").0, 404);

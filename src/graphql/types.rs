@@ -116,7 +116,9 @@ impl File {
     }
     /// A directory's direct entries the caller may see, filtered, sorted and paged like
     /// `find` (through the directory index); null for a file.
-    #[graphql(complexity = "super::find_cost(first, None, arcql.as_deref().unwrap_or(\"*\"), child_complexity)")]
+    #[graphql(
+        complexity = "super::find_cost(first, None, arcql.as_deref().unwrap_or(\"*\"), child_complexity)"
+    )]
     async fn children(
         &self,
         ctx: &Context<'_>,

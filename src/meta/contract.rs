@@ -7,6 +7,8 @@ use super::{AccessRight, FileRecord, FileScope, MetaStore, PermissionType};
 use crate::error::Error;
 use crate::types::{AccountId, FileId, InstanceId, RightId, Sha256};
 
+pub mod dirs;
+
 /// A contract case: a name for the report and the check.
 pub type Case = (&'static str, fn(&dyn MetaStore));
 
@@ -44,6 +46,16 @@ pub fn cases() -> Vec<Case> {
         ("wildcard_grants_by_grantor", wildcard_grants_by_grantor),
         ("grant_cap_per_grantor", grant_cap_per_grantor),
         ("rights_in_lists_an_instance", rights_in_lists_an_instance),
+        // DirectoryStore (contract/dirs.rs).
+        (
+            "subtree_is_exactly_what_lies_below",
+            dirs::subtree_is_exactly_what_lies_below,
+        ),
+        (
+            "replace_moves_every_index_or_none",
+            dirs::replace_moves_every_index_or_none,
+        ),
+        ("stars_are_per_account", dirs::stars_are_per_account),
     ]
 }
 

@@ -5,8 +5,8 @@ pub mod dirs;
 pub mod model;
 mod sled_store;
 
-pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
 pub use dirs::DirectoryStore;
+pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
 pub use sled_store::SledMeta;
 
 use crate::error::Result;
@@ -123,14 +123,7 @@ pub trait MaintenanceStore {
 /// async executor. Writes are durable when they return. Implemented for any type that
 /// implements the parts.
 pub trait MetaStore:
-    InstanceStore
-    + FileStore
-    + GrantStore
-    + MaintenanceStore
-    + DirectoryStore
-    + Send
-    + Sync
-    + 'static
+    InstanceStore + FileStore + GrantStore + MaintenanceStore + DirectoryStore + Send + Sync + 'static
 {
 }
 

@@ -85,9 +85,7 @@ impl Service {
     /// A readable file's text, for `content`: text types up to `max_content_bytes` that are
     /// valid UTF-8; `None` for anything else (directories, binaries, larger files).
     pub async fn text_content(self: &Arc<Self>, file: &FileRecord) -> Result<Option<String>> {
-        if file.is_directory()
-            || !is_text(&file.mime)
-            || file.size > self.config.max_content_bytes
+        if file.is_directory() || !is_text(&file.mime) || file.size > self.config.max_content_bytes
         {
             return Ok(None);
         }

@@ -147,7 +147,12 @@ impl Service {
     }
 
     /// Whether any record (file or directory) other than `except` sits at `path`.
-    fn taken(&self, inst: InstanceId, path: &str, except: Option<FileId>) -> Result<Vec<FileRecord>> {
+    fn taken(
+        &self,
+        inst: InstanceId,
+        path: &str,
+        except: Option<FileId>,
+    ) -> Result<Vec<FileRecord>> {
         let mut out = Vec::new();
         for f in self.meta.scan_files(inst, FileScope::Path(path), None) {
             let f = f?;
@@ -433,7 +438,9 @@ impl Service {
     /// leaves a smaller tree, never an entry without its directory.
     pub(crate) fn remove_tree(&self, p: &Principal, dir: &FileRecord) -> Result<u64> {
         if dir.is_root() {
-            return Err(Error::BadRequest("the root directory cannot be deleted".into()));
+            return Err(Error::BadRequest(
+                "the root directory cannot be deleted".into(),
+            ));
         }
         let _write = self.tree.write();
         let mut all = self
@@ -460,7 +467,12 @@ impl Service {
     /// brings back exactly what the directory's trash took (entries trashed at the same time),
     /// not what was trashed separately before. False when an entry is not the caller's to
     /// change (then nothing changes).
-    pub(crate) fn trash_tree(&self, manages: impl Fn(&FileRecord) -> bool, dir: &FileRecord, on: bool) -> Result<bool> {
+    pub(crate) fn trash_tree(
+        &self,
+        manages: impl Fn(&FileRecord) -> bool,
+        dir: &FileRecord,
+        on: bool,
+    ) -> Result<bool> {
         if dir.is_root() {
             return Ok(false);
         }
@@ -497,7 +509,12 @@ impl Service {
     }
 
     /// Stars (`on`) or unstars a file for the caller alone.
-    pub async fn set_star(self: &Arc<Self>, principal: &Principal, id: FileId, on: bool) -> Result<FileRecord> {
+    pub async fn set_star(
+        self: &Arc<Self>,
+        principal: &Principal,
+        id: FileId,
+        on: bool,
+    ) -> Result<FileRecord> {
         let svc = self.clone();
         let p = principal.clone();
         blocking(move || {
@@ -519,8 +536,13 @@ impl Service {
             Some(raw) => {
                 let id: FileId = raw.parse().map_err(|_| Error::not_found())?;
                 let (file, _) = self.get_file(Caller::User(p.clone()), id).await?;
-                if change.is_directory.is_some_and(|d| d != file.is_directory()) {
-                    return Err(Error::BadRequest("isDirectory of a File cannot change".into()));
+                if change
+                    .is_directory
+                    .is_some_and(|d| d != file.is_directory())
+                {
+                    return Err(Error::BadRequest(
+                        "isDirectory of a File cannot change".into(),
+                    ));
                 }
                 if change.content.is_some() {
                     return Err(Error::BadRequest(
@@ -528,8 +550,14 @@ impl Service {
                     ));
                 }
                 if change.name.is_some() || change.directory.is_some() {
-                    self.move_entry(p, id, change.directory.clone(), change.name.clone(), OnConflict::Fail)
-                        .await?
+                    self.move_entry(
+                        p,
+                        id,
+                        change.directory.clone(),
+                        change.name.clone(),
+                        OnConflict::Fail,
+                    )
+                    .await?
                 } else {
                     file
                 }

@@ -29,19 +29,24 @@ impl DirectoryStore for SledMeta {
         let mut prefix = instance.to_bytes().to_vec();
         prefix.extend_from_slice(path.trim_end_matches('/').as_bytes());
         prefix.push(b'/');
-        Box::new(self.by_path.scan_prefix(prefix).keys().filter_map(move |k| {
-            let k = match k {
-                Ok(k) => k,
-                Err(e) => return Some(Err(e.into())),
-            };
-            let id = <[u8; 16]>::try_from(&k[k.len().saturating_sub(16)..]).ok()?;
-            match self.files.get(id) {
-                Ok(Some(v)) => Some(serde_json::from_slice(&v).map_err(Error::from)),
-                // Deleted between the index read and the record read.
-                Ok(None) => None,
-                Err(e) => Some(Err(e.into())),
-            }
-        }))
+        Box::new(
+            self.by_path
+                .scan_prefix(prefix)
+                .keys()
+                .filter_map(move |k| {
+                    let k = match k {
+                        Ok(k) => k,
+                        Err(e) => return Some(Err(e.into())),
+                    };
+                    let id = <[u8; 16]>::try_from(&k[k.len().saturating_sub(16)..]).ok()?;
+                    match self.files.get(id) {
+                        Ok(Some(v)) => Some(serde_json::from_slice(&v).map_err(Error::from)),
+                        // Deleted between the index read and the record read.
+                        Ok(None) => None,
+                        Err(e) => Some(Err(e.into())),
+                    }
+                }),
+        )
     }
 
     fn replace_files(&self, changes: &[(FileRecord, FileRecord)]) -> Result<()> {

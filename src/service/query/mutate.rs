@@ -81,7 +81,9 @@ impl Service {
                                 continue;
                             }
                             if f.is_directory() {
-                                let Caller::User(p) = &ctx.caller else { continue };
+                                let Caller::User(p) = &ctx.caller else {
+                                    continue;
+                                };
                                 if svc.remove_tree(p, &f)? > 0 {
                                     n += 1;
                                 }
