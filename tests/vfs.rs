@@ -672,9 +672,9 @@ fn trash_and_delete_apply_to_the_subtree() {
     assert_eq!(dir(&s, &admin, "/t").0, 404);
     assert!(listing(&s, &alice).is_empty());
     assert!(listing(&s, &bob).is_empty());
-    // keep, early, deep and bobs had distinct bytes: their blobs are gone; the root keeps
-    // the empty blob.
+    // keep, early, deep and bobs had distinct bytes: their blobs are gone.
     assert_eq!(s.blob_count(), blobs_before - 4);
+    assert_eq!(s.blob_count(), 0, "directories hold no blob");
     // The root cannot be deleted.
     let root = find(&s, &admin, "isDirectory = 'true' AND path = '/'")[0].clone();
     let r = req(
@@ -904,4 +904,36 @@ fn grants_on_a_directory_reach_its_descendants_present_and_future() {
     grant(&admin);
     assert_eq!(download(&bobs, &carol), 200);
     assert_eq!(download(&new, &carol), 200);
+}
+
+#[test]
+fn fsck_is_clean_after_tree_work_and_empty_files_keep_their_bytes() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::spawn(data.path(), &[], &[]).unwrap();
+    let alice = s.token("alice", INSTANCE, false);
+    // An empty file shares the empty content's hash with every directory.
+    let empty = upload_to(&s, &alice, "/e/f", "empty.txt", b"");
+    upload_to(&s, &alice, "/e/g", "x.txt", b"x");
+    mkdir(&s, &alice, "/e/h/i");
+    let e = find(&s, &alice, "isDirectory = 'true' AND path = '/e'")[0].clone();
+    let h = find(&s, &alice, "isDirectory = 'true' AND path = '/e/h'")[0].clone();
+    mkdir(&s, &alice, "/z");
+    assert_eq!(mv(&s, &alice, &e, json!({"directory": "/z"})).status(), 200);
+    // Deleting directories drops references on the empty content; the empty file keeps its
+    // bytes.
+    let r = req(&s, reqwest::Method::DELETE, &format!("/files/{h}"), &alice)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s.get(empty["url"]["path"].as_str().unwrap(), Some(&alice));
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().unwrap().is_empty());
+    let v = s.graphql(
+        Some(&alice),
+        &format!(r#"mutation {{ trash(type: File, arcql: "hypi.id = '{e}'") }}"#),
+    );
+    assert_eq!(v["data"]["trash"], 1, "{v}");
+    s.stop();
+    let (ok, text) = depot(&["fsck"], data.path());
+    assert!(ok, "fsck is clean: {text}");
 }

@@ -1,6 +1,8 @@
 //! The virtual file system: directories are File records with `isDirectory: true` (media type
-//! [`DIRECTORY_MIME`], size 0, the empty blob as content), so they have ids, grants, trash and
-//! `get` like any file.
+//! [`DIRECTORY_MIME`], size 0, the empty content's hash), so they have ids, grants, trash and
+//! `get` like any file. A directory counts a reference on the empty content like an empty
+//! file would, but needs no bytes: no blob is written for it (fsck knows), and the reference
+//! changes take the empty content's lock stripe like any other.
 //!
 //! - Every directory a file sits in exists, each once: an upload (or `POST /dirs/**`) creates
 //!   the missing ancestors. The root `/` of an instance is one such record, owned by nobody
@@ -176,7 +178,7 @@ impl Service {
     }
 
     /// Writes the records of `paths`. The caller holds the tree's write lock and the empty
-    /// blob's lock stripe.
+    /// content's lock stripe (its reference count changes).
     fn create_directories(
         &self,
         inst: InstanceId,
@@ -185,13 +187,6 @@ impl Service {
     ) -> Result<()> {
         if paths.is_empty() {
             return Ok(());
-        }
-        if self.blobs.open(&EMPTY_SHA)?.is_none() {
-            let staged = self.blobs.writer()?.finish()?;
-            if staged.sha() != EMPTY_SHA {
-                return Err(Error::Internal("the empty blob has another hash".into()));
-            }
-            staged.commit()?;
         }
         let now = now_millis();
         let records: Vec<_> = paths
