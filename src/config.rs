@@ -42,6 +42,8 @@ pub struct Config {
     pub max_uploads: usize,
     /// Largest `first`/`last` a GraphQL `find` honours (Hypi caps at 25).
     pub max_page_size: usize,
+    /// Largest text file whose bytes GraphQL returns in a File's `content`.
+    pub max_content_bytes: u64,
     /// Most access rights one account may hold in an instance (429 beyond).
     pub max_grants_per_account: u64,
     /// Most access rights one request may create (413 beyond).
@@ -229,6 +231,7 @@ impl Default for Config {
             max_uploads_per_account: 32,
             max_uploads: 512,
             max_page_size: 25,
+            max_content_bytes: 64 * 1024,
             max_grants_per_account: 10_000,
             max_grants_per_request: 1_000,
             graphql_max_cost: 20_000,
@@ -406,6 +409,9 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_MAX_PAGE_SIZE") {
             self.max_page_size = num("DEPOT_MAX_PAGE_SIZE", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_CONTENT_BYTES") {
+            self.max_content_bytes = num("DEPOT_MAX_CONTENT_BYTES", v)?;
         }
         if let Some(v) = get("DEPOT_MAX_GRANTS_PER_ACCOUNT") {
             self.max_grants_per_account = num("DEPOT_MAX_GRANTS_PER_ACCOUNT", v)?;

@@ -124,9 +124,9 @@ fn seed_documents_run_verbatim_and_grant_anonymous_download() {
     assert_eq!(node["type"], "image/png");
     assert_eq!(node["size"], f["size"]);
     assert_eq!(node["extension"], "png");
-    assert!(
-        node["isStared"].is_null() && node["isSharable"].is_null() && node["content"].is_null()
-    );
+    // isStared is the caller's own mark (not starred yet); an image has no text content.
+    assert_eq!(node["isStared"], false);
+    assert!(node["isSharable"].is_null() && node["content"].is_null());
 
     let path = f["url"]["path"].as_str().unwrap();
     assert_eq!(s.get(path, None).status(), 401);

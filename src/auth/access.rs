@@ -71,7 +71,8 @@ pub fn may_read<'a>(
         if !p.instance.eq_ignore_ascii_case(&instance.domain) {
             return false;
         }
-        if manages(p, &file.created_by) {
+        // Every account of an instance sees its root directory (not what is in it).
+        if manages(p, &file.created_by) || file.is_root() {
             return true;
         }
     }

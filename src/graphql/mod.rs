@@ -295,6 +295,14 @@ impl MutationRoot {
     ) -> async_graphql::Result<Vec<Hypi>> {
         let (svc, caller) = parts(ctx)?;
         let principal = caller.caller.require().map_err(gql)?;
+        let mut out = Vec::new();
+        for f in values.file.unwrap_or_default() {
+            let file = svc.upsert_file(principal, f.into()).await.map_err(gql)?;
+            out.push(file_hypi(&file));
+        }
+        if values.access_right.is_none() && values.permission.is_none() {
+            return Ok(out);
+        }
         let mut grants: Vec<GrantInput> = Vec::new();
         for r in values.access_right.unwrap_or_default() {
             grants.push(GrantInput {
@@ -320,7 +328,29 @@ impl MutationRoot {
             grants.extend(from_permission(p).map_err(gql)?);
         }
         let rights = svc.grant(principal, grants).await.map_err(gql)?;
-        Ok(rights.iter().map(right_hypi).collect())
+        out.extend(rights.iter().map(right_hypi));
+        Ok(out)
+    }
+
+    /// Moves and/or renames a File; a directory moves with everything below it, in one step.
+    /// `url.path` does not change.
+    async fn move_file(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        directory: Option<String>,
+        name: Option<String>,
+        on_conflict: Option<ConflictPolicy>,
+    ) -> async_graphql::Result<File> {
+        let (svc, caller) = parts(ctx)?;
+        let principal = caller.caller.require().map_err(gql)?;
+        let id = id.parse().map_err(|_| gql(Error::not_found()))?;
+        let policy = on_conflict.unwrap_or(ConflictPolicy::Fail).into();
+        let moved = svc
+            .move_entry(principal, id, directory, name, policy)
+            .await
+            .map_err(gql)?;
+        Ok(File(moved))
     }
 
     /// Deletes matching records the caller may delete; returns how many went.

@@ -3,7 +3,7 @@
 use crate::meta::{AccessRight, FileRecord, ImageRecord, PermissionType};
 use crate::service::query::Node;
 use crate::types::rfc3339;
-use async_graphql::{Enum, InputObject, Json, Object, SimpleObject, Union, ID};
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, Union, ID};
 
 /// Hypi's metadata block on every record.
 #[derive(SimpleObject, Clone)]
@@ -18,7 +18,7 @@ pub struct Hypi {
     pub instance_id: Option<String>,
 }
 
-fn file_hypi(f: &FileRecord) -> Hypi {
+pub(super) fn file_hypi(f: &FileRecord) -> Hypi {
     Hypi {
         id: ID(f.id.to_string()),
         implementation: None,
@@ -70,7 +70,7 @@ impl File {
         self.0.path()
     }
     async fn is_directory(&self) -> bool {
-        false
+        self.0.is_directory()
     }
     async fn status(&self) -> FileStatus {
         FileStatus::Uploaded
@@ -94,20 +94,48 @@ impl File {
     async fn extension(&self) -> Option<&str> {
         self.0.extension.as_deref()
     }
-    async fn is_stared(&self) -> Option<bool> {
-        self.0.is_stared
+    /// Whether the caller starred it (each account's own mark); null without a token.
+    async fn is_stared(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<bool>> {
+        if self.0.is_stared.is_some() {
+            return Ok(self.0.is_stared);
+        }
+        let (svc, q) = super::parts(ctx)?;
+        let (svc, f) = (svc.clone(), self.0.clone());
+        let f = crate::service::blocking(move || svc.for_caller(&q.caller, f))
+            .await
+            .map_err(super::gql)?;
+        Ok(f.is_stared)
     }
     async fn is_sharable(&self) -> Option<bool> {
         self.0.is_sharable
     }
-    /// Only virtual-file-system entries have content; uploads never do.
-    async fn content(&self) -> Option<String> {
-        None
+    /// The text of a text file up to `max_content_bytes`; null otherwise.
+    async fn content(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let (svc, _) = super::parts(ctx)?;
+        svc.text_content(&self.0).await.map_err(super::gql)
     }
-    /// Only directories have children; depot stores files, so this is always null.
-    async fn children(&self, arcql: Option<String>) -> Option<Vec<File>> {
-        let _ = arcql;
-        None
+    /// A directory's direct entries the caller may see, filtered, sorted and paged like
+    /// `find` (through the directory index); null for a file.
+    #[graphql(
+        complexity = "super::find_cost(first, None, arcql.as_deref().unwrap_or(\"*\"), child_complexity)"
+    )]
+    async fn children(
+        &self,
+        ctx: &Context<'_>,
+        arcql: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Option<Vec<File>>> {
+        if !self.0.is_directory() {
+            return Ok(None);
+        }
+        let (svc, q) = super::parts(ctx)?;
+        let _lane = super::lane(ctx).await;
+        let found = svc
+            .children(q, self.0.id, arcql, first, after)
+            .await
+            .map_err(super::gql)?;
+        Ok(found.map(|f| f.nodes.into_iter().map(File).collect()))
     }
     async fn sha256(&self) -> String {
         self.0.sha256.to_hex()
@@ -373,9 +401,59 @@ pub struct PermissionInput {
     pub policies: Option<Vec<PolicyInput>>,
 }
 
+/// A File to create or change through `upsert`: with `hypi.id`, an existing file is moved or
+/// renamed (`directory`, `name`), starred by the caller (`isStared`) or made (un)sharable
+/// (`isSharable`); without, a directory is created (`isDirectory: true`) or a text file
+/// (`content`).
+#[derive(InputObject, Clone)]
+pub struct FileInput {
+    pub hypi: Option<HypiInput>,
+    pub name: Option<String>,
+    pub directory: Option<String>,
+    pub is_directory: Option<bool>,
+    pub is_stared: Option<bool>,
+    pub is_sharable: Option<bool>,
+    pub content: Option<String>,
+}
+
+impl From<FileInput> for crate::service::dirs::FileChange {
+    fn from(f: FileInput) -> Self {
+        crate::service::dirs::FileChange {
+            id: f.hypi.and_then(|h| h.id).map(|i| i.0),
+            name: f.name,
+            directory: f.directory,
+            is_directory: f.is_directory,
+            is_stared: f.is_stared,
+            is_sharable: f.is_sharable,
+            content: f.content,
+        }
+    }
+}
+
+/// What a move does when the target path is taken.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ConflictPolicy {
+    Fail,
+    Rename,
+    Replace,
+}
+
+impl From<ConflictPolicy> for crate::service::dirs::OnConflict {
+    fn from(c: ConflictPolicy) -> Self {
+        use crate::service::dirs::OnConflict as O;
+        match c {
+            ConflictPolicy::Fail => O::Fail,
+            ConflictPolicy::Rename => O::Rename,
+            ConflictPolicy::Replace => O::Replace,
+        }
+    }
+}
+
 /// `upsert(values: {...})`.
 #[derive(InputObject)]
 pub struct HypiUpsertInputUnion {
+    #[graphql(name = "File")]
+    pub file: Option<Vec<FileInput>>,
     #[graphql(name = "AccessRight")]
     pub access_right: Option<Vec<AccessRightInput>>,
     #[graphql(name = "Permission")]

@@ -3,6 +3,7 @@
 mod access;
 pub mod cors;
 mod direct;
+mod dirs;
 mod disposition;
 mod download;
 pub mod error;
@@ -158,6 +159,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/files/{id}")
                 .route(web::get().to(files::get))
                 .route(web::delete().to(files::delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        // The virtual file system (http/dirs.rs).
+        .service(
+            web::resource(["/dirs", "/dirs/{tail:.*}"])
+                .route(web::post().to(dirs::create))
+                .route(web::get().to(dirs::get))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/files/{id}/move")
+                .route(web::post().to(dirs::move_entry))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/files/{id}/star")
+                .route(web::put().to(dirs::star))
+                .route(web::delete().to(dirs::unstar))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -10,6 +10,8 @@ use super::{
 use crate::error::{Error, SessionFault};
 use crate::types::{AccountId, FileId, InstanceId, RightId, SessionId, Sha256};
 
+pub mod dirs;
+
 /// A contract case: a name for the report and the check.
 pub type Case = (&'static str, fn(&dyn MetaStore));
 
@@ -52,6 +54,16 @@ pub fn cases() -> Vec<Case> {
         ("session_open_cap_per_kind", session_open_cap_per_kind),
         ("session_expiry_order", session_expiry_order),
         ("concurrent_session_confirms", concurrent_session_confirms),
+        // DirectoryStore (contract/dirs.rs).
+        (
+            "subtree_is_exactly_what_lies_below",
+            dirs::subtree_is_exactly_what_lies_below,
+        ),
+        (
+            "replace_moves_every_index_or_none",
+            dirs::replace_moves_every_index_or_none,
+        ),
+        ("stars_are_per_account", dirs::stars_are_per_account),
     ]
 }
 

@@ -1,12 +1,14 @@
 //! Metadata persistence behind a trait, so sled can later give way to PostgreSQL.
 
 pub mod contract;
+pub mod dirs;
 pub mod model;
 pub mod session;
 mod sled_store;
 
-pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType};
 pub use session::{FileExtras, SessionKind, SessionState, StoredBytes, UploadSession};
+pub use dirs::DirectoryStore;
+pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
 pub use sled_store::SledMeta;
 
 use crate::error::Result;
@@ -156,6 +158,7 @@ pub trait MetaStore:
     + GrantStore
     + UploadSessionStore
     + MaintenanceStore
+    + DirectoryStore
     + Send
     + Sync
     + 'static
@@ -168,6 +171,7 @@ impl<T> MetaStore for T where
         + GrantStore
         + UploadSessionStore
         + MaintenanceStore
+        + DirectoryStore
         + Send
         + Sync
         + 'static

@@ -3,7 +3,11 @@
 use crate::types::{AccountId, FileId, InstanceId, Millis, RightId, Sha256};
 use serde::{Deserialize, Serialize};
 
-/// One uploaded file.
+/// The media type that marks a directory record (freedesktop's name for a directory). Uploads
+/// never carry it: types are sniffed from bytes and extensions, and none maps to it.
+pub const DIRECTORY_MIME: &str = "inode/directory";
+
+/// One uploaded file, or a directory (see [`FileRecord::is_directory`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub id: FileId,
@@ -41,6 +45,16 @@ impl FileRecord {
         } else {
             format!("{}/{}", self.directory, self.name)
         }
+    }
+
+    /// Whether this record is a directory of the virtual file system (see `service::dirs`).
+    pub fn is_directory(&self) -> bool {
+        self.mime == DIRECTORY_MIME
+    }
+
+    /// Whether this record is the root directory `/` of its instance.
+    pub fn is_root(&self) -> bool {
+        self.is_directory() && self.name.is_empty() && self.directory == "/"
     }
 
     /// The download path, `/file/<instanceId>-<fileId>.<ext>`.

@@ -10,6 +10,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 use std::path::Path;
 
+mod dirs;
+
 /// The layout version this code writes. Opening an older store rebuilds the grant indexes.
 const SCHEMA_VERSION: u64 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";

@@ -76,7 +76,12 @@ impl Service {
             Error::BadRequest(format!("resource {resource:?} is not a file id or *"))
         })?;
         let file = self.readable(&Caller::User(p.clone()), id)?;
-        if manages(p, &file.created_by) {
+        if file.is_sharable == Some(false) && file.created_by != p.account {
+            // The owner switched sharing off: only the owner grants on it.
+            Err(Error::Forbidden(
+                "the owner made this file unsharable: only the owner may grant on it".into(),
+            ))
+        } else if manages(p, &file.created_by) {
             Ok(())
         } else {
             Err(Error::Forbidden(

@@ -71,7 +71,10 @@ impl Service {
         let rights = if privileged(caller, &file, &instance.domain) {
             Vec::new()
         } else {
-            self.meta.rights_reaching(&file)?
+            let mut rights = self.meta.rights_reaching(&file)?;
+            // Grants on the directories above it reach it too.
+            rights.extend(self.rights_through_directories(&file)?);
+            rights
         };
         if access::may_read(caller, &file, &instance, &rights, now_millis()) {
             Ok((file, instance))
@@ -107,7 +110,8 @@ impl Service {
         blocking(move || {
             let generation = svc.hot.generation();
             let (file, inst) = svc.readable_in(&caller, id)?;
-            if !path_matches(&file, instance, ext.as_deref()) {
+            // A directory has no bytes to download.
+            if !path_matches(&file, instance, ext.as_deref()) || file.is_directory() {
                 return Err(Error::not_found());
             }
             let Some(mut handle) = svc.blobs.open(&file.sha256)? else {
@@ -166,7 +170,7 @@ impl Service {
         blocking(move || {
             let file = svc.readable(&caller, id)?;
             let image = svc.meta.image(id)?;
-            Ok((file, image))
+            Ok((svc.for_caller(&caller, file)?, image))
         })
         .await
     }
@@ -199,8 +203,10 @@ impl Service {
                 None => FileScope::Owner(&p.account),
             };
             let own = svc.meta.scan_files(instance.id, scope, after).filter(|f| {
-                f.as_ref()
-                    .map_or(true, |f| f.trashed.is_none() && f.created_by == p.account)
+                // Files only: directories are listed by `GET /dirs/**` and `children`.
+                f.as_ref().map_or(true, |f| {
+                    f.trashed.is_none() && f.created_by == p.account && !f.is_directory()
+                })
             });
             let (items, has_more) = paging::take_page(own, limit)?;
             Ok(Page { items, has_more })
@@ -223,7 +229,9 @@ impl Service {
                     "only the owner or an admin may delete this file".into(),
                 ));
             }
-            if !svc.remove_file(&file)? {
+            if file.is_directory() {
+                svc.remove_tree(&p, &file)?;
+            } else if !svc.remove_file(&file)? {
                 return Err(Error::not_found());
             }
             Ok(file)

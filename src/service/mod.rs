@@ -2,6 +2,8 @@
 //! nothing about HTTP.
 
 pub mod access;
+pub mod content;
+pub mod dirs;
 pub mod files;
 pub mod hot;
 pub mod maintenance;
@@ -34,6 +36,8 @@ pub struct Service {
     pub(crate) hot: hot::HotFiles,
     /// Upload sessions' in-memory state (PUTs in flight, creation rate, decode lane).
     pub(crate) sessions: sessions::Runtime,
+    /// The directory tree's lock: moves write, uploads and listings read (see `dirs`).
+    pub(crate) tree: dirs::TreeLock,
 }
 
 impl Service {
@@ -52,6 +56,7 @@ impl Service {
             keys,
             blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             sessions: sessions::Runtime::default(),
+            tree: Default::default(),
         }
     }
 

@@ -107,54 +107,57 @@ impl Service {
             let instance = svc.meta.ensure_instance(&domain)?;
             let now = now_millis();
             let shas: Vec<_> = parts.iter().map(|p| p.blob.sha()).collect();
-            let _guards = svc.lock_blobs(&shas);
-            let mut records = Vec::with_capacity(parts.len());
-            let mut keys = Vec::with_capacity(parts.len());
-            for part in parts {
-                let StagedPart {
-                    original_name,
-                    name,
-                    blob,
-                    mime,
-                    dims,
-                } = part;
-                let (sha, size) = (blob.sha(), blob.size());
-                blob.commit()?;
-                let file = FileRecord {
-                    id: FileId::new(),
-                    instance: instance.id,
-                    created_by: owner.clone(),
-                    created: now,
-                    updated: now,
-                    trashed: None,
-                    extension: names::extension(&name),
-                    name,
-                    directory: directory.clone(),
-                    mime,
-                    size,
-                    sha256: sha,
-                    width: dims.map(|d| d.0),
-                    height: dims.map(|d| d.1),
-                    is_stared: None,
-                    is_sharable: None,
-                };
-                let image = dims.map(|(width, height)| ImageRecord {
-                    file: file.id,
-                    name: file.name.clone(),
-                    description: None,
-                    location: None,
-                    width,
-                    height,
-                });
-                keys.push(original_name);
-                records.push((file, image));
-            }
-            super::failpoint("after-blob-commit");
-            svc.meta.insert_files(&records)?;
-            Ok(keys
-                .into_iter()
-                .zip(records.into_iter().map(|(f, _)| f))
-                .collect())
+            // Every directory of the path exists (created once) and stays put until the
+            // records are written; the blobs' lock stripes are held as well.
+            svc.within_directory(instance.id, &owner, &directory, &shas, || {
+                let mut records = Vec::with_capacity(parts.len());
+                let mut keys = Vec::with_capacity(parts.len());
+                for part in parts {
+                    let StagedPart {
+                        original_name,
+                        name,
+                        blob,
+                        mime,
+                        dims,
+                    } = part;
+                    let (sha, size) = (blob.sha(), blob.size());
+                    blob.commit()?;
+                    let file = FileRecord {
+                        id: FileId::new(),
+                        instance: instance.id,
+                        created_by: owner.clone(),
+                        created: now,
+                        updated: now,
+                        trashed: None,
+                        extension: names::extension(&name),
+                        name,
+                        directory: directory.clone(),
+                        mime,
+                        size,
+                        sha256: sha,
+                        width: dims.map(|d| d.0),
+                        height: dims.map(|d| d.1),
+                        is_stared: None,
+                        is_sharable: None,
+                    };
+                    let image = dims.map(|(width, height)| ImageRecord {
+                        file: file.id,
+                        name: file.name.clone(),
+                        description: None,
+                        location: None,
+                        width,
+                        height,
+                    });
+                    keys.push(original_name);
+                    records.push((file, image));
+                }
+                super::failpoint("after-blob-commit");
+                svc.meta.insert_files(&records)?;
+                Ok(keys
+                    .into_iter()
+                    .zip(records.into_iter().map(|(f, _)| f))
+                    .collect())
+            })
         })
         .await
     }

@@ -80,7 +80,7 @@ pub const FILE_FIELDS: &[FileField] = &[
     FileField { path: "name", query: true, view: true, read: |f| Cell::Str(f.name.clone()) },
     FileField { path: "directory", query: true, view: true, read: |f| Cell::Str(f.directory.clone()) },
     FileField { path: "path", query: true, view: true, read: |f| Cell::Str(f.path()) },
-    FileField { path: "isDirectory", query: true, view: true, read: |_| Cell::Bool(false) },
+    FileField { path: "isDirectory", query: true, view: true, read: |f| Cell::Bool(f.is_directory()) },
     FileField { path: "status", query: true, view: true, read: |_| Cell::Str("UPLOADED".into()) },
     FileField { path: "url.path", query: true, view: true, read: |f| Cell::Str(f.url_path()) },
     FileField { path: "type", query: true, view: true, read: |f| Cell::Str(f.mime.clone()) },

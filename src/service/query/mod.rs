@@ -9,6 +9,7 @@
 //! - `arcql`: the query language itself.
 
 pub mod arcql;
+mod children;
 pub mod fields;
 mod mutate;
 pub mod paging;
@@ -125,6 +126,8 @@ impl Service {
             let Some(view) = svc.view(&ctx)? else {
                 return Ok(Found::empty());
             };
+            // Never interleaved with a move of the tree (see `service::dirs`).
+            let _tree = svc.tree.read();
             let trashed = if args.include_trashed {
                 None
             } else {

@@ -4,6 +4,7 @@
 use super::fields::parse_query;
 use super::plan::Walk;
 use super::{Ctx, Kind, Node};
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::service::{blocking, Service};
 use crate::types::now_millis;
@@ -34,6 +35,15 @@ impl Service {
                 if !view.manages(&f) {
                     continue;
                 }
+                if f.is_directory() {
+                    // The whole subtree, in one step (and back as a whole).
+                    if svc.trash_tree(|g| view.manages(g), &f, on)? {
+                        n += 1;
+                    }
+                    continue;
+                }
+                // A move rewrites records too: never interleave with one.
+                let _tree = svc.tree.read();
                 f.trashed = on.then(now_millis);
                 f.updated = now_millis();
                 let _stale = svc.hot.change(crate::service::hot::Scope::File(f.id));
@@ -67,7 +77,17 @@ impl Service {
                 Kind::File => {
                     for node in svc.matching(&ctx, &view, kind, &q, None, Walk::default())? {
                         if let Node::File(f) = node {
-                            if view.manages(&f) && svc.remove_file(&f)? {
+                            if !view.manages(&f) {
+                                continue;
+                            }
+                            if f.is_directory() {
+                                let Caller::User(p) = &ctx.caller else {
+                                    continue;
+                                };
+                                if svc.remove_tree(p, &f)? > 0 {
+                                    n += 1;
+                                }
+                            } else if svc.remove_file(&f)? {
                                 n += 1;
                             }
                         }

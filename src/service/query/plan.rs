@@ -110,8 +110,21 @@ impl Service {
                 merged.insert(f.id, f);
             }
         }
-        for id in ids.into_iter().filter(|id| after.is_none_or(|a| *id > a)) {
-            if let Some(f) = self.meta.file(id)? {
+        let past = |id: FileId| after.is_none_or(|a| id > a);
+        for id in ids {
+            let Some(f) = self.meta.file(id)? else {
+                continue;
+            };
+            // A grant on a directory reaches what is below it (see `View::may_read`).
+            if f.is_directory() {
+                for g in self.meta.scan_subtree(inst, &f.path()) {
+                    let g = g?;
+                    if past(g.id) {
+                        merged.insert(g.id, g);
+                    }
+                }
+            }
+            if past(f.id) {
                 merged.insert(f.id, f);
             }
         }
@@ -131,8 +144,17 @@ impl Service {
         walk: Walk,
     ) -> Result<Vec<Node>> {
         let m = q.matcher();
-        let keep_file =
-            |f: &FileRecord| trashed.is_none_or(|t| t == f.trashed.is_some()) && view.shows(f);
+        // Directories are Files, but a query shows them only when it names `isDirectory` or
+        // addresses one record (`hypi.id` or `path` equality): queries written before
+        // directories existed keep their answers.
+        let dirs = q.paths().contains(&"isDirectory")
+            || q.equality_on("hypi.id").is_some()
+            || q.equality_on("path").is_some();
+        let keep_file = |f: &FileRecord| {
+            trashed.is_none_or(|t| t == f.trashed.is_some())
+                && (dirs || !f.is_directory())
+                && view.shows(f)
+        };
         let full = |out: &Vec<Node>| walk.limit.is_some_and(|l| out.len() >= l);
         let mut out = Vec::new();
         match kind {

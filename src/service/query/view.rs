@@ -16,6 +16,9 @@ pub(super) struct View {
     pub instance: Instance,
     /// Grants of the instance that name the caller, by resource.
     pub rights: HashMap<String, Vec<AccessRight>>,
+    /// Of those, the grants on directories, with the directory's current path: they reach
+    /// what is below it (see [`crate::service::dirs`]).
+    pub dir_rights: Vec<(String, AccessRight)>,
 }
 
 impl View {
@@ -23,11 +26,18 @@ impl View {
     pub fn may_read(&self, f: &FileRecord) -> bool {
         let own = self.rights.get(&f.id.to_string()).into_iter().flatten();
         let wildcard = self.rights.get("*").into_iter().flatten();
+        let path = f.path();
+        let through: Vec<AccessRight> = self
+            .dir_rights
+            .iter()
+            .filter(|(dir, _)| crate::service::dirs::is_below(&path, dir))
+            .filter_map(|(_, r)| crate::service::dirs::reaching(r, f))
+            .collect();
         access::may_read(
             &self.caller,
             f,
             &self.instance,
-            own.chain(wildcard),
+            own.chain(wildcard).chain(&through),
             now_millis(),
         )
     }
@@ -93,10 +103,18 @@ impl Service {
                 }
             }
         }
+        let mut dir_rights = Vec::new();
+        for (resource, grants) in &rights {
+            let Ok(id) = resource.parse() else { continue };
+            if let Some(d) = self.meta.file(id)?.filter(|d| d.is_directory()) {
+                dir_rights.extend(grants.iter().map(|r| (d.path(), r.clone())));
+            }
+        }
         Ok(Some(View {
             caller: ctx.caller.clone(),
             instance,
             rights,
+            dir_rights,
         }))
     }
 }
