@@ -53,6 +53,9 @@ pub enum Error {
     /// caller's; the file id is logged.
     #[error("{0}")]
     ContentMissing(String),
+    /// The service cannot take work now (a readiness check failed): 503.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// An internal failure whose cause (I/O, sled, serde, a task) is kept for the log.
@@ -107,6 +110,7 @@ pub const INTERNAL: Class = Class {
     public: false,
 };
 pub const INSUFFICIENT_STORAGE: Class = class(507, "INSUFFICIENT_STORAGE");
+pub const UNAVAILABLE: Class = class(503, "UNAVAILABLE");
 
 impl Error {
     /// The one table from variant to status and code.
@@ -126,6 +130,7 @@ impl Error {
             Error::TooManyRequests(_) => TOO_MANY_REQUESTS,
             Error::PayloadTooLarge(_) => PAYLOAD_TOO_LARGE,
             Error::ContentMissing(_) => CONTENT_MISSING,
+            Error::Unavailable(_) => UNAVAILABLE,
             Error::Internal(_) | Error::Failed { .. } => INTERNAL,
         }
     }
@@ -200,6 +205,7 @@ impl Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
+        metrics::counter!("depot_metadata_errors_total").increment(1);
         match e {
             sled::Error::Io(io) => Error::from_io("metadata store", io),
             other => Error::failed("metadata store", other),

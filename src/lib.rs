@@ -37,6 +37,7 @@ pub mod http;
 pub mod media;
 pub mod meta;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod types;
 
@@ -88,6 +89,7 @@ pub fn open_service(config: Config) -> Result<Service, StartError> {
     }
     let meta = meta::SledMeta::open(&data.join("meta"))?;
     let keys = auth::Keys::load(&config.auth, &data)?;
+    let blobs = store::Metered::new(blobs);
     Ok(Service::new(config, Arc::new(meta), Arc::new(blobs), keys))
 }
 
@@ -97,7 +99,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let listen = config.listen.clone();
     let workers = config.workers;
     let header_timeout = Duration::from_secs(config.header_timeout_secs);
+    let grace = config.shutdown_grace_secs;
+    let metrics_listen = config.metrics_listen.clone();
+    http::metrics::install();
     let service = Arc::new(open_service(config)?);
+    store::metered::seed_gauges(service.blobs.clone());
     let limits = http::limits::BodyLimits::from_config(&service.config);
     let state = actix_web::web::Data::new(http::AppState::new(service));
     let mut server = actix_web::HttpServer::new(move || {
@@ -124,12 +130,15 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
                     Err(refused) => Either::Right(ready(Ok(*refused))),
                 }
             })
+            // Outside the guard, so refusals are counted and carry a request id too.
+            .wrap_fn(http::metrics::middleware)
+            .wrap_fn(http::request_id::middleware)
     })
     .client_request_timeout(header_timeout)
     .keep_alive(Duration::from_secs(75))
-    // In-flight requests get a few seconds on SIGTERM; uploads not done by then are aborted
-    // and leave nothing behind.
-    .shutdown_timeout(5);
+    // SIGTERM/SIGINT: see shutdown.rs.
+    .disable_signals()
+    .shutdown_timeout(grace);
     if workers > 0 {
         server = server.workers(workers);
     }
@@ -137,8 +146,28 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         addr: listen.clone(),
         source,
     })?;
+    let metrics_server = match metrics_listen {
+        Some(addr) => Some(http::metrics::open_server(&addr)?),
+        None => None,
+    };
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }
-    server.run().await.map_err(StartError::Server)
+    let server = server.run();
+    let mut handles = vec![server.handle()];
+    if let Some(m) = &metrics_server {
+        handles.push(m.handle());
+    }
+    actix_web::rt::spawn(shutdown::on_signal(handles, grace));
+    let metrics_handle = metrics_server.map(|m| {
+        let handle = m.handle();
+        actix_web::rt::spawn(m);
+        handle
+    });
+    let result = server.await.map_err(StartError::Server);
+    if let Some(m) = metrics_handle {
+        m.stop(false).await;
+    }
+    tracing::info!("stopped");
+    result
 }

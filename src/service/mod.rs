@@ -7,6 +7,7 @@ pub mod hot;
 pub mod maintenance;
 pub mod names;
 pub mod query;
+pub mod ready;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};
@@ -101,5 +102,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await?
+    // The blocking pool logs under the request's span too (its request id).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await?
 }

@@ -16,9 +16,11 @@
 pub mod contract;
 mod hash;
 mod local;
+pub mod metered;
 
 pub use hash::BlobHasher;
 pub use local::LocalStore;
+pub use metered::Metered;
 
 use crate::error::Result;
 use crate::types::Sha256;
