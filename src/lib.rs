@@ -105,7 +105,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let service = Arc::new(open_service(config)?);
     store::metered::seed_gauges(service.blobs.clone());
     let limits = http::limits::BodyLimits::from_config(&service.config);
-    let state = actix_web::web::Data::new(http::AppState::new(service));
+    let state = actix_web::web::Data::new(http::AppState::new(service.clone()));
     let mut server = actix_web::HttpServer::new(move || {
         let limits = limits.clone();
         actix_web::App::new()
@@ -168,6 +168,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if let Some(m) = metrics_handle {
         m.stop(false).await;
     }
+    shutdown::finish(&service);
     tracing::info!("stopped");
     result
 }

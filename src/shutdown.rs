@@ -7,7 +7,12 @@
 //! actix's own handling treats SIGINT as an immediate stop; depot treats both alike, so `^C` on
 //! a terminal and `docker stop` behave the same.
 
+use crate::service::Service;
 use actix_web::dev::ServerHandle;
+use std::time::{Duration, Instant};
+
+/// How long, after the servers stopped, aborted uploads get to remove their temp files.
+const CLEANUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits for SIGTERM or SIGINT, then stops `servers` gracefully (their shutdown timeout is the
 /// grace period); a second signal stops them at once. Runs on the server's runtime.
@@ -71,5 +76,29 @@ impl Signals {
 
     async fn next(&mut self) {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// After the servers stopped: the requests cut at the end of the grace period are dropped on
+/// their worker threads, which remove their temp files as they go. Waits (bounded) for those
+/// writes to end, then sweeps whatever is left, so the process never exits with a temp file.
+pub fn finish(service: &Service) {
+    let end = Instant::now() + CLEANUP_WAIT;
+    while crate::store::metered::writes_in_flight() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = crate::store::metered::writes_in_flight();
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "uploads still writing at exit; their temp files are swept"
+        );
+    }
+    if let Some(m) = service.blobs.maintenance() {
+        match m.sweep_temp() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(swept = n, "removed temp files of aborted uploads"),
+            Err(e) => tracing::warn!(error = %e.chain(), "cannot sweep temp files at exit"),
+        }
     }
 }

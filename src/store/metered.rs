@@ -14,7 +14,34 @@ use super::{
 use crate::error::Result;
 use crate::types::Sha256;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Blobs being written or staged (not yet committed or dropped), over every metered store.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many blob writes are open: a writer or a staged blob not yet committed or dropped. At
+/// shutdown the server waits for this to reach 0, so aborted uploads have removed their temp
+/// files before the process exits.
+pub fn writes_in_flight() -> usize {
+    LIVE.load(Ordering::Acquire)
+}
+
+/// Counts one open write while alive.
+struct Live;
+
+impl Live {
+    fn new() -> Self {
+        LIVE.fetch_add(1, Ordering::AcqRel);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A store whose commits and removals are counted.
 pub struct Metered<S> {
@@ -71,6 +98,8 @@ fn commit_counted(store: &dyn BlobStore, staged: Box<dyn StagedBlob>) -> Result<
 struct MeteredStaged<S> {
     store: Arc<S>,
     staged: Box<dyn StagedBlob>,
+    /// Declared last: released after the staged blob is dropped (and its file removed).
+    _live: Live,
 }
 
 impl<S: BlobStore> StagedBlob for MeteredStaged<S> {
@@ -81,13 +110,17 @@ impl<S: BlobStore> StagedBlob for MeteredStaged<S> {
         self.staged.size()
     }
     fn commit(self: Box<Self>) -> Result<()> {
-        commit_counted(&*self.store, self.staged)
+        let this = *self;
+        let result = commit_counted(&*this.store, this.staged);
+        drop(this._live);
+        result
     }
 }
 
 struct MeteredWriter<S> {
     store: Arc<S>,
     writer: Box<dyn BlobWriter>,
+    _live: Live,
 }
 
 impl<S: BlobStore> BlobWriter for MeteredWriter<S> {
@@ -95,10 +128,12 @@ impl<S: BlobStore> BlobWriter for MeteredWriter<S> {
         self.writer.write(chunks)
     }
     fn finish(self: Box<Self>) -> Result<Box<dyn StagedBlob>> {
-        let staged = self.writer.finish()?;
+        let this = *self;
+        let staged = this.writer.finish()?;
         Ok(Box::new(MeteredStaged {
-            store: self.store,
+            store: this.store,
             staged,
+            _live: this._live,
         }))
     }
 }
@@ -108,6 +143,7 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         Ok(Box::new(MeteredWriter {
             store: self.inner.clone(),
             writer: self.inner.writer()?,
+            _live: Live::new(),
         }))
     }
     fn open(&self, sha: &Sha256) -> Result<Option<Box<dyn BlobHandle>>> {
@@ -182,6 +218,7 @@ impl<S: BlobStore> PartStore for Metered<S> {
         Ok(Box::new(MeteredStaged {
             store: self.inner.clone(),
             staged,
+            _live: Live::new(),
         }))
     }
     fn drop_session(&self, session: &str) -> Result<()> {
