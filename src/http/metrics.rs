@@ -100,11 +100,11 @@ fn describe() {
     );
     describe_counter!(
         "depot_download_cache_hits_total",
-        "Downloads served from the download cache"
+        "Download cache lookups (one per download while the cache is on) that found the file"
     );
     describe_counter!(
         "depot_download_cache_misses_total",
-        "Downloads the download cache could have served but did not hold"
+        "Download cache lookups that did not find the file"
     );
     describe_counter!(
         "depot_metadata_errors_total",
