@@ -21,6 +21,10 @@ fn an_upload_in_flight_finishes_within_the_grace_period() {
         s.eventually(&format!("SIG{signal}: the upload has a temp file"), || {
             s.temp_files() >= 1
         });
+        // An idle keep-alive connection (the harness client's, pooled after this request) is
+        // closed at the signal: the exit below waits for the upload only, not for the 60 s
+        // grace period.
+        assert_eq!(s.get("/health", None).status(), 200);
         let pid = pid_on(&s.data);
         send_signal(pid, signal);
         s.eventually(&format!("SIG{signal}: shutdown begins"), || {
