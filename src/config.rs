@@ -76,6 +76,11 @@ pub struct Config {
     /// Seconds in-flight requests (uploads) may take to finish after SIGTERM/SIGINT; the rest
     /// are then aborted and leave nothing behind.
     pub shutdown_grace_secs: u64,
+    /// Requests a minute one client IP may make to `POST /upload/**` and `POST /graphql`
+    /// (a token bucket refilled evenly); more get 429. 0 = off.
+    pub rate_limit_per_ip_per_minute: u32,
+    /// The same per account (instance and token subject). 0 = off.
+    pub rate_limit_per_account_per_minute: u32,
     /// Token verification.
     pub auth: AuthConfig,
 }
@@ -128,6 +133,8 @@ impl Default for Config {
             metrics_token: None,
             metrics_listen: None,
             shutdown_grace_secs: 30,
+            rate_limit_per_ip_per_minute: 0,
+            rate_limit_per_account_per_minute: 0,
             auth: AuthConfig::default(),
         }
     }
@@ -285,6 +292,13 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_SHUTDOWN_GRACE_SECS") {
             self.shutdown_grace_secs = num("DEPOT_SHUTDOWN_GRACE_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_RATE_LIMIT_PER_IP_PER_MINUTE") {
+            self.rate_limit_per_ip_per_minute = num("DEPOT_RATE_LIMIT_PER_IP_PER_MINUTE", v)?;
+        }
+        if let Some(v) = get("DEPOT_RATE_LIMIT_PER_ACCOUNT_PER_MINUTE") {
+            self.rate_limit_per_account_per_minute =
+                num("DEPOT_RATE_LIMIT_PER_ACCOUNT_PER_MINUTE", v)?;
         }
         if let Some(v) = get("DEPOT_JWT_SECRET") {
             self.auth.hs256_secret = opt(v);

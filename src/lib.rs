@@ -105,9 +105,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let service = Arc::new(open_service(config)?);
     store::metered::seed_gauges(service.blobs.clone());
     let limits = http::limits::BodyLimits::from_config(&service.config);
+    let rate = http::rate_limit::RateLimits::from_config(&service.config);
     let state = actix_web::web::Data::new(http::AppState::new(service.clone()));
     let mut server = actix_web::HttpServer::new(move || {
         let limits = limits.clone();
+        let rate = rate.clone();
         actix_web::App::new()
             .app_data(state.clone())
             .configure(http::configure)
@@ -130,6 +132,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
                     Err(refused) => Either::Right(ready(Ok(*refused))),
                 }
             })
+            .wrap_fn(move |req, srv| rate.middleware(req, srv))
             // Outside the guard, so refusals are counted and carry a request id too.
             .wrap_fn(http::metrics::middleware)
             .wrap_fn(http::request_id::middleware)

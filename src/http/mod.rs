@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod multipart;
 pub mod range;
+pub mod rate_limit;
 pub mod request_id;
 mod upload;
 pub mod views;
