@@ -261,8 +261,9 @@ fn metrics_need_the_token_and_count_requests_bytes_uploads_dedup_and_cache() {
     assert_eq!(s.get("/no/such/route/12345", None).status(), 404);
     let after = s.metrics(METRICS_TOKEN);
 
-    let delta =
-        |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let delta = |name: &str, labels: &[&str]| {
+        metric_sum(&after, name, labels) - metric_sum(&before, name, labels)
+    };
     let upload = ["route=\"/upload\"", "status=\"200\"", "method=\"POST\""];
     assert_eq!(delta("depot_http_requests_total", &upload), 3.0);
     // Unmatched paths share one label: no series per raw path.
@@ -294,7 +295,7 @@ fn metrics_need_the_token_and_count_requests_bytes_uploads_dedup_and_cache() {
     assert_eq!(delta("depot_dedup_uploads_total", &[]), 1.0);
     assert!(delta("depot_download_cache_hits_total", &[]) >= 1.0);
     assert!(delta("depot_download_cache_misses_total", &[]) >= 1.0);
-    assert_eq!(sample(&after, "depot_uploads_in_flight", &[]), 0.0);
+    assert_eq!(metric_sum(&after, "depot_uploads_in_flight", &[]), 0.0);
 
     // The separate address answers without a token, and serves nothing else.
     let log = s.log.lock().unwrap().clone();
@@ -307,7 +308,7 @@ fn metrics_need_the_token_and_count_requests_bytes_uploads_dedup_and_cache() {
     let r = s.client.get(format!("{open}/metrics")).send().unwrap();
     assert_eq!(r.status(), 200);
     let m = parse_exposition(&r.text().unwrap());
-    assert!(sample(&m, "depot_http_requests_total", &upload) >= 3.0);
+    assert!(metric_sum(&m, "depot_http_requests_total", &upload) >= 3.0);
     let r = s.client.get(format!("{open}/files")).send().unwrap();
     assert_eq!(json_error(r).0, 404);
 }

@@ -121,13 +121,15 @@ impl RateLimits {
             if let Some(key) = account(req) {
                 match l.check(&key) {
                     Ok(left) => tightest = Some(Headers::min(tightest, l.per_minute, left)),
-                    Err(wait) => return Err((
-                        Headers::refused(l.per_minute, wait),
-                        format!(
+                    Err(wait) => {
+                        return Err((
+                            Headers::refused(l.per_minute, wait),
+                            format!(
                             "more than {} requests a minute from this account; retry in {wait} s",
                             l.per_minute
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
         }

@@ -76,7 +76,7 @@ pub fn parse_exposition(text: &str) -> HashMap<String, f64> {
 }
 
 /// The sum of every series of `name` whose labels include all of `labels` (`k="v"` each).
-pub fn sample(m: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+pub fn metric_sum(m: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
     m.iter()
         .filter(|(k, _)| {
             let (n, rest) = k.split_once('{').unwrap_or((k.as_str(), ""));
