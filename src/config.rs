@@ -68,6 +68,21 @@ pub struct Config {
     pub download_cache_bytes: usize,
     /// Log filter, e.g. `info` or `depot=debug`.
     pub log: String,
+    /// `text` (the default) or `json`: one JSON object per line, with the request's span
+    /// (its `request_id`).
+    pub log_format: String,
+    /// Bearer token `GET /metrics` answers to; unset, `/metrics` is 404 on `listen`.
+    pub metrics_token: Option<String>,
+    /// A second address serving only `GET /metrics`, without a token (for a private network).
+    pub metrics_listen: Option<String>,
+    /// Seconds in-flight requests (uploads) may take to finish after SIGTERM/SIGINT; the rest
+    /// are then aborted and leave nothing behind.
+    pub shutdown_grace_secs: u64,
+    /// Requests a minute one client IP may make to `POST /upload/**` and `POST /graphql`
+    /// (a token bucket refilled evenly); more get 429. 0 = off.
+    pub rate_limit_per_ip_per_minute: u32,
+    /// The same per account (instance and token subject). 0 = off.
+    pub rate_limit_per_account_per_minute: u32,
     /// Token verification.
     pub auth: AuthConfig,
     /// Where blob bytes live: the data dir (default) or an S3-compatible bucket.
@@ -241,6 +256,12 @@ impl Default for Config {
             workers: 0,
             download_cache_bytes: 32 * 1024 * 1024,
             log: "info".into(),
+            log_format: "text".into(),
+            metrics_token: None,
+            metrics_listen: None,
+            shutdown_grace_secs: 30,
+            rate_limit_per_ip_per_minute: 0,
+            rate_limit_per_account_per_minute: 0,
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             remote_fetch: RemoteFetchConfig::default(),
@@ -441,6 +462,25 @@ impl Config {
         if let Some(v) = get("DEPOT_LOG") {
             self.log = v;
         }
+        if let Some(v) = get("DEPOT_LOG_FORMAT") {
+            self.log_format = v;
+        }
+        if let Some(v) = get("DEPOT_METRICS_TOKEN") {
+            self.metrics_token = opt(v);
+        }
+        if let Some(v) = get("DEPOT_METRICS_LISTEN") {
+            self.metrics_listen = opt(v);
+        }
+        if let Some(v) = get("DEPOT_SHUTDOWN_GRACE_SECS") {
+            self.shutdown_grace_secs = num("DEPOT_SHUTDOWN_GRACE_SECS", v)?;
+        }
+        if let Some(v) = get("DEPOT_RATE_LIMIT_PER_IP_PER_MINUTE") {
+            self.rate_limit_per_ip_per_minute = num("DEPOT_RATE_LIMIT_PER_IP_PER_MINUTE", v)?;
+        }
+        if let Some(v) = get("DEPOT_RATE_LIMIT_PER_ACCOUNT_PER_MINUTE") {
+            self.rate_limit_per_account_per_minute =
+                num("DEPOT_RATE_LIMIT_PER_ACCOUNT_PER_MINUTE", v)?;
+        }
         if let Some(v) = get("DEPOT_JWT_SECRET") {
             self.auth.hs256_secret = opt(v);
         }
@@ -599,6 +639,17 @@ impl Config {
         if s.upload_url_ttl_secs == 0 || s.temp_file_ttl_secs == 0 || s.sweep_interval_secs == 0 {
             return Err(StartError::Config(
                 "session TTLs and the sweep interval must be at least 1 second".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(StartError::Config(format!(
+                "log_format must be \"text\" or \"json\", got {:?}",
+                self.log_format
+            )));
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(StartError::Config(
+                "metrics_token must be at least 16 characters".into(),
             ));
         }
         Ok(())

@@ -59,6 +59,9 @@ pub enum Error {
     /// Upload sessions and signed URLs (presigned PUT, temp files, download links).
     #[error("{1}")]
     Session(SessionFault, String),
+    /// The service cannot take work now (a readiness check failed): 503.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// An internal failure whose cause (I/O, sled, serde, a task) is kept for the log.
@@ -138,6 +141,7 @@ pub const UPLOAD_INCOMPLETE: Class = class(409, "UPLOAD_INCOMPLETE");
 pub const LENGTH_MISMATCH: Class = class(400, "LENGTH_MISMATCH");
 pub const CONTENT_TYPE_MISMATCH: Class = class(400, "CONTENT_TYPE_MISMATCH");
 pub const CONTENT_MISMATCH: Class = class(400, "CONTENT_MISMATCH");
+pub const UNAVAILABLE: Class = class(503, "UNAVAILABLE");
 
 impl Error {
     /// The one table from variant to status and code.
@@ -166,6 +170,7 @@ impl Error {
                 SessionFault::TypeMismatch => CONTENT_TYPE_MISMATCH,
                 SessionFault::ContentMismatch => CONTENT_MISMATCH,
             },
+            Error::Unavailable(_) => UNAVAILABLE,
             Error::Internal(_) | Error::Failed { .. } => INTERNAL,
         }
     }
@@ -240,6 +245,7 @@ impl Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
+        metrics::counter!("depot_metadata_errors_total").increment(1);
         match e {
             sled::Error::Io(io) => Error::from_io("metadata store", io),
             other => Error::failed("metadata store", other),

@@ -42,6 +42,7 @@ pub mod http;
 pub mod media;
 pub mod meta;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod types;
 
@@ -93,7 +94,9 @@ pub fn open_service(config: Config) -> Result<Service, StartError> {
     }
     let meta = meta::SledMeta::open(&data.join("meta"))?;
     let keys = auth::Keys::load(&config.auth, &data)?;
-    Ok(Service::new(config, Arc::new(meta), blobs, keys))
+    // Counted for /metrics, whichever backend holds the bytes.
+    let blobs = store::Metered::shared(blobs);
+    Ok(Service::new(config, Arc::new(meta), Arc::new(blobs), keys))
 }
 
 /// Runs the HTTP server until it is stopped.
@@ -102,13 +105,19 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let listen = config.listen.clone();
     let workers = config.workers;
     let header_timeout = Duration::from_secs(config.header_timeout_secs);
+    let grace = config.shutdown_grace_secs;
+    let metrics_listen = config.metrics_listen.clone();
+    http::metrics::install();
     let service = Arc::new(open_service(config)?);
     service.spawn_session_sweeper();
+    store::metered::seed_gauges(service.blobs.clone());
     let limits = http::limits::BodyLimits::from_config(&service.config);
+    let rate = http::rate_limit::RateLimits::from_config(&service.config);
     let cors = http::cors::Cors::from_config(&service.config.cors)?;
-    let state = actix_web::web::Data::new(http::AppState::new(service));
+    let state = actix_web::web::Data::new(http::AppState::new(service.clone()));
     let mut server = actix_web::HttpServer::new(move || {
         let limits = limits.clone();
+        let rate = rate.clone();
         let cors = cors.clone();
         actix_web::App::new()
             .app_data(state.clone())
@@ -132,8 +141,10 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
                     Err(refused) => Either::Right(ready(Ok(*refused))),
                 }
             })
-            // Outermost: preflights are answered before the body guard, and every answer
-            // (errors included) carries the CORS headers its origin is due (http/cors.rs).
+            .wrap_fn(move |req, srv| rate.middleware(req, srv))
+            // Preflights are answered before the body guard and the rate limits, and every
+            // answer (errors and 429s included) carries the CORS headers its origin is due
+            // (http/cors.rs).
             .wrap_fn(move |req, srv| {
                 use actix_web::dev::Service as _;
                 use futures_util::future::Either;
@@ -145,12 +156,15 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
                     }
                 }
             })
+            // Outside the guard, so refusals are counted and carry a request id too.
+            .wrap_fn(http::metrics::middleware)
+            .wrap_fn(http::request_id::middleware)
     })
     .client_request_timeout(header_timeout)
     .keep_alive(Duration::from_secs(75))
-    // In-flight requests get a few seconds on SIGTERM; uploads not done by then are aborted
-    // and leave nothing behind.
-    .shutdown_timeout(5);
+    // SIGTERM/SIGINT: see shutdown.rs.
+    .disable_signals()
+    .shutdown_timeout(grace);
     if workers > 0 {
         server = server.workers(workers);
     }
@@ -158,8 +172,29 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         addr: listen.clone(),
         source,
     })?;
+    let metrics_server = match metrics_listen {
+        Some(addr) => Some(http::metrics::open_server(&addr)?),
+        None => None,
+    };
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }
-    server.run().await.map_err(StartError::Server)
+    let server = server.run();
+    let mut handles = vec![server.handle()];
+    if let Some(m) = &metrics_server {
+        handles.push(m.handle());
+    }
+    actix_web::rt::spawn(shutdown::on_signal(handles, grace));
+    let metrics_handle = metrics_server.map(|m| {
+        let handle = m.handle();
+        actix_web::rt::spawn(m);
+        handle
+    });
+    let result = server.await.map_err(StartError::Server);
+    if let Some(m) = metrics_handle {
+        m.stop(false).await;
+    }
+    shutdown::finish(&service);
+    tracing::info!("stopped");
+    result
 }

@@ -150,19 +150,31 @@ fn offline(common: Common) -> Result<(std::fs::File, depot::service::Service), S
     Ok((lock, svc))
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish()
-        // Malformed HTTP is the client's fault: counted and summed up at WARN, not ERROR.
-        .with(depot::http::error::client_errors::QuietClientErrors)
-        .init();
+        .with_writer(std::io::stderr);
+    // Malformed HTTP is the client's fault: counted and summed up at WARN, not ERROR.
+    let quiet = depot::http::error::client_errors::QuietClientErrors;
+    if format == "json" {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish()
+            .with(quiet)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(quiet)
+            .init();
+    }
     depot::http::error::client_errors::report_client_errors(std::time::Duration::from_secs(60));
 }
 
@@ -174,7 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
                 listen,
                 data_dir: common.data_dir,
             })?;
-            init_logging(&config.log);
+            init_logging(&config.log, &config.log_format);
             actix_web::rt::System::new().block_on(depot::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -23,7 +23,12 @@ impl ResponseError for Error {
             }
             _ => {}
         }
-        builder.json(json!({"error": {"code": self.code(), "message": message}}))
+        let mut error = json!({"code": self.code(), "message": message});
+        // Under the server's middleware every answer names its request (see request_id.rs).
+        if let Some(id) = super::request_id::current() {
+            error["requestId"] = id.into();
+        }
+        builder.json(json!({ "error": error }))
     }
 }
 

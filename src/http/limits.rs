@@ -419,6 +419,7 @@ impl UploadSlots {
         }
         *mine += 1;
         counts.total += 1;
+        metrics::gauge!("depot_uploads_in_flight").increment(1.0);
         Ok(UploadSlot {
             inner: self.inner.clone(),
             key,
@@ -428,6 +429,7 @@ impl UploadSlots {
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
+        metrics::gauge!("depot_uploads_in_flight").decrement(1.0);
         let mut counts = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.by_account.get_mut(&self.key) {

@@ -9,9 +9,13 @@ mod download;
 pub mod error;
 mod files;
 mod graphiql;
+pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod multipart;
 pub mod range;
+pub mod rate_limit;
+pub mod request_id;
 mod upload;
 pub mod views;
 
@@ -70,11 +74,9 @@ async fn graphql(
     let domain = crate::graphql::RequestDomain::of(req.headers());
     let request = crate::graphql::for_caller(request, caller, &state.service.config);
     let base = crate::graphql::direct::PublicBase(direct::public_base(&req, &state));
-    Ok(state
-        .schema
-        .execute(request.data(domain).data(base))
-        .await
-        .into())
+    let mut response = state.schema.execute(request.data(domain).data(base)).await;
+    request_id::tag_graphql_errors(&mut response);
+    Ok(response.into())
 }
 
 /// The caller of a request, from `Authorization` and `hypi-domain`.
@@ -113,10 +115,6 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> Error {
     }
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-}
-
 /// Registers every route, and JSON errors for bodies, queries and paths that do not parse.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The body guard (limits.rs) enforces `max_body_bytes` before this; the JSON limit is a
@@ -133,7 +131,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(path_cfg)
         // Downloads first: routes are tried in order, and this is the hot path.
         .service(web::scope("/file").default_service(web::to(download::download)))
-        .route("/health", web::get().to(health))
+        .route("/health", web::get().to(health::live))
+        .app_data(web::Data::new(health::ReadyCache::default()))
+        .route("/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(metrics::scrape))
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql))

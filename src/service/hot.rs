@@ -116,7 +116,12 @@ impl HotFiles {
             return None;
         }
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner.map.get(&id).map(|(_, f)| f.clone())
+        let found = inner.map.get(&id).map(|(_, f)| f.clone());
+        match found {
+            Some(_) => metrics::counter!("depot_download_cache_hits_total").increment(1),
+            None => metrics::counter!("depot_download_cache_misses_total").increment(1),
+        }
+        found
     }
 
     /// Stores an entry read from storage since `generation`; dropped if anything changed since.

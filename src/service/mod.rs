@@ -10,6 +10,7 @@ pub mod maintenance;
 pub mod names;
 pub mod query;
 pub mod sessions;
+pub mod ready;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};
@@ -110,5 +111,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await?
+    // The blocking pool logs under the request's span too (its request id).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await?
 }

@@ -18,9 +18,11 @@ mod hash;
 mod local;
 mod migrate;
 mod s3;
+pub mod metered;
 
 pub use hash::BlobHasher;
 pub use local::LocalStore;
+pub use metered::Metered;
 pub use migrate::{migrate, MigrateReport};
 pub use s3::{S3Store, MAX_COPY_SIZE as S3_MAX_FILE_SIZE};
 

@@ -14,6 +14,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod blobs;
+pub mod ops;
 pub mod raw;
 pub mod server;
 pub mod services;
@@ -22,6 +23,7 @@ pub mod tokens;
 pub mod upload;
 
 pub use blobs::*;
+pub use ops::*;
 pub use raw::*;
 pub use server::*;
 pub use services::*;
