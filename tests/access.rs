@@ -458,7 +458,7 @@ fn repeat_downloads_from_memory_follow_every_change() {
         .unwrap();
     assert_eq!(r.status(), 304);
 
-    // A grant lets bob in; its revocation shuts him out at once (grant answers are never cached).
+    // A grant lets bob in; its revocation shuts him out at once (cached decisions die with it).
     let mut to_bob = anonymous_right(&id);
     to_bob["members"] = json!([{"hypi": {"id": "bob"}}]);
     let right: Value = s.post_rights(&alice, &to_bob).json().unwrap();
@@ -527,4 +527,111 @@ fn a_small_or_disabled_download_cache_still_serves_the_right_bytes() {
             }
         }
     }
+}
+
+/// Grantees' and anonymous callers' repeat downloads are answered from memory with a cached
+/// grant decision: every change that could end the read (revocation by REST or by query, a
+/// grant replaced by a narrower one, the instance switch, trash, an end date) takes effect on
+/// the very next request.
+#[test]
+fn cached_grant_decisions_follow_every_grant_change_at_once() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let bob = s.token("bob", INSTANCE, false);
+    let carol = s.token("carol", INSTANCE, false);
+    let admin = s.token("root", INSTANCE, true);
+    let data = bytes(4096, 9);
+    let f = s.upload_one(&alice, "shared.bin", &data);
+    let path = f["url"]["path"].as_str().unwrap().to_string();
+    let id = f["hypi"]["id"].as_str().unwrap().to_string();
+    let status = |t: Option<&str>| s.get(&path, t).status();
+    let warm = |t: Option<&str>, want: u16| {
+        for _ in 0..3 {
+            let r = s.get(&path, t);
+            assert_eq!(r.status(), want);
+            if want == 200 {
+                assert_eq!(r.bytes().unwrap().as_ref(), &data[..]);
+            }
+        }
+    };
+    let revoke = |right: &Value| {
+        let rid = right["hypi"]["id"].as_str().unwrap();
+        let r = s
+            .client
+            .delete(s.url(&format!("/access-rights/{rid}")))
+            .header("Authorization", &alice)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    };
+
+    // Bob's grant, revoked over REST.
+    let mut to_bob = anonymous_right(&id);
+    to_bob["members"] = json!([{"hypi": {"id": "bob"}}]);
+    let right: Value = s.post_rights(&alice, &to_bob).json().unwrap();
+    warm(Some(bob.as_str()), 200);
+    assert_eq!(
+        status(Some(carol.as_str())),
+        404,
+        "bob's decision is bob's alone"
+    );
+    assert_eq!(status(None), 401);
+    revoke(&right);
+    assert_eq!(status(Some(bob.as_str())), 404);
+
+    // A grant to everyone, replaced (same id) by one naming carol only: bob is out at once.
+    let mut everyone = anonymous_right(&id);
+    everyone["members"] = json!([{"hypi": {"id": "*"}}]);
+    let right: Value = s.post_rights(&alice, &everyone).json().unwrap();
+    warm(Some(bob.as_str()), 200);
+    warm(Some(carol.as_str()), 200);
+    let mut narrower = everyone.clone();
+    narrower["hypi"] = json!({"id": right["hypi"]["id"]});
+    narrower["members"] = json!([{"hypi": {"id": "carol"}}]);
+    assert_eq!(s.post_rights(&alice, &narrower).status(), 201);
+    assert_eq!(status(Some(bob.as_str())), 404);
+    warm(Some(carol.as_str()), 200);
+    // Revoked by query.
+    let rid = right["hypi"]["id"].as_str().unwrap();
+    let v = s.graphql(
+        Some(&alice),
+        &format!("mutation {{ delete(type: AccessRight, arcql: \"hypi.id = '{rid}'\") }}"),
+    );
+    assert_eq!(v["data"]["delete"], 1, "{v}");
+    assert_eq!(status(Some(carol.as_str())), 404);
+
+    // Anonymous: the instance switch and trash end cached reads at once.
+    assert_eq!(s.set_anonymous(&admin, true), 200);
+    let right: Value = s.post_rights(&alice, &anonymous_right(&id)).json().unwrap();
+    warm(None, 200);
+    warm(Some(bob.as_str()), 200);
+    assert_eq!(s.set_anonymous(&admin, false), 200);
+    assert_eq!(status(None), 401);
+    assert_eq!(status(Some(bob.as_str())), 404);
+    assert_eq!(s.set_anonymous(&admin, true), 200);
+    warm(None, 200);
+    let v = s.graphql(
+        Some(&alice),
+        "mutation { trash(type: File, arcql: \"name = 'shared.bin'\") }",
+    );
+    assert_eq!(v["data"]["trash"], 1, "{v}");
+    assert_eq!(status(None), 401);
+    assert_eq!(status(Some(alice.as_str())), 404);
+    let v = s.graphql(
+        Some(&alice),
+        "mutation { untrash(type: File, arcql: \"*\") }",
+    );
+    assert_eq!(v["data"]["untrash"], 1, "{v}");
+    warm(None, 200);
+    revoke(&right);
+    assert_eq!(status(None), 401);
+
+    // A grant with an end date: the cached decision ends with it, without any other change.
+    let end = depot::types::rfc3339(depot::types::now_millis() + 5000);
+    let mut until = anonymous_right(&id);
+    until["endDate"] = json!(end);
+    assert_eq!(s.post_rights(&alice, &until).status(), 201);
+    warm(None, 200);
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    assert_eq!(status(None), 401, "the grant ended at {end}");
 }

@@ -81,6 +81,38 @@ pub fn may_read<'a>(
     })
 }
 
+/// Until when `caller` may read `file` through `rights` (members, instance switch and dates
+/// included), or `None` when no grant lets the caller read it now. The answer is the latest end
+/// date among the grants that allow the read (`Millis::MAX` for a grant without one): until
+/// then the read stays allowed as long as the grants, the file and the instance do not change
+/// (a start date only ever widens access, so a later start date cannot end an allowed read).
+/// Owners and admins are not asked here: they need no grant.
+pub fn granted_until<'a>(
+    caller: &Caller,
+    file: &FileRecord,
+    instance: &Instance,
+    rights: impl IntoIterator<Item = &'a AccessRight>,
+    now: Millis,
+) -> Option<Millis> {
+    if file.instance != instance.id {
+        return None;
+    }
+    if let Caller::User(p) = caller {
+        if !p.instance.eq_ignore_ascii_case(&instance.domain) {
+            return None;
+        }
+    }
+    rights
+        .into_iter()
+        .filter(|r| {
+            r.instance == instance.id
+                && grants_read(r, file, now)
+                && names_caller(caller, r, instance)
+        })
+        .map(|r| r.end_date.unwrap_or(Millis::MAX))
+        .max()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +194,15 @@ mod tests {
                 want,
                 "{what}"
             );
+            let managed = matches!(&caller, Caller::User(p)
+                if p.instance.eq_ignore_ascii_case(&instance.domain) && manages(p, &file.created_by));
+            if !managed {
+                let until = granted_until(&caller, &file, &instance, &grants, NOW);
+                assert_eq!(until.is_some(), want, "{what}: granted_until");
+                if let Some(until) = until {
+                    assert!(until > NOW, "{what}: a granted read ends after now");
+                }
+            }
         }
         // A file of another instance is never readable through this instance, even by its admin.
         let mut elsewhere = other_file;

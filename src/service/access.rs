@@ -123,7 +123,9 @@ impl Service {
                 rights.push(right);
             }
             // The per-account cap is checked in the same transaction as the write, so
-            // concurrent requests cannot overshoot it together.
+            // concurrent requests cannot overshoot it together. A grant may replace (narrow) an
+            // existing one: cached decisions die once it is stored.
+            let _stale = svc.hot.change(super::hot::Scope::Grants);
             svc.meta
                 .put_rights(&rights, svc.config.max_grants_per_account)?;
             Ok(rights)
@@ -155,7 +157,7 @@ impl Service {
     }
 
     /// Revokes a grant: its grantor, the resource's owner, or an admin may. Takes effect on the
-    /// next request (decisions are never cached).
+    /// next request: cached grant decisions die before this returns.
     pub async fn revoke(
         self: &Arc<Self>,
         principal: &Principal,
@@ -184,6 +186,7 @@ impl Service {
             if !allowed {
                 return Err(missing());
             }
+            let _stale = svc.hot.change(super::hot::Scope::Grants);
             svc.meta.delete_right(id)?;
             Ok(right)
         })

@@ -5,7 +5,7 @@ use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
 use crate::meta::{FileRecord, FileScope, ImageRecord, Instance, Page};
 use crate::store::BlobHandle;
-use crate::types::{now_millis, FileId, InstanceId};
+use crate::types::{now_millis, FileId, InstanceId, Millis};
 use std::sync::Arc;
 
 /// Files up to this size are read in the same blocking call that authorises the download.
@@ -47,11 +47,16 @@ impl Service {
     /// The file if `caller` may read it. Missing and forbidden look the same (404); a caller
     /// without a token who finds no anonymous grant gets 401 instead, so clients know to log in.
     pub(super) fn readable(&self, caller: &Caller, id: FileId) -> Result<FileRecord> {
-        self.readable_in(caller, id).map(|(file, _)| file)
+        self.readable_in(caller, id).map(|(file, _, _)| file)
     }
 
-    /// [`Service::readable`], with the file's instance.
-    fn readable_in(&self, caller: &Caller, id: FileId) -> Result<(FileRecord, Instance)> {
+    /// [`Service::readable`], with the file's instance and, for a caller who needs a grant,
+    /// until when the grants read allow it (`None` for owners and admins).
+    fn readable_in(
+        &self,
+        caller: &Caller,
+        id: FileId,
+    ) -> Result<(FileRecord, Instance, Option<Millis>)> {
         let denied = || match caller {
             Caller::Anonymous => Error::Unauthenticated("a token is required for this file".into()),
             Caller::User(_) => Error::not_found(),
@@ -68,26 +73,24 @@ impl Service {
         // Owners and admins need no grant: skip reading the grants on the hot path. Others
         // read only the grants that can reach this file, through indexes: the cost does not
         // grow with the instance's grant count.
-        let rights = if privileged(caller, &file, &instance.domain) {
-            Vec::new()
-        } else {
-            let mut rights = self.meta.rights_reaching(&file)?;
-            // Grants on the directories above it reach it too.
-            rights.extend(self.rights_through_directories(&file)?);
-            rights
-        };
-        if access::may_read(caller, &file, &instance, &rights, now_millis()) {
-            Ok((file, instance))
-        } else {
-            Err(denied())
+        if privileged(caller, &file, &instance.domain) {
+            return Ok((file, instance, None));
+        }
+        let mut rights = self.meta.rights_reaching(&file)?;
+        // Grants on the directories above it reach it too.
+        rights.extend(self.rights_through_directories(&file)?);
+        match access::granted_until(caller, &file, &instance, &rights, now_millis()) {
+            Some(until) => Ok((file, instance, Some(until))),
+            None => Err(denied()),
         }
     }
 
     /// Opens a file for download by its path parts: the optional instance prefix and the
     /// extension must match the record (a wrong extension is 404).
     ///
-    /// A small file its owner (or an admin) downloaded before is answered from memory, on the
-    /// calling thread; everything else reads storage on the blocking pool.
+    /// A small file downloaded before is answered from memory, on the calling thread, to its
+    /// owner, an admin, or a caller whose grant decision is cached with it (see [`hot`]);
+    /// everything else reads storage on the blocking pool.
     pub async fn open_download(
         self: &Arc<Self>,
         caller: Caller,
@@ -95,8 +98,8 @@ impl Service {
         id: FileId,
         ext: Option<String>,
     ) -> Result<Download> {
-        if let Some(hot) = self.hot.get(id) {
-            if privileged(&caller, &hot.file, &hot.domain)
+        if let Some(hot::Hit { file: hot, granted }) = self.hot.get(id, &caller, now_millis()) {
+            if (granted || privileged(&caller, &hot.file, &hot.domain))
                 && path_matches(&hot.file, instance, ext.as_deref())
             {
                 return Ok(Download {
@@ -109,7 +112,7 @@ impl Service {
         let svc = self.clone();
         blocking(move || {
             let generation = svc.hot.generation();
-            let (file, inst) = svc.readable_in(&caller, id)?;
+            let (file, inst, until) = svc.readable_in(&caller, id)?;
             // A directory has no bytes to download.
             if !path_matches(&file, instance, ext.as_deref()) || file.is_directory() {
                 return Err(Error::not_found());
@@ -140,17 +143,18 @@ impl Service {
                 }
             }
             let bytes = bytes::Bytes::from(buf);
-            // Only answers that need no grant are kept: grants may change without a file change.
-            if privileged(&caller, &file, &inst.domain) {
-                svc.hot.insert(
-                    generation,
-                    hot::HotFile {
-                        file: file.clone(),
-                        domain: inst.domain,
-                        bytes: bytes.clone(),
-                    },
-                );
-            }
+            // Kept with the decision that let the caller in, when a grant did: any grant or
+            // instance change kills the decision before the call making it returns, and
+            // `until` ends it with the grants that allowed it.
+            svc.hot.insert(
+                generation,
+                hot::HotFile {
+                    file: file.clone(),
+                    domain: inst.domain,
+                    bytes: bytes.clone(),
+                },
+                until.map(|u| (&caller, u)),
+            );
             Ok(Download {
                 file,
                 len,

@@ -1,8 +1,11 @@
-//! Small files recently downloaded by their owner or an admin, kept in memory with their records.
+//! Small files recently downloaded, kept in memory with their records and with the grant
+//! decisions that let other callers (grantees, anonymous callers) read them.
 //!
 //! A repeat download of such a file is answered on the request's own thread: no trip to the
-//! blocking pool, no sled read, no file opened. Anything that touches storage (a miss, a caller
-//! who needs a grant, a large file) still goes through the blocking pool.
+//! blocking pool, no sled read, no file opened. The owner and admins need no decision; anyone
+//! else is served from memory only when a cached "allowed until" decision names that caller.
+//! Anything that touches storage (a miss, a caller without a cached decision, a large file)
+//! still goes through the blocking pool. Denials are never cached.
 //!
 //! Staleness: every change that could alter a cached answer (a file trashed, updated or deleted,
 //! an instance changed) drops the affected entries through a [`Change`] guard, which acts when it
@@ -10,9 +13,16 @@
 //! generation; an entry is only stored if the generation did not move between the start of the
 //! storage reads it came from and its insertion, so a read racing a change cannot put the old
 //! answer back.
+//!
+//! Grant decisions follow the same rule with their own scope: every grant, revocation or
+//! instance change drops them all ([`Scope::Grants`], [`Scope::All`]) by moving the grants
+//! epoch, in O(1), before the call that made the change returns; a decision stored under an
+//! older epoch is never used again. A decision also ends by itself at the end date of the
+//! grants that allowed it (checked against the clock on every use).
 
+use crate::auth::Caller;
 use crate::meta::FileRecord;
-use crate::types::FileId;
+use crate::types::{FileId, Millis};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +30,77 @@ use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 /// Bookkeeping charged per entry on top of its bytes (record strings, map slot).
 const ENTRY_OVERHEAD: usize = 512;
+/// Bookkeeping charged per cached grant decision on top of its account name.
+const READER_OVERHEAD: usize = 64;
+/// Grant decisions kept per file; the oldest goes first (a widely shared file is usually read
+/// anonymously or through `*`, which few distinct callers share).
+const MAX_READERS: usize = 32;
+
+/// A caller a grant decision was made for: anonymous, or an account of a domain (as the
+/// principal named it; admins never need a decision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reader {
+    Anonymous,
+    User { account: String, domain: String },
+}
+
+impl Reader {
+    fn of(caller: &Caller) -> Option<Self> {
+        match caller {
+            Caller::Anonymous => Some(Reader::Anonymous),
+            Caller::User(p) if p.admin => None,
+            Caller::User(p) => Some(Reader::User {
+                account: p.account.0.clone(),
+                domain: p.instance.clone(),
+            }),
+        }
+    }
+
+    fn is(&self, caller: &Caller) -> bool {
+        match (self, caller) {
+            (Reader::Anonymous, Caller::Anonymous) => true,
+            (Reader::User { account, domain }, Caller::User(p)) => {
+                !p.admin && p.account.0 == *account && p.instance == *domain
+            }
+            _ => false,
+        }
+    }
+
+    fn cost(&self) -> usize {
+        READER_OVERHEAD
+            + match self {
+                Reader::Anonymous => 0,
+                Reader::User { account, domain } => account.len() + domain.len(),
+            }
+    }
+}
+
+/// A cached decision: `reader` may read the file until `until`, as long as the grants epoch is
+/// still `epoch`.
+struct Decision {
+    reader: Reader,
+    until: Millis,
+    epoch: u64,
+}
+
+/// A cache entry: the insertion number that put it there, the file, its grant decisions.
+struct Entry {
+    n: u64,
+    file: Arc<HotFile>,
+    readers: Vec<Decision>,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.file.cost() + self.readers.iter().map(|d| d.reader.cost()).sum::<usize>()
+    }
+}
+
+/// What [`HotFiles::get`] found: the file, and whether the caller holds a live grant decision.
+pub struct Hit {
+    pub file: Arc<HotFile>,
+    pub granted: bool,
+}
 
 /// A cached download: the file's record, its instance's domain and its bytes.
 pub struct HotFile {
@@ -38,13 +119,15 @@ impl HotFile {
 pub struct HotFiles {
     budget: usize,
     generation: AtomicU64,
+    /// Moves on every change to grants or instances; decisions from older epochs are dead.
+    /// Only written under the write lock, with `generation`.
+    grants_epoch: AtomicU64,
     inner: RwLock<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Entries with the insertion number that put them there.
-    map: HashMap<FileId, (u64, Arc<HotFile>)>,
+    map: HashMap<FileId, Entry>,
     /// Insertion order, for eviction; may name entries since removed or replaced.
     order: VecDeque<(FileId, u64)>,
     inserted: u64,
@@ -53,9 +136,21 @@ struct Inner {
 
 impl Inner {
     fn remove(&mut self, id: &FileId) -> Option<Arc<HotFile>> {
-        let (_, old) = self.map.remove(id)?;
+        let old = self.map.remove(id)?;
         self.used -= old.cost();
-        Some(old)
+        Some(old.file)
+    }
+
+    /// Evicts the oldest entries until `cost` more bytes fit in `budget`.
+    fn make_room(&mut self, cost: usize, budget: usize, evicted: &mut Vec<Arc<HotFile>>) {
+        while self.used + cost > budget {
+            let Some((victim, n)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&victim).is_some_and(|e| e.n == n) {
+                evicted.extend(self.remove(&victim));
+            }
+        }
     }
 }
 
@@ -63,6 +158,8 @@ impl Inner {
 pub enum Scope {
     /// One file's answers.
     File(FileId),
+    /// Every grant decision (a grant was made, replaced or revoked); the files stay.
+    Grants,
     /// Everything (e.g. an instance setting changed).
     All,
 }
@@ -82,9 +179,14 @@ impl Drop for Change<'_> {
             self.cache.generation.fetch_add(1, Ordering::AcqRel);
             match self.scope {
                 Scope::File(id) => inner.remove(&id).into_iter().collect::<Vec<_>>(),
+                Scope::Grants => {
+                    self.cache.grants_epoch.fetch_add(1, Ordering::AcqRel);
+                    Vec::new()
+                }
                 Scope::All => {
+                    self.cache.grants_epoch.fetch_add(1, Ordering::AcqRel);
                     let old = std::mem::take(&mut *inner);
-                    old.map.into_values().map(|(_, f)| f).collect()
+                    old.map.into_values().map(|e| e.file).collect()
                 }
             }
         };
@@ -98,6 +200,7 @@ impl HotFiles {
         Self {
             budget,
             generation: AtomicU64::new(0),
+            grants_epoch: AtomicU64::new(0),
             inner: RwLock::new(Inner::default()),
         }
     }
@@ -111,51 +214,96 @@ impl HotFiles {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, id: FileId) -> Option<Arc<HotFile>> {
+    /// The cached file, and whether `caller` holds a grant decision for it that is alive at
+    /// `now` (same grants epoch, before its end date).
+    pub fn get(&self, id: FileId, caller: &Caller, now: Millis) -> Option<Hit> {
         if self.budget == 0 {
             return None;
         }
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let found = inner.map.get(&id).map(|(_, f)| f.clone());
-        match found {
-            Some(_) => metrics::counter!("depot_download_cache_hits_total").increment(1),
-            None => metrics::counter!("depot_download_cache_misses_total").increment(1),
-        }
-        found
+        let Some(e) = inner.map.get(&id) else {
+            metrics::counter!("depot_download_cache_misses_total").increment(1);
+            return None;
+        };
+        metrics::counter!("depot_download_cache_hits_total").increment(1);
+        // Read under the lock: epochs only move under the write lock.
+        let epoch = self.grants_epoch.load(Ordering::Acquire);
+        let granted = e
+            .readers
+            .iter()
+            .any(|d| d.epoch == epoch && now < d.until && d.reader.is(caller));
+        Some(Hit {
+            file: e.file.clone(),
+            granted,
+        })
     }
 
     /// Stores an entry read from storage since `generation`; dropped if anything changed since.
-    /// Evicts the oldest entries to make room.
-    pub fn insert(&self, generation: u64, entry: HotFile) {
-        let cost = entry.cost();
-        if cost > self.budget {
-            return;
-        }
+    /// Evicts the oldest entries to make room. With `grant`, also records that `caller` may
+    /// read the file until the given time (a decision made from the same reads).
+    pub fn insert(&self, generation: u64, entry: HotFile, grant: Option<(&Caller, Millis)>) {
+        let decision = grant.and_then(|(caller, until)| {
+            Some(Decision {
+                reader: Reader::of(caller)?,
+                until,
+                epoch: 0,
+            })
+        });
         let mut evicted = Vec::new();
         {
             let mut inner = self.lock();
             if self.generation.load(Ordering::Acquire) != generation {
                 return;
             }
+            let epoch = self.grants_epoch.load(Ordering::Acquire);
             let id = entry.file.id;
-            evicted.extend(inner.remove(&id));
-            while inner.used + cost > self.budget {
-                let Some((victim, n)) = inner.order.pop_front() else {
-                    break;
-                };
-                if inner.map.get(&victim).is_some_and(|(m, _)| *m == n) {
-                    evicted.extend(inner.remove(&victim));
+            // An entry already there came from storage as current as ours (any change since
+            // its reads would have removed it or moved the generation): keep it, add to it.
+            let present = inner.map.get(&id).is_some_and(|e| {
+                e.file.file.sha256 == entry.file.sha256 && e.file.file.updated == entry.file.updated
+            });
+            if !present {
+                let cost = entry.cost();
+                if cost > self.budget {
+                    return;
+                }
+                evicted.extend(inner.remove(&id));
+                inner.make_room(cost, self.budget, &mut evicted);
+                inner.inserted += 1;
+                let n = inner.inserted;
+                inner.used += cost;
+                inner.map.insert(
+                    id,
+                    Entry {
+                        n,
+                        file: Arc::new(entry),
+                        readers: Vec::new(),
+                    },
+                );
+                inner.order.push_back((id, n));
+                // Removals leave stale names in `order`; keep it proportional to the map.
+                if inner.order.len() > 2 * inner.map.len() + 64 {
+                    let Inner { map, order, .. } = &mut *inner;
+                    order.retain(|(id, n)| map.get(id).is_some_and(|e| e.n == *n));
                 }
             }
-            inner.inserted += 1;
-            let n = inner.inserted;
-            inner.used += cost;
-            inner.map.insert(id, (n, Arc::new(entry)));
-            inner.order.push_back((id, n));
-            // Removals leave stale names in `order`; keep it proportional to the map.
-            if inner.order.len() > 2 * inner.map.len() + 64 {
-                let Inner { map, order, .. } = &mut *inner;
-                order.retain(|(id, n)| map.get(id).is_some_and(|(m, _)| m == n));
+            if let Some(mut d) = decision {
+                d.epoch = epoch;
+                let cost = d.reader.cost();
+                inner.make_room(cost, self.budget, &mut evicted);
+                let Inner { map, used, .. } = &mut *inner;
+                if let Some(e) = map.get_mut(&id) {
+                    // Dead decisions (older epochs, or this caller's earlier one) go first.
+                    let before: usize = e.readers.iter().map(|d| d.reader.cost()).sum();
+                    e.readers
+                        .retain(|old| old.epoch == epoch && old.reader != d.reader);
+                    if e.readers.len() >= MAX_READERS {
+                        e.readers.remove(0);
+                    }
+                    e.readers.push(d);
+                    let after: usize = e.readers.iter().map(|d| d.reader.cost()).sum();
+                    *used = *used + after - before;
+                }
             }
         }
         drop(evicted);
@@ -210,21 +358,27 @@ mod tests {
             .map(|_| {
                 let e = entry(2_000);
                 let id = e.file.id;
-                cache.insert(cache.generation(), e);
+                cache.insert(cache.generation(), e, None);
                 let (_, used) = cache.used();
                 assert!(used <= 10_000, "{used}");
                 id
             })
             .collect();
-        assert!(cache.get(ids[0]).is_none(), "oldest evicted");
-        assert!(cache.get(ids[9]).is_some(), "newest kept");
+        assert!(
+            cache.get(ids[0], &Caller::Anonymous, 0).is_none(),
+            "oldest evicted"
+        );
+        assert!(
+            cache.get(ids[9], &Caller::Anonymous, 0).is_some(),
+            "newest kept"
+        );
         let (n, used) = cache.used();
         assert_eq!(used, n * (2_000 + 1 + 1 + ENTRY_OVERHEAD));
         // Larger than the whole budget: never stored.
         let big = entry(20_000);
         let big_id = big.file.id;
-        cache.insert(cache.generation(), big);
-        assert!(cache.get(big_id).is_none());
+        cache.insert(cache.generation(), big, None);
+        assert!(cache.get(big_id, &Caller::Anonymous, 0).is_none());
     }
 
     #[test]
@@ -232,17 +386,20 @@ mod tests {
         let cache = HotFiles::new(1 << 20);
         let (a, b) = (entry(10), entry(10));
         let (ida, idb) = (a.file.id, b.file.id);
-        cache.insert(cache.generation(), a);
-        cache.insert(cache.generation(), b);
+        cache.insert(cache.generation(), a, None);
+        cache.insert(cache.generation(), b, None);
         let before = cache.generation();
         drop(cache.change(Scope::File(ida)));
-        assert!(cache.get(ida).is_none());
-        assert!(cache.get(idb).is_some(), "other files stay");
+        assert!(cache.get(ida, &Caller::Anonymous, 0).is_none());
+        assert!(
+            cache.get(idb, &Caller::Anonymous, 0).is_some(),
+            "other files stay"
+        );
         // A read that began before the change must not store what it saw.
         let stale = entry(10);
         let stale_id = stale.file.id;
-        cache.insert(before, stale);
-        assert!(cache.get(stale_id).is_none());
+        cache.insert(before, stale, None);
+        assert!(cache.get(stale_id, &Caller::Anonymous, 0).is_none());
         drop(cache.change(Scope::All));
         assert_eq!(cache.used(), (0, 0));
     }
@@ -252,20 +409,114 @@ mod tests {
         let cache = HotFiles::new(50_000);
         let e = entry(1_000);
         let id = e.file.id;
-        cache.insert(cache.generation(), e);
+        cache.insert(cache.generation(), e, None);
         let mut again = entry(3_000);
         again.file.id = id;
-        cache.insert(cache.generation(), again);
+        again.file.sha256 = Sha256([1; 32]);
+        cache.insert(cache.generation(), again, None);
         assert_eq!(cache.used().0, 1);
-        assert_eq!(cache.get(id).unwrap().bytes.len(), 3_000);
+        assert_eq!(
+            cache
+                .get(id, &Caller::Anonymous, 0)
+                .unwrap()
+                .file
+                .bytes
+                .len(),
+            3_000
+        );
         for _ in 0..1_000 {
             let e = entry(500);
             let id = e.file.id;
-            cache.insert(cache.generation(), e);
+            cache.insert(cache.generation(), e, None);
             drop(cache.change(Scope::File(id)));
         }
         assert_eq!(cache.used(), (1, 3_000 + 2 + ENTRY_OVERHEAD));
         let inner = cache.inner.read().unwrap();
         assert!(inner.order.len() <= 2 * inner.map.len() + 65);
+    }
+
+    fn user(account: &str, admin: bool) -> Caller {
+        Caller::User(crate::auth::Principal {
+            account: crate::types::AccountId(account.into()),
+            instance: "example.test".into(),
+            admin,
+        })
+    }
+
+    #[test]
+    fn grant_decisions_name_their_caller_end_on_time_and_die_with_any_grant_change() {
+        let cache = HotFiles::new(1 << 20);
+        let e = entry(10);
+        let id = e.file.id;
+        let bob = user("bob", false);
+        cache.insert(cache.generation(), e, Some((&bob, 100)));
+        let hit = |c: &Caller, now| cache.get(id, c, now).map(|h| h.granted);
+        assert_eq!(hit(&bob, 99), Some(true));
+        assert_eq!(hit(&bob, 100), Some(false), "ends at the grant's end date");
+        assert_eq!(
+            hit(&user("carol", false), 0),
+            Some(false),
+            "another account"
+        );
+        assert_eq!(
+            hit(&user("bob", true), 0),
+            Some(false),
+            "an admin is not bob"
+        );
+        assert_eq!(hit(&Caller::Anonymous, 0), Some(false));
+        // A second caller's decision joins the entry; the accounting follows.
+        cache.insert(
+            cache.generation(),
+            entry_with_id(id),
+            Some((&Caller::Anonymous, Millis::MAX)),
+        );
+        assert_eq!(hit(&Caller::Anonymous, 5), Some(true));
+        assert_eq!(hit(&bob, 5), Some(true));
+        let (n, used) = cache.used();
+        assert_eq!(n, 1);
+        let both =
+            10 + 2 + ENTRY_OVERHEAD + 2 * READER_OVERHEAD + "bob".len() + "example.test".len();
+        assert_eq!(used, both);
+        // Any grant change kills every decision at once, but keeps the bytes.
+        let before = cache.generation();
+        drop(cache.change(Scope::Grants));
+        assert_eq!(hit(&bob, 5), Some(false));
+        assert_eq!(hit(&Caller::Anonymous, 5), Some(false));
+        // A decision made from reads that began before the change is not stored.
+        cache.insert(before, entry_with_id(id), Some((&bob, Millis::MAX)));
+        assert_eq!(hit(&bob, 5), Some(false));
+        // A fresh one is, and replaces the dead ones in the accounting.
+        cache.insert(
+            cache.generation(),
+            entry_with_id(id),
+            Some((&bob, Millis::MAX)),
+        );
+        assert_eq!(hit(&bob, 5), Some(true));
+        assert_eq!(
+            cache.used().1,
+            10 + 2 + ENTRY_OVERHEAD + READER_OVERHEAD + 15
+        );
+        // Many callers: at most MAX_READERS decisions per file.
+        for i in 0..100 {
+            let c = user(&format!("u{i:03}"), false);
+            cache.insert(
+                cache.generation(),
+                entry_with_id(id),
+                Some((&c, Millis::MAX)),
+            );
+        }
+        let inner = cache.inner.read().unwrap();
+        assert_eq!(inner.map[&id].readers.len(), MAX_READERS);
+        assert_eq!(inner.used, inner.map[&id].cost());
+        drop(inner);
+        // A file change drops the file with its decisions.
+        drop(cache.change(Scope::File(id)));
+        assert_eq!(cache.used(), (0, 0));
+    }
+
+    fn entry_with_id(id: FileId) -> HotFile {
+        let mut e = entry(10);
+        e.file.id = id;
+        e
     }
 }

@@ -96,6 +96,7 @@ impl Service {
                 Kind::AccessRight => {
                     for node in svc.matching(&ctx, &view, kind, &q, None, Walk::default())? {
                         if let Node::AccessRight(r) = node {
+                            let _stale = svc.hot.change(crate::service::hot::Scope::Grants);
                             if svc.meta.delete_right(r.id)? {
                                 n += 1;
                             }
