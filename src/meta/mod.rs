@@ -6,9 +6,9 @@ pub mod model;
 pub mod session;
 mod sled_store;
 
-pub use session::{FileExtras, SessionKind, SessionState, StoredBytes, UploadSession};
 pub use dirs::DirectoryStore;
 pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
+pub use session::{FileExtras, SessionKind, SessionState, StoredBytes, UploadSession};
 pub use sled_store::SledMeta;
 
 use crate::error::Result;

@@ -9,8 +9,8 @@ pub mod hot;
 pub mod maintenance;
 pub mod names;
 pub mod query;
-pub mod sessions;
 pub mod ready;
+pub mod sessions;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};

@@ -16,9 +16,9 @@
 pub mod contract;
 mod hash;
 mod local;
+pub mod metered;
 mod migrate;
 mod s3;
-pub mod metered;
 
 pub use hash::BlobHasher;
 pub use local::LocalStore;
