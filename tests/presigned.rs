@@ -352,7 +352,8 @@ fn sessions_survive_a_restart() {
 #[test]
 fn expired_sessions_are_swept_with_their_bytes() {
     let s = Server::start_with(&[
-        ("DEPOT_UPLOAD_URL_TTL_SECS", "1"),
+        // Long enough that the PUT lands before expiry on a loaded machine.
+        ("DEPOT_UPLOAD_URL_TTL_SECS", "4"),
         ("DEPOT_SESSION_SWEEP_INTERVAL_SECS", "1"),
     ]);
     let t = s.token("drew", INSTANCE, false);
@@ -377,7 +378,8 @@ fn expired_sessions_are_swept_with_their_bytes() {
 fn gc_sweeps_expired_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let env = [
-        ("DEPOT_UPLOAD_URL_TTL_SECS", "1"),
+        // Long enough that the PUT lands before expiry on a loaded machine.
+        ("DEPOT_UPLOAD_URL_TTL_SECS", "4"),
         ("DEPOT_SESSION_SWEEP_INTERVAL_SECS", "3600"),
     ];
     let s = Server::spawn(dir.path(), &env, &[]).unwrap();
@@ -392,7 +394,7 @@ fn gc_sweeps_expired_sessions() {
         200
     );
     s.stop();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::thread::sleep(std::time::Duration::from_millis(4100));
     let (ok, out) = depot(&["gc"], dir.path());
     assert!(ok, "{out}");
     assert!(out.contains("swept 1 expired upload sessions"), "{out}");

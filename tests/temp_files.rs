@@ -110,7 +110,8 @@ fn rest_route_type_checks_and_size_cap() {
 #[test]
 fn gone_from_disk_after_expiry() {
     let s = Server::start_with(&[
-        ("DEPOT_TEMP_FILE_TTL_SECS", "1"),
+        // Long enough that the PUT lands before expiry on a loaded machine.
+        ("DEPOT_TEMP_FILE_TTL_SECS", "4"),
         ("DEPOT_SESSION_SWEEP_INTERVAL_SECS", "1"),
     ]);
     let t = s.token("jon", INSTANCE, false);

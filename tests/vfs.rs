@@ -593,7 +593,7 @@ fn deep_paths_at_the_configured_limits() {
     assert_eq!(child_names(&v), ["leaf.txt"]);
     // A rename to a shorter name is fine, and the leaf follows.
     let v: Value = mv(&s, &alice, &top, json!({"name": "a"})).json().unwrap();
-    assert_eq!(v["path"], "/a");
+    assert_eq!(v["path"], "/a", "{v}");
     let moved = longest.replacen(&format!("/{}", seg('a')), "/a", 1);
     let (st, v) = dir(&s, &alice, &moved);
     assert_eq!(st, 200);

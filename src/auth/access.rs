@@ -64,29 +64,15 @@ pub fn may_read<'a>(
     rights: impl IntoIterator<Item = &'a AccessRight>,
     now: Millis,
 ) -> bool {
-    if file.instance != instance.id {
-        return false;
-    }
-    if let Caller::User(p) = caller {
-        if !p.instance.eq_ignore_ascii_case(&instance.domain) {
-            return false;
-        }
-        // Every account of an instance sees its root directory (not what is in it).
-        if manages(p, &file.created_by) || file.is_root() {
-            return true;
-        }
-    }
-    rights.into_iter().any(|r| {
-        r.instance == instance.id && grants_read(r, file, now) && names_caller(caller, r, instance)
-    })
+    granted_until(caller, file, instance, rights, now).is_some()
 }
 
-/// Until when `caller` may read `file` through `rights` (members, instance switch and dates
-/// included), or `None` when no grant lets the caller read it now. The answer is the latest end
-/// date among the grants that allow the read (`Millis::MAX` for a grant without one): until
-/// then the read stays allowed as long as the grants, the file and the instance do not change
-/// (a start date only ever widens access, so a later start date cannot end an allowed read).
-/// Owners and admins are not asked here: they need no grant.
+/// Until when `caller` may read `file` (the read rule of [`may_read`], with its horizon), or
+/// `None` when the caller may not read it now. Owners, admins and the instance root need no
+/// grant (`Millis::MAX`). Otherwise the answer is the latest end date among the grants that
+/// allow the read (`Millis::MAX` for a grant without one): until then the read stays allowed as
+/// long as the grants, the file and the instance do not change (a start date only ever widens
+/// access, so a later start date cannot end an allowed read).
 pub fn granted_until<'a>(
     caller: &Caller,
     file: &FileRecord,
@@ -100,6 +86,10 @@ pub fn granted_until<'a>(
     if let Caller::User(p) = caller {
         if !p.instance.eq_ignore_ascii_case(&instance.domain) {
             return None;
+        }
+        // Every account of an instance sees its root directory (not what is in it).
+        if manages(p, &file.created_by) || file.is_root() {
+            return Some(Millis::MAX);
         }
     }
     rights
