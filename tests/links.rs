@@ -91,3 +91,35 @@ fn deleting_the_file_ends_its_links_and_links_expire() {
     let bad = url.replace("sig=", "sig=ab");
     assert_eq!(json_error(s.client.get(&bad).send().unwrap()).0, 403);
 }
+
+#[test]
+fn a_link_ends_no_later_than_its_makers_grant_and_never_names_a_directory() {
+    let s = Server::start();
+    let ann = s.token("ann", INSTANCE, false);
+    let bob = s.token("bob", INSTANCE, false);
+    let f = s.upload_one(&ann, "plan.txt", b"the plan");
+    let id = f["hypi"]["id"].as_str().unwrap();
+    // Bob may read it for about a day.
+    let end = depot::types::rfc3339(depot::types::now_millis() + 86_400_000);
+    let grant = json!({"resource": id, "resourceType": "File", "operationType": "Query",
+        "operation": "*", "permissionType": "RBP", "approved": true, "endDate": end,
+        "members": [{"hypi": {"id": "bob"}}]});
+    assert!(s.post_rights(&ann, &grant).status().is_success());
+    // Within his grant: fine. Past it: refused, nothing made.
+    assert_eq!(make_link(&s, &bob, id, "1h").status(), 201);
+    let (st, code, msg) = json_error(make_link(&s, &bob, id, "7d"));
+    assert_eq!((st, code.as_str()), (400, "BAD_REQUEST"), "{msg}");
+    assert!(msg.contains("end of your access"), "{msg}");
+    // The owner has no such horizon.
+    assert_eq!(make_link(&s, &ann, id, "7d").status(), 201);
+    // A directory has no bytes: no link to it (the root is readable by every account).
+    assert_eq!(s.upload(&ann, "/upload/docs", &[("a.txt", b"a")]).0, 200);
+    let q = r#"{ find(type: File, arcql: "isDirectory = 'true' AND path = '/docs'", first: 1) { edges { cursor } } }"#;
+    let v = s.graphql(Some(&ann), q);
+    let dir_id = v["data"]["find"]["edges"][0]["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let (st, _, msg) = json_error(make_link(&s, &ann, &dir_id, "1h"));
+    assert_eq!(st, 400, "{msg}");
+}

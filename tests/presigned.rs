@@ -510,3 +510,48 @@ fn oversized_metadata_is_refused() {
         .unwrap();
     assert_eq!(json_error(r).0, 400);
 }
+
+#[test]
+fn a_confirmed_upload_lands_in_real_directories_and_odd_media_types_are_refused() {
+    let s = Server::start();
+    let t = s.token("drew", INSTANCE, false);
+    let data = bytes(1000, 3);
+    let (id, url) = s
+        .create_file_upload(
+            &t,
+            "x.bin",
+            "application/octet-stream",
+            data.len(),
+            r#"folder: "photos/2024""#,
+        )
+        .unwrap();
+    assert_eq!(
+        s.put_bytes(&url, "application/octet-stream", &data)
+            .status(),
+        200
+    );
+    let v = s.confirm_file_upload(&t, &id);
+    assert!(v["errors"].is_null(), "{v}");
+    // Every ancestor is a directory record, and the File is listed in its folder.
+    for path in ["/dirs/photos", "/dirs/photos/2024"] {
+        let r = s
+            .client
+            .get(s.url(path))
+            .header("Authorization", &t)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let body: Value = r.json().unwrap();
+        let want = if path.ends_with("2024") {
+            "x.bin"
+        } else {
+            "2024"
+        };
+        assert!(body.to_string().contains(want), "{path}: {body}");
+    }
+    // A media type is `type/subtype` tokens, nothing more.
+    for odd in ["text/html x", "text/h\"tml", "/html", "text/"] {
+        let err = s.create_file_upload(&t, "y", odd, 10, "").unwrap_err();
+        assert_eq!(Server::gql_code(&err), "BAD_REQUEST", "{odd}: {err}");
+    }
+}

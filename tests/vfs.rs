@@ -879,10 +879,15 @@ fn grants_on_a_directory_reach_its_descendants_present_and_future() {
         200
     );
     assert_eq!(download(&old, &carol), 404);
-    // The grant follows the directory when it moves.
+    // The grant follows the directory when it moves. /proj holds bob's file too, so alice
+    // may not carry it off; an admin may.
     mkdir(&s, &alice, "/archive");
     assert_eq!(
         mv(&s, &alice, &proj, json!({"directory": "/archive"})).status(),
+        403
+    );
+    assert_eq!(
+        mv(&s, &admin, &proj, json!({"directory": "/archive"})).status(),
         200
     );
     assert_eq!(download(&new, &carol), 200);
@@ -936,4 +941,50 @@ fn fsck_is_clean_after_tree_work_and_empty_files_keep_their_bytes() {
     s.stop();
     let (ok, text) = depot(&["fsck"], data.path());
     assert!(ok, "fsck is clean: {text}");
+}
+
+#[test]
+fn only_an_admin_moves_other_accounts_files_and_unsharable_files_keep_admin_grants_off() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let bob = s.token("bob", INSTANCE, false);
+    let carol = s.token("carol", INSTANCE, false);
+    let admin = s.token("root", INSTANCE, true);
+    let b = upload_to(&s, &bob, "/team", "b.txt", b"b");
+    let a = upload_to(&s, &alice, "/team", "a.txt", b"a");
+    let team = find(&s, &bob, "isDirectory = 'true' AND path = '/team'")[0].clone();
+    assert_eq!(mkdir(&s, &admin, "/public").0, 201);
+    // Bob's directory holds alice's file: moving it would carry her file wherever he likes
+    // (under other grants), so bob may not; nothing moves.
+    assert_eq!(mkdir(&s, &bob, "/elsewhere").0, 201);
+    let (st, code, _) = json_error(mv(&s, &bob, &team, json!({"directory": "/elsewhere"})));
+    assert_eq!((st, code.as_str()), (403, "FORBIDDEN"));
+    let (st, v) = dir(&s, &admin, "/team");
+    assert_eq!(st, 200, "{v}");
+    let mut names = child_names(&v);
+    names.sort();
+    assert_eq!(names, ["a.txt", "b.txt"]);
+    // An admin may.
+    assert_eq!(
+        mv(&s, &admin, &team, json!({"directory": "/public"})).status(),
+        200
+    );
+    // Alice makes her file unsharable; an admin's grant on the directory above then reaches
+    // bob's file but not hers.
+    let id = id_of(&a);
+    let v = s.graphql(
+        Some(&alice),
+        &format!(r#"mutation {{ upsert(values: {{File: [{{hypi: {{id: "{id}"}}, isSharable: false}}]}}) {{ id }} }}"#),
+    );
+    assert!(v["errors"].is_null(), "{v}");
+    let public = find(&s, &admin, "isDirectory = 'true' AND path = '/public'")[0].clone();
+    let r = s.post_rights(&admin, &json!({"resource": public, "resourceType": "File", "operationType": "Query", "operation": "*", "permissionType": "RBP", "members": [{"hypi": {"id": "carol"}}]}));
+    assert!(r.status().is_success());
+    let download = |f: &Value| {
+        s.get(f["url"]["path"].as_str().unwrap(), Some(&carol))
+            .status()
+            .as_u16()
+    };
+    assert_eq!(download(&b), 200);
+    assert_eq!(download(&a), 404);
 }

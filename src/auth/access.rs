@@ -41,7 +41,9 @@ pub fn names_caller(caller: &Caller, right: &AccessRight, instance: &Instance) -
 fn grants_read(right: &AccessRight, file: &FileRecord, now: Millis) -> bool {
     let covers = right.resource == file.id.to_string()
         || (right.resource == "*"
-            && (right.granted_by_admin || right.created_by == file.created_by));
+            // An admin's instance-wide grant stays off files their owners made unsharable.
+            && ((right.granted_by_admin && file.is_sharable != Some(false))
+                || right.created_by == file.created_by));
     covers
         && right.approved
         && right.permission_type == PermissionType::RBP

@@ -123,7 +123,12 @@ where
     B: MessageBody,
 {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
+    // A fixed set: a client inventing methods must not create series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "OTHER",
+    }
+    .to_string();
     let payload = req.take_payload();
     if matches!(payload, Payload::None) {
         req.set_payload(payload);

@@ -640,8 +640,19 @@ pub fn session_life_cycle(m: &dyn MetaStore) {
         m.confirm_session(s.id, &f, None, &extras),
         Err(Error::Session(SessionFault::Incomplete, _))
     ));
-    let up = m.complete_session(s.id, &stored(5)).unwrap();
+    let up = m
+        .complete_session(s.id, &stored(5), s.expires + 60_000)
+        .unwrap();
     assert_eq!(up.state, SessionState::Uploaded);
+    assert_eq!(
+        up.expires,
+        s.expires + 60_000,
+        "the confirm window opens at upload"
+    );
+    assert_eq!(
+        m.session(s.id).unwrap().unwrap().expires,
+        s.expires + 60_000
+    );
     assert_eq!(
         m.blob_refs(&sha(5)).unwrap(),
         1,
@@ -649,7 +660,7 @@ pub fn session_life_cycle(m: &dyn MetaStore) {
     );
     assert!(
         matches!(
-            m.complete_session(s.id, &stored(6)),
+            m.complete_session(s.id, &stored(6), 0),
             Err(Error::Conflict(_))
         ),
         "single use"
@@ -678,14 +689,14 @@ pub fn session_life_cycle(m: &dyn MetaStore) {
     // An uploaded, unconfirmed session releases its reference when deleted.
     let t = session(i, "alice", SessionKind::TempFile, 100);
     m.create_session(&t, 10).unwrap();
-    m.complete_session(t.id, &stored(7)).unwrap();
+    m.complete_session(t.id, &stored(7), 0).unwrap();
     let (_, left) = m.delete_session(t.id).unwrap().unwrap();
     assert_eq!(left, Some(0));
     assert_eq!(m.blob_refs(&sha(7)).unwrap(), 0);
     assert!(m.delete_session(t.id).unwrap().is_none());
     assert!(m.session(t.id).unwrap().is_none());
     assert!(matches!(
-        m.complete_session(t.id, &stored(7)),
+        m.complete_session(t.id, &stored(7), 0),
         Err(Error::NotFound(_))
     ));
     assert_eq!(m.all_sessions().count(), 0);
@@ -708,7 +719,7 @@ pub fn session_open_cap_per_kind(m: &dyn MetaStore) {
         .unwrap();
     m.create_session(&session(i, "alice", SessionKind::DownloadLink, 100), 2)
         .unwrap();
-    m.complete_session(a.id, &stored(1)).unwrap();
+    m.complete_session(a.id, &stored(1), 0).unwrap();
     m.confirm_session(
         a.id,
         &file(i, "alice", "/", "a", 1),
@@ -750,7 +761,7 @@ pub fn concurrent_session_confirms(m: &dyn MetaStore) {
     let i = inst(m, "a.test");
     let s = session(i, "alice", SessionKind::PresignedPut, 100);
     m.create_session(&s, 10).unwrap();
-    m.complete_session(s.id, &stored(3)).unwrap();
+    m.complete_session(s.id, &stored(3), 0).unwrap();
     let made: Vec<FileId> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..8)
             .map(|_| {

@@ -109,9 +109,16 @@ pub trait UploadSessionStore {
     /// counting as open (then `TooManyRequests`, nothing written).
     fn create_session(&self, session: &UploadSession, max_open: u64) -> Result<()>;
     fn session(&self, id: SessionId) -> Result<Option<UploadSession>>;
-    /// `Open` -> `Uploaded` with `bytes`, counting one reference on their blob. `Conflict` when
-    /// the session is not `Open` (used already), `NotFound` when it is gone.
-    fn complete_session(&self, id: SessionId, bytes: &StoredBytes) -> Result<UploadSession>;
+    /// `Open` -> `Uploaded` with `bytes`, counting one reference on their blob; the session then
+    /// lives at least until `keep_until` (a presigned upload's confirm window opens when its
+    /// bytes arrive, however long the PUT took). `Conflict` when the session is not `Open` (used
+    /// already), `NotFound` when it is gone.
+    fn complete_session(
+        &self,
+        id: SessionId,
+        bytes: &StoredBytes,
+        keep_until: Millis,
+    ) -> Result<UploadSession>;
     /// `Uploaded` -> `Confirmed`, in one step with inserting `file` (with its image and extras),
     /// which takes over the session's blob reference. A session already `Confirmed` is left as
     /// it is; either way the answer is the id of the session's File. `UploadIncomplete` when no

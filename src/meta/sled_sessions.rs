@@ -82,9 +82,15 @@ impl UploadSessionStore for SledMeta {
         decode(self.sessions.get(id.to_bytes())?)
     }
 
-    fn complete_session(&self, id: SessionId, bytes: &StoredBytes) -> Result<UploadSession> {
+    fn complete_session(
+        &self,
+        id: SessionId,
+        bytes: &StoredBytes,
+        keep_until: Millis,
+    ) -> Result<UploadSession> {
         let key = id.to_bytes();
-        let done = (&self.sessions, &self.blob_refs).transaction(|(ts, tr)| {
+        let trees = (&self.sessions, &self.sessions_by_expiry, &self.blob_refs);
+        let done = trees.transaction(|(ts, te, tr)| {
             let Some(mut s) = load(ts, &key)? else {
                 return Err(abort(gone()));
             };
@@ -95,6 +101,11 @@ impl UploadSessionStore for SledMeta {
             }
             s.state = SessionState::Uploaded;
             s.bytes = Some(bytes.clone());
+            if keep_until > s.expires {
+                te.remove(expiry_key(&s))?;
+                s.expires = keep_until;
+                te.insert(expiry_key(&s), &[])?;
+            }
             store(ts, &s)?;
             let n = read_count(tr.get(bytes.sha.0)?);
             tr.insert(&bytes.sha.0, &(n + 1).to_be_bytes())?;

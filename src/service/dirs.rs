@@ -90,9 +90,12 @@ pub(crate) fn is_below(path: &str, dir: &str) -> bool {
 
 /// A grant on a directory as it applies to `f` below it: the same grant on `f`, when it
 /// reaches `f` at all. It reaches the files of its grantor (an owner shares what is theirs,
-/// not what other accounts put in their directory), and everything when an admin granted it.
+/// not what other accounts put in their directory), and everything when an admin granted it,
+/// except files their owners made unsharable (`isSharable: false`).
 pub(crate) fn reaching(r: &AccessRight, f: &FileRecord) -> Option<AccessRight> {
-    (r.granted_by_admin || r.created_by == f.created_by).then(|| AccessRight {
+    // An owner who made the file unsharable keeps admins' directory grants off it too.
+    let admin_may = r.granted_by_admin && f.is_sharable != Some(false);
+    (admin_may || r.created_by == f.created_by).then(|| AccessRight {
         resource: f.id.to_string(),
         ..r.clone()
     })
@@ -401,7 +404,22 @@ impl Service {
             if entry.is_directory() {
                 for f in svc.meta.scan_subtree(inst, &old_path) {
                     let f = f?;
-                    let rest = &f.directory[old_path.len()..];
+                    // Moving a tree moves what is in it: only an admin may carry other
+                    // accounts' files (into another directory's grants), as for delete.
+                    if !access::manages(&p, &f.created_by) {
+                        return Err(Error::Forbidden(
+                            "the directory holds files of other accounts: only an admin may move it"
+                                .into(),
+                        ));
+                    }
+                    // A record whose directory is not below the moved path (its index entry
+                    // is stale) is refused rather than sliced.
+                    let Some(rest) = f.directory.strip_prefix(old_path.as_str()) else {
+                        return Err(Error::Conflict(format!(
+                            "{} changed while {old_path} was being moved; try again",
+                            f.path()
+                        )));
+                    };
                     let mut g = f.clone();
                     g.directory = format!("{new_path}{rest}");
                     if g.directory.len() > names::MAX_DIRECTORY_LEN {

@@ -52,7 +52,7 @@ impl Service {
 
     /// [`Service::readable`], with the file's instance and, for a caller who needs a grant,
     /// until when the grants read allow it (`None` for owners and admins).
-    fn readable_in(
+    pub(crate) fn readable_in(
         &self,
         caller: &Caller,
         id: FileId,

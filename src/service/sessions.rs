@@ -250,7 +250,7 @@ impl Service {
             )));
         }
         let mime = normalize_mime(&req.mime_type);
-        if mime.is_empty() || !mime.contains('/') || mime.len() > 255 {
+        if !is_media_type(&mime) {
             return Err(Error::BadRequest(format!(
                 "mimeType {:?} is not a media type",
                 req.mime_type
@@ -531,8 +531,12 @@ impl Service {
                 alt,
                 metadata: s.metadata.clone(),
             };
-            svc.meta
-                .confirm_session(s.id, &file, image.as_ref(), &extras)
+            // Like every File, it lands in an existing directory (made if missing), under
+            // the tree lock so a concurrent move or trash of that directory is not missed.
+            svc.within_directory(s.instance, &s.account, &s.directory, &[], || {
+                svc.meta
+                    .confirm_session(s.id, &file, image.as_ref(), &extras)
+            })
         })
         .await?;
         self.foir_file(Caller::User(p.clone()), fid).await
@@ -668,8 +672,22 @@ impl Service {
         let svc = self.clone();
         let p = p.clone();
         blocking(move || {
-            let f = svc.readable(&Caller::User(p.clone()), file)?;
+            let (f, _, horizon) = svc.readable_in(&Caller::User(p.clone()), file)?;
+            if f.is_directory() {
+                return Err(Error::BadRequest(
+                    "a directory has no bytes to link to; link a file".into(),
+                ));
+            }
             let now = now_millis();
+            let expires = now + expires_in.as_millis() as u64;
+            // A grantee cannot hand out more than they hold: the link ends no later than the
+            // grant that lets them read the file.
+            if let Some(until) = horizon.filter(|&until| expires > until) {
+                return Err(Error::BadRequest(format!(
+                    "expiresIn reaches past the end of your access to this file (in {} s)",
+                    until.saturating_sub(now) / 1000
+                )));
+            }
             let s = UploadSession {
                 id: SessionId::new(),
                 instance: f.instance,
@@ -683,7 +701,7 @@ impl Service {
                 metadata: None,
                 state: SessionState::Open,
                 created: now,
-                expires: now + expires_in.as_millis() as u64,
+                expires,
                 bytes: None,
                 file: Some(f.id),
             };
@@ -736,7 +754,9 @@ impl Service {
         let f = blocking(move || {
             svc.meta
                 .file(fid)?
-                .filter(|f| f.trashed.is_none() && f.instance == session.instance)
+                .filter(|f| {
+                    f.trashed.is_none() && f.instance == session.instance && !f.is_directory()
+                })
                 .ok_or_else(Error::not_found)
         })
         .await?;
@@ -881,11 +901,19 @@ impl SessionPut {
             height: staged.dims().map(|d| d.1),
         };
         let id = session.id;
+        // A presigned upload may be confirmed for a full URL lifetime after its bytes arrive,
+        // however long the PUT took; a temp file keeps its own expiry.
+        let keep_until = match session.kind {
+            SessionKind::PresignedPut => {
+                now_millis() + svc.config.sessions.upload_url_ttl_secs * 1000
+            }
+            _ => 0,
+        };
         let done = blocking(move || {
             let sha = stored.sha;
             let _guard = svc.lock_blobs([&sha]);
             staged.commit_blob()?;
-            match svc.meta.complete_session(id, &stored) {
+            match svc.meta.complete_session(id, &stored, keep_until) {
                 Ok(s) => Ok(s),
                 Err(e) => {
                     // Nothing else counted on these bytes: they go (else gc would find them).
@@ -900,4 +928,15 @@ impl SessionPut {
         drop(_claim);
         Ok(done)
     }
+}
+
+/// `type "/" subtype`, both RFC 9110 tokens, at most 255 bytes: anything else (spaces,
+/// parameters, quotes) could dodge the checks that keep active content from being served inline.
+fn is_media_type(m: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    m.len() <= 255 && m.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
 }
