@@ -987,4 +987,13 @@ fn only_an_admin_moves_other_accounts_files_and_unsharable_files_keep_admin_gran
     };
     assert_eq!(download(&b), 200);
     assert_eq!(download(&a), 404);
+    // A directory's totals count what the caller may see, nothing more.
+    let (st, v) = dir(&s, &carol, "/public/team");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["stats"]["files"], 1, "{v}");
+    let (_, v) = dir(&s, &admin, "/public/team");
+    assert_eq!(v["stats"]["files"], 2, "{v}");
+    // Another account's directory is not handed out by asking to create it.
+    let (st, _) = mkdir(&s, &carol, "/elsewhere");
+    assert_eq!(st, 404);
 }

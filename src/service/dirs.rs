@@ -265,12 +265,13 @@ impl Service {
         blocking(move || {
             let inst = svc.meta.ensure_instance(&p.instance)?.id;
             if let Some(d) = svc.directory_at(inst, &path)? {
+                // Another account's directory is shown only to those who may read it.
+                let d = svc.readable(&Caller::User(p.clone()), d.id)?;
                 return Ok((d, false));
             }
-            if let Some(f) = svc.taken(inst, &path, None)?.first() {
+            if !svc.taken(inst, &path, None)?.is_empty() {
                 return Err(Error::Conflict(format!(
-                    "{path} is a file ({}); a directory cannot take its path",
-                    f.id
+                    "{path} is a file; a directory cannot take its path"
                 )));
             }
             svc.within_directory(inst, &p.account, &path, &[], || {
@@ -282,13 +283,17 @@ impl Service {
         .await
     }
 
-    /// Totals of a directory's subtree, computed from the path index (the caller holds the
-    /// tree lock).
-    pub(crate) fn stats_of(&self, dir: &FileRecord) -> Result<DirStats> {
+    /// Totals of a directory's subtree as the caller sees it (`shows`: only entries the caller
+    /// may read count), computed from the path index (the caller holds the tree lock).
+    pub(crate) fn stats_of(
+        &self,
+        dir: &FileRecord,
+        shows: impl Fn(&FileRecord) -> bool,
+    ) -> Result<DirStats> {
         let mut stats = DirStats::default();
         for f in self.meta.scan_subtree(dir.instance, &dir.path()) {
             let f = f?;
-            if f.id == dir.id {
+            if f.id == dir.id || !shows(&f) {
                 continue;
             }
             if f.is_directory() {

@@ -144,7 +144,7 @@ impl Service {
             let page = svc
                 .children_of(&ctx, &view, dir.id, &q, first, after)?
                 .ok_or_else(missing)?;
-            let stats = svc.stats_of(&dir)?;
+            let stats = svc.stats_of(&dir, |f| view.shows(f))?;
             Ok((dir, stats, page))
         })
         .await
