@@ -461,6 +461,11 @@ impl Service {
             ));
         }
         let _write = self.tree.write();
+        // The directory as it is now (a move may have run since the caller read it).
+        let Some(dir) = self.meta.file(dir.id)? else {
+            return Ok(0);
+        };
+        let dir = &dir;
         let mut all = self
             .meta
             .scan_subtree(dir.instance, &dir.path())
@@ -501,8 +506,10 @@ impl Service {
         let now = now_millis();
         let stamp = current.trashed;
         let mut changes = Vec::new();
+        // The directory's path as it is now (a move may have run since the caller read it).
+        let path = current.path();
         let mut all = vec![current];
-        for f in self.meta.scan_subtree(dir.instance, &dir.path()) {
+        for f in self.meta.scan_subtree(dir.instance, &path) {
             all.push(f?);
         }
         for f in all {
@@ -628,7 +635,9 @@ impl Service {
         let svc = self.clone();
         let p = p.clone();
         blocking(move || {
-            let _tree = svc.tree.read();
+            // Exclusive: a trash or untrash rewriting the same record meanwhile would be undone
+            // by writing back this copy.
+            let _tree = svc.tree.write();
             let mut f = svc.readable(&Caller::User(p.clone()), id)?;
             if f.created_by != p.account {
                 return Err(Error::Forbidden(

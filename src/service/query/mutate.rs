@@ -31,7 +31,7 @@ impl Service {
             };
             let mut n = 0;
             for node in svc.matching(&ctx, &view, kind, &q, Some(!on), Walk::default())? {
-                let Node::File(mut f) = node else { continue };
+                let Node::File(f) = node else { continue };
                 if !view.manages(&f) {
                     continue;
                 }
@@ -42,8 +42,15 @@ impl Service {
                     }
                     continue;
                 }
-                // A move rewrites records too: never interleave with one.
+                // A move rewrites records too: never interleave with one, and change the record
+                // as it is now (the one matched may predate a move or another change).
                 let _tree = svc.tree.read();
+                let Some(mut f) = svc.meta.file(f.id)? else {
+                    continue;
+                };
+                if !view.manages(&f) || f.is_directory() {
+                    continue;
+                }
                 f.trashed = on.then(now_millis);
                 f.updated = now_millis();
                 let _stale = svc.hot.change(crate::service::hot::Scope::File(f.id));
