@@ -115,7 +115,7 @@ fn a_server_on_postgres_keeps_everything_across_a_restart() {
         .unwrap_or_else(|| panic!("{granted}"))
         .to_string();
     assert_eq!(body(&s, &path, Some(&bob)).0, 200);
-    let missing = "01HX5V3N00000000000000GONE";
+    let missing = "01HX5V3N0000000000000000AB";
     let (st, _, _) = json_error(s.post_rights(&alice, &read_right(missing, &["bob"])));
     assert_eq!(st, 404);
 
