@@ -22,8 +22,8 @@
 //!     not exist yet, and SERIALIZABLE would turn every cap race into retries. The lock is held
 //!     only until commit and only serialises writers of that one key;
 //!   - state machines (sessions) and rewrites (moves) lock the rows they read (`FOR UPDATE`,
-//!     in id order) and compare before writing.
-//!   Deadlocks and serialization failures (40P01, 40001) are retried a few times.
+//!     in id order) and compare before writing;
+//!   - deadlocks and serialization failures (40P01, 40001) are retried a few times.
 //! - Lost connections are 503 (`Unavailable`) and the pool reconnects on the next call, so a
 //!   database restart fails requests cleanly and recovers without restarting depot.
 
@@ -186,7 +186,7 @@ impl PgMeta {
                     "a metadata schema name is letters, digits and _".into(),
                 ));
             }
-            cfg.options(&format!("-c search_path={schema}"));
+            cfg.options(format!("-c search_path={schema}"));
         }
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
