@@ -24,6 +24,29 @@
 //!   - state machines (sessions) and rewrites (moves) lock the rows they read (`FOR UPDATE`,
 //!     in id order) and compare before writing;
 //!   - deadlocks and serialization failures (40P01, 40001) are retried a few times.
+//! - What the service still orders in process, and what a second node needs (not done yet):
+//!   - `Service::lock_blobs` (striped mutexes by sha) orders "refcount reached 0, remove the
+//!     blob" against "dedup found the blob, add a reference". Across nodes the row lock on
+//!     `blob_refs` is not held while the blob is removed from S3, so node A can delete bytes
+//!     node B just referenced. Needed: a session advisory lock per stripe
+//!     (`pg_advisory_lock(stripe)`) held across the count change and the blob removal, or
+//!     a `blob_refs` row kept at 0 ("dying") that an insert must revive under `FOR UPDATE`.
+//!   - `dirs::TreeLock` (shared for uploads and listings, exclusive for directory creation,
+//!     moves, subtree trash/delete) maps one to one onto `pg_advisory_lock_shared(k)` /
+//!     `pg_advisory_lock(k)` with `k` per instance, held on one pooled connection for the
+//!     duration. Without it two nodes may each create the same missing directory, or an upload
+//!     on B may land in a directory A is moving (each single record write stays atomic).
+//!   - the session `claims` set only de-duplicates concurrent PUTs on one node; across nodes
+//!     `complete_session` (`FOR UPDATE`, state must be `Open`) already refuses the second.
+//!   - `hot.rs` (the download cache) is per node and never hears of another node's changes:
+//!     measured, node B keeps serving a revoked grantee and a deleted file's bytes from memory
+//!     until eviction. Run several nodes with `download_cache_bytes = 0` until invalidation
+//!     (LISTEN/NOTIFY on a generation channel) exists.
+//! - ArcQL `find` runs over [`super::FileStore::scan_files`] (the instance, owner, directory
+//!   or path index, then a filter in Rust). A later step can push `path`/`directory` equality
+//!   and prefixes into SQL (the `files_by_path`/`files_by_dir` indexes with the "C" collation
+//!   serve `LIKE 'p%'`-style ranges) and add expression indexes on `record->>'name'`, `mime`,
+//!   `created` for the common filters and sort orders.
 //! - Lost connections are 503 (`Unavailable`) and the pool reconnects on the next call, so a
 //!   database restart fails requests cleanly and recovers without restarting depot.
 
