@@ -87,6 +87,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Where blob bytes live: the data dir (default) or an S3-compatible bucket.
     pub store: StoreConfig,
+    /// Where metadata lives: sled in the data dir (default) or a shared PostgreSQL.
+    pub meta: MetaConfig,
     /// Which web pages on other origins may call depot from a browser.
     pub cors: CorsConfig,
     /// Bounds and exceptions for fetches depot makes itself (remote URL ingest, webhooks).
@@ -266,6 +268,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             remote_fetch: RemoteFetchConfig::default(),
             store: StoreConfig::default(),
+            meta: MetaConfig::default(),
             sessions: SessionsConfig::default(),
         }
     }
@@ -327,6 +330,62 @@ impl std::fmt::Debug for StoreConfig {
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
             .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+/// Which metadata store holds the records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaKind {
+    /// sled in `<data_dir>/meta`.
+    #[default]
+    Sled,
+    /// A PostgreSQL database shared by every node.
+    Postgres,
+}
+
+/// The `[meta]` table. Its `Debug` form hides the URL's password.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaConfig {
+    pub kind: MetaKind,
+    /// `postgres://user:password@host:port/db` (required for `postgres`).
+    pub url: Option<String>,
+    /// Most database connections one node holds.
+    pub pool_size: usize,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        Self {
+            kind: MetaKind::Sled,
+            url: None,
+            pool_size: 16,
+        }
+    }
+}
+
+impl MetaConfig {
+    /// The URL with its password replaced, for logs and errors.
+    pub fn redacted_url(&self) -> Option<String> {
+        self.url.as_ref().map(|u| match url::Url::parse(u) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("redacted"));
+                parsed.to_string()
+            }
+            Ok(parsed) => parsed.to_string(),
+            Err(_) => "<redacted>".into(),
+        })
+    }
+}
+
+impl std::fmt::Debug for MetaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.redacted_url())
+            .field("pool_size", &self.pool_size)
             .finish()
     }
 }
@@ -556,6 +615,24 @@ impl Config {
         if let Some(v) = get("DEPOT_STORE_ALLOW_HTTP") {
             self.store.allow_http = flag("DEPOT_STORE_ALLOW_HTTP", v)?;
         }
+        // [meta]
+        if let Some(v) = get("DEPOT_META_KIND") {
+            self.meta.kind = match v.trim() {
+                "sled" => MetaKind::Sled,
+                "postgres" => MetaKind::Postgres,
+                _ => {
+                    return Err(StartError::Config(format!(
+                        "DEPOT_META_KIND must be sled or postgres, got {v:?}"
+                    )))
+                }
+            };
+        }
+        if let Some(v) = get("DEPOT_META_URL") {
+            self.meta.url = opt(v);
+        }
+        if let Some(v) = get("DEPOT_META_POOL_SIZE") {
+            self.meta.pool_size = num("DEPOT_META_POOL_SIZE", v)?;
+        }
         if let Some(v) = get("DEPOT_URL_SIGNING_KEY") {
             self.auth.url_signing_key = opt(v);
         }
@@ -634,6 +711,17 @@ impl Config {
                     crate::store::S3_MAX_FILE_SIZE
                 )));
             }
+        }
+        if self.meta.kind == MetaKind::Postgres && self.meta.url.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(StartError::Config(
+                "meta.url (DEPOT_META_URL) is required with meta.kind = \"postgres\"".into(),
+            ));
+        }
+        if self.meta.pool_size == 0 {
+            return Err(StartError::Config(
+                "meta.pool_size must be at least 1".into(),
+            ));
         }
         let s = &self.sessions;
         if s.upload_url_ttl_secs == 0 || s.temp_file_ttl_secs == 0 || s.sweep_interval_secs == 0 {

@@ -92,11 +92,14 @@ pub fn open_service(config: Config) -> Result<Service, StartError> {
     if swept > 0 {
         tracing::info!(swept, "removed temp files left by an earlier run");
     }
-    let meta = meta::SledMeta::open(&data.join("meta"))?;
+    let meta: Arc<dyn meta::MetaStore> = match config.meta.kind {
+        config::MetaKind::Sled => Arc::new(meta::SledMeta::open(&data.join("meta"))?),
+        config::MetaKind::Postgres => Arc::new(meta::PgMeta::open(&config.meta.pg_options())?),
+    };
     let keys = auth::Keys::load(&config.auth, &data)?;
     // Counted for /metrics, whichever backend holds the bytes.
     let blobs = store::Metered::shared(blobs);
-    Ok(Service::new(config, Arc::new(meta), Arc::new(blobs), keys))
+    Ok(Service::new(config, meta, Arc::new(blobs), keys))
 }
 
 /// Runs the HTTP server until it is stopped.

@@ -72,6 +72,12 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Apply the metadata database's pending schema migrations (`[meta] kind = "postgres"`;
+    /// `serve` applies them too). Safe while nodes serve.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Copy every blob to another store (resumable: run again after an interruption; every
     /// blob is re-hashed). Metadata stays where it is. Needs the source's server stopped.
     MigrateStore {
@@ -257,6 +263,31 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
                 r.kept_young,
                 r.sessions_swept
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { common } => {
+            let config = Config::load(&Overrides {
+                config: common.config,
+                listen: None,
+                data_dir: common.data_dir,
+            })?;
+            if config.meta.kind != depot::config::MetaKind::Postgres {
+                return Err(StartError::Config(
+                    "depot migrate needs meta.kind = \"postgres\" (sled migrates itself on open)"
+                        .into(),
+                ));
+            }
+            let store = depot::meta::PgMeta::connect(&config.meta.pg_options())?;
+            let applied = store.migrate()?;
+            let latest = depot::meta::pg::MIGRATIONS.last().map_or(0, |m| m.0);
+            if applied.is_empty() {
+                println!("migrate: schema is current (version {latest})");
+            } else {
+                for v in &applied {
+                    println!("migrate: applied version {v}");
+                }
+                println!("migrate: schema is at version {latest}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::MigrateStore { config, from, to } => {

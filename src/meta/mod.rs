@@ -3,11 +3,13 @@
 pub mod contract;
 pub mod dirs;
 pub mod model;
+pub mod pg;
 pub mod session;
 mod sled_store;
 
 pub use dirs::DirectoryStore;
 pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
+pub use pg::{PgMeta, PgOptions};
 pub use session::{FileExtras, SessionKind, SessionState, StoredBytes, UploadSession};
 pub use sled_store::SledMeta;
 

@@ -15,6 +15,7 @@
 
 pub mod blobs;
 pub mod ops;
+pub mod pg;
 pub mod raw;
 pub mod server;
 pub mod services;
@@ -24,6 +25,7 @@ pub mod upload;
 
 pub use blobs::*;
 pub use ops::*;
+pub use pg::*;
 pub use raw::*;
 pub use server::*;
 pub use services::*;

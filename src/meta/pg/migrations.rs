@@ -1,0 +1,138 @@
+//! Versioned schema migrations, applied in order at start-up and by `depot migrate`.
+//!
+//! Each migration runs once, in one transaction with its `depot_migrations` row, under a
+//! transaction advisory lock per schema, so nodes starting together apply it exactly once (the
+//! others wait, then find it applied). A migration is never edited once released: add one.
+//! A hand-written runner (about 40 lines) instead of a crate: refinery or sqlx's migrator would
+//! bring a second SQL stack for what one `CREATE TABLE` and a loop do.
+
+use super::{db_err, pool_err, PgMeta};
+use crate::error::Result;
+
+/// `(version, name, SQL)`, in order.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", V1)];
+
+/// Text columns that are compared or range-scanned use the "C" collation: byte order, like the
+/// sled keys, whatever the database's locale (a path prefix scan is then a plain index range).
+const V1: &str = r#"
+CREATE TABLE instances (
+    id bytea PRIMARY KEY,
+    domain text COLLATE "C" NOT NULL UNIQUE,
+    record jsonb NOT NULL
+);
+
+CREATE TABLE files (
+    id bytea PRIMARY KEY,
+    instance bytea NOT NULL,
+    owner text COLLATE "C" NOT NULL,
+    directory text COLLATE "C" NOT NULL,
+    path text COLLATE "C" NOT NULL,
+    sha256 bytea NOT NULL,
+    record jsonb NOT NULL
+);
+-- The sled indexes: instance, owner, directory, path (each then id, the upload order).
+CREATE INDEX files_by_instance ON files (instance, id);
+CREATE INDEX files_by_owner ON files (instance, owner, id);
+CREATE INDEX files_by_dir ON files (instance, directory, id);
+CREATE INDEX files_by_path ON files (instance, path, id);
+
+CREATE TABLE images (
+    file bytea PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+    record jsonb NOT NULL
+);
+
+CREATE TABLE file_extras (
+    file bytea PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+    record jsonb NOT NULL
+);
+
+CREATE TABLE blob_refs (
+    sha256 bytea PRIMARY KEY,
+    refs bigint NOT NULL CHECK (refs > 0)
+);
+
+CREATE TABLE rights (
+    id bytea PRIMARY KEY,
+    instance bytea NOT NULL,
+    created_by text COLLATE "C" NOT NULL,
+    resource text COLLATE "C" NOT NULL,
+    -- Set for a grant on a file: the grant goes with the file.
+    file bytea REFERENCES files (id) ON DELETE CASCADE,
+    granted_by_admin boolean NOT NULL,
+    members text[] COLLATE "C" NOT NULL,
+    record jsonb NOT NULL
+);
+-- Grants by resource; `*` grants by grantor; grantor counts; members.
+CREATE INDEX rights_by_resource ON rights (instance, resource, id);
+CREATE INDEX rights_by_grantor ON rights (instance, created_by, id);
+CREATE INDEX rights_admin_wildcards ON rights (instance, id)
+    WHERE resource = '*' AND granted_by_admin;
+CREATE INDEX rights_by_member ON rights USING gin (members);
+CREATE INDEX rights_by_file ON rights (file) WHERE file IS NOT NULL;
+
+CREATE TABLE sessions (
+    id bytea PRIMARY KEY,
+    instance bytea NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    kind text NOT NULL,
+    open boolean NOT NULL,
+    expires bigint NOT NULL,
+    record jsonb NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON sessions (expires, id);
+CREATE INDEX sessions_open ON sessions (kind, instance, account) WHERE open;
+
+CREATE TABLE stars (
+    instance bytea NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    file bytea NOT NULL,
+    PRIMARY KEY (instance, account, file)
+);
+"#;
+
+impl PgMeta {
+    /// Applies the migrations this database lacks; returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<i32>> {
+        self.run(|pool| async move {
+            let mut client = pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(db_err)?;
+            tx.batch_execute(
+                "SELECT pg_advisory_xact_lock(hashtext('depot-migrate:' || current_schema()));
+                 CREATE TABLE IF NOT EXISTS depot_migrations (
+                     version integer PRIMARY KEY,
+                     name text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 );",
+            )
+            .await
+            .map_err(db_err)?;
+            let row = tx
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM depot_migrations",
+                    &[],
+                )
+                .await
+                .map_err(db_err)?;
+            let have: i32 = row.get(0);
+            let mut applied = Vec::new();
+            for (version, name, sql) in MIGRATIONS {
+                if *version <= have {
+                    continue;
+                }
+                tx.batch_execute(sql).await.map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO depot_migrations (version, name) VALUES ($1, $2)",
+                    &[version, name],
+                )
+                .await
+                .map_err(db_err)?;
+                applied.push(*version);
+            }
+            tx.commit().await.map_err(db_err)?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "applied metadata migrations");
+            }
+            Ok(applied)
+        })
+    }
+}

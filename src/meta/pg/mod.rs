@@ -1,0 +1,335 @@
+//! The shared metadata store: PostgreSQL through tokio-postgres and a deadpool pool, for depot
+//! nodes that run side by side on one database (see issue 13).
+//!
+//! DESIGN notes (read before changing a query):
+//! - The [`super::MetaStore`] traits block; tokio-postgres is async. The store owns a small
+//!   tokio runtime of its own and every call runs there while the caller waits on a channel,
+//!   so a call works from any thread (a plain thread, `spawn_blocking`, even an executor thread
+//!   by mistake, where the sled store also blocks) and never nests a runtime.
+//! - Records are stored whole as `jsonb` (the same serde form sled keeps), beside the columns
+//!   the indexes need. A read returns exactly what was written; the columns exist for lookups.
+//! - Concurrency across nodes comes from PostgreSQL, never from an in-process lock, at READ
+//!   COMMITTED:
+//!   - blob reference counts are single-row upserts (`refs = refs + 1`) and decrements under the
+//!     row's lock (`UPDATE ... RETURNING`), taken in sha order inside one transaction so two
+//!     multi-file inserts cannot deadlock;
+//!   - a grant on a file takes `FOR KEY SHARE` on the file's row, which `DELETE` of the file
+//!     conflicts with: the grant either commits first (and the delete, whose later statement
+//!     sees it, removes it) or waits and then finds the file gone (`NotFound`); a foreign key
+//!     with `ON DELETE CASCADE` backs this up;
+//!   - counted caps (grants per grantor, open sessions per account and kind) take a transaction
+//!     advisory lock on the counted key before counting: a row lock cannot guard rows that do
+//!     not exist yet, and SERIALIZABLE would turn every cap race into retries. The lock is held
+//!     only until commit and only serialises writers of that one key;
+//!   - state machines (sessions) and rewrites (moves) lock the rows they read (`FOR UPDATE`,
+//!     in id order) and compare before writing;
+//!   - deadlocks and serialization failures (40P01, 40001) are retried a few times.
+//! - What the service still orders in process, and what a second node needs (not done yet):
+//!   - `Service::lock_blobs` (striped mutexes by sha) orders "refcount reached 0, remove the
+//!     blob" against "dedup found the blob, add a reference". Across nodes the row lock on
+//!     `blob_refs` is not held while the blob is removed from S3, so node A can delete bytes
+//!     node B just referenced. Needed: a session advisory lock per stripe
+//!     (`pg_advisory_lock(stripe)`) held across the count change and the blob removal, or
+//!     a `blob_refs` row kept at 0 ("dying") that an insert must revive under `FOR UPDATE`.
+//!   - `dirs::TreeLock` (shared for uploads and listings, exclusive for directory creation,
+//!     moves, subtree trash/delete) maps one to one onto `pg_advisory_lock_shared(k)` /
+//!     `pg_advisory_lock(k)` with `k` per instance, held on one pooled connection for the
+//!     duration. Without it two nodes may each create the same missing directory, or an upload
+//!     on B may land in a directory A is moving (each single record write stays atomic).
+//!   - the session `claims` set only de-duplicates concurrent PUTs on one node; across nodes
+//!     `complete_session` (`FOR UPDATE`, state must be `Open`) already refuses the second.
+//!   - `hot.rs` (the download cache) is per node and never hears of another node's changes:
+//!     measured, node B keeps serving a revoked grantee and a deleted file's bytes from memory
+//!     until eviction. Run several nodes with `download_cache_bytes = 0` until invalidation
+//!     (LISTEN/NOTIFY on a generation channel) exists.
+//! - ArcQL `find` runs over [`super::FileStore::scan_files`] (the instance, owner, directory
+//!   or path index, then a filter in Rust). A later step can push `path`/`directory` equality
+//!   and prefixes into SQL (the `files_by_path`/`files_by_dir` indexes with the "C" collation
+//!   serve `LIKE 'p%'`-style ranges) and add expression indexes on `record->>'name'`, `mime`,
+//!   `created` for the common filters and sort orders.
+//! - Lost connections are 503 (`Unavailable`) and the pool reconnects on the next call, so a
+//!   database restart fails requests cleanly and recovers without restarting depot.
+
+mod files;
+mod grants;
+mod migrations;
+mod sessions;
+
+use crate::error::{Error, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+pub use migrations::MIGRATIONS;
+
+/// PostgreSQL-backed [`super::MetaStore`].
+pub struct PgMeta {
+    pool: Pool,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+/// How the store connects.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/db` (or key=value form). Never logged.
+    pub url: String,
+    /// Most connections this node holds.
+    pub pool_size: usize,
+    /// A schema to use instead of `public` (created when missing); tests give each case its own.
+    pub schema: Option<String>,
+}
+
+/// The attempts a transaction gets when PostgreSQL reports a deadlock or serialization failure.
+pub(crate) const TX_ATTEMPTS: usize = 8;
+
+/// Why a transaction body stopped: a database error (maybe worth a retry) or the store's own.
+pub(crate) enum Fail {
+    Db(tokio_postgres::Error),
+    App(Error),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail::App(e)
+    }
+}
+
+impl From<serde_json::Error> for Fail {
+    fn from(e: serde_json::Error) -> Self {
+        Fail::App(e.into())
+    }
+}
+
+impl From<Fail> for Error {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::Db(e) => db_err(e),
+            Fail::App(e) => e,
+        }
+    }
+}
+
+pub(crate) type TxResult<T> = std::result::Result<T, Fail>;
+
+pub(crate) fn retryable(f: &Fail) -> bool {
+    matches!(f, Fail::Db(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE))
+}
+
+/// A database error as the service sees it: a lost or refused connection is 503 (the cause is
+/// logged; a tokio-postgres error never shows the password), anything else a logged 500.
+pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
+    metrics::counter!("depot_metadata_errors_total").increment(1);
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    let gone = e.code().is_some_and(|c| {
+        c.code().starts_with("08") || c.code().starts_with("57P") || c.code() == "53300"
+    });
+    if e.is_closed() || io || gone {
+        tracing::warn!(error = %e, "metadata database unavailable");
+        return Error::Unavailable("the metadata database is unavailable; try again later".into());
+    }
+    Error::failed("metadata database", e)
+}
+
+pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    metrics::counter!("depot_metadata_errors_total").increment(1);
+    tracing::warn!(error = %e, "metadata database unavailable");
+    Error::Unavailable("the metadata database is unavailable; try again later".into())
+}
+
+/// Runs `$body` in a transaction on a pooled connection bound to `$tx`, committing on `Ok`,
+/// rolling back on `Err`, and starting over on a deadlock or serialization failure. `$body`
+/// yields a [`TxResult`].
+macro_rules! in_tx {
+    ($pool:expr, |$tx:ident| $body:expr) => {{
+        let mut attempt = 0usize;
+        loop {
+            attempt += 1;
+            let mut client = $pool.get().await.map_err($crate::meta::pg::pool_err)?;
+            let $tx = client
+                .transaction()
+                .await
+                .map_err($crate::meta::pg::db_err)?;
+            let out: $crate::meta::pg::TxResult<_> = async {
+                let r: $crate::meta::pg::TxResult<_> = { $body };
+                r
+            }
+            .await;
+            let out = match out {
+                Ok(v) => $tx
+                    .commit()
+                    .await
+                    .map(|()| v)
+                    .map_err($crate::meta::pg::Fail::Db),
+                Err(e) => Err(e),
+            };
+            match out {
+                Ok(v) => break Ok::<_, $crate::error::Error>(v),
+                Err(e)
+                    if attempt < $crate::meta::pg::TX_ATTEMPTS
+                        && $crate::meta::pg::retryable(&e) =>
+                {
+                    continue
+                }
+                Err(e) => break Err($crate::error::Error::from(e)),
+            }
+        }
+    }};
+}
+pub(crate) use in_tx;
+
+impl PgMeta {
+    /// Connects (checking the database answers) and brings the schema up to date.
+    pub fn open(opts: &PgOptions) -> Result<Self> {
+        let m = Self::connect(opts)?;
+        m.migrate()?;
+        Ok(m)
+    }
+
+    /// Connects without migrating (for `depot migrate`, which reports what it applied).
+    pub fn connect(opts: &PgOptions) -> Result<Self> {
+        let mut cfg: tokio_postgres::Config = opts.url.parse().map_err(|e| {
+            // The parse error never quotes the URL (it may hold a password).
+            Error::BadRequest(format!("[meta] url is not a PostgreSQL URL: {e}"))
+        })?;
+        if let Some(schema) = &opts.schema {
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(Error::BadRequest(
+                    "a metadata schema name is letters, digits and _".into(),
+                ));
+            }
+            cfg.options(format!("-c search_path={schema}"));
+        }
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(10));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("depot-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::failed("cannot start the metadata runtime", e))?;
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            let _guard = rt.enter();
+            Pool::builder(mgr)
+                .max_size(opts.pool_size.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .build()
+                .map_err(|e| Error::failed("cannot build the metadata pool", e))?
+        };
+        let m = Self { pool, rt: Some(rt) };
+        if let Some(schema) = opts.schema.clone() {
+            m.run(move |pool| async move {
+                let client = pool.get().await.map_err(pool_err)?;
+                client
+                    .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            })?;
+        } else {
+            m.run(|pool| async move {
+                let client = pool.get().await.map_err(pool_err)?;
+                client.simple_query("SELECT 1").await.map_err(db_err)?;
+                Ok(())
+            })?;
+        }
+        Ok(m)
+    }
+
+    /// Runs `f` on the store's runtime and waits for its answer.
+    pub(crate) fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let Some(rt) = &self.rt else {
+            return Err(Error::Unavailable("the metadata store is closed".into()));
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let fut = f(self.pool.clone());
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| Error::Internal("the metadata runtime stopped".into()))?
+    }
+}
+
+impl Drop for PgMeta {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; letting it go in the background does not.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A row's `jsonb` record column decoded.
+pub(crate) fn record<T: serde::de::DeserializeOwned>(
+    row: &tokio_postgres::Row,
+    col: &str,
+) -> TxResult<T> {
+    let v: serde_json::Value = row.try_get(col)?;
+    Ok(serde_json::from_value(v)?)
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(v)?)
+}
+
+/// An advisory-lock key for a counted thing (a grantor, an account's sessions of a kind).
+pub(crate) fn lock_key(parts: &[&[u8]]) -> i64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// Reads a `bigint` count as the traits' `u64`.
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A `u64` as PostgreSQL's `bigint` (limits and caps past `i64::MAX` mean "no cap").
+pub(crate) fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl crate::config::MetaConfig {
+    /// How to connect, from the `[meta]` table.
+    pub fn pg_options(&self) -> PgOptions {
+        PgOptions {
+            url: self.url.clone().unwrap_or_default(),
+            pool_size: self.pool_size,
+            schema: None,
+        }
+    }
+}
