@@ -232,16 +232,26 @@ fn foir_presigned_put_from_another_origin_in_chromium() {
     let r = &results["presignedPut"];
     assert!(r.get("error").is_none(), "{r}");
     assert_eq!(r["putStatus"], 200, "{r}");
-    assert!(r["putEtag"].as_str().is_some_and(|e| e.len() > 60), "the ETag is exposed: {r}");
+    assert!(
+        r["putEtag"].as_str().is_some_and(|e| e.len() > 60),
+        "the ETag is exposed: {r}"
+    );
     assert_eq!(r["confirmStatus"], 200, "{r}");
     let f = &r["file"];
     assert_eq!(f["filename"], "canvas.jpg", "{r}");
     assert_eq!(f["mimeType"], "image/jpeg", "{r}");
-    assert_eq!((f["width"].as_u64(), f["height"].as_u64()), (Some(64), Some(48)), "{r}");
+    assert_eq!(
+        (f["width"].as_u64(), f["height"].as_u64()),
+        (Some(64), Some(48)),
+        "{r}"
+    );
     assert!(f["blurhash"].as_str().is_some_and(|h| h.len() == 28), "{r}");
     assert_eq!(f["size"], r["sentBytes"], "{r}");
     assert_eq!(r["downloadStatus"], 200, "{r}");
-    assert_eq!(r["same"], true, "the download is the bytes the browser sent: {r}");
+    assert_eq!(
+        r["same"], true,
+        "the download is the bytes the browser sent: {r}"
+    );
 
     // The other origin's PUT stopped at the preflight: nothing arrived.
     let refused_result = &results["refusedPut"];

@@ -70,7 +70,11 @@ fn the_session_creation_rate_survives_a_restart() {
     s.stop();
     let s = Server::spawn(dir.path(), &env, &[]).unwrap();
     let (st, code, _) = json_error(temp(&s));
-    assert_eq!((st, code.as_str()), (429, "TOO_MANY_REQUESTS"), "a restart is no fresh minute");
+    assert_eq!(
+        (st, code.as_str()),
+        (429, "TOO_MANY_REQUESTS"),
+        "a restart is no fresh minute"
+    );
     // Another account has its own budget.
     let bob = s.token("bob", INSTANCE, false);
     let r = s
@@ -90,8 +94,14 @@ fn a_decode_out_of_time_makes_the_file_without_a_blurhash() {
     let (_, f) = presigned(&s, &t, "slow.jpg", &img, "image/jpeg");
     assert_eq!(f["blurhash"], Value::Null, "{f}");
     // The dimensions come from the header all the same.
-    assert_eq!((f["width"].as_u64(), f["height"].as_u64()), (Some(640), Some(480)));
-    let r = s.get(f["url"].as_str().unwrap().trim_start_matches(&s.base), Some(&t));
+    assert_eq!(
+        (f["width"].as_u64(), f["height"].as_u64()),
+        (Some(640), Some(480))
+    );
+    let r = s.get(
+        f["url"].as_str().unwrap().trim_start_matches(&s.base),
+        Some(&t),
+    );
     assert_eq!(r.bytes().unwrap().as_ref(), img.as_slice());
 }
 
@@ -121,7 +131,18 @@ fn get_file_shows_foirs_fields_beside_hypis() {
     let path = v["url"]["path"].as_str().unwrap();
     assert_eq!(v["image"]["width"], 48);
     // ...and Foir's fields sit beside it, the same values as the GraphQL File.
-    for k in ["id", "filename", "mimeType", "size", "width", "height", "blurhash", "alt", "createdAt", "metadata"] {
+    for k in [
+        "id",
+        "filename",
+        "mimeType",
+        "size",
+        "width",
+        "height",
+        "blurhash",
+        "alt",
+        "createdAt",
+        "metadata",
+    ] {
         assert_eq!(v[k], f[k], "{k}: {v}");
     }
     assert_eq!(v["url"]["href"], f["url"]);
@@ -132,7 +153,19 @@ fn get_file_shows_foirs_fields_beside_hypis() {
         .get(&format!("/files/{fid}?shape=foir"), Some(&t))
         .json()
         .unwrap();
-    for k in ["id", "filename", "mimeType", "size", "url", "width", "height", "blurhash", "alt", "createdAt", "metadata"] {
+    for k in [
+        "id",
+        "filename",
+        "mimeType",
+        "size",
+        "url",
+        "width",
+        "height",
+        "blurhash",
+        "alt",
+        "createdAt",
+        "metadata",
+    ] {
         assert_eq!(v[k], f[k], "{k}: {v}");
     }
     assert_eq!(v["urlPath"], path);
@@ -157,6 +190,9 @@ fn get_file_shows_foirs_fields_beside_hypis() {
     let (st, code, _) = json_error(s.get(&format!("/files/{fid}?shape=xml"), Some(&t)));
     assert_eq!((st, code.as_str()), (400, "BAD_REQUEST"));
     let eve = s.token("eve", INSTANCE, false);
-    assert_eq!(json_error(s.get(&format!("/files/{fid}"), Some(&eve))).0, 404);
+    assert_eq!(
+        json_error(s.get(&format!("/files/{fid}"), Some(&eve))).0,
+        404
+    );
     assert_eq!(json_error(s.get("/files/nope", Some(&t))).0, 404);
 }

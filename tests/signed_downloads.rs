@@ -104,7 +104,12 @@ fn ranges_and_conditions(s: &Server, url: &str, data: &[u8]) {
 
     // A tampered URL gets nothing, ranges or not.
     let bad = url.replace("sig=", "sig=00");
-    let r = s.client.get(&bad).header("Range", "bytes=0-3").send().unwrap();
+    let r = s
+        .client
+        .get(&bad)
+        .header("Range", "bytes=0-3")
+        .send()
+        .unwrap();
     assert_eq!(json_error(r).0, 403);
 }
 
@@ -208,7 +213,9 @@ fn the_sweep_never_removes_a_temp_file_being_downloaded() {
     let mut got = vec![0; 64 * 1024];
     r.read_exact(&mut got).unwrap();
     // Both expire; the sweep removes the one nobody is reading...
-    s.eventually("the idle temp file is swept", || !names().contains(&small_sha));
+    s.eventually("the idle temp file is swept", || {
+        !names().contains(&small_sha)
+    });
     assert_eq!(
         s.client.get(&small_url).send().unwrap().status(),
         410,

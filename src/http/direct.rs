@@ -14,8 +14,8 @@ use crate::auth::sign::Purpose;
 use crate::error::{Error, Result, SessionFault};
 use crate::meta::{SessionKind, UploadSession};
 use crate::service::files::Body;
-use crate::service::sessions::{parse_expires_in, Capability, FoirFile, NewUpload, SignedDownload};
 use crate::service::foir_view::foir_fields;
+use crate::service::sessions::{parse_expires_in, Capability, FoirFile, NewUpload, SignedDownload};
 use crate::types::{rfc3339, FileId};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -50,14 +50,21 @@ pub fn foir_json(f: &FoirFile, base: &str) -> Value {
 
 /// Hypi's File (with its Image) plus Foir's fields, for `GET /files/{id}`: Hypi's `url` object
 /// stays (`url.path`) and gains `href`, the absolute URL Foir calls `url`.
-pub fn hypi_and_foir_json(f: &FoirFile, image: Option<&crate::meta::ImageRecord>, base: &str) -> Value {
+pub fn hypi_and_foir_json(
+    f: &FoirFile,
+    image: Option<&crate::meta::ImageRecord>,
+    base: &str,
+) -> Value {
     let mut v = views::file_with_image(&f.file, image);
     if let (Value::Object(m), Ok(Value::Object(foir))) =
         (&mut v, serde_json::to_value(foir_fields(f, base)))
     {
         for (k, val) in foir {
             if k == "url" {
-                m.insert("url".into(), json!({"path": f.file.url_path(), "href": val}));
+                m.insert(
+                    "url".into(),
+                    json!({"path": f.file.url_path(), "href": val}),
+                );
             } else {
                 m.insert(k, val);
             }
@@ -332,7 +339,9 @@ fn serve(req: &HttpRequest, dl: SignedDownload) -> Result<HttpResponse> {
             len: dl.len,
             cache_control: "private, no-store",
             body: Body::Open(dl.handle),
-            keep: dl.lease.map(|l| Box::new(l) as Box<dyn std::any::Any + Send>),
+            keep: dl
+                .lease
+                .map(|l| Box::new(l) as Box<dyn std::any::Any + Send>),
         },
     )
 }

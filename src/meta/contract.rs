@@ -740,7 +740,8 @@ pub fn session_creation_rate(m: &dyn MetaStore) {
     let (alice, bob) = (AccountId("alice".into()), AccountId("bob".into()));
     let minute = 1_700_000_040_000; // the start of a minute
     m.charge_session_creation(i, &alice, minute, 2).unwrap();
-    m.charge_session_creation(i, &alice, minute + 59_000, 2).unwrap();
+    m.charge_session_creation(i, &alice, minute + 59_000, 2)
+        .unwrap();
     for _ in 0..2 {
         assert!(matches!(
             m.charge_session_creation(i, &alice, minute + 59_999, 2),
@@ -749,8 +750,10 @@ pub fn session_creation_rate(m: &dyn MetaStore) {
     }
     m.charge_session_creation(i, &bob, minute, 2).unwrap();
     // The next minute starts afresh.
-    m.charge_session_creation(i, &alice, minute + 60_000, 2).unwrap();
-    m.charge_session_creation(i, &alice, minute + 60_001, 2).unwrap();
+    m.charge_session_creation(i, &alice, minute + 60_000, 2)
+        .unwrap();
+    m.charge_session_creation(i, &alice, minute + 60_001, 2)
+        .unwrap();
     assert!(m
         .charge_session_creation(i, &alice, minute + 60_002, 2)
         .is_err());

@@ -217,8 +217,7 @@ impl Service {
             now_millis(),
             cfg.max_created_per_minute,
         )?;
-        self.meta
-            .create_session(session, cfg.max_open_per_account)
+        self.meta.create_session(session, cfg.max_open_per_account)
     }
 
     /// The signed path (`/...?expires=..&sig=..`) of a session for `purpose`.
