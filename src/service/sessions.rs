@@ -185,6 +185,17 @@ impl Read for BlobReader {
     }
 }
 
+/// The reader an image is decoded from: buffered in reads of up to [`DECODE_READ_BUF`].
+fn decode_reader(handle: Box<dyn BlobHandle>, deadline: Instant) -> std::io::BufReader<BlobReader> {
+    let cap = handle.len().clamp(8 * 1024, DECODE_READ_BUF) as usize;
+    let reader = BlobReader {
+        handle,
+        pos: 0,
+        deadline,
+    };
+    std::io::BufReader::with_capacity(cap, reader)
+}
+
 impl Seek for BlobReader {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
         let len = self.handle.len() as i128;
@@ -575,13 +586,7 @@ impl Service {
                         "the uploaded bytes are missing from storage".into(),
                     ));
                 };
-                let cap = handle.len().clamp(8 * 1024, DECODE_READ_BUF) as usize;
-                let reader = BlobReader {
-                    handle,
-                    pos: 0,
-                    deadline,
-                };
-                let reader = std::io::BufReader::with_capacity(cap, reader);
+                let reader = decode_reader(handle, deadline);
                 match media::blurhash::describe(reader, &mime) {
                     Ok(d) => Ok(Some(d)),
                     Err(why) => {
@@ -1027,4 +1032,76 @@ fn is_media_type(m: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     };
     m.len() <= 255 && m.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A blob in memory that counts its reads (each would be a ranged GET on S3).
+    struct Counted {
+        data: Vec<u8>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl BlobHandle for Counted {
+        fn len(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let from = (pos as usize).min(self.data.len());
+            let n = buf.len().min(self.data.len() - from);
+            buf[..n].copy_from_slice(&self.data[from..from + n]);
+            Ok(n)
+        }
+        fn into_stream(self: Box<Self>, _: u64, _: u64) -> crate::store::ByteStream {
+            Box::pin(futures_util::stream::empty())
+        }
+    }
+
+    #[test]
+    fn a_decode_reads_a_large_blob_in_a_few_large_reads() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let len = 10 * 1000 * 1000;
+        let handle = Box::new(Counted {
+            data: vec![7; len],
+            reads: reads.clone(),
+        });
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let mut r = decode_reader(handle, deadline);
+        // As a decoder does: small reads (headers), a rewind, then the rest.
+        let mut small = [0u8; 16];
+        for _ in 0..100 {
+            r.read_exact(&mut small).unwrap();
+        }
+        r.rewind().unwrap();
+        let mut total = 0;
+        loop {
+            let n = r.fill_buf().unwrap().len();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            r.consume(n);
+        }
+        assert_eq!(total, len);
+        // An 8 KiB buffer would take over 1,200 reads.
+        assert!(reads.load(Ordering::Relaxed) <= 5, "{reads:?} reads");
+    }
+
+    #[test]
+    fn a_decode_past_its_deadline_stops_reading() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let handle = Box::new(Counted {
+            data: vec![7; 1000],
+            reads: reads.clone(),
+        });
+        let mut r = decode_reader(handle, Instant::now());
+        let err = r.fill_buf().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(reads.load(Ordering::Relaxed), 0);
+    }
 }
