@@ -118,6 +118,9 @@ pub struct SessionsConfig {
     pub max_created_per_minute: u32,
     /// Seconds between sweeps of expired sessions and their bytes.
     pub sweep_interval_secs: u64,
+    /// Seconds `confirmFileUpload` waits for an image's blurhash (a decode lane included);
+    /// beyond, the File is made without one. 0: never wait.
+    pub decode_timeout_secs: u64,
 }
 
 impl Default for SessionsConfig {
@@ -131,6 +134,7 @@ impl Default for SessionsConfig {
             max_open_per_account: 1000,
             max_created_per_minute: 600,
             sweep_interval_secs: 60,
+            decode_timeout_secs: 30,
         }
     }
 }
@@ -654,6 +658,7 @@ impl Config {
                 "DEPOT_SESSION_SWEEP_INTERVAL_SECS",
                 &mut s.sweep_interval_secs,
             ),
+            ("DEPOT_DECODE_TIMEOUT_SECS", &mut s.decode_timeout_secs),
         ] {
             if let Some(v) = get(key) {
                 *field = num(key, v)?;

@@ -7,8 +7,10 @@
 //! Needs `/usr/bin/chromium`, node and `npm ci --prefix tests/browser`. When one is missing the
 //! test fails if `DEPOT_REQUIRE_SERVICES=1` (CI sets it), else prints `SKIPPED: ...` and passes.
 //!
-//! A new browser case (the presigned PUT to a Foir `uploadUrl`) is a scenario function in
-//! tests/browser/upload.mjs plus its name in `run` and its assertions here.
+//! Also Foir's presigned flow from a page on another origin: `createFileUpload`, a `fetch` PUT
+//! to the `uploadUrl`, confirm, and a byte-for-byte download; a PUT from an origin not allowed
+//! is refused. Each case is a scenario function in tests/browser/upload.mjs plus its name in
+//! `run` and its assertions here.
 
 mod common;
 use common::*;
@@ -180,4 +182,85 @@ fn hygraph_legacy_upload_from_another_origin_in_chromium() {
             .all(|l| !l.contains("refused.txt")),
         "the refused upload never reached depot"
     );
+}
+
+#[test]
+fn foir_presigned_put_from_another_origin_in_chromium() {
+    if !browser_available() {
+        return;
+    }
+    let template = std::fs::read_to_string(browser_dir().join("hygraph-legacy.html")).unwrap();
+    let (allowed, allowed_page) = page_server();
+    let (refused, refused_page) = page_server();
+    let s = Server::start_with(&[
+        ("DEPOT_CORS_ALLOWED_ORIGINS", &allowed),
+        ("DEPOT_DEFAULT_INSTANCE", INSTANCE),
+    ]);
+    let token = s.token("alice", INSTANCE, false);
+    let html = template
+        .replace("__DEPOT_URL__", &s.base)
+        .replace("__TOKEN__", &token);
+    allowed_page.set(html.clone()).unwrap();
+    refused_page.set(html).unwrap();
+    // An upload the refused page will try to PUT to.
+    let (refused_id, refused_url) = s
+        .create_file_upload(&token, "no.jpg", "image/jpeg", 2, "")
+        .unwrap();
+
+    let cfg = serde_json::json!({
+        "chromium": CHROMIUM,
+        "depot": s.base,
+        "token": token,
+        "allowedPage": format!("{allowed}/"),
+        "refusedPage": format!("{refused}/"),
+        "refusedPutUrl": refused_url,
+        "names": [],
+        "run": ["presignedPut", "refusedPut"],
+    });
+    let out = Command::new("node")
+        .arg(browser_dir().join("upload.mjs"))
+        .arg(cfg.to_string())
+        .current_dir(browser_dir())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "node failed:\n{stdout}\n{stderr}");
+    let results: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("node printed no JSON ({e}):\n{stdout}\n{stderr}"));
+
+    let r = &results["presignedPut"];
+    assert!(r.get("error").is_none(), "{r}");
+    assert_eq!(r["putStatus"], 200, "{r}");
+    assert!(
+        r["putEtag"].as_str().is_some_and(|e| e.len() > 60),
+        "the ETag is exposed: {r}"
+    );
+    assert_eq!(r["confirmStatus"], 200, "{r}");
+    let f = &r["file"];
+    assert_eq!(f["filename"], "canvas.jpg", "{r}");
+    assert_eq!(f["mimeType"], "image/jpeg", "{r}");
+    assert_eq!(
+        (f["width"].as_u64(), f["height"].as_u64()),
+        (Some(64), Some(48)),
+        "{r}"
+    );
+    assert!(f["blurhash"].as_str().is_some_and(|h| h.len() == 28), "{r}");
+    assert_eq!(f["size"], r["sentBytes"], "{r}");
+    assert_eq!(r["downloadStatus"], 200, "{r}");
+    assert_eq!(
+        r["same"], true,
+        "the download is the bytes the browser sent: {r}"
+    );
+
+    // The other origin's PUT stopped at the preflight: nothing arrived.
+    let refused_result = &results["refusedPut"];
+    assert!(
+        refused_result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Failed to fetch")),
+        "{refused_result}"
+    );
+    let v = s.confirm_file_upload(&token, &refused_id);
+    assert_eq!(Server::gql_code(&v), "UPLOAD_INCOMPLETE", "{v}");
 }

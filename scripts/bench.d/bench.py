@@ -18,10 +18,14 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import direct  # noqa: E402 - the direct-upload rows, beside this file
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DOMAIN = "bench.test"
+direct.DOMAIN = DOMAIN
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN")
+ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm")
 # every transfer is bounded; subprocess timeouts back this up
 CURL = ["curl", "-sS", "--connect-timeout", "10", "--max-time", "600"]
 
@@ -599,6 +603,51 @@ class Bench:
             depot.stop()
             shutil.rmtree(data, ignore_errors=True)
 
+    def case_presigned(self, depot, ngx):
+        """Foir's presigned PUT (create, curl -T to the uploadUrl) against nginx's PUT of the same
+        file, interleaved, each from a clean page cache state. The confirm is not timed."""
+        src = self.source(self.big)
+        log(f"presigned: {human(self.big)} PUT, {self.runs_big} runs")
+        vals = {"depot": [], "nginx": []}
+        for r in range(self.runs_big):
+            os.sync()
+            name = f"presigned-{r}.bin"
+            secs = ngx.put(src, name)
+            vals["nginx"].append(self.big / MiB / secs)
+            os.remove(os.path.join(ngx.www, "put", name))
+            os.sync()
+            secs, upload_id = direct.presigned_put(run, CURL, depot, src)
+            vals["depot"].append(self.big / MiB / secs)
+            _, f = direct.confirm(depot, upload_id)
+            depot.delete(f["id"])
+        for k, v in vals.items():
+            self.raw.append((f"presigned PUT {human(self.big)}", k, v, "MiB/s"))
+        return med(vals["depot"]), med(vals["nginx"])
+
+    def case_confirm(self, depot):
+        """confirmFileUpload of a 6000 x 4000 JPEG: the decode (dimensions, blurhash) runs in the
+        confirm, so its time is the time of the call."""
+        os.makedirs(self.files_dir, exist_ok=True)
+        path = os.path.join(self.files_dir, "24mp.jpg")
+        if not os.path.exists(path):
+            log("writing a 6000 x 4000 JPEG")
+            direct.write_jpeg(path, 6000, 4000)
+        runs = 3 if self.quick else 5
+        log(f"confirm: 24-megapixel JPEG, {runs} runs")
+        times = []
+        for i in range(runs):
+            _, upload_id = direct.presigned_put(run, CURL, depot, path, "image/jpeg")
+            secs, f = direct.confirm(depot, upload_id)
+            if (f.get("width"), f.get("height")) != (6000, 4000) or not f.get("blurhash"):
+                raise BenchError(f"confirm did not describe the image: {json.dumps(f)[:300]}")
+            times.append(secs)
+            depot.delete(f["id"])
+        self.raw.append(("confirmFileUpload 24 MP JPEG", "depot", [t * 1000 for t in times], "ms"))
+        self.notes.append(f"confirmFileUpload of a 24-megapixel JPEG ({os.path.getsize(path) / MiB:.1f} MiB"
+                          f" baseline, written by scripts/bench.d/direct.py): median "
+                          f"{med(times) * 1000:.0f} ms over {runs} runs")
+        return med(times)
+
     # -- driver ------------------------------------------------------------------------------
 
     def add_row(self, case, reference, depot_v, ref_v, unit, target, op=">="):
@@ -630,10 +679,33 @@ class Bench:
         depot = ngx = None
         phase_times = []
         try:
-            if any(c in self.cases for c in ("sizes", "get", "up4k")):
+            if any(c in self.cases for c in ("sizes", "get", "up4k", "presigned", "confirm")):
                 depot = Depot(self, os.path.join(self.run_dir, "depot-data"), "depot")
-            if any(c in self.cases for c in ("sizes", "get")):
+            if any(c in self.cases for c in ("sizes", "get", "presigned")):
                 ngx = Nginx(self)
+
+            # Direct uploads (issue 11): scripts/bench.d/direct.py
+            t = time.monotonic()
+            if "presigned" in self.cases:
+                try:
+                    d, n = self.case_presigned(depot, ngx)
+                    self.add_row(f"presigned PUT {big} (Foir `uploadUrl`)",
+                                 "nginx `dav_methods PUT` (no fsync, no hash)", d, n, " MiB/s", 0.95)
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row(f"presigned PUT {big}", "nginx PUT", ">= 0.95x", e)
+                phase_times.append(("presigned", time.monotonic() - t))
+            t = time.monotonic()
+            if "confirm" in self.cases:
+                name = "`confirmFileUpload`, 24-megapixel JPEG (decode, blurhash)"
+                try:
+                    secs = self.case_confirm(depot)
+                    self.rows.append((name, "-", fmt(secs * 1000, " ms"), "-", "-", "reported",
+                                      "info"))
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row(name, "-", "reported", e)
+                phase_times.append(("confirm", time.monotonic() - t))
 
             t = time.monotonic()
             if "sizes" in self.cases:

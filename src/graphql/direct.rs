@@ -6,6 +6,7 @@
 use super::{gql, parts};
 use crate::auth::sign::Purpose;
 use crate::error::Error;
+use crate::service::foir_view::{foir_fields, FoirFields};
 use crate::service::sessions::{FoirFile, NewUpload};
 use crate::types::{rfc3339, FileId};
 use async_graphql::{Context, Json, Object, SimpleObject, ID};
@@ -43,48 +44,55 @@ pub struct FileLink {
     pub expires_at: String,
 }
 
-/// A File in Foir's shape, with Hypi's fields beside (`url` is Foir's: the absolute download
-/// URL; Hypi's path is `urlPath`).
+/// A File in Foir's shape (the one view, [`foir_fields`]), with Hypi's fields beside (`url` is
+/// Foir's: the absolute download URL; Hypi's path is `urlPath`).
 pub struct MediaFile {
     f: FoirFile,
-    base: String,
+    v: FoirFields,
+}
+
+impl MediaFile {
+    fn new(f: FoirFile, base: &str) -> Self {
+        let v = foir_fields(&f, base);
+        Self { f, v }
+    }
 }
 
 #[Object]
 impl MediaFile {
-    async fn id(&self) -> String {
-        self.f.file.id.to_string()
+    async fn id(&self) -> &str {
+        &self.v.id
     }
     async fn filename(&self) -> &str {
-        &self.f.file.name
+        &self.v.filename
     }
     async fn mime_type(&self) -> &str {
-        &self.f.file.mime
+        &self.v.mime_type
     }
     /// Bytes.
     async fn size(&self) -> i64 {
-        i64::try_from(self.f.file.size).unwrap_or(i64::MAX)
+        i64::try_from(self.v.size).unwrap_or(i64::MAX)
     }
-    async fn url(&self) -> String {
-        format!("{}{}", self.base, self.f.file.url_path())
+    async fn url(&self) -> &str {
+        &self.v.url
     }
     async fn width(&self) -> Option<u32> {
-        self.f.file.width
+        self.v.width
     }
     async fn height(&self) -> Option<u32> {
-        self.f.file.height
+        self.v.height
     }
     async fn blurhash(&self) -> Option<&str> {
-        self.f.extras.blurhash.as_deref()
+        self.v.blurhash.as_deref()
     }
     async fn alt(&self) -> Option<&str> {
-        self.f.extras.alt.as_deref()
+        self.v.alt.as_deref()
     }
-    async fn created_at(&self) -> String {
-        rfc3339(self.f.file.created)
+    async fn created_at(&self) -> &str {
+        &self.v.created_at
     }
     async fn metadata(&self) -> Option<Json<serde_json::Value>> {
-        self.f.extras.metadata.clone().map(Json)
+        self.v.metadata.clone().map(Json)
     }
     /// Hypi's metadata block.
     async fn hypi(&self) -> super::types::Hypi {
@@ -136,7 +144,7 @@ impl DirectQuery {
     async fn file(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<MediaFile> {
         let (svc, q) = parts(ctx)?;
         let f = svc.foir_file(q.caller, file_id(&id)?).await.map_err(gql)?;
-        Ok(MediaFile { f, base: base(ctx) })
+        Ok(MediaFile::new(f, &base(ctx)))
     }
 }
 
@@ -187,7 +195,7 @@ impl DirectMutation {
         let (svc, q) = parts(ctx)?;
         let p = q.caller.require().map_err(gql)?.clone();
         let f = svc.confirm_file_upload(&p, &upload_id).await.map_err(gql)?;
-        Ok(MediaFile { f, base: base(ctx) })
+        Ok(MediaFile::new(f, &base(ctx)))
     }
 
     /// Amplience: a temp file's upload and download URLs.

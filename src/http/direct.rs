@@ -9,15 +9,15 @@
 //!
 //! The signed URLs need no token: the signature is the capability.
 
-use super::{caller, disposition::content_disposition, limits, views, AppState};
+use super::{caller, download, limits, views, AppState};
 use crate::auth::sign::Purpose;
 use crate::error::{Error, Result, SessionFault};
-use crate::media;
 use crate::meta::{SessionKind, UploadSession};
+use crate::service::files::Body;
+use crate::service::foir_view::foir_fields;
 use crate::service::sessions::{parse_expires_in, Capability, FoirFile, NewUpload, SignedDownload};
 use crate::types::{rfc3339, FileId};
-use actix_web::body::SizedStream;
-use actix_web::http::{header, Method};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -35,25 +35,40 @@ pub fn public_base(req: &HttpRequest, state: &AppState) -> String {
 }
 
 /// A File in Foir's shape (`id filename mimeType size url width height blurhash alt createdAt
-/// metadata`) on top of Hypi's fields; `url` is the absolute download URL.
+/// metadata`, the one view of [`foir_fields`]) on top of Hypi's fields: `url` is Foir's, the
+/// absolute download URL, and Hypi's path moves to `urlPath` (as in GraphQL).
 pub fn foir_json(f: &FoirFile, base: &str) -> Value {
     let mut v = views::file(&f.file);
-    if let Value::Object(m) = &mut v {
-        let file = &f.file;
-        m.insert("id".into(), json!(file.id.to_string()));
-        m.insert("filename".into(), json!(file.name));
-        m.insert("mimeType".into(), json!(file.mime));
-        m.insert("size".into(), json!(file.size));
-        m.insert("url".into(), json!(format!("{base}{}", file.url_path())));
-        m.insert("width".into(), json!(file.width));
-        m.insert("height".into(), json!(file.height));
-        m.insert("blurhash".into(), json!(f.extras.blurhash));
-        m.insert("alt".into(), json!(f.extras.alt));
-        m.insert("createdAt".into(), json!(rfc3339(file.created)));
-        m.insert(
-            "metadata".into(),
-            f.extras.metadata.clone().unwrap_or(Value::Null),
-        );
+    if let (Value::Object(m), Ok(Value::Object(foir))) =
+        (&mut v, serde_json::to_value(foir_fields(f, base)))
+    {
+        m.insert("urlPath".into(), json!(f.file.url_path()));
+        m.extend(foir);
+    }
+    v
+}
+
+/// Hypi's File (with its Image) plus Foir's fields, for `GET /files/{id}`: Hypi's `url` object
+/// stays (`url.path`) and gains `href`, the absolute URL Foir calls `url`.
+pub fn hypi_and_foir_json(
+    f: &FoirFile,
+    image: Option<&crate::meta::ImageRecord>,
+    base: &str,
+) -> Value {
+    let mut v = views::file_with_image(&f.file, image);
+    if let (Value::Object(m), Ok(Value::Object(foir))) =
+        (&mut v, serde_json::to_value(foir_fields(f, base)))
+    {
+        for (k, val) in foir {
+            if k == "url" {
+                m.insert(
+                    "url".into(),
+                    json!({"path": f.file.url_path(), "href": val}),
+                );
+            } else {
+                m.insert(k, val);
+            }
+        }
     }
     v
 }
@@ -245,7 +260,7 @@ pub async fn get_temp(
         .open_capability(Purpose::TempGet, SessionKind::TempFile, cap)
         .await?;
     let dl = state.service.open_temp_download(session).await?;
-    Ok(serve(&req, dl))
+    serve(&req, dl)
 }
 
 /// `expiresIn` of a new link: a duration such as `1h`, `30m`, `90s`.
@@ -303,31 +318,30 @@ pub async fn get_link(
 ) -> Result<HttpResponse> {
     let (instance, id) = path.into_inner();
     let cap = capability(&req, instance, id)?;
-    let (session, _) = state
+    let (session, domain) = state
         .service
         .open_capability(Purpose::Link, SessionKind::DownloadLink, cap)
         .await?;
-    let dl = state.service.open_link_download(session).await?;
-    Ok(serve(&req, dl))
+    let dl = state.service.open_link_download(session, domain).await?;
+    serve(&req, dl)
 }
 
-/// Serves bytes reached through a signed URL, with the download rules of `GET /file/...`:
-/// strong ETag, nosniff, sandbox CSP, active content never inline; not cached by shared caches.
-fn serve(req: &HttpRequest, dl: SignedDownload) -> HttpResponse {
-    let inline = !media::is_active_content(&dl.mime);
-    let mut res = HttpResponse::Ok();
-    res.insert_header((header::ETAG, format!("\"{}\"", dl.sha.to_hex())))
-        .insert_header((header::CACHE_CONTROL, "private, no-store"))
-        .insert_header((header::CONTENT_TYPE, dl.mime.clone()))
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            content_disposition(&dl.name, inline),
-        ))
-        .insert_header(("X-Content-Type-Options", "nosniff"))
-        .insert_header(("Content-Security-Policy", "sandbox"));
-    if req.method() == Method::HEAD {
-        let nothing = futures_util::stream::empty::<std::result::Result<bytes::Bytes, Error>>();
-        return res.body(SizedStream::new(dl.len, nothing));
-    }
-    res.body(SizedStream::new(dl.len, dl.handle.into_stream(0, dl.len)))
+/// Serves bytes reached through a signed URL with the download rules of `GET /file/...` (the
+/// same code: validators, ranges, conditional requests, HEAD); not cached by shared caches.
+fn serve(req: &HttpRequest, dl: SignedDownload) -> Result<HttpResponse> {
+    download::respond(
+        req,
+        download::Representation {
+            sha: dl.sha,
+            modified_secs: dl.modified / 1000,
+            mime: dl.mime,
+            name: dl.name,
+            len: dl.len,
+            cache_control: "private, no-store",
+            body: Body::Open(dl.handle),
+            keep: dl
+                .lease
+                .map(|l| Box::new(l) as Box<dyn std::any::Any + Send>),
+        },
+    )
 }

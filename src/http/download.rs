@@ -11,6 +11,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Splits `<instanceId>-<fileId>.<ext>` (instance prefix and extension optional).
@@ -61,16 +62,51 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
         .service
         .open_download(caller, instance, id, ext)
         .await?;
-    let f = &dl.file;
-    let etag = format!("\"{}\"", f.sha256.to_hex());
-    let modified_secs = f.updated / 1000;
+    let f = dl.file;
+    respond(
+        &req,
+        Representation {
+            sha: f.sha256,
+            modified_secs: f.updated / 1000,
+            mime: f.mime,
+            name: f.name,
+            len: dl.len,
+            cache_control: "private, no-cache",
+            body: dl.body,
+            keep: None,
+        },
+    )
+}
+
+/// What a download serves: `GET /file/...`, a temp file's `downloadUrl` and a signed link all
+/// answer through [`respond`], so they share validators, ranges and conditional requests.
+pub struct Representation {
+    pub sha: crate::types::Sha256,
+    /// Last-Modified, in seconds since the epoch.
+    pub modified_secs: u64,
+    pub mime: String,
+    pub name: String,
+    pub len: u64,
+    pub cache_control: &'static str,
+    pub body: Body,
+    /// Held until the body is sent (or dropped): e.g. a lease that keeps the sweep off bytes
+    /// being streamed.
+    pub keep: Option<Box<dyn std::any::Any + Send>>,
+}
+
+/// Answers a GET or HEAD for `rep`: strong ETag, Last-Modified, preconditions (RFC 9110
+/// section 13.2.2 order), If-Range, a single byte range (206/416), nosniff and a sandbox CSP;
+/// active content is never inline.
+pub fn respond(req: &HttpRequest, rep: Representation) -> Result<HttpResponse> {
+    let etag = format!("\"{}\"", rep.sha.to_hex());
+    let modified_secs = rep.modified_secs;
     let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(modified_secs));
     let headers = req.headers();
 
     let mut res = HttpResponse::build(StatusCode::OK);
     res.insert_header((header::ETAG, etag.clone()))
         .insert_header((header::LAST_MODIFIED, last_modified))
-        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .insert_header((header::CACHE_CONTROL, rep.cache_control))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Content-Security-Policy", "sandbox"));
@@ -95,14 +131,14 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
         }
     }
 
-    let inline = !media::is_active_content(&f.mime);
-    res.insert_header((header::CONTENT_TYPE, f.mime.clone()))
+    let inline = !media::is_active_content(&rep.mime);
+    res.insert_header((header::CONTENT_TYPE, rep.mime.clone()))
         .insert_header((
             header::CONTENT_DISPOSITION,
-            content_disposition(&f.name, inline),
+            content_disposition(&rep.name, inline),
         ));
 
-    let len = dl.len;
+    let len = rep.len;
     let if_range_ok = match header_str(headers, header::IF_RANGE) {
         None => true,
         Some(v) if v.starts_with('"') => v == etag,
@@ -137,9 +173,20 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
         let nothing = futures_util::stream::empty::<std::result::Result<Bytes, Error>>();
         return Ok(res.body(SizedStream::new(count, nothing)));
     }
-    match dl.body {
-        Body::Read(bytes) => Ok(res.body(bytes.slice(start as usize..(start + count) as usize))),
-        Body::Open(blob) => Ok(res.body(SizedStream::new(count, blob.into_stream(start, count)))),
+    match (rep.body, rep.keep) {
+        (Body::Read(bytes), _) => {
+            Ok(res.body(bytes.slice(start as usize..(start + count) as usize)))
+        }
+        (Body::Open(blob), None) => {
+            Ok(res.body(SizedStream::new(count, blob.into_stream(start, count))))
+        }
+        (Body::Open(blob), Some(keep)) => {
+            let stream = blob.into_stream(start, count).map(move |chunk| {
+                let _held = &keep;
+                chunk
+            });
+            Ok(res.body(SizedStream::new(count, stream)))
+        }
     }
 }
 

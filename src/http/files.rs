@@ -1,6 +1,6 @@
 //! `GET /files`, `GET /files/{id}`, `DELETE /files/{id}`.
 
-use super::{caller, views, AppState};
+use super::{caller, direct, views, AppState};
 use crate::error::{Error, Result};
 use crate::types::FileId;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -42,15 +42,38 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(views::file_page(&page)))
 }
 
-/// One file record, for whoever may read the file (anonymous callers through a grant).
+/// Query of `GET /files/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct GetQuery {
+    /// `foir`: exactly Foir's File (`url` the absolute URL, Hypi's path as `urlPath`).
+    shape: Option<String>,
+}
+
+/// One file record, for whoever may read the file (anonymous callers through a grant): Hypi's
+/// fields (with the Image) and Foir's beside them, or Foir's shape with `?shape=foir`.
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    q: web::Query<GetQuery>,
 ) -> Result<HttpResponse> {
+    let foir = match q.shape.as_deref() {
+        None | Some("hypi") => false,
+        Some("foir") => true,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "shape {other:?} is not one of hypi, foir"
+            )))
+        }
+    };
     let caller = caller(&req, &state)?;
-    let (file, image) = state.service.get_file(caller, file_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(views::file_with_image(&file, image.as_ref())))
+    let (f, image) = state.service.get_file_view(caller, file_id(&id)?).await?;
+    let base = direct::public_base(&req, &state);
+    Ok(HttpResponse::Ok().json(if foir {
+        direct::foir_json(&f, &base)
+    } else {
+        direct::hypi_and_foir_json(&f, image.as_ref(), &base)
+    }))
 }
 
 /// Deletes a file.

@@ -54,6 +54,7 @@ pub fn cases() -> Vec<Case> {
         ("session_open_cap_per_kind", session_open_cap_per_kind),
         ("session_expiry_order", session_expiry_order),
         ("concurrent_session_confirms", concurrent_session_confirms),
+        ("session_creation_rate", session_creation_rate),
         // DirectoryStore (contract/dirs.rs).
         (
             "subtree_is_exactly_what_lies_below",
@@ -731,6 +732,31 @@ pub fn session_open_cap_per_kind(m: &dyn MetaStore) {
     m.delete_session(b.id).unwrap();
     m.create_session(&session(i, "alice", SessionKind::PresignedPut, 100), 2)
         .unwrap();
+}
+
+/// The creation rate counts per account and minute, and a refusal counts nothing.
+pub fn session_creation_rate(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let (alice, bob) = (AccountId("alice".into()), AccountId("bob".into()));
+    let minute = 1_700_000_040_000; // the start of a minute
+    m.charge_session_creation(i, &alice, minute, 2).unwrap();
+    m.charge_session_creation(i, &alice, minute + 59_000, 2)
+        .unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            m.charge_session_creation(i, &alice, minute + 59_999, 2),
+            Err(Error::TooManyRequests(_))
+        ));
+    }
+    m.charge_session_creation(i, &bob, minute, 2).unwrap();
+    // The next minute starts afresh.
+    m.charge_session_creation(i, &alice, minute + 60_000, 2)
+        .unwrap();
+    m.charge_session_creation(i, &alice, minute + 60_001, 2)
+        .unwrap();
+    assert!(m
+        .charge_session_creation(i, &alice, minute + 60_002, 2)
+        .is_err());
 }
 
 /// Expired sessions come back soonest first, up to the limit, and none that has not expired.

@@ -110,6 +110,16 @@ pub trait UploadSessionStore {
     /// Stores a new session, unless its account already has `max_open` sessions of that kind
     /// counting as open (then `TooManyRequests`, nothing written).
     fn create_session(&self, session: &UploadSession, max_open: u64) -> Result<()>;
+    /// Counts one session creation by `account` in the minute of `now`: `TooManyRequests`
+    /// (nothing counted) when it already created `per_minute`. Persisted, so a restart does
+    /// not reset it; need not be flushed (a crash forgets at most the last moments' counts).
+    fn charge_session_creation(
+        &self,
+        instance: InstanceId,
+        account: &AccountId,
+        now: Millis,
+        per_minute: u32,
+    ) -> Result<()>;
     fn session(&self, id: SessionId) -> Result<Option<UploadSession>>;
     /// `Open` -> `Uploaded` with `bytes`, counting one reference on their blob; the session then
     /// lives at least until `keep_until` (a presigned upload's confirm window opens when its

@@ -7,7 +7,7 @@ use crate::meta::{
     FileExtras, FileRecord, ImageRecord, Records, SessionState, StoredBytes, UploadSession,
     UploadSessionStore,
 };
-use crate::types::{FileId, Millis, SessionId};
+use crate::types::{AccountId, FileId, InstanceId, Millis, SessionId};
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
@@ -76,6 +76,42 @@ impl UploadSessionStore for SledMeta {
                 Ok(())
             })?;
         self.flush()
+    }
+
+    fn charge_session_creation(
+        &self,
+        instance: InstanceId,
+        account: &AccountId,
+        now: Millis,
+        per_minute: u32,
+    ) -> Result<()> {
+        // `r` ++ owner -> minute (8 bytes) ++ count (4 bytes), beside the open-session counts.
+        let mut key = vec![b'r'];
+        key.extend_from_slice(&owner_key(instance, account));
+        let minute = now / 60_000;
+        let mut refused = false;
+        self.session_counts.fetch_and_update(&key, |old| {
+            let (m, n) = match old {
+                Some(v) if v.len() == 12 => {
+                    let m = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
+                    let n = u32::from_be_bytes(v[8..].try_into().unwrap_or_default());
+                    (m, n)
+                }
+                _ => (minute, 0),
+            };
+            let n = if m == minute { n } else { 0 };
+            refused = n >= per_minute;
+            let mut v = minute.to_be_bytes().to_vec();
+            v.extend_from_slice(&(n + u32::from(!refused)).to_be_bytes());
+            Some(v)
+        })?;
+        if refused {
+            return Err(Error::TooManyRequests(format!(
+                "at most {per_minute} upload sessions or links a minute per account; \
+                 try again later"
+            )));
+        }
+        Ok(())
     }
 
     fn session(&self, id: SessionId) -> Result<Option<UploadSession>> {

@@ -3,13 +3,16 @@
 
 pub mod access;
 pub mod content;
+pub mod decode_lanes;
 pub mod dirs;
 pub mod files;
+pub mod foir_view;
 pub mod hot;
 pub mod maintenance;
 pub mod names;
 pub mod query;
 pub mod ready;
+pub mod session_leases;
 pub mod sessions;
 pub mod upload;
 

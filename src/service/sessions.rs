@@ -13,7 +13,7 @@ use crate::meta::{
     FileExtras, FileRecord, ImageRecord, SessionKind, SessionState, StoredBytes, UploadSession,
 };
 use crate::store::BlobHandle;
-use crate::types::{now_millis, FileId, InstanceId, SessionId};
+use crate::types::{now_millis, FileId, Millis, SessionId};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
@@ -22,31 +22,27 @@ use std::time::{Duration, Instant};
 
 /// Bytes kept from the start of a session's upload to check its type.
 const HEAD: usize = 8 * 1024;
-/// Images decoded for a blurhash at once (each may take up to the decode memory cap).
-const DECODES: usize = 2;
+/// Read buffer of an image decode: large reads, so a blob on S3 is fetched in a few ranged
+/// GETs rather than one per 8 KiB.
+const DECODE_READ_BUF: u64 = 4 * 1024 * 1024;
+/// Link access decisions remembered (see [`Service::open_link_download`]) before a reset.
+const LINK_DECISIONS: usize = 100_000;
 /// Sessions removed per sweep batch.
 const SWEEP_BATCH: usize = 256;
 /// Largest `metadata` kept on a session (and its File), serialised.
 const MAX_METADATA: usize = 16 * 1024;
-/// Accounts remembered by the creation-rate limiter before stale windows are dropped.
-const RATE_ACCOUNTS: usize = 100_000;
 
 /// In-memory state beside the persisted sessions: which sessions have a PUT in flight (so
-/// two PUTs to one URL cannot both write), the creation rate per account, and the decode lane.
+/// two PUTs to one URL cannot both write), which temp files are being downloaded, the decode
+/// lanes, and links' cached access decisions.
+#[derive(Default)]
 pub struct Runtime {
     claims: Mutex<HashSet<SessionId>>,
-    rate: Mutex<HashMap<(InstanceId, String), (Instant, u32)>>,
-    decode: tokio::sync::Semaphore,
-}
-
-impl Default for Runtime {
-    fn default() -> Self {
-        Self {
-            claims: Mutex::default(),
-            rate: Mutex::default(),
-            decode: tokio::sync::Semaphore::new(DECODES),
-        }
-    }
+    leases: Arc<super::session_leases::Leases>,
+    decode: super::decode_lanes::DecodeLanes,
+    /// Link -> (the hot cache's generation when decided, allowed until): the maker may still
+    /// read the file while no file, grant or instance change happened since.
+    link_checks: Mutex<HashMap<SessionId, (u64, Millis)>>,
 }
 
 /// A PUT in flight on a session; dropping it frees the session for another try.
@@ -99,7 +95,11 @@ pub struct SignedDownload {
     pub mime: String,
     pub sha: crate::types::Sha256,
     pub len: u64,
+    /// Last change of the bytes (Last-Modified).
+    pub modified: Millis,
     pub handle: Box<dyn BlobHandle>,
+    /// Keeps the sweep off a temp file's bytes while they are sent.
+    pub lease: Option<super::session_leases::Lease>,
 }
 
 /// A media type as compared: lower case, without parameters; `image/jpg` is `image/jpeg`.
@@ -140,6 +140,17 @@ pub fn parse_expires_in(raw: &str) -> Result<Duration> {
         .map_err(|e| Error::BadRequest(format!("expiresIn {raw:?} is not a duration: {e}")))
 }
 
+/// Key of a link's `metadata` marking that an admin made it.
+const LINK_BY_ADMIN: &str = "makerAdmin";
+
+fn link_maker_admin(s: &UploadSession) -> bool {
+    s.metadata
+        .as_ref()
+        .and_then(|m| m.get(LINK_BY_ADMIN))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
 fn session_id(s: &str) -> Result<SessionId> {
     s.parse()
         .map_err(|_| Error::NotFound("no such upload session".into()))
@@ -149,14 +160,22 @@ fn secs(ms: u64) -> u64 {
     ms / 1000
 }
 
-/// Reads a blob through `Read + Seek` (for the image decoder).
+/// Reads a blob through `Read + Seek` (for the image decoder); fails once `deadline` passed,
+/// so a decode given up on stops reading.
 struct BlobReader {
     handle: Box<dyn BlobHandle>,
     pos: u64,
+    deadline: Instant,
 }
 
 impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() >= self.deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the decode ran out of time",
+            ));
+        }
         let n = self
             .handle
             .read_at(self.pos, buf)
@@ -164,6 +183,17 @@ impl Read for BlobReader {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// The reader an image is decoded from: buffered in reads of up to [`DECODE_READ_BUF`].
+fn decode_reader(handle: Box<dyn BlobHandle>, deadline: Instant) -> std::io::BufReader<BlobReader> {
+    let cap = handle.len().clamp(8 * 1024, DECODE_READ_BUF) as usize;
+    let reader = BlobReader {
+        handle,
+        pos: 0,
+        deadline,
+    };
+    std::io::BufReader::with_capacity(cap, reader)
 }
 
 impl Seek for BlobReader {
@@ -186,35 +216,19 @@ impl Seek for BlobReader {
 }
 
 impl Service {
-    /// Counts one session creation against the account's per-minute budget.
-    fn charge_creation(&self, instance: InstanceId, account: &str) -> Result<()> {
-        let cap = self.config.sessions.max_created_per_minute;
-        let mut rate = self.sessions.rate.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let window = Duration::from_secs(60);
-        if rate.len() >= RATE_ACCOUNTS {
-            rate.retain(|_, (start, _)| now.duration_since(*start) < window);
-        }
-        let entry = rate
-            .entry((instance, account.to_string()))
-            .or_insert((now, 0));
-        if now.duration_since(entry.0) >= window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= cap {
-            return Err(Error::TooManyRequests(format!(
-                "at most {cap} upload sessions or links a minute per account; try again later"
-            )));
-        }
-        entry.1 += 1;
-        Ok(())
-    }
-
     /// Persists a new session after the rate and open-count checks.
+    ///
+    /// The creation rate is counted in the metadata store (one small write, no flush): a restart
+    /// does not hand every account a fresh minute's budget.
     fn create_session(&self, session: &UploadSession) -> Result<()> {
-        self.charge_creation(session.instance, &session.account.0)?;
-        self.meta
-            .create_session(session, self.config.sessions.max_open_per_account)
+        let cfg = &self.config.sessions;
+        self.meta.charge_session_creation(
+            session.instance,
+            &session.account,
+            now_millis(),
+            cfg.max_created_per_minute,
+        )?;
+        self.meta.create_session(session, cfg.max_open_per_account)
     }
 
     /// The signed path (`/...?expires=..&sig=..`) of a session for `purpose`.
@@ -482,7 +496,7 @@ impl Service {
             .bytes
             .clone()
             .ok_or_else(|| Error::Internal("uploaded session without bytes".into()))?;
-        let described = self.describe_image(&bytes).await?;
+        let described = self.describe_image(&s.account.0, &bytes).await?;
         let svc = self.clone();
         let fid = blocking(move || {
             let now = now_millis();
@@ -542,40 +556,55 @@ impl Service {
         self.foir_file(Caller::User(p.clone()), fid).await
     }
 
-    /// Dimensions and blurhash of an image blob, decoded within bounds, at most [`DECODES`]
-    /// at once. `None` for what is not a decodable image (or fails to decode: the File is made
-    /// without a placeholder, and the reason logged).
+    /// Dimensions and blurhash of an image blob, decoded within bounds in one of the decode
+    /// lanes (one per account at a time, see [`super::decode_lanes`]). `None` for what is not
+    /// a decodable image, fails to decode, or is not described within
+    /// `sessions.decode_timeout_secs` (waiting for a lane included): the File is then made
+    /// without a placeholder (dimensions from the header), and the reason logged. A decode given
+    /// up on keeps its lane until it stops (at its next read), so the lanes stay a real bound.
     async fn describe_image(
         self: &Arc<Self>,
+        account: &str,
         bytes: &StoredBytes,
     ) -> Result<Option<media::blurhash::Described>> {
         if !media::blurhash::decodable(&bytes.mime) {
             return Ok(None);
         }
-        let _lane = self
-            .sessions
-            .decode
-            .acquire()
-            .await
-            .map_err(|e| Error::Internal(format!("decode lane: {e}")))?;
+        let limit = Duration::from_secs(self.config.sessions.decode_timeout_secs);
+        let deadline = Instant::now() + limit;
         let svc = self.clone();
         let (sha, mime) = (bytes.sha, bytes.mime.clone());
-        blocking(move || {
-            let Some(handle) = svc.blobs.open(&sha)? else {
-                return Err(Error::ContentMissing(
-                    "the uploaded bytes are missing from storage".into(),
-                ));
+        let work = async move {
+            let Some(lane) = svc.sessions.decode.acquire(account).await else {
+                return Err(Error::Internal("the decode lanes are closed".into()));
             };
-            let reader = std::io::BufReader::new(BlobReader { handle, pos: 0 });
-            match media::blurhash::describe(reader, &mime) {
-                Ok(d) => Ok(Some(d)),
-                Err(why) => {
-                    tracing::warn!(blob = %sha, "no blurhash: {why}");
-                    Ok(None)
+            let svc2 = svc.clone();
+            blocking(move || {
+                let _lane = lane;
+                let Some(handle) = svc2.blobs.open(&sha)? else {
+                    return Err(Error::ContentMissing(
+                        "the uploaded bytes are missing from storage".into(),
+                    ));
+                };
+                let reader = decode_reader(handle, deadline);
+                match media::blurhash::describe(reader, &mime) {
+                    Ok(d) => Ok(Some(d)),
+                    Err(why) => {
+                        tracing::warn!(blob = %sha, "no blurhash: {why}");
+                        Ok(None)
+                    }
                 }
+            })
+            .await
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(done) => done,
+            Err(_) => {
+                metrics::counter!("depot_decode_timeouts_total").increment(1);
+                tracing::warn!(blob = %sha, "no blurhash: not decoded within {limit:?}");
+                Ok(None)
             }
-        })
-        .await
+        }
     }
 
     /// A session of `kind` that `p` created (or, as an admin, that their instance holds);
@@ -604,6 +633,7 @@ impl Service {
         blocking(move || {
             let file = svc.readable(&caller, id)?;
             let extras = svc.meta.file_extras(id)?.unwrap_or_default();
+            let file = svc.for_caller(&caller, file)?;
             Ok(FoirFile { file, extras })
         })
         .await
@@ -630,7 +660,21 @@ impl Service {
             Some(ext) => format!("temp-file.{ext}"),
             None => "temp-file".into(),
         };
-        self.open_signed(name, bytes.mime, bytes.sha).await
+        // Leased before the session is read again: the sweep either skips it until the body
+        // is sent, or removed it already and this answers as for any expired temp file.
+        let gone = || Error::Session(SessionFault::Expired, "this temp file has expired".into());
+        let lease = self.sessions.leases.lease(session.id).ok_or_else(gone)?;
+        let svc = self.clone();
+        let id = session.id;
+        let still = blocking(move || Ok(svc.meta.session(id)?.is_some())).await?;
+        if !still {
+            return Err(gone());
+        }
+        let mut dl = self
+            .open_signed(name, bytes.mime, bytes.sha, session.created)
+            .await?;
+        dl.lease = Some(lease);
+        Ok(dl)
     }
 
     async fn open_signed(
@@ -638,6 +682,7 @@ impl Service {
         name: String,
         mime: String,
         sha: crate::types::Sha256,
+        modified: Millis,
     ) -> Result<SignedDownload> {
         let svc = self.clone();
         blocking(move || {
@@ -649,7 +694,9 @@ impl Service {
                 mime,
                 sha,
                 len: handle.len(),
+                modified,
                 handle,
+                lease: None,
             })
         })
         .await
@@ -698,7 +745,8 @@ impl Service {
                 size: Some(f.size),
                 max_size: 0,
                 directory: f.directory.clone(),
-                metadata: None,
+                // Whether the maker was an admin: each download re-checks the maker's access.
+                metadata: p.admin.then(|| serde_json::json!({ LINK_BY_ADMIN: true })),
                 state: SessionState::Open,
                 created: now,
                 expires,
@@ -741,26 +789,63 @@ impl Service {
         .await
     }
 
-    /// Opens the file of a verified link: while the link exists and the file is neither
-    /// deleted nor trashed; no grant or instance switch is consulted.
+    /// Opens the file of a verified link (of an instance whose domain is `domain`): while the
+    /// link exists, the file is neither deleted nor trashed, and the link's maker may still
+    /// read it (a revoked grant ends the maker's links too). No grant of the downloader's or
+    /// instance switch is consulted.
+    ///
+    /// The maker's access is decided through the same rule as a download, and the decision is
+    /// remembered with the hot cache's generation: any file, grant or instance change moves it,
+    /// so a repeat download pays one lookup until something changed.
     pub async fn open_link_download(
         self: &Arc<Self>,
         session: UploadSession,
+        domain: String,
     ) -> Result<SignedDownload> {
         let fid = session
             .file
             .ok_or_else(|| Error::NotFound("no such link".into()))?;
         let svc = self.clone();
         let f = blocking(move || {
-            svc.meta
-                .file(fid)?
-                .filter(|f| {
-                    f.trashed.is_none() && f.instance == session.instance && !f.is_directory()
-                })
+            let now = now_millis();
+            let generation = svc.hot.generation();
+            let cached = svc
+                .sessions
+                .link_checks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&session.id)
+                .is_some_and(|&(g, until)| g == generation && now < until);
+            let f = if cached {
+                svc.meta.file(fid)?.filter(|f| f.trashed.is_none())
+            } else {
+                let maker = Caller::User(Principal {
+                    account: session.account.clone(),
+                    instance: domain,
+                    admin: link_maker_admin(&session),
+                });
+                match svc.readable_in(&maker, fid) {
+                    Ok((f, _, until)) => {
+                        let mut checks = svc
+                            .sessions
+                            .link_checks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if checks.len() >= LINK_DECISIONS {
+                            checks.clear();
+                        }
+                        checks.insert(session.id, (generation, until.unwrap_or(Millis::MAX)));
+                        Some(f)
+                    }
+                    Err(Error::NotFound(_) | Error::Unauthenticated(_)) => None,
+                    Err(e) => return Err(e),
+                }
+            };
+            f.filter(|f| f.instance == session.instance && !f.is_directory())
                 .ok_or_else(Error::not_found)
         })
         .await?;
-        self.open_signed(f.name, f.mime, f.sha256).await
+        self.open_signed(f.name, f.mime, f.sha256, f.updated).await
     }
 
     /// Removes expired sessions and the bytes only they held; sessions with a PUT in flight
@@ -781,7 +866,15 @@ impl Service {
                 if claimed {
                     continue;
                 }
-                let sha = s.bytes.as_ref().map(|b| b.sha);
+                // A temp file being downloaded waits for a later sweep.
+                let Some(_doom) = self.sessions.leases.doom(s.id) else {
+                    continue;
+                };
+                // Only an unconfirmed upload holds a reference of its own: a confirmed session's
+                // bytes are its File's, and removing the record leaves them alone.
+                let sha = (s.state == SessionState::Uploaded)
+                    .then(|| s.bytes.as_ref().map(|b| b.sha))
+                    .flatten();
                 let _guard = self.lock_blobs(sha.iter());
                 if let Some((gone, Some(0))) = self.meta.delete_session(s.id)? {
                     if let Some(b) = gone.bytes {
@@ -939,4 +1032,76 @@ fn is_media_type(m: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     };
     m.len() <= 255 && m.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A blob in memory that counts its reads (each would be a ranged GET on S3).
+    struct Counted {
+        data: Vec<u8>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl BlobHandle for Counted {
+        fn len(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let from = (pos as usize).min(self.data.len());
+            let n = buf.len().min(self.data.len() - from);
+            buf[..n].copy_from_slice(&self.data[from..from + n]);
+            Ok(n)
+        }
+        fn into_stream(self: Box<Self>, _: u64, _: u64) -> crate::store::ByteStream {
+            Box::pin(futures_util::stream::empty())
+        }
+    }
+
+    #[test]
+    fn a_decode_reads_a_large_blob_in_a_few_large_reads() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let len = 10 * 1000 * 1000;
+        let handle = Box::new(Counted {
+            data: vec![7; len],
+            reads: reads.clone(),
+        });
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let mut r = decode_reader(handle, deadline);
+        // As a decoder does: small reads (headers), a rewind, then the rest.
+        let mut small = [0u8; 16];
+        for _ in 0..100 {
+            r.read_exact(&mut small).unwrap();
+        }
+        r.rewind().unwrap();
+        let mut total = 0;
+        loop {
+            let n = r.fill_buf().unwrap().len();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            r.consume(n);
+        }
+        assert_eq!(total, len);
+        // An 8 KiB buffer would take over 1,200 reads.
+        assert!(reads.load(Ordering::Relaxed) <= 5, "{reads:?} reads");
+    }
+
+    #[test]
+    fn a_decode_past_its_deadline_stops_reading() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let handle = Box::new(Counted {
+            data: vec![7; 1000],
+            reads: reads.clone(),
+        });
+        let mut r = decode_reader(handle, Instant::now());
+        let err = r.fill_buf().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(reads.load(Ordering::Relaxed), 0);
+    }
 }
