@@ -609,6 +609,7 @@ pub fn session(
         expires,
         bytes: None,
         file: None,
+        error: None,
     }
 }
 

@@ -34,7 +34,7 @@ const RATE_ACCOUNTS: usize = 100_000;
 /// In-memory state beside the persisted sessions: which sessions have a PUT in flight (so
 /// two PUTs to one URL cannot both write), the creation rate per account, and the decode lane.
 pub struct Runtime {
-    claims: Mutex<HashSet<SessionId>>,
+    pub(crate) claims: Mutex<HashSet<SessionId>>,
     rate: Mutex<HashMap<(InstanceId, String), (Instant, u32)>>,
     decode: tokio::sync::Semaphore,
 }
@@ -50,9 +50,9 @@ impl Default for Runtime {
 }
 
 /// A PUT in flight on a session; dropping it frees the session for another try.
-struct Claim {
-    svc: Arc<Service>,
-    id: SessionId,
+pub(crate) struct Claim {
+    pub(crate) svc: Arc<Service>,
+    pub(crate) id: SessionId,
 }
 
 impl Drop for Claim {
@@ -211,7 +211,7 @@ impl Service {
     }
 
     /// Persists a new session after the rate and open-count checks.
-    fn create_session(&self, session: &UploadSession) -> Result<()> {
+    pub(crate) fn create_session(&self, session: &UploadSession) -> Result<()> {
         self.charge_creation(session.instance, &session.account.0)?;
         self.meta
             .create_session(session, self.config.sessions.max_open_per_account)
@@ -229,6 +229,7 @@ impl Service {
             Purpose::TempPut => format!("/temp-files/{instance}/{id}/upload"),
             Purpose::TempGet => format!("/temp-files/{instance}/{id}"),
             Purpose::Link => format!("/links/{instance}/{id}"),
+            Purpose::AssetPost => "/assets/upload".to_string(),
         };
         Ok(format!("{path}?{query}"))
     }
@@ -291,6 +292,7 @@ impl Service {
                 expires: now + ttl * 1000,
                 bytes: None,
                 file: None,
+                error: None,
             };
             svc.create_session(&s)?;
             Ok(s)
@@ -323,6 +325,7 @@ impl Service {
                 expires: now + cfg.temp_file_ttl_secs * 1000,
                 bytes: None,
                 file: None,
+                error: None,
             };
             svc.create_session(&s)?;
             Ok(s)
@@ -704,6 +707,7 @@ impl Service {
                 expires,
                 bytes: None,
                 file: Some(f.id),
+                error: None,
             };
             svc.create_session(&s)?;
             Ok(s)
