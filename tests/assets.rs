@@ -15,7 +15,9 @@ const SELECTION: &str = "id fileName url mimeType size width height handle creat
 fn create_asset(s: &Server, t: &str, file_name: &str) -> Value {
     let v = s.graphql(
         Some(t),
-        &format!(r#"mutation {{ createAsset(data: {{ fileName: {file_name:?} }}) {{ {SELECTION} }} }}"#),
+        &format!(
+            r#"mutation {{ createAsset(data: {{ fileName: {file_name:?} }}) {{ {SELECTION} }} }}"#
+        ),
     );
     let a = v["data"]["createAsset"].clone();
     assert!(a.is_object(), "{v}");
@@ -69,7 +71,10 @@ curl --request POST \
         .args(["-c", &script])
         .output()
         .expect("bash and curl are installed");
-    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     let body = std::fs::read_to_string(dir.join("body.out")).unwrap_or_default();
     (status, body)
 }
@@ -123,12 +128,23 @@ fn upload_by_file_with_the_seeds_curl() {
     assert!(a["upload"]["expiresAt"].is_string());
     let post = a["upload"]["requestPostData"].clone();
     assert!(post["url"].as_str().unwrap().ends_with("/assets/upload"));
-    for k in ["date", "key", "signature", "algorithm", "policy", "credential", "securityToken"] {
+    for k in [
+        "date",
+        "key",
+        "signature",
+        "algorithm",
+        "policy",
+        "credential",
+        "securityToken",
+    ] {
         assert!(!post[k].as_str().unwrap().is_empty(), "{k}");
     }
     let id = a["id"].as_str().unwrap().to_string();
     // The same asset, still pending, when read back.
-    assert_eq!(asset(&s, &t, &id)["upload"]["status"], "ASSET_CREATE_PENDING");
+    assert_eq!(
+        asset(&s, &t, &id)["upload"]["status"],
+        "ASSET_CREATE_PENDING"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let img = jpeg(40, 30);
@@ -139,7 +155,10 @@ fn upload_by_file_with_the_seeds_curl() {
     let done = asset(&s, &t, &id);
     assert_eq!(done["upload"]["status"], "ASSET_UPLOAD_COMPLETE", "{done}");
     assert_eq!(done["id"], a["id"]);
-    assert_eq!(done["url"], a["url"], "the url handed out at creation serves the bytes");
+    assert_eq!(
+        done["url"], a["url"],
+        "the url handed out at creation serves the bytes"
+    );
     assert_eq!(done["mimeType"], "image/jpeg");
     assert_eq!(done["size"], img.len());
     assert_eq!(done["width"], 40);
@@ -154,15 +173,25 @@ fn upload_by_file_with_the_seeds_curl() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().unwrap().as_ref(), img.as_slice());
     // Foir's/Hypi's file(id:) sees the same File.
-    let v = s.graphql(Some(&t), &format!(r#"{{ file(id: {id:?}) {{ id filename size }} }}"#));
+    let v = s.graphql(
+        Some(&t),
+        &format!(r#"{{ file(id: {id:?}) {{ id filename size }} }}"#),
+    );
     assert_eq!(v["data"]["file"]["filename"], "test.jpg", "{v}");
 
     // Replay of the same form: refused, the stored file untouched.
     let (status, body) = seed_curl(dir.path(), &post, "test.jpg");
-    assert_eq!((status, code_of(&body).as_str()), (409, "CONFLICT"), "{body}");
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (409, "CONFLICT"),
+        "{body}"
+    );
     // Another account does not see it.
     let other = s.token("ann", INSTANCE, false);
-    let v = s.graphql(Some(&other), &format!(r#"{{ asset(where: {{ id: {id:?} }}) {{ id }} }}"#));
+    let v = s.graphql(
+        Some(&other),
+        &format!(r#"{{ asset(where: {{ id: {id:?} }}) {{ id }} }}"#),
+    );
     assert_eq!(Server::gql_code(&v), "NOT_FOUND", "{v}");
 }
 
@@ -175,7 +204,11 @@ fn policy_checks_refuse_with_clear_errors() {
     let a = create_asset(&s, &t, "big.bin");
     let post = a["upload"]["requestPostData"].clone();
     let (status, body) = post_form(&s, &post, &[], bytes(5000, 1));
-    assert_eq!((status, code_of(&body).as_str()), (413, "FILE_TOO_LARGE"), "{body}");
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (413, "FILE_TOO_LARGE"),
+        "{body}"
+    );
     let failed = asset(&s, &t, a["id"].as_str().unwrap());
     assert_eq!(failed["upload"]["status"], "ASSET_ERROR_UPLOAD", "{failed}");
     assert!(failed["upload"]["error"].as_str().unwrap().contains("1000"));
@@ -194,25 +227,48 @@ fn policy_checks_refuse_with_clear_errors() {
     sig.pop();
     sig.push(flipped);
     let (status, body) = post_form(&s, &post, &[("X-Amz-Signature", &sig)], bytes(10, 3));
-    assert_eq!((status, code_of(&body).as_str()), (403, "INVALID_SIGNATURE"), "{body}");
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (403, "INVALID_SIGNATURE"),
+        "{body}"
+    );
     // Tampered policy (a larger size range): the signature no longer matches.
     let policy = String::from_utf8(b64_decode(post["policy"].as_str().unwrap())).unwrap();
     let bigger = policy.replace(",1000]", ",1000000]");
     assert_ne!(bigger, policy);
-    let (status, body) = post_form(&s, &post, &[("policy", &b64_std(bigger.as_bytes()))], bytes(10, 3));
-    assert_eq!((status, code_of(&body).as_str()), (403, "INVALID_SIGNATURE"), "{body}");
+    let (status, body) = post_form(
+        &s,
+        &post,
+        &[("policy", &b64_std(bigger.as_bytes()))],
+        bytes(10, 3),
+    );
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (403, "INVALID_SIGNATURE"),
+        "{body}"
+    );
     let still = asset(&s, &t, a["id"].as_str().unwrap());
     assert_eq!(still["upload"]["status"], "ASSET_CREATE_PENDING");
 
     // Wrong key (another asset's): 403 POLICY_MISMATCH, recorded on the policy's asset.
     let b = create_asset(&s, &t, "b.bin");
-    let other_key = b["upload"]["requestPostData"]["key"].as_str().unwrap().to_string();
+    let other_key = b["upload"]["requestPostData"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, body) = post_form(&s, &post, &[("key", &other_key)], bytes(10, 3));
-    assert_eq!((status, code_of(&body).as_str()), (403, "POLICY_MISMATCH"), "{body}");
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (403, "POLICY_MISMATCH"),
+        "{body}"
+    );
     let failed = asset(&s, &t, a["id"].as_str().unwrap());
     assert_eq!(failed["upload"]["status"], "ASSET_ERROR_UPLOAD");
     assert!(failed["upload"]["error"].as_str().unwrap().contains("key"));
-    assert_eq!(asset(&s, &t, b["id"].as_str().unwrap())["upload"]["status"], "ASSET_CREATE_PENDING");
+    assert_eq!(
+        asset(&s, &t, b["id"].as_str().unwrap())["upload"]["status"],
+        "ASSET_CREATE_PENDING"
+    );
 
     // No file field, no policy: 400.
     let r = s
@@ -234,10 +290,17 @@ fn an_expired_policy_is_refused_and_recorded() {
     let post = a["upload"]["requestPostData"].clone();
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let (status, body) = post_form(&s, &post, &[], b"late".to_vec());
-    assert_eq!((status, code_of(&body).as_str()), (410, "EXPIRED"), "{body}");
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (410, "EXPIRED"),
+        "{body}"
+    );
     let failed = asset(&s, &t, a["id"].as_str().unwrap());
     assert_eq!(failed["upload"]["status"], "ASSET_ERROR_UPLOAD", "{failed}");
-    assert!(failed["upload"]["error"].as_str().unwrap().contains("expired"));
+    assert!(failed["upload"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
 }
 
 #[test]
@@ -292,7 +355,10 @@ fn rest_twins_and_argument_errors() {
         .unwrap();
     assert_eq!(json_error(r).0, 401);
     assert_eq!(json_error(s.get("/assets/nope", Some(&t))).0, 404);
-    let v = s.graphql(Some(&t), r#"mutation { createAsset(data: { uploadUrl: "file:///etc/passwd" }) { id } }"#);
+    let v = s.graphql(
+        Some(&t),
+        r#"mutation { createAsset(data: { uploadUrl: "file:///etc/passwd" }) { id } }"#,
+    );
     assert_eq!(Server::gql_code(&v), "BAD_REQUEST", "{v}");
 }
 
@@ -302,15 +368,26 @@ fn a_temp_file_becomes_a_permanent_asset_from_our_own_store() {
     // bytes came from our own store.
     let s = Server::start();
     let t = s.token("jon", INSTANCE, false);
-    let v = s.graphql(Some(&t), "mutation { createTempFileUploadUrl { uploadUrl downloadUrl } }");
-    let upload = v["data"]["createTempFileUploadUrl"]["uploadUrl"].as_str().unwrap().to_string();
-    let download = v["data"]["createTempFileUploadUrl"]["downloadUrl"].as_str().unwrap().to_string();
+    let v = s.graphql(
+        Some(&t),
+        "mutation { createTempFileUploadUrl { uploadUrl downloadUrl } }",
+    );
+    let upload = v["data"]["createTempFileUploadUrl"]["uploadUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let download = v["data"]["createTempFileUploadUrl"]["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let img = jpeg(16, 12);
     let r = s.put_bytes(&upload, "image/jpeg", &img);
     assert_eq!(r.status(), 200);
     let blobs = s.blob_count();
 
-    let q = format!(r#"mutation {{ createAsset(data: {{ uploadUrl: {download:?} }}) {{ {SELECTION} }} }}"#);
+    let q = format!(
+        r#"mutation {{ createAsset(data: {{ uploadUrl: {download:?} }}) {{ {SELECTION} }} }}"#
+    );
     let v = s.graphql(Some(&t), &q);
     let a = &v["data"]["createAsset"];
     assert_eq!(a["upload"]["status"], "ASSET_UPLOAD_COMPLETE", "{v}");
@@ -327,7 +404,10 @@ fn a_temp_file_becomes_a_permanent_asset_from_our_own_store() {
     // A tampered temp URL of ours is refused, not fetched.
     let tampered = download.replace("sig=", "sig=00");
     let q = format!(r#"mutation {{ createAsset(data: {{ uploadUrl: {tampered:?} }}) {{ id }} }}"#);
-    assert_eq!(Server::gql_code(&s.graphql(Some(&t), &q)), "INVALID_SIGNATURE");
+    assert_eq!(
+        Server::gql_code(&s.graphql(Some(&t), &q)),
+        "INVALID_SIGNATURE"
+    );
 }
 
 fn b64_decode(s: &str) -> Vec<u8> {

@@ -48,7 +48,10 @@ fn answer(mut c: TcpStream, port: u16, png: &[u8], stalls: &AtomicUsize) {
     match path.as_str() {
         "/photo.png" => reply(
             "200 OK",
-            &format!("Content-Type: image/png\r\nContent-Length: {}\r\n", png.len()),
+            &format!(
+                "Content-Type: image/png\r\nContent-Length: {}\r\n",
+                png.len()
+            ),
             png,
         ),
         "/to-loopback" => reply(
@@ -150,7 +153,13 @@ fn non_public_targets_are_refused() {
     let a = create(&plain, &pt, &format!("http://127.0.0.1:{port}/photo.png"));
     let done = settled(&plain, &pt, a["id"].as_str().unwrap());
     assert_eq!(done["upload"]["status"], "ASSET_ERROR_UPLOAD");
-    assert!(done["upload"]["error"].as_str().unwrap().contains("REMOTE_URL_REFUSED"), "{done}");
+    assert!(
+        done["upload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("REMOTE_URL_REFUSED"),
+        "{done}"
+    );
 
     for url in [
         "http://10.0.0.1/x.png".to_string(),
@@ -162,7 +171,10 @@ fn non_public_targets_are_refused() {
         let done = settled(&s, &t, a["id"].as_str().unwrap());
         assert_eq!(done["upload"]["status"], "ASSET_ERROR_UPLOAD", "{url}");
         assert!(
-            done["upload"]["error"].as_str().unwrap().contains("REMOTE_URL_REFUSED"),
+            done["upload"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("REMOTE_URL_REFUSED"),
             "{url}: {done}"
         );
     }
@@ -182,10 +194,22 @@ fn stalls_and_oversized_bodies_fail_the_asset() {
     let b = create(&s, &t, &format!("http://127.0.0.1:{port}/big"));
     let stalled = settled(&s, &t, a["id"].as_str().unwrap());
     assert_eq!(stalled["upload"]["status"], "ASSET_ERROR_UPLOAD");
-    assert!(stalled["upload"]["error"].as_str().unwrap().contains("REMOTE_TIMEOUT"), "{stalled}");
+    assert!(
+        stalled["upload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("REMOTE_TIMEOUT"),
+        "{stalled}"
+    );
     let big = settled(&s, &t, b["id"].as_str().unwrap());
     assert_eq!(big["upload"]["status"], "ASSET_ERROR_UPLOAD");
-    assert!(big["upload"]["error"].as_str().unwrap().contains("FILE_TOO_LARGE"), "{big}");
+    assert!(
+        big["upload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("FILE_TOO_LARGE"),
+        "{big}"
+    );
     // Nothing half-written is left behind.
     s.eventually("temp files removed", || s.temp_files() == 0);
     assert_eq!(s.blob_count(), 0);
@@ -221,27 +245,74 @@ fn a_restart_resumes_an_ingest_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::spawn(
         dir.path(),
-        &[("DEPOT_REMOTE_FETCH_ALLOW_HOSTS", &allow), ("DEPOT_REMOTE_FETCH_STALL_SECS", "600")],
+        &[
+            ("DEPOT_REMOTE_FETCH_ALLOW_HOSTS", &allow),
+            ("DEPOT_REMOTE_FETCH_STALL_SECS", "600"),
+        ],
         &[],
     )
     .unwrap();
     let t = s.token("jon", INSTANCE, false);
     let a = create(&s, &t, &format!("http://127.0.0.1:{port}/stall"));
     let id = a["id"].as_str().unwrap().to_string();
-    s.eventually("the fetch reaches the server", || stalls.load(Ordering::SeqCst) == 1);
-    assert_eq!(asset(&s, &t, &id)["upload"]["status"], "ASSET_CREATE_PENDING");
+    s.eventually("the fetch reaches the server", || {
+        stalls.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(
+        asset(&s, &t, &id)["upload"]["status"],
+        "ASSET_CREATE_PENDING"
+    );
     s.stop();
 
     // The restarted server picks the ingest up again (a second request reaches the stalling
     // server) and, the server still stalling, fails it: never pending forever.
     let s = Server::spawn(
         dir.path(),
-        &[("DEPOT_REMOTE_FETCH_ALLOW_HOSTS", &allow), ("DEPOT_REMOTE_FETCH_STALL_SECS", "1")],
+        &[
+            ("DEPOT_REMOTE_FETCH_ALLOW_HOSTS", &allow),
+            ("DEPOT_REMOTE_FETCH_STALL_SECS", "1"),
+        ],
         &[],
     )
     .unwrap();
-    s.eventually("the ingest is resumed", || stalls.load(Ordering::SeqCst) == 2);
+    s.eventually("the ingest is resumed", || {
+        stalls.load(Ordering::SeqCst) == 2
+    });
     let done = settled(&s, &t, &id);
     assert_eq!(done["upload"]["status"], "ASSET_ERROR_UPLOAD", "{done}");
-    assert!(done["upload"]["error"].as_str().unwrap().contains("REMOTE_TIMEOUT"));
+    assert!(done["upload"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("REMOTE_TIMEOUT"));
+}
+
+#[test]
+fn fetches_beyond_the_overall_bound_wait_their_turn() {
+    let (port, stalls) = serve(png_3x2());
+    let allow = format!("127.0.0.1:{port}");
+    let s = Server::start_with(&[
+        ("DEPOT_REMOTE_FETCH_ALLOW_HOSTS", &allow),
+        ("DEPOT_REMOTE_FETCH_MAX_CONCURRENT", "1"),
+        ("DEPOT_REMOTE_FETCH_STALL_SECS", "5"),
+    ]);
+    let jon = s.token("jon", INSTANCE, false);
+    let ann = s.token("ann", INSTANCE, false);
+    let a = create(&s, &jon, &format!("http://127.0.0.1:{port}/stall"));
+    s.eventually("the first fetch holds the only lane", || {
+        stalls.load(Ordering::SeqCst) == 1
+    });
+    // The second (another account) waits for the lane: still pending while the first stalls.
+    let b = create(&s, &ann, &format!("http://127.0.0.1:{port}/photo.png"));
+    let b_id = b["id"].as_str().unwrap();
+    let second = asset(&s, &ann, b_id)["upload"]["status"].clone();
+    // While the first is still stalled (seen after reading the second), the second waited.
+    let first = asset(&s, &jon, a["id"].as_str().unwrap());
+    if first["upload"]["status"] == "ASSET_CREATE_PENDING" {
+        assert_eq!(second, "ASSET_CREATE_PENDING");
+    }
+    // Once the stalled fetch gives up, the waiting one runs.
+    let done = settled(&s, &ann, b_id);
+    assert_eq!(done["upload"]["status"], "ASSET_UPLOAD_COMPLETE", "{done}");
+    let failed = settled(&s, &jon, a["id"].as_str().unwrap());
+    assert_eq!(failed["upload"]["status"], "ASSET_ERROR_UPLOAD");
 }

@@ -55,10 +55,13 @@ fn put_content_replaces_the_bytes_in_place() {
     // Someone else: not found (cannot read it); too large: 413 before the body; no such id.
     let ann = s.token("ann", INSTANCE, false);
     assert_eq!(json_error(put_content(&s, &ann, &id, b"x")).0, 404);
-    let (status, _, code) = json_error(put_content(&s, &t, &id, &vec![1u8; 100001]));
+    let (status, code, _) = json_error(put_content(&s, &t, &id, &vec![1u8; 100001]));
     assert_eq!((status, code.as_str()), (413, "FILE_TOO_LARGE"));
     assert_eq!(download(&s, &t, &path), b"brand new content");
-    assert_eq!(json_error(put_content(&s, &t, "01ARZ3NDEKTSV4RRFFQ69G5FAV", b"x")).0, 404);
+    assert_eq!(
+        json_error(put_content(&s, &t, "01ARZ3NDEKTSV4RRFFQ69G5FAV", b"x")).0,
+        404
+    );
     // An admin of the instance may.
     let admin = s.token("root", INSTANCE, true);
     assert_eq!(put_content(&s, &admin, &id, b"by admin").status(), 200);
@@ -76,8 +79,14 @@ fn a_shared_blob_stays_while_another_file_references_it() {
     let r = put_content(&s, &t, a["hypi"]["id"].as_str().unwrap(), b"different");
     assert_eq!(r.status(), 200);
     assert_eq!(s.blob_count(), 2);
-    assert_eq!(download(&s, &t, b["url"]["path"].as_str().unwrap()), b"same bytes");
-    assert_eq!(download(&s, &t, a["url"]["path"].as_str().unwrap()), b"different");
+    assert_eq!(
+        download(&s, &t, b["url"]["path"].as_str().unwrap()),
+        b"same bytes"
+    );
+    assert_eq!(
+        download(&s, &t, a["url"]["path"].as_str().unwrap()),
+        b"different"
+    );
     // Replacing the second with the first's new bytes releases the shared old blob.
     let r = put_content(&s, &t, b["hypi"]["id"].as_str().unwrap(), b"different");
     assert_eq!(r.status(), 200);
@@ -100,7 +109,10 @@ fn post_form(s: &Server, post: &Value, file: Vec<u8>) -> u16 {
     ] {
         form = form.text(field, post[k].as_str().unwrap().to_string());
     }
-    form = form.part("file", reqwest::blocking::multipart::Part::bytes(file).file_name("f"));
+    form = form.part(
+        "file",
+        reqwest::blocking::multipart::Part::bytes(file).file_name("f"),
+    );
     s.client
         .post(post["url"].as_str().unwrap())
         .multipart(form)
@@ -136,11 +148,16 @@ fn update_asset_reuploads_by_form_and_by_url() {
     let t = s.token("jon", INSTANCE, false);
     let v = s.graphql(
         Some(&t),
-        &format!(r#"mutation {{ createAsset(data: {{ fileName: "pic.bin" }}) {{ {SELECTION} }} }}"#),
+        &format!(
+            r#"mutation {{ createAsset(data: {{ fileName: "pic.bin" }}) {{ {SELECTION} }} }}"#
+        ),
     );
     let a = v["data"]["createAsset"].clone();
     let id = a["id"].as_str().unwrap().to_string();
-    assert_eq!(post_form(&s, &a["upload"]["requestPostData"], b"first".to_vec()), 204);
+    assert_eq!(
+        post_form(&s, &a["upload"]["requestPostData"], b"first".to_vec()),
+        204
+    );
 
     // Re-upload by form: same id and url, new bytes.
     let v = s.graphql(
@@ -153,7 +170,12 @@ fn update_asset_reuploads_by_form_and_by_url() {
     assert!(post.is_object(), "{v}");
     assert_eq!(post_form(&s, &post, b"second version".to_vec()), 204);
     let url = a["url"].as_str().unwrap();
-    let got = s.client.get(url).header("Authorization", &t).send().unwrap();
+    let got = s
+        .client
+        .get(url)
+        .header("Authorization", &t)
+        .send()
+        .unwrap();
     assert_eq!(got.bytes().unwrap().as_ref(), b"second version");
     // The form is single use.
     assert_ne!(post_form(&s, &post, b"third".to_vec()), 204);
@@ -183,10 +205,18 @@ fn update_asset_reuploads_by_form_and_by_url() {
         .unwrap();
     assert_eq!(r.status(), 200);
     s.eventually("the new content is fetched", || {
-        let got = s.client.get(url).header("Authorization", &t).send().unwrap();
+        let got = s
+            .client
+            .get(url)
+            .header("Authorization", &t)
+            .send()
+            .unwrap();
         got.bytes().unwrap().as_ref() == png.as_slice()
     });
-    let v = s.graphql(Some(&t), &format!(r#"{{ asset(where: {{ id: {id:?} }}) {{ {SELECTION} }} }}"#));
+    let v = s.graphql(
+        Some(&t),
+        &format!(r#"{{ asset(where: {{ id: {id:?} }}) {{ {SELECTION} }} }}"#),
+    );
     assert_eq!(v["data"]["asset"]["mimeType"], "image/png", "{v}");
     assert_eq!(v["data"]["asset"]["handle"], sha256_hex(&png));
     assert_eq!(s.blob_count(), 1, "old blobs released");

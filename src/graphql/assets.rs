@@ -184,7 +184,7 @@ impl AssetQuery {
     ) -> async_graphql::Result<Asset> {
         let (svc, q) = parts(ctx)?;
         let a = svc.asset(q.caller, &by.id).await.map_err(gql)?;
-        view(&svc, &a, &base(ctx)).map_err(gql)
+        view(svc, &a, &base(ctx)).map_err(gql)
     }
 }
 
@@ -203,7 +203,7 @@ impl AssetMutation {
     ) -> async_graphql::Result<Asset> {
         let (svc, q) = parts(ctx)?;
         let p = q.caller.require().map_err(gql)?.clone();
-        create(&svc, &p, &data, &base(ctx)).await.map_err(gql)
+        create(svc, &p, &data, &base(ctx)).await.map_err(gql)
     }
 
     /// Hygraph's re-upload: new content for an existing asset (same id and url), by a new
@@ -216,7 +216,7 @@ impl AssetMutation {
     ) -> async_graphql::Result<Asset> {
         let (svc, q) = parts(ctx)?;
         let p = q.caller.require().map_err(gql)?.clone();
-        reupload(&svc, &p, &by.id, &data, &base(ctx))
+        reupload(svc, &p, &by.id, &data, &base(ctx))
             .await
             .map_err(gql)
     }

@@ -33,11 +33,7 @@ pub struct Query(QueryRoot, direct::DirectQuery, assets::AssetQuery);
 /// Hypi's mutations and the direct flows'.
 #[derive(async_graphql::MergedObject, Default)]
 #[graphql(name = "MutationRoot")]
-pub struct Mutation(
-    MutationRoot,
-    direct::DirectMutation,
-    assets::AssetMutation,
-);
+pub struct Mutation(MutationRoot, direct::DirectMutation, assets::AssetMutation);
 
 /// Builds the schema around the service. Depth, cost and time are bounded so one request
 /// cannot ask for unbounded work (see [`Limits`]).

@@ -50,7 +50,10 @@ pub struct Asset {
 impl Asset {
     /// `ASSET_UPLOAD_COMPLETE`, `ASSET_ERROR_UPLOAD` or `ASSET_CREATE_PENDING`.
     pub fn status(&self) -> &'static str {
-        match (&self.file, self.session.as_ref().and_then(|s| s.error.as_ref())) {
+        match (
+            &self.file,
+            self.session.as_ref().and_then(|s| s.error.as_ref()),
+        ) {
             (Some(_), _) => COMPLETE,
             (None, Some(_)) => FAILED,
             (None, None) => PENDING,
@@ -132,7 +135,8 @@ fn session_of(id: FileId) -> SessionId {
 }
 
 fn asset_id(raw: &str) -> Result<FileId> {
-    raw.parse().map_err(|_| Error::NotFound("no such asset".into()))
+    raw.parse()
+        .map_err(|_| Error::NotFound("no such asset".into()))
 }
 
 /// A policy condition's value: `{"name": value}`.
@@ -289,10 +293,12 @@ impl Service {
             ],
         });
         let policy = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
-        let query =
-            self.keys
-                .urls
-                .query(Purpose::AssetPost, &s.instance.to_string(), &policy, s.expires / 1000)?;
+        let query = self.keys.urls.query(
+            Purpose::AssetPost,
+            &s.instance.to_string(),
+            &policy,
+            s.expires / 1000,
+        )?;
         let signature = query
             .rsplit_once("sig=")
             .map(|(_, sig)| sig.to_string())
@@ -329,10 +335,7 @@ impl Service {
             let gone = || Error::NotFound("no such asset".into());
             let p = caller.require().map_err(|_| gone())?;
             let s = svc.meta.session(session_of(id))?.ok_or_else(gone)?;
-            let instance = svc
-                .meta
-                .instance_by_domain(&p.instance)?
-                .ok_or_else(gone)?;
+            let instance = svc.meta.instance_by_domain(&p.instance)?.ok_or_else(gone)?;
             let asset_kind = matches!(s.kind, SessionKind::AssetPost | SessionKind::RemoteIngest);
             if !asset_kind || s.instance != instance.id || !access::manages(p, &s.account) {
                 return Err(gone());
@@ -460,7 +463,9 @@ impl Service {
             return Err(bad());
         }
         if s.state != SessionState::Open {
-            return Err(Error::Conflict("this asset's file was uploaded already".into()));
+            return Err(Error::Conflict(
+                "this asset's file was uploaded already".into(),
+            ));
         }
         {
             let mut claims = self

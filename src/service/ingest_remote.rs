@@ -185,7 +185,11 @@ impl Service {
         let key = (self.caller_instance(p).await?, p.account.0.clone());
         let pending = {
             let cap = self.config.remote_fetch.max_concurrent_per_account;
-            let mut map = self.ingests.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self
+                .ingests
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let n = map.entry(key.clone()).or_insert(0);
             if *n >= cap {
                 return Err(Error::TooManyRequests(format!(
@@ -236,7 +240,9 @@ impl Service {
                 Err(e) => Err(Error::Internal(format!("ingest lanes: {e}"))),
             };
             match outcome {
-                Ok(file) => tracing::info!(asset = %file.id, size = file.size, "remote URL ingested"),
+                Ok(file) => {
+                    tracing::info!(asset = %file.id, size = file.size, "remote URL ingested")
+                }
                 Err(e) => {
                     tracing::info!(session = %id, error = %e, "remote URL ingest failed");
                     svc.fail_asset(id, e.to_string()).await;
@@ -369,7 +375,10 @@ fn own_temp_file(url: &reqwest::Url, base: &str) -> Option<Capability> {
         return None;
     }
     let prefix = base.path().trim_end_matches('/');
-    let rest = url.path().strip_prefix(prefix)?.strip_prefix("/temp-files/")?;
+    let rest = url
+        .path()
+        .strip_prefix(prefix)?
+        .strip_prefix("/temp-files/")?;
     let (instance, session) = rest.split_once('/')?;
     if session.contains('/') {
         return None;
