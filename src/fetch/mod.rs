@@ -451,4 +451,25 @@ mod tests {
             assert!(HostRule::parse(bad).is_err(), "{bad:?}");
         }
     }
+
+    /// DNS lookups wait for one of `max_concurrent` lanes at most `dns_timeout`: a resolver
+    /// that is slow for everyone cannot pile up blocked threads.
+    #[tokio::test]
+    async fn dns_lookups_are_bounded_and_timed() {
+        let limits = Limits {
+            max_bytes: 10,
+            total: Duration::from_secs(60),
+            stall: Duration::from_secs(60),
+            max_redirects: 0,
+        };
+        let f = Fetcher::new(Vec::new(), limits).with_dns(1, Duration::from_millis(200));
+        let held = f.dns.clone().acquire_owned().await.unwrap();
+        let err = f.get("http://depot-test.invalid/x").await.unwrap_err();
+        assert!(matches!(err, FetchError::Timeout(_)), "{err}");
+        assert!(err.to_string().contains("too many DNS lookups"), "{err}");
+        drop(held);
+        // With the lane free the lookup runs (and fails: the name does not exist).
+        let err = f.get("http://depot-test.invalid/x").await.unwrap_err();
+        assert!(!err.to_string().contains("too many DNS lookups"), "{err}");
+    }
 }
