@@ -419,3 +419,27 @@ fn b64_std(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[test]
+fn browsers_on_an_allowed_origin_may_post_the_form() {
+    let s = Server::start_with(&[("DEPOT_CORS_ALLOWED_ORIGINS", "http://app.test")]);
+    let preflight = |origin: &str| {
+        s.client
+            .request(reqwest::Method::OPTIONS, s.url("/assets/upload"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+            .unwrap()
+    };
+    let ok = preflight("http://app.test");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://app.test"
+    );
+    assert!(ok.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let other = preflight("http://evil.test");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
