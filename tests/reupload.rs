@@ -221,3 +221,38 @@ fn update_asset_reuploads_by_form_and_by_url() {
     assert_eq!(v["data"]["asset"]["handle"], sha256_hex(&png));
     assert_eq!(s.blob_count(), 1, "old blobs released");
 }
+
+#[test]
+fn readers_see_the_old_or_the_new_bytes_never_a_mix() {
+    let s = Server::start();
+    let t = s.token("jon", INSTANCE, false);
+    let a = vec![b'a'; 300_000];
+    let b = vec![b'b'; 200_000];
+    let (_, body) = s.upload(&t, "/upload/", &[("v.bin", a.as_slice())]);
+    let f = first_record(&body);
+    let id = f["hypi"]["id"].as_str().unwrap().to_string();
+    let path = f["url"]["path"].as_str().unwrap().to_string();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut seen = (0, 0);
+            for _ in 0..60 {
+                let r = s.get(&path, Some(&t));
+                assert_eq!(r.status(), 200);
+                let got = r.bytes().unwrap();
+                if got.as_ref() == a.as_slice() {
+                    seen.0 += 1;
+                } else {
+                    assert_eq!(got.as_ref(), b.as_slice(), "a mix of versions");
+                    seen.1 += 1;
+                }
+            }
+            seen
+        });
+        for i in 0..20 {
+            let next = if i % 2 == 0 { &b } else { &a };
+            assert_eq!(put_content(&s, &t, &id, next).status(), 200);
+        }
+        let seen = reader.join().unwrap();
+        assert_eq!(seen.0 + seen.1, 60);
+    });
+}
