@@ -175,6 +175,13 @@ pub struct RemoteFetchConfig {
     pub stall_secs: u64,
     /// Most redirects followed.
     pub max_redirects: usize,
+    /// Remote URL ingests running at once, overall; more wait their turn.
+    pub max_concurrent: usize,
+    /// Remote URL ingests one account may have pending at once; 429 beyond.
+    pub max_concurrent_per_account: usize,
+    /// Seconds a DNS lookup may take (each runs on the blocking pool; at most
+    /// `max_concurrent` at once).
+    pub dns_timeout_secs: u64,
 }
 
 impl Default for RemoteFetchConfig {
@@ -185,6 +192,9 @@ impl Default for RemoteFetchConfig {
             timeout_secs: 600,
             stall_secs: 30,
             max_redirects: 5,
+            max_concurrent: 8,
+            max_concurrent_per_account: 2,
+            dns_timeout_secs: 5,
         }
     }
 }
@@ -590,6 +600,16 @@ impl Config {
         if let Some(v) = get("DEPOT_REMOTE_FETCH_MAX_REDIRECTS") {
             self.remote_fetch.max_redirects = num("DEPOT_REMOTE_FETCH_MAX_REDIRECTS", v)?;
         }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_MAX_CONCURRENT") {
+            self.remote_fetch.max_concurrent = num("DEPOT_REMOTE_FETCH_MAX_CONCURRENT", v)?;
+        }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_MAX_CONCURRENT_PER_ACCOUNT") {
+            self.remote_fetch.max_concurrent_per_account =
+                num("DEPOT_REMOTE_FETCH_MAX_CONCURRENT_PER_ACCOUNT", v)?;
+        }
+        if let Some(v) = get("DEPOT_REMOTE_FETCH_DNS_TIMEOUT_SECS") {
+            self.remote_fetch.dns_timeout_secs = num("DEPOT_REMOTE_FETCH_DNS_TIMEOUT_SECS", v)?;
+        }
         // [store]
         if let Some(v) = get("DEPOT_STORE_KIND") {
             self.store.kind = match v.trim() {
@@ -694,6 +714,16 @@ impl Config {
         }
         for origin in &self.cors.allowed_origins {
             normalize_origin(origin)?;
+        }
+        if self.remote_fetch.max_concurrent == 0
+            || self.remote_fetch.max_concurrent_per_account == 0
+            || self.remote_fetch.dns_timeout_secs == 0
+        {
+            return Err(StartError::Config(
+                "remote_fetch.max_concurrent, max_concurrent_per_account and dns_timeout_secs \
+                 must be at least 1"
+                    .into(),
+            ));
         }
         if self.remote_fetch.timeout_secs == 0 || self.remote_fetch.stall_secs == 0 {
             return Err(StartError::Config(

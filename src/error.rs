@@ -88,6 +88,8 @@ pub enum SessionFault {
     TypeMismatch,
     /// The bytes are not of the declared type.
     ContentMismatch,
+    /// A presigned POST form's fields differ from its signed policy (Hygraph's `key`, ...).
+    PolicyMismatch,
 }
 
 /// Shorthand used across the crate.
@@ -141,6 +143,7 @@ pub const UPLOAD_INCOMPLETE: Class = class(409, "UPLOAD_INCOMPLETE");
 pub const LENGTH_MISMATCH: Class = class(400, "LENGTH_MISMATCH");
 pub const CONTENT_TYPE_MISMATCH: Class = class(400, "CONTENT_TYPE_MISMATCH");
 pub const CONTENT_MISMATCH: Class = class(400, "CONTENT_MISMATCH");
+pub const POLICY_MISMATCH: Class = class(403, "POLICY_MISMATCH");
 pub const UNAVAILABLE: Class = class(503, "UNAVAILABLE");
 
 impl Error {
@@ -169,6 +172,7 @@ impl Error {
                 SessionFault::LengthMismatch => LENGTH_MISMATCH,
                 SessionFault::TypeMismatch => CONTENT_TYPE_MISMATCH,
                 SessionFault::ContentMismatch => CONTENT_MISMATCH,
+                SessionFault::PolicyMismatch => POLICY_MISMATCH,
             },
             Error::Unavailable(_) => UNAVAILABLE,
             Error::Internal(_) | Error::Failed { .. } => INTERNAL,

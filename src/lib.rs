@@ -113,6 +113,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     http::metrics::install();
     let service = Arc::new(open_service(config)?);
     service.spawn_session_sweeper();
+    // Remote URL ingests pending when the server stopped resume (or are marked failed).
+    match service.resume_ingests() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(ingests = n, "resumed pending remote URL ingests"),
+        Err(e) => tracing::warn!(error = %e.chain(), "cannot resume remote URL ingests"),
+    }
     store::metered::seed_gauges(service.blobs.clone());
     let limits = http::limits::BodyLimits::from_config(&service.config);
     let rate = http::rate_limit::RateLimits::from_config(&service.config);

@@ -30,6 +30,8 @@ pub enum Purpose {
     TempGet,
     /// GET the file of a download link.
     Link,
+    /// POST the bytes of a Hygraph asset (the signed id is the form's base64 policy).
+    AssetPost,
 }
 
 impl Purpose {
@@ -39,6 +41,7 @@ impl Purpose {
             Purpose::TempPut => "temp-put",
             Purpose::TempGet => "temp-get",
             Purpose::Link => "link",
+            Purpose::AssetPost => "asset-post",
         }
     }
 }

@@ -140,7 +140,16 @@ pub struct Limits {
 pub struct Fetcher {
     allow: Arc<Vec<HostRule>>,
     limits: Limits,
+    /// DNS lookups run on the blocking pool (the system resolver blocks): at most this many
+    /// at once, each abandoned after `dns_timeout`, so hostile names cannot fill the pool.
+    dns: Arc<tokio::sync::Semaphore>,
+    dns_timeout: Duration,
 }
+
+/// DNS lookups in flight at once unless configured.
+const DNS_LOOKUPS: usize = 8;
+/// Longest DNS lookup unless configured.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A successful answer whose body is still to be read.
 #[derive(Debug)]
@@ -234,6 +243,10 @@ impl Fetcher {
                 stall: Duration::from_secs(cfg.stall_secs),
                 max_redirects: cfg.max_redirects,
             },
+        )
+        .with_dns(
+            cfg.max_concurrent.max(1),
+            Duration::from_secs(cfg.dns_timeout_secs.max(1)),
         ))
     }
 
@@ -241,7 +254,41 @@ impl Fetcher {
         Self {
             allow: Arc::new(allow),
             limits,
+            dns: Arc::new(tokio::sync::Semaphore::new(DNS_LOOKUPS)),
+            dns_timeout: DNS_TIMEOUT,
         }
+    }
+
+    /// At most `lookups` DNS lookups at once, each abandoned after `timeout`.
+    pub fn with_dns(mut self, lookups: usize, timeout: Duration) -> Self {
+        self.dns = Arc::new(tokio::sync::Semaphore::new(lookups));
+        self.dns_timeout = timeout;
+        self
+    }
+
+    /// Resolves `name` on the blocking pool within the DNS bounds. A lookup that times out
+    /// keeps its permit until the resolver thread returns, so stuck lookups cannot pile up.
+    async fn resolve(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, FetchError> {
+        let permit = tokio::time::timeout(self.dns_timeout, self.dns.clone().acquire_owned())
+            .await
+            .map_err(|_| FetchError::Timeout(format!("too many DNS lookups; {name} not resolved")))?
+            .map_err(|e| FetchError::Network(format!("DNS lane: {e}")))?;
+        let host = name.to_string();
+        let lookup = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map(|a| a.collect::<Vec<_>>())
+        });
+        tokio::time::timeout(self.dns_timeout, lookup)
+            .await
+            .map_err(|_| {
+                FetchError::Timeout(format!(
+                    "resolving {name} took more than {} s",
+                    self.dns_timeout.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| FetchError::Network(format!("DNS task: {e}")))?
+            .map_err(|e| FetchError::Network(format!("cannot resolve {name}: {e}")))
     }
 
     /// `GET url`, following redirects; answers once a success status and headers arrived.
@@ -328,10 +375,7 @@ impl Fetcher {
         let allowed = self.allow.iter().any(|r| r.matches(&name, port));
         let addrs: Vec<SocketAddr> = match literal {
             Some(ip) => vec![SocketAddr::new(ip, port)],
-            None => tokio::net::lookup_host((name.as_str(), port))
-                .await
-                .map_err(|e| FetchError::Network(format!("cannot resolve {name}: {e}")))?
-                .collect(),
+            None => self.resolve(&name, port).await?,
         };
         if addrs.is_empty() {
             return Err(FetchError::Network(format!("{name} has no address")));
@@ -406,5 +450,26 @@ mod tests {
         ] {
             assert!(HostRule::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// DNS lookups wait for one of `max_concurrent` lanes at most `dns_timeout`: a resolver
+    /// that is slow for everyone cannot pile up blocked threads.
+    #[tokio::test]
+    async fn dns_lookups_are_bounded_and_timed() {
+        let limits = Limits {
+            max_bytes: 10,
+            total: Duration::from_secs(60),
+            stall: Duration::from_secs(60),
+            max_redirects: 0,
+        };
+        let f = Fetcher::new(Vec::new(), limits).with_dns(1, Duration::from_millis(200));
+        let held = f.dns.clone().acquire_owned().await.unwrap();
+        let err = f.get("http://depot-test.invalid/x").await.unwrap_err();
+        assert!(matches!(err, FetchError::Timeout(_)), "{err}");
+        assert!(err.to_string().contains("too many DNS lookups"), "{err}");
+        drop(held);
+        // With the lane free the lookup runs (and fails: the name does not exist).
+        let err = f.get("http://depot-test.invalid/x").await.unwrap_err();
+        assert!(!err.to_string().contains("too many DNS lookups"), "{err}");
     }
 }

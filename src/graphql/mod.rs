@@ -1,6 +1,7 @@
 //! The Hypi-compatible GraphQL API on `POST /graphql` (GraphiQL on `GET /graphql`).
 //! Resolvers only translate: every rule lives in the service, the same as for REST.
 
+pub mod assets;
 pub mod direct;
 pub mod types;
 
@@ -27,12 +28,12 @@ pub type DepotSchema = Schema<Query, Mutation, EmptySubscription>;
 /// Hypi's queries and the direct flows' (`direct.rs`).
 #[derive(async_graphql::MergedObject, Default)]
 #[graphql(name = "QueryRoot")]
-pub struct Query(QueryRoot, direct::DirectQuery);
+pub struct Query(QueryRoot, direct::DirectQuery, assets::AssetQuery);
 
 /// Hypi's mutations and the direct flows'.
 #[derive(async_graphql::MergedObject, Default)]
 #[graphql(name = "MutationRoot")]
-pub struct Mutation(MutationRoot, direct::DirectMutation);
+pub struct Mutation(MutationRoot, direct::DirectMutation, assets::AssetMutation);
 
 /// Builds the schema around the service. Depth, cost and time are bounded so one request
 /// cannot ask for unbounded work (see [`Limits`]).

@@ -131,6 +131,12 @@ pub const ROUTES: &[Route] = &[
     token("/files/*/links", &["POST"]),
     token("/files/*/links/*", &["DELETE"]),
     capability("/links/*/*", &["GET", "HEAD"], RANGED),
+    // Hygraph's assets (assets.rs): the upload form carries its capability in the signed policy.
+    capability("/assets/upload", &["POST"], &["content-type"]),
+    token("/assets", &["POST"]),
+    token("/assets/*", &["GET"]),
+    token("/assets/*/reupload", &["POST"]),
+    token("/files/*/content", &["PUT"]),
     Route {
         pattern: "/health",
         methods: &["GET"],
@@ -341,5 +347,7 @@ mod tests {
         assert_eq!(route("/temp-files/i/t/upload").methods, &["PUT"]);
         assert_eq!(route("/temp-files/i/t").methods, &["GET", "HEAD"]);
         assert_eq!(route("/files/f/links").methods, &["POST"]);
+        assert_eq!(route("/assets/upload").credentials, Credentials::None);
+        assert_eq!(route("/assets/a").credentials, Credentials::Token);
     }
 }

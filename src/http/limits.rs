@@ -159,6 +159,10 @@ pub fn is_upload_route(path: &str) -> bool {
         // Presigned PUTs and temp file PUTs (http/direct.rs), capped by their sessions.
         || path.starts_with("/uploads/put/")
         || (path.starts_with("/temp-files/") && path.ends_with("/upload"))
+        // Hygraph's presigned POST form (http/assets.rs), capped by its policy.
+        || path == "/assets/upload"
+        // A file's new content (http/assets.rs), capped by max_file_size.
+        || (path.starts_with("/files/") && path.ends_with("/content"))
 }
 
 /// Why a body was cut off. Carried inside the payload's I/O error so that every reader (JSON,

@@ -1,6 +1,7 @@
 //! actix handlers: parse the request, call the service, shape the response. No storage code.
 
 mod access;
+mod assets;
 pub mod cors;
 mod direct;
 mod dirs;
@@ -243,6 +244,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/links/{instance}/{id}")
                 .route(web::get().to(direct::get_link))
                 .route(web::head().to(direct::get_link))
+                .default_service(web::to(method_not_allowed)),
+        )
+        // Hygraph's assets (assets.rs).
+        .service(
+            web::resource("/assets")
+                .route(web::post().to(assets::create_asset))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/assets/upload")
+                .route(web::post().to(assets::upload_form))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/assets/{id}")
+                .route(web::get().to(assets::get_asset))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/assets/{id}/reupload")
+                .route(web::post().to(assets::reupload_asset))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/files/{id}/content")
+                .route(web::put().to(assets::put_content))
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));

@@ -10,6 +10,7 @@ use super::{
 use crate::error::{Error, SessionFault};
 use crate::types::{AccountId, FileId, InstanceId, RightId, SessionId, Sha256};
 
+pub mod assets;
 pub mod dirs;
 
 /// A contract case: a name for the report and the check.
@@ -65,6 +66,14 @@ pub fn cases() -> Vec<Case> {
             dirs::replace_moves_every_index_or_none,
         ),
         ("stars_are_per_account", dirs::stars_are_per_account),
+        (
+            "session_error_is_recorded",
+            assets::session_error_is_recorded,
+        ),
+        (
+            "replace_content_moves_references",
+            assets::replace_content_moves_references,
+        ),
     ]
 }
 
@@ -610,10 +619,11 @@ pub fn session(
         expires,
         bytes: None,
         file: None,
+        error: None,
     }
 }
 
-fn stored(content: u8) -> StoredBytes {
+pub(crate) fn stored(content: u8) -> StoredBytes {
     StoredBytes {
         sha: sha(content),
         size: 3,

@@ -151,6 +151,21 @@ pub trait UploadSessionStore {
     fn file_extras(&self, id: FileId) -> Result<Option<FileExtras>>;
     /// Every session (fsck counts the blob references they hold).
     fn all_sessions(&self) -> Records<'_, UploadSession>;
+    /// Records why an upload to a session failed (`None` clears it); the session keeps its
+    /// state. Not found: `NotFound`.
+    fn set_session_error(&self, id: SessionId, error: Option<&str>) -> Result<()>;
+    /// Replaces the bytes of an existing file (a re-upload), atomically: the record keeps its
+    /// id, owner, place and name and takes `content`'s hash, size, type and dimensions (and
+    /// `updated`); its image record follows (`image`: whether it is one); the new blob gains a
+    /// reference and the old one loses one. Returns the new record, the old one and the
+    /// references the old blob has left; `None` when the file is gone or trashed.
+    fn replace_content(
+        &self,
+        id: FileId,
+        content: &StoredBytes,
+        image: bool,
+        updated: Millis,
+    ) -> Result<Option<(FileRecord, FileRecord, u64)>>;
 }
 
 /// Whole-store walks and repairs for fsck and gc. Never on a request path: their cost grows

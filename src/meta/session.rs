@@ -15,6 +15,12 @@ pub enum SessionKind {
     TempFile,
     /// A signed download link to one existing File (`session.file`).
     DownloadLink,
+    /// Hygraph: `createAsset(data: {fileName})`, one presigned POST form; the asset's File
+    /// (`session.file`, chosen up front: the asset id) is made when the bytes arrive.
+    AssetPost,
+    /// Hygraph: `createAsset(data: {uploadUrl})`, fetched by a background task (the URL is in
+    /// `metadata.uploadUrl`); resumed after a restart.
+    RemoteIngest,
 }
 
 impl SessionKind {
@@ -24,6 +30,8 @@ impl SessionKind {
             SessionKind::PresignedPut => b'p',
             SessionKind::TempFile => b't',
             SessionKind::DownloadLink => b'l',
+            SessionKind::AssetPost => b'a',
+            SessionKind::RemoteIngest => b'r',
         }
     }
 }
@@ -76,6 +84,9 @@ pub struct UploadSession {
     pub bytes: Option<StoredBytes>,
     /// `Confirmed`: the File made; `DownloadLink`: the File served.
     pub file: Option<FileId>,
+    /// Why the last upload to this session failed (Hygraph's `upload.error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl UploadSession {

@@ -2,17 +2,20 @@
 //! nothing about HTTP.
 
 pub mod access;
+pub mod assets;
 pub mod content;
 pub mod decode_lanes;
 pub mod dirs;
 pub mod files;
 pub mod foir_view;
 pub mod hot;
+pub mod ingest_remote;
 pub mod maintenance;
 pub mod names;
 pub mod query;
 pub mod ready;
 pub mod session_leases;
+pub mod reupload;
 pub mod sessions;
 pub mod upload;
 
@@ -42,6 +45,8 @@ pub struct Service {
     pub(crate) sessions: sessions::Runtime,
     /// The directory tree's lock: moves write, uploads and listings read (see `dirs`).
     pub(crate) tree: dirs::TreeLock,
+    /// Remote URL ingests (Hygraph `createAsset(data: {uploadUrl})`): fetcher and bounds.
+    pub(crate) ingests: ingest_remote::Runtime,
 }
 
 impl Service {
@@ -54,6 +59,7 @@ impl Service {
     ) -> Self {
         Self {
             hot: hot::HotFiles::new(config.download_cache_bytes),
+            ingests: ingest_remote::Runtime::from_config(&config),
             config,
             meta,
             blobs,

@@ -37,7 +37,7 @@ const MAX_METADATA: usize = 16 * 1024;
 /// lanes, and links' cached access decisions.
 #[derive(Default)]
 pub struct Runtime {
-    claims: Mutex<HashSet<SessionId>>,
+    pub(crate) claims: Mutex<HashSet<SessionId>>,
     leases: Arc<super::session_leases::Leases>,
     decode: super::decode_lanes::DecodeLanes,
     /// Link -> (the hot cache's generation when decided, allowed until): the maker may still
@@ -46,9 +46,9 @@ pub struct Runtime {
 }
 
 /// A PUT in flight on a session; dropping it frees the session for another try.
-struct Claim {
-    svc: Arc<Service>,
-    id: SessionId,
+pub(crate) struct Claim {
+    pub(crate) svc: Arc<Service>,
+    pub(crate) id: SessionId,
 }
 
 impl Drop for Claim {
@@ -220,7 +220,7 @@ impl Service {
     ///
     /// The creation rate is counted in the metadata store (one small write, no flush): a restart
     /// does not hand every account a fresh minute's budget.
-    fn create_session(&self, session: &UploadSession) -> Result<()> {
+    pub(crate) fn create_session(&self, session: &UploadSession) -> Result<()> {
         let cfg = &self.config.sessions;
         self.meta.charge_session_creation(
             session.instance,
@@ -243,6 +243,7 @@ impl Service {
             Purpose::TempPut => format!("/temp-files/{instance}/{id}/upload"),
             Purpose::TempGet => format!("/temp-files/{instance}/{id}"),
             Purpose::Link => format!("/links/{instance}/{id}"),
+            Purpose::AssetPost => "/assets/upload".to_string(),
         };
         Ok(format!("{path}?{query}"))
     }
@@ -305,6 +306,7 @@ impl Service {
                 expires: now + ttl * 1000,
                 bytes: None,
                 file: None,
+                error: None,
             };
             svc.create_session(&s)?;
             Ok(s)
@@ -337,6 +339,7 @@ impl Service {
                 expires: now + cfg.temp_file_ttl_secs * 1000,
                 bytes: None,
                 file: None,
+                error: None,
             };
             svc.create_session(&s)?;
             Ok(s)
@@ -752,6 +755,7 @@ impl Service {
                 expires,
                 bytes: None,
                 file: Some(f.id),
+                error: None,
             };
             svc.create_session(&s)?;
             Ok(s)

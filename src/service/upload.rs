@@ -63,6 +63,10 @@ impl StagedPart {
     pub(crate) fn size(&self) -> u64 {
         self.blob.size()
     }
+    /// Media type, sniffed from its first bytes (else guessed from its name).
+    pub(crate) fn mime(&self) -> &str {
+        &self.mime
+    }
     /// Image width and height read from its first bytes.
     pub(crate) fn dims(&self) -> Option<(u32, u32)> {
         self.dims

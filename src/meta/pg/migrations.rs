@@ -10,7 +10,10 @@ use super::{db_err, pool_err, PgMeta};
 use crate::error::Result;
 
 /// `(version, name, SQL)`, in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", V1)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial schema", V1),
+    (2, "session creation rate", V2),
+];
 
 /// Text columns that are compared or range-scanned use the "C" collation: byte order, like the
 /// sled keys, whatever the database's locale (a path prefix scan is then a plain index range).
@@ -87,6 +90,17 @@ CREATE TABLE stars (
     account text COLLATE "C" NOT NULL,
     file bytea NOT NULL,
     PRIMARY KEY (instance, account, file)
+);
+"#;
+
+/// Session creations per account in the current minute (the persisted rate counter).
+const V2: &str = r#"
+CREATE TABLE session_rates (
+    instance bytea NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    minute bigint NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (instance, account)
 );
 "#;
 

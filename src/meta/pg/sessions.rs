@@ -8,7 +8,7 @@ use crate::meta::{
     FileExtras, FileRecord, ImageRecord, Records, SessionState, StoredBytes, UploadSession,
     UploadSessionStore,
 };
-use crate::types::{FileId, Millis, SessionId};
+use crate::types::{AccountId, FileId, InstanceId, Millis, SessionId};
 use deadpool_postgres::Transaction;
 
 fn gone() -> Error {
@@ -90,6 +90,54 @@ impl UploadSessionStore for PgMeta {
                 Ok(())
             })
         })
+    }
+
+    fn charge_session_creation(
+        &self,
+        instance: InstanceId,
+        account: &AccountId,
+        now: Millis,
+        per_minute: u32,
+    ) -> Result<()> {
+        let refused = || {
+            Error::TooManyRequests(format!(
+                "at most {per_minute} upload sessions or links a minute per account; \
+                 try again later"
+            ))
+        };
+        if per_minute == 0 {
+            return Err(refused());
+        }
+        let (inst, account) = (instance.to_bytes().to_vec(), account.0.clone());
+        let minute = big(now / 60_000);
+        let limit = i64::from(per_minute);
+        // One upsert: a new minute starts the count at 1, the same minute adds 1 unless the
+        // limit is reached (then the WHERE keeps the row and nothing comes back). Concurrent
+        // charges of one account wait on the row's lock, across nodes.
+        let charged = self.run(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let row = c
+                .query_opt(
+                    "INSERT INTO session_rates (instance, account, minute, count)
+                     VALUES ($1, $2, $3, 1)
+                     ON CONFLICT (instance, account) DO UPDATE SET
+                         minute = EXCLUDED.minute,
+                         count = CASE WHEN session_rates.minute = EXCLUDED.minute
+                                      THEN session_rates.count + 1 ELSE 1 END
+                     WHERE session_rates.minute <> EXCLUDED.minute
+                        OR session_rates.count < $4
+                     RETURNING count",
+                    &[&inst, &account, &minute, &limit],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(row.is_some())
+        })?;
+        if charged {
+            Ok(())
+        } else {
+            Err(refused())
+        }
     }
 
     fn session(&self, id: SessionId) -> Result<Option<UploadSession>> {
@@ -230,6 +278,99 @@ impl UploadSessionStore for PgMeta {
                     .map(|r| Ok((r.try_get::<_, Vec<u8>>("id")?, record(r, "record")?)))
                     .collect::<TxResult<Vec<_>>>()
                     .map_err(Error::from)
+            })
+        })
+    }
+
+    fn set_session_error(&self, id: SessionId, error: Option<&str>) -> Result<()> {
+        let error = error.map(str::to_string);
+        self.run(move |pool| async move {
+            in_tx!(pool, |tx| {
+                let Some(mut s) = locked(&tx, id).await? else {
+                    return Err(gone().into());
+                };
+                s.error = error.clone();
+                store(&tx, &s).await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn replace_content(
+        &self,
+        id: FileId,
+        content: &StoredBytes,
+        image: bool,
+        updated: Millis,
+    ) -> Result<Option<(FileRecord, FileRecord, u64)>> {
+        let content = content.clone();
+        self.run(move |pool| async move {
+            in_tx!(pool, |tx| {
+                let fid = id.to_bytes();
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT record FROM files WHERE id = $1 FOR UPDATE",
+                        &[&fid.as_slice()],
+                    )
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let old: FileRecord = record(&row, "record")?;
+                if old.trashed.is_some() || old.is_directory() {
+                    return Ok(None);
+                }
+                let mut new = old.clone();
+                new.sha256 = content.sha;
+                new.size = content.size;
+                new.mime = content.mime.clone();
+                new.width = content.width;
+                new.height = content.height;
+                new.updated = updated;
+                tx.execute(
+                    "UPDATE files SET sha256 = $2, record = $3 WHERE id = $1",
+                    &[&fid.as_slice(), &new.sha256.0.as_slice(), &json(&new)?],
+                )
+                .await?;
+                let kept: Option<ImageRecord> = match tx
+                    .query_opt("SELECT record FROM images WHERE file = $1", &[&fid.as_slice()])
+                    .await?
+                {
+                    Some(r) => record(&r, "record").ok(),
+                    None => None,
+                };
+                match (image, content.width, content.height) {
+                    (true, Some(width), Some(height)) => {
+                        let rec = ImageRecord {
+                            file: id,
+                            name: new.name.clone(),
+                            description: kept.as_ref().and_then(|i| i.description.clone()),
+                            location: kept.and_then(|i| i.location),
+                            width,
+                            height,
+                        };
+                        tx.execute(
+                            "INSERT INTO images (file, record) VALUES ($1, $2)
+                             ON CONFLICT (file) DO UPDATE SET record = EXCLUDED.record",
+                            &[&fid.as_slice(), &json(&rec)?],
+                        )
+                        .await?;
+                    }
+                    _ => {
+                        tx.execute("DELETE FROM images WHERE file = $1", &[&fid.as_slice()])
+                            .await?;
+                    }
+                }
+                // Reference changes in sha order, as everywhere (no lock cycles across nodes).
+                let left = if new.sha256.0 <= old.sha256.0 {
+                    add_refs(&tx, &[new.sha256]).await?;
+                    drop_ref(&tx, &old.sha256).await?
+                } else {
+                    let left = drop_ref(&tx, &old.sha256).await?;
+                    add_refs(&tx, &[new.sha256]).await?;
+                    left
+                };
+                Ok(Some((new.clone(), old.clone(), left)))
             })
         })
     }
