@@ -39,7 +39,7 @@ pub async fn list(
         .service
         .list_files(p, q.directory, q.first, after)
         .await?;
-    Ok(HttpResponse::Ok().json(views::file_page(&page)))
+    Ok(HttpResponse::Ok().json(views::file_page(&state.service, &page).await?))
 }
 
 /// One file record, for whoever may read the file (anonymous callers through a grant).
@@ -50,7 +50,9 @@ pub async fn get(
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let (file, image) = state.service.get_file(caller, file_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(views::file_with_image(&file, image.as_ref())))
+    let mut v = views::file_with_image(&file, image.as_ref());
+    v["content"] = views::content(&state.service, &file).await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Deletes a file.
