@@ -91,7 +91,7 @@ impl InstanceTree {
     pub(crate) fn consistent<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
         loop {
             let before = self.moves.load(Ordering::SeqCst);
-            if before % 2 == 0 {
+            if before.is_multiple_of(2) {
                 let out = read()?;
                 std::sync::atomic::fence(Ordering::SeqCst);
                 if self.moves.load(Ordering::SeqCst) == before {
@@ -853,7 +853,7 @@ mod tests {
                     Ok((x, state.load(Ordering::SeqCst)))
                 })
                 .unwrap();
-            assert_eq!(x % 2, 0, "read mid-move");
+            assert!(x.is_multiple_of(2), "read mid-move");
             assert_eq!(x, y, "read across a move");
         }
         writer.join().unwrap();
