@@ -44,6 +44,9 @@ pub struct Config {
     pub max_page_size: usize,
     /// Largest text file whose bytes GraphQL returns in a File's `content`.
     pub max_content_bytes: u64,
+    /// Most entries below a directory a non-admin may move, trash or delete in one call
+    /// (422 TREE_TOO_LARGE beyond): bounds how long such a call holds the tree lock.
+    pub max_tree_entries: usize,
     /// Most access rights one account may hold in an instance (429 beyond).
     pub max_grants_per_account: u64,
     /// Most access rights one request may create (413 beyond).
@@ -263,6 +266,7 @@ impl Default for Config {
             max_uploads: 512,
             max_page_size: 25,
             max_content_bytes: 64 * 1024,
+            max_tree_entries: 100_000,
             max_grants_per_account: 10_000,
             max_grants_per_request: 1_000,
             graphql_max_cost: 20_000,
@@ -506,6 +510,9 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_MAX_CONTENT_BYTES") {
             self.max_content_bytes = num("DEPOT_MAX_CONTENT_BYTES", v)?;
+        }
+        if let Some(v) = get("DEPOT_MAX_TREE_ENTRIES") {
+            self.max_tree_entries = num("DEPOT_MAX_TREE_ENTRIES", v)?;
         }
         if let Some(v) = get("DEPOT_MAX_GRANTS_PER_ACCOUNT") {
             self.max_grants_per_account = num("DEPOT_MAX_GRANTS_PER_ACCOUNT", v)?;

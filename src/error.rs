@@ -59,6 +59,10 @@ pub enum Error {
     /// Upload sessions and signed URLs (presigned PUT, temp files, download links).
     #[error("{1}")]
     Session(SessionFault, String),
+    /// A move, trash or delete of a directory whose subtree is larger than a non-admin may
+    /// change in one call (`max_tree_entries`): 422.
+    #[error("{0}")]
+    TreeTooLarge(String),
     /// The service cannot take work now (a readiness check failed): 503.
     #[error("{0}")]
     Unavailable(String),
@@ -145,6 +149,7 @@ pub const CONTENT_TYPE_MISMATCH: Class = class(400, "CONTENT_TYPE_MISMATCH");
 pub const CONTENT_MISMATCH: Class = class(400, "CONTENT_MISMATCH");
 pub const POLICY_MISMATCH: Class = class(403, "POLICY_MISMATCH");
 pub const UNAVAILABLE: Class = class(503, "UNAVAILABLE");
+pub const TREE_TOO_LARGE: Class = class(422, "TREE_TOO_LARGE");
 
 impl Error {
     /// The one table from variant to status and code.
@@ -175,6 +180,7 @@ impl Error {
                 SessionFault::PolicyMismatch => POLICY_MISMATCH,
             },
             Error::Unavailable(_) => UNAVAILABLE,
+            Error::TreeTooLarge(_) => TREE_TOO_LARGE,
             Error::Internal(_) | Error::Failed { .. } => INTERNAL,
         }
     }

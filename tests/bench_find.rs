@@ -3,21 +3,11 @@
 
 mod common;
 use common::*;
-use depot::config::Config;
-use depot::meta::FileRecord;
-use depot::types::{now_millis, AccountId, FileId, Sha256};
 use std::time::Instant;
 
 fn seed(data: &std::path::Path, files: usize) -> (String, String) {
-    let config = Config {
-        data_dir: data.to_path_buf(),
-        ..Config::default()
-    };
-    let svc = depot::open_service(config).unwrap();
-    let instance = svc.meta.ensure_instance(INSTANCE).unwrap();
-    let now = now_millis();
+    let mut s = Seeder::open(data);
     let mut sample = None;
-    let mut batch = Vec::with_capacity(1000);
     for i in 0..files {
         // 1% of the files belong to "owner", the rest to 100 other accounts.
         let owner = if i % 100 == 0 {
@@ -25,58 +15,25 @@ fn seed(data: &std::path::Path, files: usize) -> (String, String) {
         } else {
             format!("user{}", i % 97)
         };
-        let f = FileRecord {
-            id: FileId::new(),
-            instance: instance.id,
-            created_by: AccountId(owner),
-            created: now,
-            updated: now,
-            trashed: None,
-            name: format!("file{i}.txt"),
-            directory: format!("/d{}", i % 1000),
-            extension: Some("txt".into()),
-            mime: "text/plain".into(),
-            size: (i % 5000) as u64,
-            sha256: Sha256([7; 32]),
-            width: None,
-            height: None,
-            is_stared: None,
-            is_sharable: None,
-        };
+        let mut f = s.record(
+            &owner,
+            &format!("/d{}", i % 1000),
+            &format!("file{i}.txt"),
+            false,
+        );
+        f.size = (i % 5000) as u64;
         if i == files / 2 {
             sample = Some((f.id.to_string(), f.path()));
         }
-        batch.push((f, None));
-        if batch.len() == 1000 {
-            svc.meta.insert_files(&batch).unwrap();
-            batch.clear();
-        }
-    }
-    if !batch.is_empty() {
-        svc.meta.insert_files(&batch).unwrap();
+        s.add(f);
     }
     sample.unwrap()
-}
-
-fn median_ms(s: &Server, token: &str, query: &str, runs: usize) -> f64 {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        let res = s.graphql(Some(token), query);
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert!(res["errors"].is_null(), "{query}: {res}");
-    }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    times[runs / 2]
 }
 
 #[test]
 #[ignore = "benchmark: run by scripts/bench"]
 fn find_over_100k_files() {
-    let files: usize = std::env::var("BENCH_FIND_FILES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let files = env_count("BENCH_FIND_FILES", 100_000);
     let dir = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
     let (id, path) = seed(dir.path(), files);

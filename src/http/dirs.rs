@@ -60,11 +60,11 @@ pub async fn get(
         .service
         .directory_listing(ctx, path, q.arcql, q.first, q.after)
         .await?;
-    let edges: Vec<_> = page
-        .nodes
-        .iter()
-        .map(|f| json!({"node": views::file(f), "cursor": f.id.to_string()}))
-        .collect();
+    let mut edges = Vec::with_capacity(page.nodes.len());
+    for f in &page.nodes {
+        let node = views::file_with_content(&state.service, f).await?;
+        edges.push(json!({"node": node, "cursor": f.id.to_string()}));
+    }
     Ok(HttpResponse::Ok().json(json!({
         "directory": views::file(&dir),
         "stats": {"files": stats.files, "directories": stats.directories, "bytes": stats.bytes},
@@ -105,7 +105,7 @@ pub async fn move_entry(
         .service
         .move_entry(p, file_id(&id)?, b.directory, b.name, b.on_conflict)
         .await?;
-    Ok(HttpResponse::Ok().json(views::file(&moved)))
+    Ok(HttpResponse::Ok().json(views::file_with_content(&state.service, &moved).await?))
 }
 
 /// Stars a file for the caller.
@@ -135,5 +135,5 @@ async fn set_star(
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
     let f = state.service.set_star(p, file_id(&id)?, on).await?;
-    Ok(HttpResponse::Ok().json(views::file(&f)))
+    Ok(HttpResponse::Ok().json(views::file_with_content(&state.service, &f).await?))
 }

@@ -39,7 +39,7 @@ pub async fn list(
         .service
         .list_files(p, q.directory, q.first, after)
         .await?;
-    Ok(HttpResponse::Ok().json(views::file_page(&page)))
+    Ok(HttpResponse::Ok().json(views::file_page(&state.service, &page).await?))
 }
 
 /// Query of `GET /files/{id}`.
@@ -69,11 +69,13 @@ pub async fn get(
     let caller = caller(&req, &state)?;
     let (f, image) = state.service.get_file_view(caller, file_id(&id)?).await?;
     let base = direct::public_base(&req, &state);
-    Ok(HttpResponse::Ok().json(if foir {
-        direct::foir_json(&f, &base)
-    } else {
-        direct::hypi_and_foir_json(&f, image.as_ref(), &base)
-    }))
+    // Foir's shape is exactly confirm's answer; Hypi's carries the text `content`.
+    if foir {
+        return Ok(HttpResponse::Ok().json(direct::foir_json(&f, &base)));
+    }
+    let mut v = direct::hypi_and_foir_json(&f, image.as_ref(), &base);
+    v["content"] = views::content(&state.service, &f.file).await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Deletes a file.

@@ -1,9 +1,12 @@
 //! Records rendered in Hypi's JSON shapes.
 
+use crate::error::Result;
 use crate::meta::{AccessRight, FileRecord, ImageRecord, Instance, Page};
 use crate::service::query::fields;
+use crate::service::Service;
 use crate::types::rfc3339;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// A File as Hypi returns it, plus our `sha256`, `width` and `height`: every field of the one
 /// File field table ([`crate::service::query::fields::FILE_FIELDS`]) the views show.
@@ -11,6 +14,22 @@ pub fn file(f: &FileRecord) -> Value {
     let mut v = fields::file_json(f);
     v.insert("__typename".into(), "File".into());
     Value::Object(v)
+}
+
+/// A File with its `content` filled as GraphQL fills it (the one rule,
+/// [`crate::service::Service::text_content`]: text types up to `max_content_bytes`, else null).
+pub async fn file_with_content(svc: &Arc<Service>, f: &FileRecord) -> Result<Value> {
+    let mut v = file(f);
+    v["content"] = content(svc, f).await?;
+    Ok(v)
+}
+
+/// A File's `content` field (see [`file_with_content`]).
+pub async fn content(svc: &Arc<Service>, f: &FileRecord) -> Result<Value> {
+    Ok(svc
+        .text_content(f)
+        .await?
+        .map_or(Value::Null, Value::String))
 }
 
 /// A File with its Image (for images) under `image`.
@@ -33,20 +52,20 @@ pub fn image(i: &ImageRecord, f: &FileRecord) -> Value {
     })
 }
 
-/// A page in the connection shape GraphQL clients know (`edges`, `pageInfo`).
-pub fn file_page(page: &Page<FileRecord>) -> Value {
-    let edges: Vec<Value> = page
-        .items
-        .iter()
-        .map(|f| json!({"node": file(f), "cursor": f.id.to_string()}))
-        .collect();
-    json!({
+/// A page in the connection shape GraphQL clients know (`edges`, `pageInfo`), `content`
+/// filled as for one File.
+pub async fn file_page(svc: &Arc<Service>, page: &Page<FileRecord>) -> Result<Value> {
+    let mut edges = Vec::with_capacity(page.items.len());
+    for f in &page.items {
+        edges.push(json!({"node": file_with_content(svc, f).await?, "cursor": f.id.to_string()}));
+    }
+    Ok(json!({
         "edges": edges,
         "pageInfo": {
             "hasNextPage": page.has_more,
             "endCursor": page.items.last().map(|f| f.id.to_string()),
         }
-    })
+    }))
 }
 
 /// An AccessRight as Hypi shapes it.

@@ -7,11 +7,14 @@
 //! - Every directory a file sits in exists, each once: an upload (or `POST /dirs/**`) creates
 //!   the missing ancestors. The root `/` of an instance is one such record, owned by nobody
 //!   (only admins manage it) and readable by every account of the instance.
-//! - One lock orders the tree ([`TreeLock`]): uploads and listings hold it shared; creating
-//!   directories, moves and subtree trash/delete hold it exclusively, so no request sees a
-//!   half-moved tree and no upload lands in a directory that is moving. The moves themselves
-//!   are single metadata transactions ([`crate::meta::DirectoryStore::replace_files`]). The
-//!   lock is per process, which is enough: one process owns a data dir.
+//! - One lock per instance orders its tree ([`TreeLock`]): uploads and listings hold it
+//!   shared; creating directories, moves and subtree trash/delete hold it exclusively, so no
+//!   request sees a half-moved tree and no upload lands in a directory that is moving. The
+//!   moves themselves are single metadata transactions
+//!   ([`crate::meta::DirectoryStore::replace_files`]). Per instance, so a slow blob commit
+//!   (S3) plus a waiting move stalls that instance alone; per process, which is enough: one
+//!   process owns a data dir. Non-admins change at most `max_tree_entries` entries per call,
+//!   which bounds how long one call holds it.
 //! - Move and rename never change `url.path` (it is the id and the extension, both kept).
 
 use super::{blocking, hot, names, Service};
@@ -19,7 +22,9 @@ use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
 use crate::meta::{AccessRight, FileRecord, FileScope, DIRECTORY_MIME};
 use crate::types::{now_millis, AccountId, FileId, InstanceId, Sha256};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The owner of every instance's root: no token has an empty `sub`, so only admins manage it.
 pub const ROOT_OWNER: &str = "";
@@ -33,16 +38,68 @@ pub const EMPTY_SHA: Sha256 = Sha256([
 /// Most names tried by `onConflict: rename` before giving up with a conflict.
 const RENAME_TRIES: u32 = 1000;
 
-/// The tree's reader-writer lock (see the module docs).
+/// The trees' locks, one per instance (see the module docs): what one instance's uploads,
+/// listings and moves wait for never stalls another instance.
 #[derive(Default)]
-pub struct TreeLock(RwLock<()>);
+pub struct TreeLock {
+    trees: Mutex<HashMap<InstanceId, Arc<InstanceTree>>>,
+}
 
 impl TreeLock {
+    /// The lock of `inst`'s tree (made on first use; one per instance the process served).
+    pub(crate) fn of(&self, inst: InstanceId) -> Arc<InstanceTree> {
+        self.trees
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(inst)
+            .or_default()
+            .clone()
+    }
+}
+
+/// One instance's tree lock, with a move counter for readers that do not take the lock
+/// (downloads checking grants through directories, see [`InstanceTree::consistent`]).
+#[derive(Default)]
+pub struct InstanceTree {
+    lock: RwLock<()>,
+    /// Odd while a move's transaction is being written, bumped to even after it.
+    moves: AtomicU64,
+}
+
+impl InstanceTree {
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, ()> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+        self.lock.read().unwrap_or_else(|p| p.into_inner())
     }
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, ()> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
+        self.lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `write` (a metadata write that changes paths), marked for [`InstanceTree::consistent`]
+    /// readers. The caller holds the write lock.
+    pub(crate) fn moving<T>(&self, write: impl FnOnce() -> T) -> T {
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        let out = write();
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        out
+    }
+
+    /// Runs `read` (reads of a record and of the directories above it) until no move ran
+    /// while it did, so its answer comes from one tree: before a move or after it, never a
+    /// record read before and its ancestors after. Costs two atomic loads when no move runs;
+    /// a read that raced a move waits for the move's write to end (polling: it takes no lock,
+    /// so it may run where the caller holds one) and reads again.
+    pub(crate) fn consistent<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        loop {
+            let before = self.moves.load(Ordering::SeqCst);
+            if before.is_multiple_of(2) {
+                let out = read()?;
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if self.moves.load(Ordering::SeqCst) == before {
+                    return Ok(out);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
@@ -180,16 +237,16 @@ impl Service {
         Ok(out)
     }
 
-    /// Writes the records of `paths`. The caller holds the tree's write lock and the empty
-    /// content's lock stripe (its reference count changes).
+    /// Writes the records of `paths` and returns them. The caller holds the tree's write lock
+    /// and the empty content's lock stripe (its reference count changes).
     fn create_directories(
         &self,
         inst: InstanceId,
         owner: &AccountId,
         paths: &[String],
-    ) -> Result<()> {
+    ) -> Result<Vec<FileRecord>> {
         if paths.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let now = now_millis();
         let records: Vec<_> = paths
@@ -222,7 +279,8 @@ impl Service {
                 (record, None)
             })
             .collect();
-        self.meta.insert_files(&records)
+        self.meta.insert_files(&records)?;
+        Ok(records.into_iter().map(|(f, _)| f).collect())
     }
 
     /// Runs `then` with every directory of `dir`'s chain existing (created for `owner` where
@@ -235,21 +293,50 @@ impl Service {
         shas: &[Sha256],
         then: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        let tree = self.tree.of(inst);
         {
-            let _read = self.tree.read();
+            let _read = tree.read();
             if self.missing_directories(inst, dir)?.is_empty() {
                 let _blobs = self.lock_blobs(shas);
                 return then();
             }
         }
-        let _write = self.tree.write();
+        let _write = tree.write();
         // Looked at again: another request may have created them meanwhile.
         let missing = self.missing_directories(inst, dir)?;
-        let mut all = shas.to_vec();
-        all.push(EMPTY_SHA);
-        let _blobs = self.lock_blobs(&all);
-        self.create_directories(inst, owner, &missing)?;
-        then()
+        let (created, out) = {
+            let mut all = shas.to_vec();
+            all.push(EMPTY_SHA);
+            let _blobs = self.lock_blobs(&all);
+            let created = self.create_directories(inst, owner, &missing)?;
+            (created, then())
+        };
+        if out.is_err() {
+            // What was made for this write alone goes with it: the write lock was held
+            // throughout, so nothing else can be in them (checked anyway).
+            self.remove_empty_directories(created);
+        }
+        out
+    }
+
+    /// Removes `dirs` (records this call created), deepest first, each only while it is empty.
+    /// Best effort: the caller is already failing; what stays is an empty directory.
+    fn remove_empty_directories(&self, mut dirs: Vec<FileRecord>) {
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.path().len()));
+        for d in dirs {
+            let path = d.path();
+            let empty = self
+                .meta
+                .scan_files(d.instance, FileScope::Directory(&path), None)
+                .all(|f| f.is_ok_and(|f| f.id == d.id));
+            if !empty {
+                return;
+            }
+            if let Err(e) = self.remove_file(&d) {
+                tracing::warn!(directory = %path, error = %e, "could not remove a directory made for a failed write");
+                return;
+            }
+        }
     }
 
     /// `POST /dirs/**` and GraphQL upsert of a File with `isDirectory: true`: the directory
@@ -331,7 +418,9 @@ impl Service {
         let p = principal.clone();
         blocking(move || {
             let caller = Caller::User(p.clone());
-            let _write = svc.tree.write();
+            let tree = svc.tree.of(svc.readable(&caller, id)?.instance);
+            let _write = tree.write();
+            // Read again under the lock: it may have moved meanwhile.
             let entry = svc.readable(&caller, id)?;
             if !access::manages(&p, &entry.created_by) {
                 return Err(Error::Forbidden(
@@ -408,6 +497,7 @@ impl Service {
             let mut changes = vec![(entry.clone(), moved.clone())];
             if entry.is_directory() {
                 for f in svc.meta.scan_subtree(inst, &old_path) {
+                    svc.within_tree_cap(&p, &old_path, changes.len())?;
                     let f = f?;
                     // Moving a tree moves what is in it: only an admin may carry other
                     // accounts' files (into another directory's grants), as for delete.
@@ -439,16 +529,34 @@ impl Service {
             } else if new_path.len() > names::MAX_DIRECTORY_LEN + names::MAX_NAME_CHARS * 4 {
                 return Err(Error::InvalidPath(format!("{new_path} is too long")));
             }
+            let _stale = svc.hot.change(hot::Scope::All);
+            tree.moving(|| {
+                super::failpoint_error("tree-move")?;
+                svc.meta.replace_files(&changes)
+            })?;
+            // The replaced files go once the move is stored (a failed move leaves both; a
+            // failed delete leaves both at one path, which uploads of one name make too).
             if on_conflict == OnConflict::Replace {
                 for f in &clash {
                     svc.remove_file(f)?;
                 }
             }
-            let _stale = svc.hot.change(hot::Scope::All);
-            svc.meta.replace_files(&changes)?;
             Ok(moved)
         })
         .await
+    }
+
+    /// Fails with TREE_TOO_LARGE when a non-admin's call on the tree at `path` is about to
+    /// take its entry past `seen` entries below it and that is more than `max_tree_entries`.
+    fn within_tree_cap(&self, p: &Principal, path: &str, seen: usize) -> Result<()> {
+        let cap = self.config.max_tree_entries;
+        if !p.admin && seen > cap {
+            return Err(Error::TreeTooLarge(format!(
+                "{path} holds more than {cap} entries: only an admin may move, trash or delete \
+                 it in one call (move or delete its subdirectories first)"
+            )));
+        }
+        Ok(())
     }
 
     /// Deletes a directory and everything below it (owner or admin of every entry, else
@@ -460,16 +568,19 @@ impl Service {
                 "the root directory cannot be deleted".into(),
             ));
         }
-        let _write = self.tree.write();
+        let tree = self.tree.of(dir.instance);
+        let _write = tree.write();
         // The directory as it is now (a move may have run since the caller read it).
         let Some(dir) = self.meta.file(dir.id)? else {
             return Ok(0);
         };
         let dir = &dir;
-        let mut all = self
-            .meta
-            .scan_subtree(dir.instance, &dir.path())
-            .collect::<Result<Vec<_>>>()?;
+        let path = dir.path();
+        let mut all = Vec::new();
+        for f in self.meta.scan_subtree(dir.instance, &path) {
+            self.within_tree_cap(p, &path, all.len() + 1)?;
+            all.push(f?);
+        }
         if all.iter().any(|f| !access::manages(p, &f.created_by)) {
             return Err(Error::Forbidden(
                 "the directory holds files of other accounts: only an admin may delete it".into(),
@@ -492,14 +603,19 @@ impl Service {
     /// change (then nothing changes).
     pub(crate) fn trash_tree(
         &self,
+        caller: &Caller,
         manages: impl Fn(&FileRecord) -> bool,
         dir: &FileRecord,
         on: bool,
     ) -> Result<bool> {
+        let Caller::User(p) = caller else {
+            return Ok(false);
+        };
         if dir.is_root() {
             return Ok(false);
         }
-        let _write = self.tree.write();
+        let tree = self.tree.of(dir.instance);
+        let _write = tree.write();
         let Some(current) = self.meta.file(dir.id)? else {
             return Ok(false);
         };
@@ -510,6 +626,7 @@ impl Service {
         let path = current.path();
         let mut all = vec![current];
         for f in self.meta.scan_subtree(dir.instance, &path) {
+            self.within_tree_cap(p, &path, all.len())?;
             all.push(f?);
         }
         for f in all {
@@ -637,8 +754,10 @@ impl Service {
         blocking(move || {
             // Exclusive: a trash or untrash rewriting the same record meanwhile would be undone
             // by writing back this copy.
-            let _tree = svc.tree.write();
-            let mut f = svc.readable(&Caller::User(p.clone()), id)?;
+            let caller = Caller::User(p.clone());
+            let tree = svc.tree.of(svc.readable(&caller, id)?.instance);
+            let _tree = tree.write();
+            let mut f = svc.readable(&caller, id)?;
             if f.created_by != p.account {
                 return Err(Error::Forbidden(
                     "only the owner decides whether a file is sharable".into(),
@@ -690,6 +809,54 @@ mod tests {
         use sha2::Digest;
         let h: [u8; 32] = sha2::Sha256::digest([]).into();
         assert_eq!(EMPTY_SHA.0, h);
+    }
+
+    /// One instance's held lock (a move waiting behind a slow S3 commit) leaves the others
+    /// free: under one lock for all, the read below would wait forever.
+    #[test]
+    fn tree_locks_are_per_instance() {
+        let locks = TreeLock::default();
+        let a = InstanceId(ulid::Ulid::from_parts(1, 1));
+        let b = InstanceId(ulid::Ulid::from_parts(1, 2));
+        let tree_a = locks.of(a);
+        let _held = tree_a.write();
+        drop(locks.of(b).read());
+        drop(locks.of(b).write());
+        assert!(Arc::ptr_eq(&locks.of(a), &tree_a));
+        assert!(tree_a.lock.try_read().is_err(), "a's lock is still held");
+    }
+
+    /// A read that overlaps a move is read again after it, never answered from both sides.
+    #[test]
+    fn consistent_reads_never_straddle_a_move() {
+        let tree = Arc::new(InstanceTree::default());
+        let state = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = {
+            let (tree, state) = (tree.clone(), state.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let _w = tree.write();
+                    tree.moving(|| {
+                        // Two halves of one change, visible apart to a lock-free reader.
+                        state.fetch_add(1, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        state.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            })
+        };
+        for _ in 0..2000 {
+            let (x, y) = tree
+                .consistent(|| {
+                    let x = state.load(Ordering::SeqCst);
+                    std::thread::yield_now();
+                    Ok((x, state.load(Ordering::SeqCst)))
+                })
+                .unwrap();
+            assert!(x.is_multiple_of(2), "read mid-move");
+            assert_eq!(x, y, "read across a move");
+        }
+        writer.join().unwrap();
     }
 
     #[test]

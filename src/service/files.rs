@@ -76,9 +76,20 @@ impl Service {
         if privileged(caller, &file, &instance.domain) {
             return Ok((file, instance, None));
         }
-        let mut rights = self.meta.rights_reaching(&file)?;
-        // Grants on the directories above it reach it too.
-        rights.extend(self.rights_through_directories(&file)?);
+        // The record and the directories above it are read from one tree (a move in between
+        // would make a directory grant look absent).
+        let (file, rights) = self.tree.of(file.instance).consistent(|| {
+            let Some(file) = self.meta.file(id)?.filter(|f| f.trashed.is_none()) else {
+                return Ok((file.clone(), None));
+            };
+            let mut rights = self.meta.rights_reaching(&file)?;
+            // Grants on the directories above it reach it too.
+            rights.extend(self.rights_through_directories(&file)?);
+            Ok((file, Some(rights)))
+        })?;
+        let Some(rights) = rights else {
+            return Err(denied());
+        };
         match access::granted_until(caller, &file, &instance, &rights, now_millis()) {
             Some(until) => Ok((file, instance, Some(until))),
             None => Err(denied()),

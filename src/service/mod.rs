@@ -43,7 +43,8 @@ pub struct Service {
     pub(crate) hot: hot::HotFiles,
     /// Upload sessions' in-memory state (PUTs in flight, creation rate, decode lane).
     pub(crate) sessions: sessions::Runtime,
-    /// The directory tree's lock: moves write, uploads and listings read (see `dirs`).
+    /// The directory trees' locks, per instance: moves write, uploads and listings read (see
+    /// `dirs`).
     pub(crate) tree: dirs::TreeLock,
     /// Remote URL ingests (Hygraph `createAsset(data: {uploadUrl})`): fetcher and bounds.
     pub(crate) ingests: ingest_remote::Runtime,
@@ -111,6 +112,17 @@ pub(crate) fn failpoint(name: &str) {
         == Some(name)
     {
         std::process::abort();
+    }
+}
+
+/// Failure-testing hook: when `DEPOT_FAILPOINT` is `error:<name>`, the write at this point
+/// fails with INTERNAL (as a full disk or a broken database would), and the request with it.
+pub(crate) fn failpoint_error(name: &str) -> Result<()> {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("DEPOT_FAILPOINT").ok());
+    match point.as_deref().and_then(|p| p.strip_prefix("error:")) {
+        Some(p) if p == name => Err(crate::error::Error::Internal(format!("failpoint {name}"))),
+        _ => Ok(()),
     }
 }
 

@@ -156,6 +156,7 @@ impl Service {
                     records.push((file, image));
                 }
                 super::failpoint("after-blob-commit");
+                super::failpoint_error("file-insert")?;
                 svc.meta.insert_files(&records)?;
                 Ok(keys
                     .into_iter()

@@ -7,6 +7,8 @@
 //! - [`upload`]: multipart forms and uploads through a client library.
 //! - [`raw`]: requests written byte by byte, for input a client library would fix up.
 //! - [`blobs`]: what the store left on disk (blob files, temp files, every path).
+//! - [`seed`]: many metadata records written straight to a data dir, and query timings
+//!   (the benchmarks).
 //! - [`services`]: the S3 (and PostgreSQL) servers `scripts/services` starts; skip or fail without.
 //!
 //! Tests that need no process use the in-process tier instead (tests/inprocess.rs).
@@ -17,6 +19,7 @@ pub mod blobs;
 pub mod ops;
 pub mod pg;
 pub mod raw;
+pub mod seed;
 pub mod server;
 pub mod services;
 pub mod sessions;
@@ -27,6 +30,7 @@ pub use blobs::*;
 pub use ops::*;
 pub use pg::*;
 pub use raw::*;
+pub use seed::*;
 pub use server::*;
 pub use services::*;
 pub use sessions::*;

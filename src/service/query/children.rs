@@ -32,7 +32,8 @@ impl Service {
                 return Err(Error::not_found());
             };
             // Listings never interleave with a move: a page shows the tree before or after it.
-            let _tree = svc.tree.read();
+            let tree = svc.tree.of(view.instance.id);
+            let _tree = tree.read();
             svc.children_of(&ctx, &view, dir, &q, first, after)
         })
         .await
@@ -136,7 +137,8 @@ impl Service {
             let Some(view) = svc.view(&ctx)? else {
                 return Err(missing());
             };
-            let _tree = svc.tree.read();
+            let tree = svc.tree.of(view.instance.id);
+            let _tree = tree.read();
             let dir = svc
                 .directory_at(view.instance.id, &path)?
                 .filter(|d| d.trashed.is_none() && view.shows(d))

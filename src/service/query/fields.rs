@@ -88,7 +88,8 @@ pub const FILE_FIELDS: &[FileField] = &[
     FileField { path: "extension", query: true, view: true, read: |f| opt_str(&f.extension) },
     FileField { path: "isStared", query: true, view: true, read: |f| opt_bool(f.is_stared) },
     FileField { path: "isSharable", query: true, view: true, read: |f| opt_bool(f.is_sharable) },
-    // Only virtual-file-system entries have content or children; uploads never do.
+    // Filled where a view is made (`content` needs the blob: Service::text_content;
+    // `children` needs paging arguments): null in the plain row.
     FileField { path: "content", query: true, view: true, read: |_| Cell::Null },
     FileField { path: "children", query: false, view: true, read: |_| Cell::Null },
     FileField { path: "sha256", query: true, view: true, read: |f| Cell::Str(f.sha256.to_hex()) },

@@ -127,7 +127,8 @@ impl Service {
                 return Ok(Found::empty());
             };
             // Never interleaved with a move of the tree (see `service::dirs`).
-            let _tree = svc.tree.read();
+            let tree = svc.tree.of(view.instance.id);
+            let _tree = tree.read();
             let trashed = if args.include_trashed {
                 None
             } else {

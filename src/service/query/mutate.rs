@@ -37,14 +37,15 @@ impl Service {
                 }
                 if f.is_directory() {
                     // The whole subtree, in one step (and back as a whole).
-                    if svc.trash_tree(|g| view.manages(g), &f, on)? {
+                    if svc.trash_tree(&view.caller, |g| view.manages(g), &f, on)? {
                         n += 1;
                     }
                     continue;
                 }
                 // A move rewrites records too: never interleave with one, and change the record
                 // as it is now (the one matched may predate a move or another change).
-                let _tree = svc.tree.read();
+                let tree = svc.tree.of(view.instance.id);
+                let _tree = tree.read();
                 let Some(mut f) = svc.meta.file(f.id)? else {
                     continue;
                 };

@@ -101,34 +101,21 @@ impl Service {
                 }
             }
         }
-        let mut merged = BTreeMap::new();
         owners.sort_by(|a, b| a.0.cmp(&b.0));
         owners.dedup();
-        for owner in &owners {
-            for f in self.meta.scan_files(inst, FileScope::Owner(owner), after) {
-                let f = f?;
-                merged.insert(f.id, f);
-            }
-        }
-        let past = |id: FileId| after.is_none_or(|a| id > a);
+        let mut granted = Vec::new();
         for id in ids {
-            let Some(f) = self.meta.file(id)? else {
-                continue;
-            };
-            // A grant on a directory reaches what is below it (see `View::may_read`).
-            if f.is_directory() {
-                for g in self.meta.scan_subtree(inst, &f.path()) {
-                    let g = g?;
-                    if past(g.id) {
-                        merged.insert(g.id, g);
-                    }
-                }
-            }
-            if past(f.id) {
-                merged.insert(f.id, f);
-            }
+            granted.extend(self.meta.file(id)?);
         }
-        Ok(Box::new(merged.into_values().map(Ok)))
+        Ok(Box::new(Merged {
+            svc: self,
+            inst,
+            owners,
+            granted,
+            after,
+            ready: BTreeMap::new().into_values(),
+            done: false,
+        }))
     }
 
     /// Records of `kind` the caller may see that match `q` (trashed ones only when asked), in
@@ -242,5 +229,90 @@ impl Service {
             }
         }
         Ok(out.into_values().collect())
+    }
+}
+
+/// Most candidates [`Merged`] holds at once.
+const CHUNK: usize = 1000;
+
+/// The files of some owners (their indexes, in id order) and granted files with, for
+/// directories, everything below them (a grant on a directory reaches it, see
+/// `View::may_read`; the path index is in path order), handed out in id order without
+/// duplicates. Memory is bounded: each round keeps the [`CHUNK`] smallest ids past the last
+/// one handed out, reading at most that many per owner and the granted subtrees again; a
+/// large granted tree costs time per round (under the request's time budget), not memory.
+struct Merged<'a> {
+    svc: &'a Service,
+    inst: crate::types::InstanceId,
+    owners: Vec<crate::types::AccountId>,
+    granted: Vec<FileRecord>,
+    /// The last id handed out (or the client's cursor).
+    after: Option<FileId>,
+    ready: std::collections::btree_map::IntoValues<FileId, FileRecord>,
+    /// The last round found everything there was.
+    done: bool,
+}
+
+impl Merged<'_> {
+    fn round(&self) -> Result<BTreeMap<FileId, FileRecord>> {
+        let after = self.after;
+        let mut out = BTreeMap::new();
+        let mut keep = |f: FileRecord| {
+            if after.is_some_and(|a| f.id <= a)
+                || (out.len() >= CHUNK && out.last_key_value().is_some_and(|(k, _)| f.id > *k))
+            {
+                return;
+            }
+            out.insert(f.id, f);
+            if out.len() > CHUNK {
+                out.pop_last();
+            }
+        };
+        for owner in &self.owners {
+            for f in self
+                .svc
+                .meta
+                .scan_files(self.inst, FileScope::Owner(owner), after)
+                .take(CHUNK)
+            {
+                keep(f?);
+            }
+        }
+        for g in &self.granted {
+            if g.is_directory() {
+                for f in self.svc.meta.scan_subtree(self.inst, &g.path()) {
+                    keep(f?);
+                }
+            }
+            keep(g.clone());
+        }
+        Ok(out)
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<FileRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(f) = self.ready.next() {
+                self.after = Some(f.id);
+                return Some(Ok(f));
+            }
+            if self.done {
+                return None;
+            }
+            match self.round() {
+                Ok(found) => {
+                    // Fewer than a chunk: nothing past them is left anywhere.
+                    self.done = found.len() < CHUNK;
+                    self.ready = found.into_values();
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }
