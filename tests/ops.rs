@@ -199,7 +199,9 @@ fn health_is_live_and_ready_fails_while_the_blob_store_cannot_be_written() {
     assert!(message.contains("blob store"), "{message}");
     // Liveness is not readiness.
     assert_eq!(s.get("/health", None).status(), 200);
-    assert!(s.logged("readiness: the blob store cannot be written"));
+    s.eventually("the readiness failure is logged", || {
+        s.logged("readiness: the blob store cannot be written")
+    });
 
     std::fs::remove_file(&tmp).unwrap();
     std::fs::create_dir(&tmp).unwrap();

@@ -467,22 +467,7 @@ impl Service {
                 "this asset's file was uploaded already".into(),
             ));
         }
-        {
-            let mut claims = self
-                .sessions
-                .claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if !claims.insert(s.id) {
-                return Err(Error::Conflict(
-                    "another upload to this asset is in progress".into(),
-                ));
-            }
-        }
-        let claim = Claim {
-            svc: self.clone(),
-            id: s.id,
-        };
+        let claim = self.claim_session(s.id, "another upload to this asset is in progress")?;
         let writer = self.begin_part(&s.name);
         Ok((
             AssetPost {
@@ -529,13 +514,7 @@ impl Service {
             blocking(move || svc.meta.delete_session(s.id).map(|_| ())).await?;
             return Ok(file);
         }
-        let stored = StoredBytes {
-            sha: staged.sha(),
-            size: staged.size(),
-            mime: staged.mime().to_string(),
-            width: staged.dims().map(|d| d.0),
-            height: staged.dims().map(|d| d.1),
-        };
+        let stored = staged.stored(staged.mime().to_string());
         let svc = self.clone();
         blocking(move || {
             let sha = stored.sha;

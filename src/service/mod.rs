@@ -14,8 +14,8 @@ pub mod maintenance;
 pub mod names;
 pub mod query;
 pub mod ready;
-pub mod session_leases;
 pub mod reupload;
+pub mod session_leases;
 pub mod sessions;
 pub mod upload;
 

@@ -13,7 +13,7 @@ use super::{blocking, hot, Service};
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
 use crate::media;
-use crate::meta::{FileRecord, SessionKind, StoredBytes};
+use crate::meta::{FileRecord, SessionKind};
 use crate::types::{now_millis, FileId};
 use serde_json::json;
 use std::sync::Arc;
@@ -54,13 +54,7 @@ impl Service {
         id: FileId,
         staged: StagedPart,
     ) -> Result<FileRecord> {
-        let content = StoredBytes {
-            sha: staged.sha(),
-            size: staged.size(),
-            mime: staged.mime().to_string(),
-            width: staged.dims().map(|d| d.0),
-            height: staged.dims().map(|d| d.1),
-        };
+        let content = staged.stored(staged.mime().to_string());
         let svc = self.clone();
         blocking(move || {
             let sha = content.sha;

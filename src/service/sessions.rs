@@ -63,6 +63,25 @@ impl Drop for Claim {
     }
 }
 
+impl Service {
+    /// Marks session `id` as having an upload in flight until the claim drops; `Conflict`
+    /// (`busy`) when another one holds it.
+    pub(crate) fn claim_session(self: &Arc<Self>, id: SessionId, busy: &str) -> Result<Claim> {
+        let mut claims = self
+            .sessions
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !claims.insert(id) {
+            return Err(Error::Conflict(busy.into()));
+        }
+        Ok(Claim {
+            svc: self.clone(),
+            id,
+        })
+    }
+}
+
 /// What `createFileUpload` declares.
 #[derive(Debug, Clone)]
 pub struct NewUpload {
@@ -433,22 +452,7 @@ impl Service {
                 )));
             }
         }
-        {
-            let mut claims = self
-                .sessions
-                .claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if !claims.insert(session.id) {
-                return Err(Error::Conflict(
-                    "another upload to this URL is in progress".into(),
-                ));
-            }
-        }
-        let claim = Claim {
-            svc: self.clone(),
-            id: session.id,
-        };
+        let claim = self.claim_session(session.id, "another upload to this URL is in progress")?;
         let writer = self.begin_part(&session.name);
         Ok(SessionPut {
             svc: self.clone(),
@@ -990,13 +994,7 @@ impl SessionPut {
             _ => {}
         }
         let staged = writer.finish().await?;
-        let stored = StoredBytes {
-            sha: staged.sha(),
-            size: staged.size(),
-            mime: sniffed.unwrap_or(want),
-            width: staged.dims().map(|d| d.0),
-            height: staged.dims().map(|d| d.1),
-        };
+        let stored = staged.stored(sniffed.unwrap_or(want));
         let id = session.id;
         // A presigned upload may be confirmed for a full URL lifetime after its bytes arrive,
         // however long the PUT took; a temp file keeps its own expiry.

@@ -67,9 +67,15 @@ impl StagedPart {
     pub(crate) fn mime(&self) -> &str {
         &self.mime
     }
-    /// Image width and height read from its first bytes.
-    pub(crate) fn dims(&self) -> Option<(u32, u32)> {
-        self.dims
+    /// What the metadata store records of these bytes, typed `mime`.
+    pub(crate) fn stored(&self, mime: String) -> crate::meta::StoredBytes {
+        crate::meta::StoredBytes {
+            sha: self.sha(),
+            size: self.size(),
+            mime,
+            width: self.dims.map(|d| d.0),
+            height: self.dims.map(|d| d.1),
+        }
     }
     /// Makes the bytes the blob named by their hash (the caller holds the blob's lock).
     pub(crate) fn commit_blob(self) -> Result<()> {

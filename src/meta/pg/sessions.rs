@@ -333,7 +333,10 @@ impl UploadSessionStore for PgMeta {
                 )
                 .await?;
                 let kept: Option<ImageRecord> = match tx
-                    .query_opt("SELECT record FROM images WHERE file = $1", &[&fid.as_slice()])
+                    .query_opt(
+                        "SELECT record FROM images WHERE file = $1",
+                        &[&fid.as_slice()],
+                    )
                     .await?
                 {
                     Some(r) => record(&r, "record").ok(),
