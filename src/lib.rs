@@ -92,14 +92,22 @@ pub fn open_service(config: Config) -> Result<Service, StartError> {
     if swept > 0 {
         tracing::info!(swept, "removed temp files left by an earlier run");
     }
-    let meta: Arc<dyn meta::MetaStore> = match config.meta.kind {
-        config::MetaKind::Sled => Arc::new(meta::SledMeta::open(&data.join("meta"))?),
-        config::MetaKind::Postgres => Arc::new(meta::PgMeta::open(&config.meta.pg_options())?),
+    let (meta, pg): (Arc<dyn meta::MetaStore>, _) = match config.meta.kind {
+        config::MetaKind::Sled => (Arc::new(meta::SledMeta::open(&data.join("meta"))?), None),
+        config::MetaKind::Postgres => {
+            let pg = Arc::new(meta::PgMeta::open(&config.meta.pg_options())?);
+            (pg.clone(), Some(pg))
+        }
     };
     let keys = auth::Keys::load(&config.auth, &data)?;
     // Counted for /metrics, whichever backend holds the bytes.
     let blobs = store::Metered::shared(blobs);
-    Ok(Service::new(config, meta, Arc::new(blobs), keys))
+    let service = Service::new(config, meta, Arc::new(blobs), keys);
+    // Other nodes share the store: the download cache follows their changes (issue 13).
+    if let Some(pg) = pg.filter(|_| service.hot.enabled()) {
+        service.hot.follow(pg.change_feed(service.hot.clone())?);
+    }
+    Ok(service)
 }
 
 /// Runs the HTTP server until it is stopped.

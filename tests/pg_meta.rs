@@ -216,8 +216,8 @@ fn two_nodes_share_files_grants_and_deletes() {
         "DEPOT_URL_SIGNING_KEY".into(),
         "a-shared-url-signing-key-for-both-nodes-0123".into(),
     ));
-    // The node-local download cache is off: see the report on cross-node invalidation.
-    env.push(("DEPOT_DOWNLOAD_CACHE_BYTES".into(), "0".into()));
+    // Both nodes keep the default download cache: B must never answer what a call that
+    // returned on A changed (strictly, no polling: see src/meta/pg/notify.rs).
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // One JWT secret for both nodes.
     let alice = token_for(da.path(), "alice", INSTANCE, false, &[]);
@@ -244,7 +244,10 @@ fn two_nodes_share_files_grants_and_deletes() {
         .unwrap()
         .to_string();
     assert_eq!(body(&a, &path, Some(&bob)).0, 200);
+    // Twice: the second answer comes from B's cache, with bob's grant decision.
     assert_eq!(body(&b, &path, Some(&bob)).0, 200);
+    assert_eq!(body(&b, &path, Some(&bob)).0, 200);
+    assert_eq!(body(&b, &path, Some(&alice)).0, 200);
     assert_eq!(revoke(&a, &alice, &right), 204);
     assert_eq!(
         body(&b, &path, Some(&bob)).0,
@@ -277,4 +280,104 @@ fn two_nodes_share_files_grants_and_deletes() {
     );
     assert!(matches!(del(&b, &id2), 200 | 204));
     assert_eq!(body(&a, path2, Some(&alice)).0, 404);
+
+    // Trashed on A: B stops serving its cached copy at once.
+    let t = a.upload_one(&alice, "trash.txt", b"to be trashed");
+    let tpath = t["url"]["path"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            body(&b, &tpath, Some(&alice)),
+            (200, b"to be trashed".to_vec())
+        );
+    }
+    let v = a.graphql(
+        Some(&alice),
+        "mutation { trash(type: File, arcql: \"name = 'trash.txt'\") }",
+    );
+    assert_eq!(v["data"]["trash"], 1, "{v}");
+    assert_eq!(body(&b, &tpath, Some(&alice)).0, 404, "trashed on A");
+
+    // Re-uploaded on A: B answers the new bytes at once.
+    let r = a.upload_one(&alice, "re.txt", b"first bytes");
+    let rid = r["hypi"]["id"].as_str().unwrap().to_string();
+    let rpath = r["url"]["path"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(body(&b, &rpath, Some(&alice)), (200, b"first bytes".to_vec()));
+    }
+    let put = a
+        .client
+        .put(a.url(&format!("/files/{rid}/content")))
+        .header("Authorization", &alice)
+        .header("hypi-domain", INSTANCE)
+        .body(b"second bytes, longer".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(
+        body(&b, &rpath, Some(&alice)),
+        (200, b"second bytes, longer".to_vec()),
+        "re-uploaded on A"
+    );
+
+    // The LISTEN connections are killed: B flushes and bypasses its cache until its feed is
+    // back, so a revoke on A right after is still refused on B, and reads stay correct.
+    let grant = a.post_rights(&alice, &read_right(&rid, &["bob"]));
+    assert_eq!(grant.status(), 201);
+    let granted: Value = grant.json().unwrap();
+    let right = granted["hypi"]["id"]
+        .as_str()
+        .or_else(|| granted[0]["hypi"]["id"].as_str())
+        .unwrap()
+        .to_string();
+    for _ in 0..2 {
+        assert_eq!(body(&b, &rpath, Some(&bob)).0, 200);
+    }
+    let killed = terminate_listeners(&pg);
+    assert!(killed >= 1, "no depot-listen connection to kill");
+    assert_eq!(revoke(&a, &alice, &right), 204);
+    assert_eq!(body(&b, &rpath, Some(&bob)).0, 404, "revoked while B's feed was down");
+    assert_eq!(
+        body(&b, &rpath, Some(&alice)),
+        (200, b"second bytes, longer".to_vec())
+    );
+    // Several rounds across the reconnection: never an old answer.
+    for round in 0..20 {
+        let bytes = format!("round {round}");
+        let put = a
+            .client
+            .put(a.url(&format!("/files/{rid}/content")))
+            .header("Authorization", &alice)
+            .header("hypi-domain", INSTANCE)
+            .body(bytes.clone().into_bytes())
+            .send()
+            .unwrap();
+        assert_eq!(put.status(), 200);
+        for _ in 0..2 {
+            assert_eq!(body(&b, &rpath, Some(&alice)), (200, bytes.clone().into_bytes()));
+        }
+    }
+}
+
+/// Ends every depot node's change-feed connection (`application_name = 'depot-listen'`, see
+/// src/meta/pg/notify.rs) as an operator or a network fault would; returns how many.
+fn terminate_listeners(url: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'depot-listen'",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.len()
+    })
 }

@@ -211,3 +211,29 @@ impl<T> MetaStore for T where
         + 'static
 {
 }
+
+/// What a change committed by any node may have made stale in a node's caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// One file's record or bytes (updated, trashed, moved, replaced or deleted).
+    File(FileId),
+    /// Some grant (made, replaced or revoked).
+    Grants,
+    /// Anything (an instance changed, or changes may have been missed).
+    All,
+}
+
+/// Where a [`ChangeFeed`] delivers changes: the node's caches. Called on the feed's own thread;
+/// must not block.
+pub trait ChangeSink: Send + Sync + 'static {
+    fn changed(&self, what: Changed);
+}
+
+/// The changes every node commits to a shared store, for the caches of one node (issue 13).
+/// The sled store is one node's own and has none.
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// Resolves `true` once every change committed before this call has been delivered to the
+    /// sink; `false` when the feed cannot tell (its connection is down or slow): then nothing
+    /// cached may be trusted.
+    fn caught_up(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
+}

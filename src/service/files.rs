@@ -109,7 +109,9 @@ impl Service {
         id: FileId,
         ext: Option<String>,
     ) -> Result<Download> {
-        if let Some(hot::Hit { file: hot, granted }) = self.hot.get(id, &caller, now_millis()) {
+        if let Some(hot::Hit { file: hot, granted }) =
+            self.hot.get_fresh(id, &caller, now_millis()).await
+        {
             if (granted || privileged(&caller, &hot.file, &hot.domain))
                 && path_matches(&hot.file, instance, ext.as_deref())
             {

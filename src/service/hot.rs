@@ -19,14 +19,20 @@
 //! epoch, in O(1), before the call that made the change returns; a decision stored under an
 //! older epoch is never used again. A decision also ends by itself at the end date of the
 //! grants that allowed it (checked against the clock on every use).
+//!
+//! Several nodes on one PostgreSQL store: other nodes' changes arrive through a
+//! [`ChangeFeed`] (see `meta/pg/notify.rs`), which drops entries as this node's own guards
+//! do; [`HotFiles::get_fresh`] serves a hit only once the feed confirms that every change
+//! committed before the request has been applied, so a call that returned on another node is
+//! never contradicted here. Without a feed (sled: one node) a hit costs one extra atomic load.
 
 use crate::auth::Caller;
-use crate::meta::FileRecord;
+use crate::meta::{ChangeFeed, ChangeSink, Changed, FileRecord};
 use crate::types::{FileId, Millis};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockWriteGuard};
 
 /// Bookkeeping charged per entry on top of its bytes (record strings, map slot).
 const ENTRY_OVERHEAD: usize = 512;
@@ -123,6 +129,8 @@ pub struct HotFiles {
     /// Only written under the write lock, with `generation`.
     grants_epoch: AtomicU64,
     inner: RwLock<Inner>,
+    /// Other nodes' changes, when the store is shared.
+    feed: OnceLock<Arc<dyn ChangeFeed>>,
 }
 
 #[derive(Default)]
@@ -174,17 +182,34 @@ pub struct Change<'a> {
 
 impl Drop for Change<'_> {
     fn drop(&mut self) {
+        self.cache.drop_scope(&self.scope);
+    }
+}
+
+impl ChangeSink for HotFiles {
+    fn changed(&self, what: Changed) {
+        self.drop_scope(&match what {
+            Changed::File(id) => Scope::File(id),
+            Changed::Grants => Scope::Grants,
+            Changed::All => Scope::All,
+        });
+    }
+}
+
+impl HotFiles {
+    /// Drops what `scope` covers and moves the generation.
+    fn drop_scope(&self, scope: &Scope) {
         let dropped = {
-            let mut inner = self.cache.lock();
-            self.cache.generation.fetch_add(1, Ordering::AcqRel);
-            match self.scope {
+            let mut inner = self.lock();
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            match *scope {
                 Scope::File(id) => inner.remove(&id).into_iter().collect::<Vec<_>>(),
                 Scope::Grants => {
-                    self.cache.grants_epoch.fetch_add(1, Ordering::AcqRel);
+                    self.grants_epoch.fetch_add(1, Ordering::AcqRel);
                     Vec::new()
                 }
                 Scope::All => {
-                    self.cache.grants_epoch.fetch_add(1, Ordering::AcqRel);
+                    self.grants_epoch.fetch_add(1, Ordering::AcqRel);
                     let old = std::mem::take(&mut *inner);
                     old.map.into_values().map(|e| e.file).collect()
                 }
@@ -202,7 +227,33 @@ impl HotFiles {
             generation: AtomicU64::new(0),
             grants_epoch: AtomicU64::new(0),
             inner: RwLock::new(Inner::default()),
+            feed: OnceLock::new(),
         }
+    }
+
+    /// Follows other nodes' changes (once; a second feed is ignored).
+    pub fn follow(&self, feed: Arc<dyn ChangeFeed>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// Whether other nodes' changes must be followed (a shared store, a cache that is on).
+    pub fn enabled(&self) -> bool {
+        self.budget > 0
+    }
+
+    /// [`HotFiles::get`], but with a feed, only after it has applied every change committed
+    /// before this call (the entry is read again then). A feed that cannot confirm: `None`.
+    pub async fn get_fresh(&self, id: FileId, caller: &Caller, now: Millis) -> Option<Hit> {
+        let hit = self.get(id, caller, now)?;
+        let Some(feed) = self.feed.get() else {
+            return Some(hit);
+        };
+        drop(hit);
+        if !feed.caught_up().await {
+            metrics::counter!("depot_download_cache_unconfirmed_total").increment(1);
+            return None;
+        }
+        self.get(id, caller, now)
     }
 
     fn lock(&self) -> RwLockWriteGuard<'_, Inner> {

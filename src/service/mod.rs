@@ -40,7 +40,7 @@ pub struct Service {
     /// for the same content, so a racing delete never removes a blob an upload just counted on.
     blob_locks: Vec<Mutex<()>>,
     /// Small files recently downloaded by their owners, answered without storage reads.
-    pub(crate) hot: hot::HotFiles,
+    pub(crate) hot: Arc<hot::HotFiles>,
     /// Upload sessions' in-memory state (PUTs in flight, creation rate, decode lane).
     pub(crate) sessions: sessions::Runtime,
     /// The directory trees' locks, per instance: moves write, uploads and listings read (see
@@ -59,7 +59,7 @@ impl Service {
         keys: Keys,
     ) -> Self {
         Self {
-            hot: hot::HotFiles::new(config.download_cache_bytes),
+            hot: Arc::new(hot::HotFiles::new(config.download_cache_bytes)),
             ingests: ingest_remote::Runtime::from_config(&config),
             config,
             meta,

@@ -11,7 +11,7 @@ use crate::error::Result;
 
 /// `(version, name, SQL)`, in order.
 pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial schema", V1), (2, "session creation rate", V2)];
+    &[(1, "initial schema", V1), (2, "session creation rate", V2), (3, "change notifications", V3)];
 
 /// Text columns that are compared or range-scanned use the "C" collation: byte order, like the
 /// sled keys, whatever the database's locale (a path prefix scan is then a plain index range).
@@ -100,6 +100,37 @@ CREATE TABLE session_rates (
     count bigint NOT NULL,
     PRIMARY KEY (instance, account)
 );
+"#;
+
+/// Every write that can change what a node's download cache holds (`service/hot.rs`) sends
+/// `NOTIFY depot_changes` from a trigger, so no write path can forget it and the notification
+/// is transactional: delivered at commit, never for a rolled-back write (see `notify.rs`).
+/// Payloads: `f<hex id>` a file row updated or deleted (trash, move, re-upload, delete; a new
+/// file cannot be cached yet), `g` any grant change, `a` an instance changed (everything).
+const V3: &str = r#"
+CREATE FUNCTION depot_notify_file() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('depot_changes', 'f' || encode(OLD.id, 'hex'));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER files_changed AFTER UPDATE OR DELETE ON files
+    FOR EACH ROW EXECUTE FUNCTION depot_notify_file();
+
+CREATE FUNCTION depot_notify_grants() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('depot_changes', 'g');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER rights_changed AFTER INSERT OR UPDATE OR DELETE ON rights
+    FOR EACH STATEMENT EXECUTE FUNCTION depot_notify_grants();
+
+CREATE FUNCTION depot_notify_all() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('depot_changes', 'a');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER instances_changed AFTER UPDATE OR DELETE ON instances
+    FOR EACH STATEMENT EXECUTE FUNCTION depot_notify_all();
 "#;
 
 impl PgMeta {

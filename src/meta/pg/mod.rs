@@ -38,10 +38,9 @@
 //!     on B may land in a directory A is moving (each single record write stays atomic).
 //!   - the session `claims` set only de-duplicates concurrent PUTs on one node; across nodes
 //!     `complete_session` (`FOR UPDATE`, state must be `Open`) already refuses the second.
-//!   - `hot.rs` (the download cache) is per node and never hears of another node's changes:
-//!     measured, node B keeps serving a revoked grantee and a deleted file's bytes from memory
-//!     until eviction. Run several nodes with `download_cache_bytes = 0` until invalidation
-//!     (LISTEN/NOTIFY on a generation channel) exists.
+//!   - `hot.rs` (the download cache) is per node; it hears of every node's changes through
+//!     triggers that `NOTIFY depot_changes` and one `LISTEN` connection per node, and serves a
+//!     hit only after a round trip on that connection (see `notify.rs`).
 //! - ArcQL `find` runs over [`super::FileStore::scan_files`] (the instance, owner, directory
 //!   or path index, then a filter in Rust). A later step can push `path`/`directory` equality
 //!   and prefixes into SQL (the `files_by_path`/`files_by_dir` indexes with the "C" collation
@@ -53,6 +52,7 @@
 mod files;
 mod grants;
 mod migrations;
+mod notify;
 mod sessions;
 
 use crate::error::{Error, Result};
@@ -67,6 +67,8 @@ pub use migrations::MIGRATIONS;
 /// PostgreSQL-backed [`super::MetaStore`].
 pub struct PgMeta {
     pool: Pool,
+    /// How to open a connection of our own (the change feed's `LISTEN`).
+    cfg: tokio_postgres::Config,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -221,7 +223,7 @@ impl PgMeta {
             .build()
             .map_err(|e| Error::failed("cannot start the metadata runtime", e))?;
         let mgr = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -237,7 +239,11 @@ impl PgMeta {
                 .build()
                 .map_err(|e| Error::failed("cannot build the metadata pool", e))?
         };
-        let m = Self { pool, rt: Some(rt) };
+        let m = Self {
+            pool,
+            cfg,
+            rt: Some(rt),
+        };
         if let Some(schema) = opts.schema.clone() {
             m.run(move |pool| async move {
                 let client = pool.get().await.map_err(pool_err)?;
