@@ -302,7 +302,10 @@ fn two_nodes_share_files_grants_and_deletes() {
     let rid = r["hypi"]["id"].as_str().unwrap().to_string();
     let rpath = r["url"]["path"].as_str().unwrap().to_string();
     for _ in 0..2 {
-        assert_eq!(body(&b, &rpath, Some(&alice)), (200, b"first bytes".to_vec()));
+        assert_eq!(
+            body(&b, &rpath, Some(&alice)),
+            (200, b"first bytes".to_vec())
+        );
     }
     let put = a
         .client
@@ -335,7 +338,11 @@ fn two_nodes_share_files_grants_and_deletes() {
     let killed = terminate_listeners(&pg);
     assert!(killed >= 1, "no depot-listen connection to kill");
     assert_eq!(revoke(&a, &alice, &right), 204);
-    assert_eq!(body(&b, &rpath, Some(&bob)).0, 404, "revoked while B's feed was down");
+    assert_eq!(
+        body(&b, &rpath, Some(&bob)).0,
+        404,
+        "revoked while B's feed was down"
+    );
     assert_eq!(
         body(&b, &rpath, Some(&alice)),
         (200, b"second bytes, longer".to_vec())
@@ -353,7 +360,10 @@ fn two_nodes_share_files_grants_and_deletes() {
             .unwrap();
         assert_eq!(put.status(), 200);
         for _ in 0..2 {
-            assert_eq!(body(&b, &rpath, Some(&alice)), (200, bytes.clone().into_bytes()));
+            assert_eq!(
+                body(&b, &rpath, Some(&alice)),
+                (200, bytes.clone().into_bytes())
+            );
         }
     }
 }

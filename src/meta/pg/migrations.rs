@@ -10,8 +10,11 @@ use super::{db_err, pool_err, PgMeta};
 use crate::error::Result;
 
 /// `(version, name, SQL)`, in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial schema", V1), (2, "session creation rate", V2), (3, "change notifications", V3)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial schema", V1),
+    (2, "session creation rate", V2),
+    (3, "change notifications", V3),
+];
 
 /// Text columns that are compared or range-scanned use the "C" collation: byte order, like the
 /// sled keys, whatever the database's locale (a path prefix scan is then a plain index range).

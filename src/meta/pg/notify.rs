@@ -144,7 +144,9 @@ async fn session(cfg: &tokio_postgres::Config, feed: &Feed, sink: &dyn ChangeSin
     let driver = async move {
         loop {
             match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => sink_for_driver.0.changed(parse(n.payload())),
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    sink_for_driver.0.changed(parse(n.payload()))
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return e.to_string(),
                 None => return "connection closed".to_string(),
