@@ -7,7 +7,8 @@
 //! - `http_requests_total{method,route,status}`, `http_request_duration_seconds{method,route}`
 //!   (histogram, to the response head), `http_request_bytes_total`, `http_response_bytes_total`
 //! - `uploads_in_flight` (http/limits.rs), `download_cache_hits_total` / `_misses_total`
-//!   (service/hot.rs), `metadata_errors_total` (error.rs)
+//!   (service/hot.rs), `metadata_errors_total` (error.rs), `download_cache_unconfirmed_total`
+//!   (service/hot.rs), `change_feed_reconnects_total` (meta/pg/notify.rs)
 //! - `blob_store_bytes`, `blob_store_objects`, `dedup_bytes_saved_total`,
 //!   `dedup_uploads_total` (store/metered.rs)
 

@@ -244,11 +244,20 @@ impl HotFiles {
     /// [`HotFiles::get`], but with a feed, only after it has applied every change committed
     /// before this call (the entry is read again then). A feed that cannot confirm: `None`.
     pub async fn get_fresh(&self, id: FileId, caller: &Caller, now: Millis) -> Option<Hit> {
-        let hit = self.get(id, caller, now)?;
         let Some(feed) = self.feed.get() else {
-            return Some(hit);
+            return self.get(id, caller, now);
         };
-        drop(hit);
+        let held = self.budget > 0
+            && self
+                .inner
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .map
+                .contains_key(&id);
+        if !held {
+            // Counted as a miss; nothing to confirm.
+            return self.get(id, caller, now);
+        }
         if !feed.caught_up().await {
             metrics::counter!("depot_download_cache_unconfirmed_total").increment(1);
             return None;
@@ -562,6 +571,64 @@ mod tests {
         drop(inner);
         // A file change drops the file with its decisions.
         drop(cache.change(Scope::File(id)));
+        assert_eq!(cache.used(), (0, 0));
+    }
+
+    /// A feed whose round trip delivers the changes "committed" so far, as PostgreSQL does.
+    struct Remote {
+        cache: std::sync::Weak<HotFiles>,
+        pending: std::sync::Mutex<Vec<Changed>>,
+        up: std::sync::atomic::AtomicBool,
+    }
+
+    impl ChangeFeed for Remote {
+        fn caught_up(
+            &self,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+            Box::pin(async move {
+                if !self.up.load(Ordering::Acquire) {
+                    return false;
+                }
+                let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+                if let Some(cache) = self.cache.upgrade() {
+                    pending.into_iter().for_each(|c| cache.changed(c));
+                }
+                true
+            })
+        }
+    }
+
+    #[test]
+    fn with_a_feed_a_hit_waits_for_other_nodes_changes_and_a_feed_that_is_down_serves_nothing() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let cache = Arc::new(HotFiles::new(1 << 20));
+        let remote = Arc::new(Remote {
+            cache: Arc::downgrade(&cache),
+            pending: Default::default(),
+            up: true.into(),
+        });
+        cache.follow(remote.clone());
+        let bob = user("bob", false);
+        let fresh = |c: &Caller, id| rt.block_on(cache.get_fresh(id, c, 5)).map(|h| h.granted);
+        let e = entry(10);
+        let id = e.file.id;
+        cache.insert(cache.generation(), e, Some((&bob, Millis::MAX)));
+        assert_eq!(fresh(&bob, id), Some(true));
+        // Another node revoked: the round trip delivers it before the hit is answered.
+        remote.pending.lock().unwrap().push(Changed::Grants);
+        assert_eq!(fresh(&bob, id), Some(false));
+        remote.pending.lock().unwrap().push(Changed::File(id));
+        assert_eq!(fresh(&bob, id), None);
+        // The feed is down: nothing is served from memory.
+        cache.insert(cache.generation(), entry_with_id(id), None);
+        remote.up.store(false, Ordering::Release);
+        assert!(fresh(&Caller::Anonymous, id).is_none());
+        remote.up.store(true, Ordering::Release);
+        assert!(fresh(&Caller::Anonymous, id).is_some());
+        remote.pending.lock().unwrap().push(Changed::All);
+        assert!(fresh(&Caller::Anonymous, id).is_none());
         assert_eq!(cache.used(), (0, 0));
     }
 
