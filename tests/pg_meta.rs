@@ -200,7 +200,9 @@ fn a_database_that_is_not_there_stops_start_up_without_leaking_the_password() {
     assert!(log.contains("DEPOT_META_URL"), "{log}");
 }
 
-/// Two nodes (two data dirs) on one database and one bucket: what one writes, the other serves.
+/// Two nodes (two data dirs) on one database and one bucket, each with its download cache: what
+/// one writes, the other serves, and what one revokes, trashes, deletes or replaces, the other
+/// never serves again once the call returned (also while its change feed reconnects).
 #[test]
 fn two_nodes_share_files_grants_and_deletes() {
     let Some(pg) = pg_or_skip("two_nodes_share_files_grants_and_deletes") else {
