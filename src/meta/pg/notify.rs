@@ -16,9 +16,11 @@
 //!   revoke/delete/trash/re-upload/move/instance call returned on node A, a request that
 //!   reaches node B afterwards never gets the old decision or bytes.
 //! - Rounds are shared: every hit waiting when a round starts is answered by the next one, so
-//!   under load one `SELECT 1` serves many hits (cost: one local round trip of latency on a
-//!   hit, a few hundred microseconds, instead of the record, grant and blob reads of a miss).
-//!   Misses and sled nodes never wait.
+//!   under load one `SELECT 1` serves many hits (cost: one round trip of latency on a hit,
+//!   instead of the record, grant and blob reads of a miss). Measured with wrk (debug build,
+//!   loaded 2-core machine, 8 connections, one 4 KiB file, local PostgreSQL): about 2,000
+//!   requests/s with the check, 4,100 with the old unchecked (unsafe) cache, 700-950 with the
+//!   cache off. Misses and sled nodes never wait.
 //! - Connection lost (or a round slower than [`ROUND_TIMEOUT`]): hits are refused (served from
 //!   storage) at once, the cache is flushed, and the connection is reopened with backoff; after
 //!   `LISTEN` is back the cache is flushed again (changes made while nobody listened are
