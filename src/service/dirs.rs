@@ -619,7 +619,6 @@ impl Service {
         let Some(current) = self.meta.file(dir.id)? else {
             return Ok(false);
         };
-        let now = now_millis();
         let stamp = current.trashed;
         let mut changes = Vec::new();
         // The directory's path as it is now (a move may have run since the caller read it).
@@ -629,6 +628,14 @@ impl Service {
             self.within_tree_cap(p, &path, all.len())?;
             all.push(f?);
         }
+        // The trash's stamp is what untrash matches on, so it must differ from every stamp of
+        // an entry trashed on its own before (in the same millisecond, they would be restored
+        // with the tree): later than all of them.
+        let now = all
+            .iter()
+            .filter_map(|f| f.trashed)
+            .max()
+            .map_or(now_millis(), |last| now_millis().max(last + 1));
         for f in all {
             if !manages(&f) {
                 return Ok(false);
