@@ -11,6 +11,7 @@ use sled::Transactional;
 use std::path::Path;
 
 mod dirs;
+mod log_sync;
 
 /// The layout version this code writes. Opening an older store rebuilds the grant indexes.
 const SCHEMA_VERSION: u64 = 2;
@@ -19,6 +20,8 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// sled-backed [`super::MetaStore`].
 pub struct SledMeta {
     db: sled::Db,
+    /// Makes flushes durable (fdatasync after sled's flush; group commit).
+    log: log_sync::LogSync,
     instances: sled::Tree,
     instance_ids: sled::Tree,
     files: sled::Tree,
@@ -262,6 +265,7 @@ impl SledMeta {
             sessions_by_expiry: tree("sessions_by_expiry")?,
             session_counts: tree("session_counts")?,
             file_extras: tree("file_extras")?,
+            log: log_sync::LogSync::open(dir)?,
             db,
         }
         .migrated()
@@ -315,8 +319,10 @@ impl SledMeta {
         Ok(self)
     }
 
+    /// Makes every write made so far durable, across power loss (see `log_sync.rs`: sled's
+    /// own flush alone is not an fsync).
     fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.log.sync(&self.db)?;
         Ok(())
     }
 
