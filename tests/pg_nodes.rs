@@ -526,3 +526,110 @@ fn a_node_killed_mid_upload_leaves_no_record_and_gc_collects_its_object_while_th
     let out = n.fsck_clean();
     assert!(out.contains(" 0 unreferenced"), "{out}");
 }
+
+/// Directory paths held by more than one record, and records whose directory has no record
+/// (an upload that landed in a directory another node was moving away).
+fn tree_faults(n: &Nodes) -> (Vec<String>, Vec<String>) {
+    let col = |q: &str| -> Vec<String> {
+        n.sql(q)
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    };
+    (
+        col("SELECT path FROM files GROUP BY instance, path HAVING count(*) > 1"),
+        col("SELECT f.path FROM files f WHERE f.path <> '/' AND NOT EXISTS \
+             (SELECT 1 FROM files d WHERE d.instance = f.instance AND d.path = f.directory)"),
+    )
+}
+
+/// Both nodes upload into directories that do not exist yet (each must be created once), then
+/// node A moves directories while node B uploads into them: every upload lands before the move
+/// (and moves with the tree) or after it (in a directory made anew), never in a directory that
+/// is no longer there.
+#[test]
+fn two_nodes_building_and_moving_one_tree_keep_every_directory_once() {
+    const DIRS: usize = 8;
+    let _db = shared_db();
+    let Some(n) = Nodes::setup("two_nodes_building_and_moving_one_tree") else {
+        return;
+    };
+    let (a, b) = (n.start(0), n.start(1));
+    let nodes = [&a, &b];
+    let t = tokens(&a, &["alice".to_string()], false).remove(0);
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    // 1. Creation: 48 uploads over both nodes into 12 missing directories (2 levels).
+    let barrier = Barrier::new(48);
+    std::thread::scope(|sc| {
+        for k in 0..48 {
+            let (t, barrier, failures) = (&t, &barrier, &failures);
+            sc.spawn(move || {
+                let c = client();
+                let dir = format!("/upload/p{}/q{}", k % 4, k % 3);
+                barrier.wait();
+                if let Err(e) =
+                    nodes[k % 2].try_upload(&c, t, &dir, &format!("f{k}.txt"), b"in a new dir")
+                {
+                    failures.lock().unwrap().push(e);
+                }
+            });
+        }
+    });
+    assert_eq!(tree_faults(&n), (vec![], vec![]), "after creating");
+
+    // 2. Moves on A racing uploads on B into the moving directories.
+    let ids: Vec<String> = (0..DIRS)
+        .map(|k| {
+            let (st, _) = a.upload(&t, &format!("/upload/m{k}/inner"), &[("seed.txt", b"x")]);
+            assert_eq!(st, 200);
+            let v: Value = a.get(&format!("/dirs/m{k}"), Some(&t)).json().unwrap();
+            v["directory"]["hypi"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{v}"))
+                .to_string()
+        })
+        .collect();
+    let barrier = Barrier::new(DIRS + 1);
+    std::thread::scope(|sc| {
+        let (t, ids, barrier, failures, a, b) = (&t, &ids, &barrier, &failures, &a, &b);
+        sc.spawn(move || {
+            let c = client();
+            barrier.wait();
+            for (k, id) in ids.iter().enumerate() {
+                let r = c
+                    .post(a.url(&format!("/files/{id}/move")))
+                    .header("Authorization", t)
+                    .json(&serde_json::json!({"name": format!("n{k}")}))
+                    .send()
+                    .unwrap();
+                if r.status() != 200 {
+                    failures.lock().unwrap().push(format!("move m{k}: {}", r.status()));
+                }
+            }
+        });
+        for k in 0..DIRS {
+            sc.spawn(move || {
+                let c = client();
+                barrier.wait();
+                for j in 0..6 {
+                    let dir = format!("/upload/m{k}/inner");
+                    if let Err(e) = b.try_upload(&c, t, &dir, &format!("u{j}.txt"), b"racing") {
+                        failures.lock().unwrap().push(e);
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(tree_faults(&n), (vec![], vec![]), "after moving");
+    // Every racing upload is somewhere: 6 per directory, under the old name or the new.
+    let placed: i64 = n.sql(
+        "SELECT count(*) FROM files WHERE path LIKE '/m_/inner/u_.txt' \
+         OR path LIKE '/n_/inner/u_.txt'",
+    )[0]
+    .get(0);
+    assert_eq!(placed, (DIRS * 6) as i64);
+    n.fsck_clean();
+}
