@@ -38,7 +38,11 @@ impl Nodes {
         // One JWT secret for every process.
         token_for(dirs[0].path(), "bootstrap", INSTANCE, false, &[]);
         for d in &dirs[1..] {
-            std::fs::copy(dirs[0].path().join("jwt.secret"), d.path().join("jwt.secret")).unwrap();
+            std::fs::copy(
+                dirs[0].path().join("jwt.secret"),
+                d.path().join("jwt.secret"),
+            )
+            .unwrap();
         }
         Some(Nodes { url, s3, dirs })
     }
@@ -217,7 +221,10 @@ fn two_nodes_racing_uploads_and_deletes_of_shared_contents_leave_exact_reference
             for (i, f) in early.iter().enumerate() {
                 let st = delete(&c, nodes[(i + 1) % 2], &tok[i], f);
                 if !matches!(st, 200 | 204) {
-                    failures.lock().unwrap().push(format!("early {i}: delete {st}"));
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("early {i}: delete {st}"));
                 }
             }
         }));
@@ -242,7 +249,11 @@ fn two_nodes_racing_uploads_and_deletes_of_shared_contents_leave_exact_reference
         checker.join().unwrap();
     });
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "{} failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
     let (runs, bad) = maintenance.into_inner().unwrap();
     assert!(runs >= 2, "fsck and gc ran during the race");
     assert!(bad.is_empty(), "maintenance during the race: {bad:#?}");
@@ -302,7 +313,10 @@ fn a_database_restart_fails_requests_with_503_and_the_nodes_recover_without_a_re
         let (st, code, _) = json_error(s.get("/files?first=10", Some(&t)));
         assert_eq!((st, code.as_str()), (503, "UNAVAILABLE"), "listing");
         let r = c
-            .delete(s.url(&format!("/files/{}", before["hypi"]["id"].as_str().unwrap())))
+            .delete(s.url(&format!(
+                "/files/{}",
+                before["hypi"]["id"].as_str().unwrap()
+            )))
             .header("Authorization", &t)
             .send()
             .unwrap();
@@ -436,8 +450,7 @@ impl Read for Stalling {
 /// once killed with SIGKILL while a body is still arriving. No record is left; the one orphan
 /// object is reported by fsck and collected by `depot gc` while B keeps serving.
 #[test]
-fn a_node_killed_mid_upload_leaves_no_record_and_gc_collects_its_object_while_the_other_serves()
-{
+fn a_node_killed_mid_upload_leaves_no_record_and_gc_collects_its_object_while_the_other_serves() {
     let _db = shared_db();
     let Some(n) = Nodes::setup("a_node_killed_mid_upload") else {
         return;
@@ -447,7 +460,11 @@ fn a_node_killed_mid_upload_leaves_no_record_and_gc_collects_its_object_while_th
     let kept = bytes(30_000, 7);
     let kept_rec = b.upload_one(&t, "kept.bin", &kept);
 
-    let a = n.node(0, &n.s3.endpoint, &[("DEPOT_FAILPOINT", "after-blob-commit")]);
+    let a = n.node(
+        0,
+        &n.s3.endpoint,
+        &[("DEPOT_FAILPOINT", "after-blob-commit")],
+    );
     let lost = bytes(40_000, 8);
     let r = a
         .client
@@ -509,9 +526,15 @@ fn a_node_killed_mid_upload_leaves_no_record_and_gc_collects_its_object_while_th
     // fsck (B serving) reports it; gc with the default grace keeps it (it may be an upload
     // about to count it), gc with none collects it.
     let out = n.fsck_clean();
-    assert!(out.contains(&format!("unreferenced blob {orphan}")), "{out}");
+    assert!(
+        out.contains(&format!("unreferenced blob {orphan}")),
+        "{out}"
+    );
     let (ok, out) = n.cli(&["gc"]);
-    assert!(ok && out.contains("removed 0 blobs") && out.contains("kept 1"), "{out}");
+    assert!(
+        ok && out.contains("removed 0 blobs") && out.contains("kept 1"),
+        "{out}"
+    );
     let (ok, out) = n.cli(&["gc", "--grace", "0s"]);
     assert!(ok && out.contains("removed 1 blobs"), "{out}");
     assert_eq!(n.bucket(), BTreeSet::from([sha256_hex(&kept)]));
@@ -530,16 +553,13 @@ fn a_node_killed_mid_upload_leaves_no_record_and_gc_collects_its_object_while_th
 /// Directory paths held by more than one record, and records whose directory has no record
 /// (an upload that landed in a directory another node was moving away).
 fn tree_faults(n: &Nodes) -> (Vec<String>, Vec<String>) {
-    let col = |q: &str| -> Vec<String> {
-        n.sql(q)
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect()
-    };
+    let col = |q: &str| -> Vec<String> { n.sql(q).iter().map(|r| r.get::<_, String>(0)).collect() };
     (
         col("SELECT path FROM files GROUP BY instance, path HAVING count(*) > 1"),
-        col("SELECT f.path FROM files f WHERE f.path <> '/' AND NOT EXISTS \
-             (SELECT 1 FROM files d WHERE d.instance = f.instance AND d.path = f.directory)"),
+        col(
+            "SELECT f.path FROM files f WHERE f.path <> '/' AND NOT EXISTS \
+             (SELECT 1 FROM files d WHERE d.instance = f.instance AND d.path = f.directory)",
+        ),
     )
 }
 
@@ -604,7 +624,10 @@ fn two_nodes_building_and_moving_one_tree_keep_every_directory_once() {
                     .send()
                     .unwrap();
                 if r.status() != 200 {
-                    failures.lock().unwrap().push(format!("move m{k}: {}", r.status()));
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("move m{k}: {}", r.status()));
                 }
             }
         });
@@ -612,9 +635,12 @@ fn two_nodes_building_and_moving_one_tree_keep_every_directory_once() {
             sc.spawn(move || {
                 let c = client();
                 barrier.wait();
+                // Large enough that storing it takes a while: the window between "the
+                // directory is there" and "the record is written" a move could fall into.
+                let body = bytes(512 << 10, k as u64);
                 for j in 0..6 {
                     let dir = format!("/upload/m{k}/inner");
-                    if let Err(e) = b.try_upload(&c, t, &dir, &format!("u{j}.txt"), b"racing") {
+                    if let Err(e) = b.try_upload(&c, t, &dir, &format!("u{j}.txt"), &body) {
                         failures.lock().unwrap().push(e);
                     }
                 }

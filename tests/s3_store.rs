@@ -7,6 +7,7 @@
 mod common;
 use common::*;
 use depot::store::BlobStore;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;

@@ -794,6 +794,10 @@ impl MaintenanceStore for SledMeta {
     }
 }
 
+/// One process's own store (its data dir is locked): the service's in-process locks order
+/// every writer, so there is nothing to add.
+impl super::NodeLocks for SledMeta {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -848,7 +852,3 @@ mod tests {
         assert_eq!(m.rights_in(instance).unwrap().len(), 2);
     }
 }
-
-/// One process's own store (its data dir is locked): the service's in-process locks order
-/// every writer, so there is nothing to add.
-impl super::NodeLocks for SledMeta {}

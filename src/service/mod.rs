@@ -90,7 +90,10 @@ impl Service {
     /// Locks these blobs against reference changes and removal: this process's stripes, in a
     /// fixed order so two callers cannot deadlock, then (on a shared metadata store) the same
     /// blobs for every node. Fails (503) only when the shared store cannot be reached.
-    fn lock_blobs<'a>(&'a self, shas: impl IntoIterator<Item = &'a Sha256>) -> Result<BlobGuard<'a>> {
+    fn lock_blobs<'a>(
+        &'a self,
+        shas: impl IntoIterator<Item = &'a Sha256>,
+    ) -> Result<BlobGuard<'a>> {
         let shas: Vec<Sha256> = shas.into_iter().copied().collect();
         let mut idx: Vec<usize> = shas.iter().map(|s| usize::from(s.0[0]) % STRIPES).collect();
         idx.sort_unstable();

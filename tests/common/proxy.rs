@@ -73,4 +73,3 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, down: &AtomicBool, budget: Optio
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
 }
-

@@ -318,7 +318,7 @@ impl PgMeta {
                 .query_one("SELECT coalesce(current_schema(), '')", &[])
                 .await
                 .map_err(db_err)?;
-            Ok(row.try_get::<_, String>(0).map_err(db_err)?)
+            row.try_get::<_, String>(0).map_err(db_err)
         })?;
         Ok(m)
     }
