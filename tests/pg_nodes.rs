@@ -659,3 +659,127 @@ fn two_nodes_building_and_moving_one_tree_keep_every_directory_once() {
     assert_eq!(placed, (DIRS * 6) as i64);
     n.fsck_clean();
 }
+
+/// Advisory locks in this database: (granted, waiting).
+fn advisory_locks(url: &str) -> (i64, i64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) \
+                 FROM pg_locks WHERE locktype = 'advisory'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    })
+}
+
+/// The cross-node locks themselves, on two stores (two nodes) in one schema: a blob lock held
+/// by one makes the other wait until it is dropped; shared tree locks coexist and an exclusive
+/// one waits for them; a lock whose database session was cut says so when checked (the
+/// service then keeps the bytes it was about to remove).
+#[test]
+fn node_locks_exclude_across_stores_and_a_lost_session_is_noticed() {
+    use depot::meta::NodeLocks;
+    use depot::types::{InstanceId, Sha256};
+    // Cuts sessions and counts every advisory lock of the database: alone.
+    let _alone = DATABASE.write().unwrap_or_else(|p| p.into_inner());
+    let Some(url) = pg_or_skip("node_locks_exclude_across_stores") else {
+        return;
+    };
+    let schema = new_schema("locks");
+    let (one, two) = (pg_store(&url, &schema, 2), pg_store(&url, &schema, 2));
+    let wait_for = |waiting: i64| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while advisory_locks(&url).1 != waiting {
+            assert!(std::time::Instant::now() < end, "no lock request waits");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let sha = Sha256([7; 32]);
+
+    // Exclusive across stores: the second gets the blob only after the first lets go.
+    let held = one
+        .lock_blobs(&[sha])
+        .unwrap()
+        .expect("a shared store locks");
+    held.check().unwrap();
+    let released = AtomicBool::new(false);
+    let second = std::thread::scope(|sc| {
+        let waiter = sc.spawn(|| {
+            let got = two.lock_blobs(&[sha, sha]).unwrap().expect("locked");
+            assert!(
+                released.load(Ordering::SeqCst),
+                "taken while the other held it"
+            );
+            got
+        });
+        wait_for(1);
+        released.store(true, Ordering::SeqCst);
+        drop(held);
+        waiter.join().unwrap()
+    });
+    second.check().unwrap();
+
+    // Trees: two readers at once; a writer waits for both.
+    let inst = InstanceId::new();
+    let r1 = one.lock_tree(inst, false).unwrap().expect("locked");
+    let r2 = two
+        .lock_tree(inst, false)
+        .unwrap()
+        .expect("shared, not waiting");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            let w = one.lock_tree(inst, true).unwrap().expect("locked");
+            assert!(done.load(Ordering::SeqCst), "exclusive while read");
+            drop(w);
+        });
+        wait_for(1);
+        drop(r1);
+        wait_for(1); // still waiting for the second reader
+        done.store(true, Ordering::SeqCst);
+        drop(r2);
+        writer.join().unwrap();
+    });
+
+    // The session holding `second` is cut (a database restart, a network fault).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cut: i64 = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .len() as i64
+    });
+    assert_eq!(cut, 1);
+    let e = second.check().expect_err("the lock went with its session");
+    assert!(e.to_string().contains("lost"), "{e}");
+    drop(second);
+    // The pool replaces the cut connection: locking works again.
+    two.lock_blobs(&[sha])
+        .unwrap()
+        .expect("locked")
+        .check()
+        .unwrap();
+}
