@@ -370,7 +370,8 @@ pub struct MetaConfig {
     pub kind: MetaKind,
     /// `postgres://user:password@host:port/db` (required for `postgres`).
     pub url: Option<String>,
-    /// Most database connections one node holds.
+    /// Connections per pool: a node holds up to three pools (queries, blob locks, tree locks)
+    /// plus one change-feed connection.
     pub pool_size: usize,
 }
 

@@ -55,7 +55,9 @@ enum Command {
         ttl: std::time::Duration,
     },
     /// Re-hash every blob, check every record and reference count; exit 1 on damage.
-    /// Needs the server stopped (it refuses otherwise).
+    /// On the embedded store it needs the server stopped (it refuses otherwise); on shared
+    /// backends (`[meta] kind = "postgres"`) it runs while nodes serve, checking each finding
+    /// again under the blob's cross-node lock.
     Fsck {
         #[command(flatten)]
         common: Common,
@@ -64,7 +66,8 @@ enum Command {
         repair: bool,
     },
     /// Remove blobs nothing references, once older than the grace period.
-    /// Needs the server stopped (it refuses otherwise).
+    /// On the embedded store it needs the server stopped (it refuses otherwise); on shared
+    /// backends it runs while nodes serve (each removal under the blob's cross-node lock).
     Gc {
         #[command(flatten)]
         common: Common,

@@ -7,12 +7,10 @@
 mod common;
 use common::*;
 use depot::store::BlobStore;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[test]
@@ -51,20 +49,6 @@ fn the_store_contract_holds_on_s3() {
     assert_eq!(temp_left(), 0, "temp objects left in the bucket");
 }
 
-/// Content keys in the bucket.
-fn blobs_in(store: &depot::store::S3Store) -> Vec<String> {
-    let mut v: Vec<String> = store
-        .maintenance()
-        .unwrap()
-        .list()
-        .unwrap()
-        .iter()
-        .map(|b| b.sha.to_hex())
-        .collect();
-    v.sort();
-    v
-}
-
 fn curl_upload(s: &Server, token: &str, file: &Path) -> Value {
     let out = Command::new("curl")
         .args(["-sS", "-H"])
@@ -78,22 +62,6 @@ fn curl_upload(s: &Server, token: &str, file: &Path) -> Value {
     let body: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("upload answer: {}", String::from_utf8_lossy(&out.stdout)));
     first_record(&body)
-}
-
-fn depot_with(env: &[(String, String)], args: &[&str], data: &Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("run depot");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[test]
@@ -232,73 +200,6 @@ fn a_server_refuses_to_start_on_a_bucket_it_cannot_reach_or_an_s3_config_without
         .err()
         .expect("no server without a bucket");
     assert!(log.contains("store.bucket"), "{log}");
-}
-
-/// A TCP proxy in front of the S3 server that can be cut: after `budget` bytes from depot to the
-/// server, or when `down` is set, every connection is closed and new ones are dropped.
-struct Proxy {
-    addr: String,
-    down: Arc<AtomicBool>,
-    budget: Arc<AtomicI64>,
-}
-
-impl Proxy {
-    fn start(upstream: &str) -> Proxy {
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = format!("http://{}", l.local_addr().unwrap());
-        let down = Arc::new(AtomicBool::new(false));
-        let budget = Arc::new(AtomicI64::new(i64::MAX));
-        let (d, b) = (down.clone(), budget.clone());
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(conn) = conn else { continue };
-                if d.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees a reset
-                }
-                let Ok(up) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (d1, d2, b1) = (d.clone(), d.clone(), b.clone());
-                let (c2, u2) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
-                std::thread::spawn(move || pipe(conn, up, &d1, Some(&b1)));
-                std::thread::spawn(move || pipe(u2, c2, &d2, None));
-            }
-        });
-        Proxy { addr, down, budget }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream, down: &AtomicBool, budget: Option<&AtomicI64>) {
-    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if down.load(Ordering::SeqCst) {
-            break;
-        }
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                continue
-            }
-            Err(_) => break,
-        };
-        if let Some(b) = budget {
-            if b.fetch_sub(n as i64, Ordering::SeqCst) < n as i64 {
-                down.store(true, Ordering::SeqCst);
-                break;
-            }
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
 }
 
 #[test]

@@ -28,6 +28,10 @@ pub fn cases() -> Vec<Case> {
             "indexes_follow_update_trash_and_delete",
             indexes_follow_update_trash_and_delete,
         ),
+        (
+            "blob_references_count_files_and_uploaded_sessions",
+            blob_references_count_files_and_uploaded_sessions,
+        ),
         ("update_never_resurrects", update_never_resurrects),
         ("scan_pages_with_after", scan_pages_with_after),
         ("cursor_of_a_deleted_record", cursor_of_a_deleted_record),
@@ -199,6 +203,30 @@ pub fn refcounts_follow_inserts_and_deletes(m: &dyn MetaStore) {
     assert_eq!(m.blob_refs(&sha(1)).unwrap(), 0);
     assert_eq!(m.blob_refs(&sha(2)).unwrap(), 1);
     assert!(m.file(b.id).unwrap().is_none());
+}
+
+/// fsck's exact count of one blob: file records and uploaded (not open, not confirmed)
+/// sessions, beside the recorded count, also when the two differ.
+pub fn blob_references_count_files_and_uploaded_sessions(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let none = crate::meta::BlobReferences::default();
+    assert_eq!(m.blob_references(&sha(7)).unwrap(), none);
+    let (a, b) = (file(i, "alice", "/", "a", 7), file(i, "bob", "/", "b", 7));
+    m.insert_files(&[(a, None), (b, None), (file(i, "bob", "/", "c", 8), None)])
+        .unwrap();
+    let open = session(i, "alice", SessionKind::PresignedPut, 100);
+    m.create_session(&open, 10).unwrap();
+    let up = session(i, "alice", SessionKind::PresignedPut, 100);
+    m.create_session(&up, 10).unwrap();
+    m.complete_session(up.id, &stored(7), 200).unwrap();
+    let want = |recorded, actual| crate::meta::BlobReferences { recorded, actual };
+    assert_eq!(m.blob_references(&sha(7)).unwrap(), want(3, 3));
+    assert_eq!(m.blob_references(&sha(8)).unwrap(), want(1, 1));
+    // A count gone wrong is seen as such.
+    m.set_blob_refs(&sha(7), 5).unwrap();
+    assert_eq!(m.blob_references(&sha(7)).unwrap(), want(5, 3));
+    m.delete_session(up.id).unwrap();
+    assert_eq!(m.blob_references(&sha(7)).unwrap(), want(4, 2));
 }
 
 /// Every scope sees a file after insert and after an update (trash), none after delete.

@@ -170,7 +170,7 @@ pub trait UploadSessionStore {
 
 /// Whole-store walks and repairs for fsck and gc. Never on a request path: their cost grows
 /// with the store.
-pub trait MaintenanceStore {
+pub trait MaintenanceStore: FileStore + UploadSessionStore {
     /// Every file record of every instance (for fsck).
     fn all_files(&self) -> Records<'_, FileRecord>;
     /// Every recorded blob reference count (for fsck).
@@ -181,6 +181,76 @@ pub trait MaintenanceStore {
     /// [`GrantStore::rights_naming`], [`GrantStore::rights_reaching`] and
     /// [`GrantStore::rights_on`], whose cost does not grow with the instance's grant count).
     fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>>;
+    /// One blob's recorded reference count and the references that exist (file records with
+    /// its hash plus uploaded, unconfirmed sessions holding it), read together. fsck re-checks
+    /// what a whole-store walk found odd with it, under the blob's lock, while nodes serve.
+    /// The default walks every record (an offline store: nothing changes meanwhile); a shared
+    /// store answers from one snapshot.
+    fn blob_references(&self, sha: &Sha256) -> Result<BlobReferences> {
+        let mut actual = 0u64;
+        for f in self.all_files() {
+            if f?.sha256 == *sha {
+                actual += 1;
+            }
+        }
+        for s in self.all_sessions() {
+            let s = s?;
+            if s.state == SessionState::Uploaded && s.bytes.as_ref().is_some_and(|b| b.sha == *sha)
+            {
+                actual += 1;
+            }
+        }
+        Ok(BlobReferences {
+            recorded: self.blob_refs(sha)?,
+            actual,
+        })
+    }
+}
+
+/// A blob's reference count as recorded and as the records make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlobReferences {
+    /// The count kept beside the blob (what decides when the blob goes).
+    pub recorded: u64,
+    /// File records and uploaded sessions referencing the blob.
+    pub actual: u64,
+}
+
+/// A lock that every node sharing the store honours, held until dropped (see [`NodeLocks`]).
+pub trait HeldLock: Send {
+    /// `Ok` while the lock is certainly still held (its holder, a database session, is alive).
+    /// Checked right before a step that must never run unlocked: removing a blob.
+    fn check(&self) -> Result<()>;
+}
+
+/// Locks across every process that writes this store (issue 13: several nodes on one shared
+/// database). The service keeps its in-process locks either way (they order one node's threads
+/// cheaply); these extend the same order to the other nodes. A store that is one process's own
+/// (sled, in a locked data dir) has no other writers: its answers are `None`.
+pub trait NodeLocks {
+    /// Whether other processes may write this store while this one does (so maintenance must
+    /// take the same locks as requests, and may never act on a walk's stale picture).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Orders reference changes of these blobs, and the removal of a blob whose count reached
+    /// zero, against every other node's: held across "count changed" and "blob removed", and
+    /// across "blob found or stored" and "reference counted". Keys are taken in one order, so
+    /// two holders never wait on each other in a cycle.
+    fn lock_blobs(&self, shas: &[Sha256]) -> Result<Option<Box<dyn HeldLock>>> {
+        let _ = shas;
+        Ok(None)
+    }
+    /// One instance's directory tree: shared for uploads and listings, exclusive for creating
+    /// directories, moves and subtree trash/delete (see `service::dirs`).
+    fn lock_tree(
+        &self,
+        instance: InstanceId,
+        exclusive: bool,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
+        let _ = (instance, exclusive);
+        Ok(None)
+    }
 }
 
 /// What the service holds: every narrow trait at once. Every call blocks: call it off the
@@ -193,6 +263,7 @@ pub trait MetaStore:
     + UploadSessionStore
     + MaintenanceStore
     + DirectoryStore
+    + NodeLocks
     + Send
     + Sync
     + 'static
@@ -206,6 +277,7 @@ impl<T> MetaStore for T where
         + UploadSessionStore
         + MaintenanceStore
         + DirectoryStore
+        + NodeLocks
         + Send
         + Sync
         + 'static

@@ -800,6 +800,10 @@ impl MaintenanceStore for SledMeta {
     }
 }
 
+/// One process's own store (its data dir is locked): the service's in-process locks order
+/// every writer, so there is nothing to add.
+impl super::NodeLocks for SledMeta {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

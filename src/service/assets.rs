@@ -519,11 +519,11 @@ impl Service {
         blocking(move || {
             let sha = stored.sha;
             {
-                let _guard = svc.lock_blobs([&sha]);
+                let guard = svc.lock_blobs([&sha])?;
                 staged.commit_blob()?;
                 if let Err(e) = svc.meta.complete_session(s.id, &stored, 0) {
                     if svc.meta.blob_refs(&sha)? == 0 {
-                        svc.blobs.remove(&sha)?;
+                        svc.remove_blob(&guard, &sha)?;
                     }
                     return Err(e);
                 }

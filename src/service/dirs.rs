@@ -12,15 +12,20 @@
 //!   request sees a half-moved tree and no upload lands in a directory that is moving. The
 //!   moves themselves are single metadata transactions
 //!   ([`crate::meta::DirectoryStore::replace_files`]). Per instance, so a slow blob commit
-//!   (S3) plus a waiting move stalls that instance alone; per process, which is enough: one
-//!   process owns a data dir. Non-admins change at most `max_tree_entries` entries per call,
-//!   which bounds how long one call holds it.
+//!   (S3) plus a waiting move stalls that instance alone. In process, and on a shared metadata
+//!   store for every node too ([`crate::meta::NodeLocks::lock_tree`], taken after the
+//!   process's own lock, so one node's threads queue here first). Non-admins change at most
+//!   `max_tree_entries` entries per call, which bounds how long one call holds it.
+//! - Downloads check grants through directories without the lock ([`InstanceTree::consistent`]
+//!   watches this process's moves only): on several nodes a download racing a move on another
+//!   node may be judged by the tree just before or just after the move's transaction, as any
+//!   read racing a committed write is.
 //! - Move and rename never change `url.path` (it is the id and the extension, both kept).
 
 use super::{blocking, hot, names, Service};
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
-use crate::meta::{AccessRight, FileRecord, FileScope, DIRECTORY_MIME};
+use crate::meta::{AccessRight, FileRecord, FileScope, HeldLock, MetaStore, DIRECTORY_MIME};
 use crate::types::{now_millis, AccountId, FileId, InstanceId, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,16 +48,32 @@ const RENAME_TRIES: u32 = 1000;
 #[derive(Default)]
 pub struct TreeLock {
     trees: Mutex<HashMap<InstanceId, Arc<InstanceTree>>>,
+    /// The metadata store whose cross-node tree locks back this process's (none: in process
+    /// only).
+    meta: Option<Arc<dyn MetaStore>>,
 }
 
 impl TreeLock {
+    /// Tree locks that also take `meta`'s cross-node lock of each tree.
+    pub(crate) fn new(meta: Arc<dyn MetaStore>) -> Self {
+        Self {
+            trees: Mutex::default(),
+            meta: Some(meta),
+        }
+    }
+
     /// The lock of `inst`'s tree (made on first use; one per instance the process served).
     pub(crate) fn of(&self, inst: InstanceId) -> Arc<InstanceTree> {
         self.trees
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(inst)
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(InstanceTree {
+                    nodes: self.meta.clone().map(|m| (m, inst)),
+                    ..InstanceTree::default()
+                })
+            })
             .clone()
     }
 }
@@ -64,14 +85,38 @@ pub struct InstanceTree {
     lock: RwLock<()>,
     /// Odd while a move's transaction is being written, bumped to even after it.
     moves: AtomicU64,
+    /// Where the other nodes' side of this lock is taken.
+    nodes: Option<(Arc<dyn MetaStore>, InstanceId)>,
+}
+
+/// A held tree lock: this process's side, then the other nodes'.
+pub(crate) struct TreeGuard<G> {
+    _nodes: Option<Box<dyn HeldLock>>,
+    _local: G,
 }
 
 impl InstanceTree {
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, ()> {
-        self.lock.read().unwrap_or_else(|p| p.into_inner())
+    /// Shared: uploads and listings. Fails (503) only when a shared store cannot be reached.
+    pub(crate) fn read(&self) -> Result<TreeGuard<RwLockReadGuard<'_, ()>>> {
+        let local = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        Ok(TreeGuard {
+            _nodes: self.nodes(false)?,
+            _local: local,
+        })
     }
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, ()> {
-        self.lock.write().unwrap_or_else(|p| p.into_inner())
+    /// Exclusive: directory creation, moves, subtree trash and delete.
+    pub(crate) fn write(&self) -> Result<TreeGuard<RwLockWriteGuard<'_, ()>>> {
+        let local = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        Ok(TreeGuard {
+            _nodes: self.nodes(true)?,
+            _local: local,
+        })
+    }
+    fn nodes(&self, exclusive: bool) -> Result<Option<Box<dyn HeldLock>>> {
+        match &self.nodes {
+            Some((meta, inst)) => meta.lock_tree(*inst, exclusive),
+            None => Ok(None),
+        }
     }
 
     /// Runs `write` (a metadata write that changes paths), marked for [`InstanceTree::consistent`]
@@ -295,19 +340,19 @@ impl Service {
     ) -> Result<T> {
         let tree = self.tree.of(inst);
         {
-            let _read = tree.read();
+            let _read = tree.read()?;
             if self.missing_directories(inst, dir)?.is_empty() {
-                let _blobs = self.lock_blobs(shas);
+                let _blobs = self.lock_blobs(shas)?;
                 return then();
             }
         }
-        let _write = tree.write();
+        let _write = tree.write()?;
         // Looked at again: another request may have created them meanwhile.
         let missing = self.missing_directories(inst, dir)?;
         let (created, out) = {
             let mut all = shas.to_vec();
             all.push(EMPTY_SHA);
-            let _blobs = self.lock_blobs(&all);
+            let _blobs = self.lock_blobs(&all)?;
             let created = self.create_directories(inst, owner, &missing)?;
             (created, then())
         };
@@ -419,7 +464,7 @@ impl Service {
         blocking(move || {
             let caller = Caller::User(p.clone());
             let tree = svc.tree.of(svc.readable(&caller, id)?.instance);
-            let _write = tree.write();
+            let _write = tree.write()?;
             // Read again under the lock: it may have moved meanwhile.
             let entry = svc.readable(&caller, id)?;
             if !access::manages(&p, &entry.created_by) {
@@ -569,7 +614,7 @@ impl Service {
             ));
         }
         let tree = self.tree.of(dir.instance);
-        let _write = tree.write();
+        let _write = tree.write()?;
         // The directory as it is now (a move may have run since the caller read it).
         let Some(dir) = self.meta.file(dir.id)? else {
             return Ok(0);
@@ -615,7 +660,7 @@ impl Service {
             return Ok(false);
         }
         let tree = self.tree.of(dir.instance);
-        let _write = tree.write();
+        let _write = tree.write()?;
         let Some(current) = self.meta.file(dir.id)? else {
             return Ok(false);
         };
@@ -763,7 +808,7 @@ impl Service {
             // by writing back this copy.
             let caller = Caller::User(p.clone());
             let tree = svc.tree.of(svc.readable(&caller, id)?.instance);
-            let _tree = tree.write();
+            let _tree = tree.write()?;
             let mut f = svc.readable(&caller, id)?;
             if f.created_by != p.account {
                 return Err(Error::Forbidden(
@@ -826,9 +871,9 @@ mod tests {
         let a = InstanceId(ulid::Ulid::from_parts(1, 1));
         let b = InstanceId(ulid::Ulid::from_parts(1, 2));
         let tree_a = locks.of(a);
-        let _held = tree_a.write();
-        drop(locks.of(b).read());
-        drop(locks.of(b).write());
+        let _held = tree_a.write().unwrap();
+        drop(locks.of(b).read().unwrap());
+        drop(locks.of(b).write().unwrap());
         assert!(Arc::ptr_eq(&locks.of(a), &tree_a));
         assert!(tree_a.lock.try_read().is_err(), "a's lock is still held");
     }
@@ -842,7 +887,7 @@ mod tests {
             let (tree, state) = (tree.clone(), state.clone());
             std::thread::spawn(move || {
                 for _ in 0..200 {
-                    let _w = tree.write();
+                    let _w = tree.write().unwrap();
                     tree.moving(|| {
                         // Two halves of one change, visible apart to a lock-free reader.
                         state.fetch_add(1, Ordering::SeqCst);

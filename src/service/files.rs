@@ -259,13 +259,13 @@ impl Service {
     /// Removes a file's record, then its blob when nothing references it any more. False when
     /// the record was already gone. The caller has checked the right to delete.
     pub(super) fn remove_file(&self, file: &FileRecord) -> Result<bool> {
-        let _guard = self.lock_blobs([&file.sha256]);
+        let guard = self.lock_blobs([&file.sha256])?;
         let _stale = self.hot.change(hot::Scope::File(file.id));
         let Some((file, left)) = self.meta.delete_file(file.id)? else {
             return Ok(false);
         };
         if left == 0 {
-            self.blobs.remove(&file.sha256)?;
+            self.remove_blob(&guard, &file.sha256)?;
         }
         Ok(true)
     }

@@ -1,8 +1,21 @@
 //! Store maintenance: `fsck` re-hashes blobs and checks records and reference counts; `gc`
-//! removes blobs nothing references. Both run with the data dir locked (server stopped).
+//! removes blobs nothing references. On the embedded store both run with the data dir locked
+//! (server stopped).
+//!
+//! On a shared metadata store (PostgreSQL, issue 13) other nodes keep serving meanwhile, so a
+//! whole-store walk sees a moving picture: a blob listed before its upload's record was written,
+//! a count read a moment before or after the records it counts. Nothing is reported or changed
+//! on that picture alone. Each finding is checked again on its own, under the blob's cross-node
+//! lock (which every reference change and every blob removal takes): a count is compared with
+//! the records from one snapshot ([`crate::meta::MaintenanceStore::blob_references`]) and only
+//! then reported, or with `--repair` rewritten while no node can change it; a missing blob is
+//! reported only if its record still holds it after the blob was looked for again; gc removes
+//! an unreferenced blob only if its count is still zero under the lock and it is older than the
+//! grace period (an upload stores the bytes, then counts them, under that lock).
 
 use super::Service;
 use crate::error::{Error, Result};
+use crate::meta::BlobReferences;
 use crate::store::BlobMaintenance;
 use crate::types::{FileId, Sha256};
 use sha2::Digest;
@@ -57,7 +70,12 @@ fn hash_blob(svc: &Service, sha: &Sha256) -> Result<Option<Sha256>> {
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
-        let n = blob.read_at(pos, &mut buf)?;
+        let n = match blob.read_at(pos, &mut buf) {
+            Ok(n) => n,
+            // Removed while being read (a node deleted its last file): not a blob any more.
+            Err(_) if svc.meta.shared() && svc.blobs.open(sha)?.is_none() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
@@ -79,6 +97,7 @@ impl Service {
     /// counts are rewritten from the records (records themselves are never deleted: a missing
     /// blob stays reported until restored from a backup).
     pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        let live = self.meta.shared();
         let mut report = FsckReport::default();
         let store = maintenance(self)?;
         let blobs = store.list()?;
@@ -92,6 +111,9 @@ impl Service {
                 Some(_) => {
                     report.corrupt_blobs.push(b.sha);
                     if repair {
+                        // No node adds a reference to these bytes meanwhile (one that did
+                        // would count on bytes about to go).
+                        let _guard = self.lock_blobs([&b.sha])?;
                         store.quarantine(&b.sha)?;
                         report
                             .repaired
@@ -126,25 +148,58 @@ impl Service {
         let recorded: HashMap<Sha256, u64> = self.meta.all_blob_refs()?.into_iter().collect();
         let shas: HashSet<Sha256> = recorded.keys().chain(refs.keys()).copied().collect();
         for sha in shas {
-            let (want, have) = (
+            let (mut want, mut have) = (
                 refs.get(&sha).copied().unwrap_or(0),
                 recorded.get(&sha).copied().unwrap_or(0),
             );
-            if want != have {
-                report.refcount_mismatches.push((sha, have, want));
-                if repair {
-                    self.meta.set_blob_refs(&sha, want)?;
-                    report
-                        .repaired
-                        .push(format!("reference count of {sha}: {have} -> {want}"));
+            if want == have {
+                continue;
+            }
+            // Nodes serving: the walk may have met this blob mid-change. Counted again under
+            // its lock, from one snapshot; repaired (if asked) before the lock goes.
+            let _guard = if live {
+                let guard = self.lock_blobs([&sha])?;
+                let now = self.meta.blob_references(&sha)?;
+                (want, have) = (now.actual, now.recorded);
+                if want == have {
+                    continue;
                 }
+                Some(guard)
+            } else {
+                None
+            };
+            report.refcount_mismatches.push((sha, have, want));
+            if repair {
+                self.meta.set_blob_refs(&sha, want)?;
+                report
+                    .repaired
+                    .push(format!("reference count of {sha}: {have} -> {want}"));
             }
         }
-        report.unreferenced_blobs = lens
-            .keys()
-            .filter(|s| !refs.contains_key(s))
-            .copied()
-            .collect();
+        if live {
+            // A record read after its blob was listed (an upload in between): missing only if
+            // the blob is still absent and the record still holds it.
+            let mut still = Vec::new();
+            for (id, sha) in std::mem::take(&mut report.missing_blobs) {
+                if self.blobs.open(&sha)?.is_none()
+                    && self.meta.file(id)?.is_some_and(|f| f.sha256 == sha)
+                {
+                    still.push((id, sha));
+                }
+            }
+            report.missing_blobs = still;
+        }
+        for sha in lens.keys().filter(|s| !refs.contains_key(s)) {
+            // Listed, then referenced by a record the walk had passed (or removed by the node
+            // that deleted its last file): not an unreferenced blob.
+            if live
+                && (self.meta.blob_references(sha)? != BlobReferences::default()
+                    || self.blobs.open(sha)?.is_none())
+            {
+                continue;
+            }
+            report.unreferenced_blobs.push(*sha);
+        }
         Ok(report)
     }
 
@@ -157,7 +212,12 @@ impl Service {
         };
         let now = SystemTime::now();
         for b in maintenance(self)?.list()? {
-            let _guard = self.lock_blobs([&b.sha]);
+            // Cheap look first (most blobs are referenced), then again under the lock, which a
+            // node's upload holds from storing the bytes until it has counted them.
+            if self.meta.blob_refs(&b.sha)? > 0 {
+                continue;
+            }
+            let guard = self.lock_blobs([&b.sha])?;
             if self.meta.blob_refs(&b.sha)? > 0 {
                 continue;
             }
@@ -166,7 +226,7 @@ impl Service {
                 report.kept_young += 1;
                 continue;
             }
-            self.blobs.remove(&b.sha)?;
+            self.remove_blob(&guard, &b.sha)?;
             report.bytes += b.len;
             report.removed.push(b.sha);
         }

@@ -22,7 +22,7 @@ pub mod upload;
 use crate::auth::{Caller, Keys};
 use crate::config::Config;
 use crate::error::Result;
-use crate::meta::MetaStore;
+use crate::meta::{HeldLock, MetaStore};
 use crate::store::BlobStore;
 use crate::types::Sha256;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +38,8 @@ pub struct Service {
     pub keys: Keys,
     /// Serialises "blob on disk + reference added" against "reference dropped + blob removed"
     /// for the same content, so a racing delete never removes a blob an upload just counted on.
+    /// In process; a shared metadata store extends the order to every node
+    /// ([`crate::meta::NodeLocks`]), taken after these.
     blob_locks: Vec<Mutex<()>>,
     /// Small files recently downloaded by their owners, answered without storage reads.
     pub(crate) hot: Arc<hot::HotFiles>,
@@ -61,13 +63,13 @@ impl Service {
         Self {
             hot: Arc::new(hot::HotFiles::new(config.download_cache_bytes)),
             ingests: ingest_remote::Runtime::from_config(&config),
+            tree: dirs::TreeLock::new(meta.clone()),
             config,
             meta,
             blobs,
             keys,
             blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             sessions: sessions::Runtime::default(),
-            tree: Default::default(),
         }
     }
 
@@ -85,21 +87,46 @@ impl Service {
         )
     }
 
-    /// Locks the stripes of these blobs, in a fixed order so two callers cannot deadlock.
+    /// Locks these blobs against reference changes and removal: this process's stripes, in a
+    /// fixed order so two callers cannot deadlock, then (on a shared metadata store) the same
+    /// blobs for every node. Fails (503) only when the shared store cannot be reached.
     fn lock_blobs<'a>(
         &'a self,
         shas: impl IntoIterator<Item = &'a Sha256>,
-    ) -> Vec<MutexGuard<'a, ()>> {
-        let mut idx: Vec<usize> = shas
-            .into_iter()
-            .map(|s| usize::from(s.0[0]) % STRIPES)
-            .collect();
+    ) -> Result<BlobGuard<'a>> {
+        let shas: Vec<Sha256> = shas.into_iter().copied().collect();
+        let mut idx: Vec<usize> = shas.iter().map(|s| usize::from(s.0[0]) % STRIPES).collect();
         idx.sort_unstable();
         idx.dedup();
-        idx.into_iter()
+        let local = idx
+            .into_iter()
             .map(|i| self.blob_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
-            .collect()
+            .collect();
+        // One node's threads queue on the stripes above, so at most one of them per stripe
+        // waits here for the other nodes.
+        let nodes = self.meta.lock_blobs(&shas)?;
+        Ok(BlobGuard {
+            nodes,
+            _local: local,
+        })
     }
+
+    /// Removes a blob whose reference count reached zero under `guard`, the blob's lock, and
+    /// only while that lock is certainly still held: a lock lost with its database session
+    /// could let another node count a new reference on these bytes meanwhile, so the blob
+    /// stays (unreferenced, `gc` collects it later under the lock).
+    fn remove_blob(&self, guard: &BlobGuard<'_>, sha: &Sha256) -> Result<()> {
+        if let Some(l) = &guard.nodes {
+            l.check()?;
+        }
+        self.blobs.remove(sha)
+    }
+}
+
+/// Blob locks held (see [`Service::lock_blobs`]); released when dropped.
+pub(crate) struct BlobGuard<'a> {
+    nodes: Option<Box<dyn HeldLock>>,
+    _local: Vec<MutexGuard<'a, ()>>,
 }
 
 /// Crash-testing hook: when `DEPOT_FAILPOINT` names this point, the process aborts there, as a

@@ -63,7 +63,7 @@ impl Service {
                 .file(id)?
                 .filter(|f| f.trashed.is_none())
                 .ok_or_else(Error::not_found)?;
-            let _blobs = svc.lock_blobs([&sha, &old.sha256]);
+            let blobs = svc.lock_blobs([&sha, &old.sha256])?;
             // Declared after the locks: dropped first, once the change is stored.
             let _stale = svc.hot.change(hot::Scope::File(id));
             staged.commit_blob()?;
@@ -71,13 +71,13 @@ impl Service {
             match svc.meta.replace_content(id, &content, image, now_millis()) {
                 Ok(Some((new, old, left))) => {
                     if left == 0 && old.sha256 != sha {
-                        svc.blobs.remove(&old.sha256)?;
+                        svc.remove_blob(&blobs, &old.sha256)?;
                     }
                     Ok(new)
                 }
                 outcome => {
                     if svc.meta.blob_refs(&sha)? == 0 {
-                        svc.blobs.remove(&sha)?;
+                        svc.remove_blob(&blobs, &sha)?;
                     }
                     match outcome {
                         Err(e) => Err(e),

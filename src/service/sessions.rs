@@ -883,10 +883,10 @@ impl Service {
                 let sha = (s.state == SessionState::Uploaded)
                     .then(|| s.bytes.as_ref().map(|b| b.sha))
                     .flatten();
-                let _guard = self.lock_blobs(sha.iter());
+                let guard = self.lock_blobs(sha.iter())?;
                 if let Some((gone, Some(0))) = self.meta.delete_session(s.id)? {
                     if let Some(b) = gone.bytes {
-                        self.blobs.remove(&b.sha)?;
+                        self.remove_blob(&guard, &b.sha)?;
                     }
                 }
                 removed += 1;
@@ -1006,14 +1006,14 @@ impl SessionPut {
         };
         let done = blocking(move || {
             let sha = stored.sha;
-            let _guard = svc.lock_blobs([&sha]);
+            let guard = svc.lock_blobs([&sha])?;
             staged.commit_blob()?;
             match svc.meta.complete_session(id, &stored, keep_until) {
                 Ok(s) => Ok(s),
                 Err(e) => {
                     // Nothing else counted on these bytes: they go (else gc would find them).
                     if svc.meta.blob_refs(&sha)? == 0 {
-                        svc.blobs.remove(&sha)?;
+                        svc.remove_blob(&guard, &sha)?;
                     }
                     Err(e)
                 }

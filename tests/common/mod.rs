@@ -10,6 +10,7 @@
 //! - [`seed`]: many metadata records written straight to a data dir, and query timings
 //!   (the benchmarks).
 //! - [`services`]: the S3 (and PostgreSQL) servers `scripts/services` starts; skip or fail without.
+//! - [`proxy`]: a TCP proxy in front of one of them, cut on demand (an outage).
 //!
 //! Tests that need no process use the in-process tier instead (tests/inprocess.rs).
 // Each test file uses a different part of the harness; the rest is unused there.
@@ -18,6 +19,7 @@
 pub mod blobs;
 pub mod ops;
 pub mod pg;
+pub mod proxy;
 pub mod raw;
 pub mod seed;
 pub mod server;
@@ -29,6 +31,7 @@ pub mod upload;
 pub use blobs::*;
 pub use ops::*;
 pub use pg::*;
+pub use proxy::*;
 pub use raw::*;
 pub use seed::*;
 pub use server::*;

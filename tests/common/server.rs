@@ -21,10 +21,16 @@ pub fn client() -> Client {
 
 /// Runs `depot <args> --data-dir <data>`: (exit success, stdout + stderr).
 pub fn depot(args: &[&str], data: &Path) -> (bool, String) {
+    depot_with(&[], args, data)
+}
+
+/// [`depot`] with extra environment (a backend's `DEPOT_*` settings).
+pub fn depot_with(env: &[(String, String)], args: &[&str], data: &Path) -> (bool, String) {
     let out = Command::new(BIN)
         .args(args)
         .arg("--data-dir")
         .arg(data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run depot");
     let text = format!(

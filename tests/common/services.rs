@@ -96,3 +96,18 @@ impl S3Env {
 pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
+
+/// Content keys (hex SHA-256) in a bucket, sorted.
+pub fn blobs_in(store: &depot::store::S3Store) -> Vec<String> {
+    use depot::store::BlobStore;
+    let mut v: Vec<String> = store
+        .maintenance()
+        .expect("S3 has maintenance operations")
+        .list()
+        .expect("list the bucket")
+        .iter()
+        .map(|b| b.sha.to_hex())
+        .collect();
+    v.sort();
+    v
+}

@@ -433,6 +433,34 @@ impl MaintenanceStore for PgMeta {
             None,
         )
     }
+
+    /// One statement, so one snapshot: the count and the records it counts are seen as of the
+    /// same moment (every write changes both in one transaction). Costs a scan of the files and
+    /// sessions (no index by hash); fsck asks only about what its walk found odd.
+    fn blob_references(&self, sha: &Sha256) -> Result<crate::meta::BlobReferences> {
+        let sha = *sha;
+        self.run(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let row = c
+                .query_one(
+                    "SELECT (SELECT refs FROM blob_refs WHERE sha256 = $1),
+                            (SELECT count(*) FROM files WHERE sha256 = $1),
+                            (SELECT count(*) FROM sessions
+                              WHERE record->>'state' = 'Uploaded'
+                                AND record->'bytes'->>'sha' = $2)",
+                    &[&sha.0.as_slice(), &sha.to_hex()],
+                )
+                .await
+                .map_err(db_err)?;
+            let recorded: Option<i64> = row.try_get(0).map_err(db_err)?;
+            let files: i64 = row.try_get(1).map_err(db_err)?;
+            let sessions: i64 = row.try_get(2).map_err(db_err)?;
+            Ok(crate::meta::BlobReferences {
+                recorded: recorded.map_or(0, count),
+                actual: count(files) + count(sessions),
+            })
+        })
+    }
 }
 
 impl DirectoryStore for PgMeta {

@@ -24,18 +24,41 @@
 //!   - state machines (sessions) and rewrites (moves) lock the rows they read (`FOR UPDATE`,
 //!     in id order) and compare before writing;
 //!   - deadlocks and serialization failures (40P01, 40001) are retried a few times.
-//! - What the service still orders in process, and what a second node needs (not done yet):
-//!   - `Service::lock_blobs` (striped mutexes by sha) orders "refcount reached 0, remove the
-//!     blob" against "dedup found the blob, add a reference". Across nodes the row lock on
-//!     `blob_refs` is not held while the blob is removed from S3, so node A can delete bytes
-//!     node B just referenced. Needed: a session advisory lock per stripe
-//!     (`pg_advisory_lock(stripe)`) held across the count change and the blob removal, or
-//!     a `blob_refs` row kept at 0 ("dying") that an insert must revive under `FOR UPDATE`.
-//!   - `dirs::TreeLock` (shared for uploads and listings, exclusive for directory creation,
-//!     moves, subtree trash/delete) maps one to one onto `pg_advisory_lock_shared(k)` /
-//!     `pg_advisory_lock(k)` with `k` per instance, held on one pooled connection for the
-//!     duration. Without it two nodes may each create the same missing directory, or an upload
-//!     on B may land in a directory A is moving (each single record write stays atomic).
+//! - What spans more than one transaction, or a transaction and the blob store, is ordered by
+//!   session-level advisory locks ([`super::NodeLocks`], `locks.rs`), taken by the service
+//!   after its in-process locks (so one node's threads queue in process first, and at most one
+//!   of them per stripe waits on the database):
+//!   - a blob's lock (`pg_advisory_lock(k)`, `k` from schema and sha) is held from "bytes
+//!     stored or found" to "reference counted" (uploads, sessions, re-uploads) and from
+//!     "count dropped to 0" to "blob removed from S3" (deletes, the session sweep, gc). Why
+//!     not row locks: the removal is an S3 call after the transaction, and a `FOR UPDATE` on
+//!     `blob_refs` cannot be held past commit, nor taken on a row that does not exist yet (the
+//!     first reference); keeping a "dying" row at 0 would make every insert revive rows and
+//!     re-check the object, and gc would still need a lock. Why session-level, not
+//!     `pg_advisory_xact_lock`: the critical section spans a blob commit, one or two
+//!     transactions on other pooled connections and an S3 delete, so no one transaction
+//!     covers it. Per sha, not per stripe: two nodes only wait on each other for one content.
+//!     Before removing a blob the holder checks its session still answers (a restarted
+//!     database or a cut connection drops the lock silently); if not, the blob stays and gc
+//!     collects it later.
+//!   - an instance's tree lock (`pg_advisory_lock_shared(k)` for uploads and listings,
+//!     `pg_advisory_lock(k)` for directory creation, moves, subtree trash/delete) mirrors
+//!     `dirs::TreeLock`, so two nodes never both create a missing directory and no upload on B
+//!     lands in a directory A is moving. Lock order: tree, then blobs, on every node.
+//!   - each held lock keeps one connection of its own pool (`blob_locks`, `tree_locks`, each
+//!     `pool_size`): apart from the query pool and from each other, so a holder never waits for
+//!     a connection only another holder (of the same or an outer lock) can give back. Lock
+//!     connections set `lock_timeout` (`locks::LOCK_TIMEOUT`): a node hung while holding a lock
+//!     costs the others 503s, not a stall. Releasing is `pg_advisory_unlock_all()`; a session
+//!     that fails it is closed, never pooled with a lock held.
+//!   - `gc` and `fsck` take the same blob locks: gc removes an unreferenced blob only when its
+//!     count is still 0 under the lock and it is older than the grace period; fsck re-checks
+//!     each finding under the lock from one snapshot before reporting or repairing it (see
+//!     `service::maintenance`), so both run while nodes serve.
+//! - What the service still orders in process only:
+//!   - `InstanceTree::consistent` (a download's grant check through directories, lock-free)
+//!     watches this node's moves only: a download on B racing a move on A is judged by the
+//!     tree just before or just after the move's transaction.
 //!   - the session `claims` set only de-duplicates concurrent PUTs on one node; across nodes
 //!     `complete_session` (`FOR UPDATE`, state must be `Open`) already refuses the second.
 //!   - `hot.rs` (the download cache) is per node; it hears of every node's changes through
@@ -51,6 +74,7 @@
 
 mod files;
 mod grants;
+mod locks;
 mod migrations;
 mod notify;
 mod sessions;
@@ -67,6 +91,16 @@ pub use migrations::MIGRATIONS;
 /// PostgreSQL-backed [`super::MetaStore`].
 pub struct PgMeta {
     pool: Pool,
+    /// Connections that hold blob locks (advisory, session-level) while the service works; a
+    /// pool of their own, so lock holders never wait for a connection that only another lock
+    /// holder can give back (see `locks.rs`).
+    blob_locks: Pool,
+    /// Connections that hold tree locks; apart from `blob_locks` because a tree lock's holder
+    /// takes blob locks too (tree first, then blobs, never the other way).
+    tree_locks: Pool,
+    /// What tells this deployment's lock keys from those of another schema on the same
+    /// database (advisory locks are per database).
+    namespace: String,
     /// How to open a connection of our own (the change feed's `LISTEN`).
     cfg: tokio_postgres::Config,
     rt: Option<tokio::runtime::Runtime>,
@@ -229,7 +263,7 @@ impl PgMeta {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = {
+        let build = |mgr: Manager| {
             let _guard = rt.enter();
             Pool::builder(mgr)
                 .max_size(opts.pool_size.max(1))
@@ -237,10 +271,33 @@ impl PgMeta {
                 .wait_timeout(Some(Duration::from_secs(30)))
                 .create_timeout(Some(Duration::from_secs(10)))
                 .build()
-                .map_err(|e| Error::failed("cannot build the metadata pool", e))?
+                .map_err(|e| Error::failed("cannot build the metadata pool", e))
         };
-        let m = Self {
+        let pool = build(mgr)?;
+        let lock_mgr = || {
+            let mut c = cfg.clone();
+            c.application_name(locks::APPLICATION_NAME);
+            // Appended to what the URL set (a search_path, say), not replacing it.
+            let options = format!(
+                "{} -c lock_timeout={}",
+                c.get_options().unwrap_or_default(),
+                locks::LOCK_TIMEOUT
+            );
+            c.options(options.trim_start());
+            Manager::from_config(
+                c,
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            )
+        };
+        let (blob_locks, tree_locks) = (build(lock_mgr())?, build(lock_mgr())?);
+        let mut m = Self {
             pool,
+            blob_locks,
+            tree_locks,
+            namespace: String::new(),
             cfg,
             rt: Some(rt),
         };
@@ -253,13 +310,16 @@ impl PgMeta {
                     .map_err(db_err)?;
                 Ok(())
             })?;
-        } else {
-            m.run(|pool| async move {
-                let client = pool.get().await.map_err(pool_err)?;
-                client.simple_query("SELECT 1").await.map_err(db_err)?;
-                Ok(())
-            })?;
         }
+        // Also the check that the database answers.
+        m.namespace = m.run(|pool| async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            let row = client
+                .query_one("SELECT coalesce(current_schema(), '')", &[])
+                .await
+                .map_err(db_err)?;
+            row.try_get::<_, String>(0).map_err(db_err)
+        })?;
         Ok(m)
     }
 

@@ -33,7 +33,7 @@ impl Service {
             };
             // Listings never interleave with a move: a page shows the tree before or after it.
             let tree = svc.tree.of(view.instance.id);
-            let _tree = tree.read();
+            let _tree = tree.read()?;
             svc.children_of(&ctx, &view, dir, &q, first, after)
         })
         .await
@@ -138,7 +138,7 @@ impl Service {
                 return Err(missing());
             };
             let tree = svc.tree.of(view.instance.id);
-            let _tree = tree.read();
+            let _tree = tree.read()?;
             let dir = svc
                 .directory_at(view.instance.id, &path)?
                 .filter(|d| d.trashed.is_none() && view.shows(d))

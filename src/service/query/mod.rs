@@ -128,7 +128,7 @@ impl Service {
             };
             // Never interleaved with a move of the tree (see `service::dirs`).
             let tree = svc.tree.of(view.instance.id);
-            let _tree = tree.read();
+            let _tree = tree.read()?;
             let trashed = if args.include_trashed {
                 None
             } else {

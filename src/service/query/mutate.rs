@@ -45,7 +45,7 @@ impl Service {
                 // A move rewrites records too: never interleave with one, and change the record
                 // as it is now (the one matched may predate a move or another change).
                 let tree = svc.tree.of(view.instance.id);
-                let _tree = tree.read();
+                let _tree = tree.read()?;
                 let Some(mut f) = svc.meta.file(f.id)? else {
                     continue;
                 };
