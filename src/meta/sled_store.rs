@@ -11,6 +11,9 @@ use sled::Transactional;
 use std::path::Path;
 
 mod dirs;
+mod export;
+
+pub use export::Star;
 
 /// The layout version this code writes. Opening an older store rebuilds the grant indexes.
 const SCHEMA_VERSION: u64 = 2;

@@ -51,6 +51,8 @@
 
 mod files;
 mod grants;
+mod import;
+pub use import::RecordCounts;
 mod migrations;
 mod notify;
 mod sessions;
