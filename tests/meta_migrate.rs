@@ -130,6 +130,8 @@ fn a_sled_node_moves_to_postgres_and_serves_the_same() {
         .create_file_upload(&alice, "o.txt", "text/plain", 4, "")
         .unwrap();
 
+    // The upload URL names this server's address; the next one listens elsewhere.
+    let open_put = open_put.replacen(&s.base, "", 1);
     // Refused while the server holds the data dir; nothing written.
     let (ok, out) = migrate(dir.path(), &format!("postgres:{url}"));
     assert!(!ok && out.contains("stop the server first"), "{out}");
@@ -172,6 +174,7 @@ fn a_sled_node_moves_to_postgres_and_serves_the_same() {
     let url_path = late["data"]["confirmFileUpload"]["url"].as_str().unwrap_or_else(|| panic!("{late}"));
     let url_path = url_path.trim_start_matches(&s.base).to_string();
     assert_eq!(body(&s, &url_path, Some(&alice)), (200, b"uploaded".to_vec()));
+    let open_put = s.url(&open_put);
     assert_eq!(s.put_bytes(&open_put, "text/plain", b"open").status(), 200);
     let v = s.confirm_file_upload(&alice, &open);
     assert_eq!(v["data"]["confirmFileUpload"]["size"], 4, "{v}");
