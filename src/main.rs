@@ -148,11 +148,17 @@ fn store_arg(
 /// PostgreSQL, holding the data dir's lock (a running server holds it too).
 fn migrate_meta(dir: &str, to: &str, config: &Config) -> Result<ExitCode, StartError> {
     let url = match to.strip_prefix("postgres") {
-        Some("") => config.meta.url.clone().filter(|u| !u.is_empty()).ok_or_else(|| {
-            StartError::Config(
-                "--to postgres needs [meta] url (DEPOT_META_URL), or give --to postgres:URL".into(),
-            )
-        })?,
+        Some("") => config
+            .meta
+            .url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                StartError::Config(
+                    "--to postgres needs [meta] url (DEPOT_META_URL), or give --to postgres:URL"
+                        .into(),
+                )
+            })?,
         Some(rest) if rest.len() > 1 && rest.starts_with(':') => rest[1..].to_string(),
         _ => {
             return Err(StartError::Config(format!(

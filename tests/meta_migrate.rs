@@ -100,13 +100,24 @@ fn a_sled_node_moves_to_postgres_and_serves_the_same() {
     let (st, up) = s.upload(
         &alice,
         "/upload/docs",
-        &[("a.txt", b"hello sled"), ("big.bin", &big), ("p.png", &png_3x2())],
+        &[
+            ("a.txt", b"hello sled"),
+            ("big.bin", &big),
+            ("p.png", &png_3x2()),
+        ],
     );
     assert_eq!(st, 200, "{up}");
     let path_of = |n: &str| up[n]["url"]["path"].as_str().unwrap().to_string();
     let id_of = |n: &str| up[n]["hypi"]["id"].as_str().unwrap().to_string();
-    assert_eq!(send(&s, reqwest::Method::POST, "/dirs/projects/x", &alice).0, 201);
-    assert_eq!(s.post_rights(&alice, &right(&id_of("a.txt"), &["bob"])).status(), 201);
+    assert_eq!(
+        send(&s, reqwest::Method::POST, "/dirs/projects/x", &alice).0,
+        201
+    );
+    assert_eq!(
+        s.post_rights(&alice, &right(&id_of("a.txt"), &["bob"]))
+            .status(),
+        201
+    );
     assert_eq!(s.set_anonymous(&admin, true), 200);
     let anon = right(&id_of("p.png"), &["anonymous"]);
     assert_eq!(s.post_rights(&alice, &anon).status(), 201);
@@ -150,30 +161,70 @@ fn a_sled_node_moves_to_postgres_and_serves_the_same() {
     }
 
     let s = on_postgres(dir.path(), &url);
-    assert_eq!(body(&s, &path_of("a.txt"), Some(&alice)), (200, b"hello sled".to_vec()));
-    assert_eq!(body(&s, &path_of("big.bin"), Some(&alice)), (200, big.clone()));
-    assert_eq!(body(&s, &path_of("a.txt"), Some(&bob)).0, 200, "bob's grant");
+    assert_eq!(
+        body(&s, &path_of("a.txt"), Some(&alice)),
+        (200, b"hello sled".to_vec())
+    );
+    assert_eq!(
+        body(&s, &path_of("big.bin"), Some(&alice)),
+        (200, big.clone())
+    );
+    assert_eq!(
+        body(&s, &path_of("a.txt"), Some(&bob)).0,
+        200,
+        "bob's grant"
+    );
     assert_eq!(body(&s, &path_of("big.bin"), Some(&bob)).0, 404, "no grant");
-    assert_eq!(body(&s, &path_of("p.png"), None).0, 200, "anonymous grant and switch");
-    assert_eq!(find(&s, &alice, "path = '/docs/a.txt'"), vec![id_of("a.txt")]);
+    assert_eq!(
+        body(&s, &path_of("p.png"), None).0,
+        200,
+        "anonymous grant and switch"
+    );
+    assert_eq!(
+        find(&s, &alice, "path = '/docs/a.txt'"),
+        vec![id_of("a.txt")]
+    );
     assert_eq!(find(&s, &alice, "directory = '/docs'").len(), 3);
     let (st, v) = send(&s, reqwest::Method::GET, "/dirs/projects/x", &alice);
-    assert_eq!((st, &v["directory"]["path"]), (200, &json!("/projects/x")), "{v}");
+    assert_eq!(
+        (st, &v["directory"]["path"]),
+        (200, &json!("/projects/x")),
+        "{v}"
+    );
     let v = s.graphql(
         Some(&alice),
-        &format!(r#"{{ get(type: File, id: "{}") {{ ... on File {{ isStared }} }} }}"#, id_of("big.bin")),
+        &format!(
+            r#"{{ get(type: File, id: "{}") {{ ... on File {{ isStared }} }} }}"#,
+            id_of("big.bin")
+        ),
     );
-    assert_eq!(v["data"]["get"]["isStared"], true, "the star came along: {v}");
-    let (st, v) = send(&s, reqwest::Method::GET, &format!("/files/{}", id_of("p.png")), &alice);
+    assert_eq!(
+        v["data"]["get"]["isStared"], true,
+        "the star came along: {v}"
+    );
+    let (st, v) = send(
+        &s,
+        reqwest::Method::GET,
+        &format!("/files/{}", id_of("p.png")),
+        &alice,
+    );
     assert_eq!((st, &v["image"]["width"]), (200, &json!(3)), "{v}");
     // The confirmed session answers as before (its File's extras came along); the uploaded
     // one confirms now; the open one takes its bytes now.
     let again = s.confirm_file_upload(&alice, &done);
-    assert_eq!(again["data"]["confirmFileUpload"]["blurhash"], hash, "{again}");
+    assert_eq!(
+        again["data"]["confirmFileUpload"]["blurhash"], hash,
+        "{again}"
+    );
     let late = s.confirm_file_upload(&alice, &waiting);
-    let url_path = late["data"]["confirmFileUpload"]["url"].as_str().unwrap_or_else(|| panic!("{late}"));
+    let url_path = late["data"]["confirmFileUpload"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{late}"));
     let url_path = url_path.trim_start_matches(&s.base).to_string();
-    assert_eq!(body(&s, &url_path, Some(&alice)), (200, b"uploaded".to_vec()));
+    assert_eq!(
+        body(&s, &url_path, Some(&alice)),
+        (200, b"uploaded".to_vec())
+    );
     let open_put = s.url(&open_put);
     assert_eq!(s.put_bytes(&open_put, "text/plain", b"open").status(), 200);
     let v = s.confirm_file_upload(&alice, &open);
@@ -205,12 +256,23 @@ fn a_migration_killed_midway_resumes_and_verifies() {
     let mut last = String::new();
     for batch in 0..FILES / 50 {
         let files: Vec<(String, Vec<u8>)> = (0..50)
-            .map(|i| (format!("f{batch}-{i}.txt"), format!("file {batch} {i}").into_bytes()))
+            .map(|i| {
+                (
+                    format!("f{batch}-{i}.txt"),
+                    format!("file {batch} {i}").into_bytes(),
+                )
+            })
             .collect();
-        let parts: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let parts: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
         let (st, up) = s.upload(&alice, "/upload/many", &parts);
         assert_eq!(st, 200, "{up}");
-        last = up["f9-49.txt"]["url"]["path"].as_str().unwrap_or_default().to_string();
+        last = up["f9-49.txt"]["url"]["path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
     }
     s.stop();
 
@@ -243,11 +305,16 @@ fn a_migration_killed_midway_resumes_and_verifies() {
 
     let (ok, out) = migrate(dir.path(), &format!("postgres:{url}"));
     assert!(ok && out.contains("verified"), "{out}");
-    assert!(out.contains(&format!("{partial} already present")), "resumed: {out}");
+    assert!(
+        out.contains(&format!("{partial} already present")),
+        "resumed: {out}"
+    );
     // Every file and the instance, and the references on the blobs.
     assert!(store.record_counts().unwrap().files as usize > FILES);
     let inst = store.instance_by_domain(INSTANCE).unwrap().unwrap();
-    let any = store.scan_files(inst.id, depot::meta::FileScope::Directory("/many"), None).count();
+    let any = store
+        .scan_files(inst.id, depot::meta::FileScope::Directory("/many"), None)
+        .count();
     assert_eq!(any, FILES);
 
     let s = on_postgres(dir.path(), &url);
@@ -275,15 +342,25 @@ fn bad_sources_and_targets_are_refused() {
     for to in ["postgres:", "mysql://x", "s3"] {
         let (ok, out) = migrate(dir.path(), to);
         assert!(!ok, "{to}: {out}");
-        assert!(out.contains("depot: "), "{to}: a message, not a panic: {out}");
+        assert!(
+            out.contains("depot: "),
+            "{to}: a message, not a panic: {out}"
+        );
         assert!(!out.contains("panicked"), "{out}");
     }
     // `postgres` alone needs [meta] url.
     let (ok, out) = migrate(dir.path(), "postgres");
     assert!(!ok && out.contains("DEPOT_META_URL"), "{out}");
     // A database that is not there: a clean failure, and the source is untouched.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (ok, out) = migrate(dir.path(), &format!("postgres:postgres://postgres@127.0.0.1:{port}/x"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ok, out) = migrate(
+        dir.path(),
+        &format!("postgres:postgres://postgres@127.0.0.1:{port}/x"),
+    );
     assert!(!ok && out.contains("metadata"), "{out}");
     // A target that holds another node's instance under the same domain is refused.
     store

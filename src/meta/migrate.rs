@@ -239,7 +239,10 @@ pub fn migrate_meta(
             r.blob_refs.copied += 1;
         }
     }
-    progress(&format!("blob reference counts: {} done", source_refs.len()));
+    progress(&format!(
+        "blob reference counts: {} done",
+        source_refs.len()
+    ));
 
     progress("verifying: comparing every record");
     verify(from, to, &instances, &source_refs, &mut r)?;
