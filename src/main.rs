@@ -131,13 +131,7 @@ fn store_arg(
             dir.display()
         )));
     }
-    let lock = depot::lock_data_dir(&dir).map_err(|e| match e {
-        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
-            path,
-            hint: ": stop the server first",
-        },
-        other => other,
-    })?;
+    let lock = lock_stopped(&dir)?;
     Ok((
         Some(lock),
         std::sync::Arc::new(depot::store::LocalStore::open(&dir)?),
@@ -176,13 +170,7 @@ fn migrate_meta(dir: &str, to: &str, config: &Config) -> Result<ExitCode, StartE
             dir.display()
         )));
     }
-    let _lock = depot::lock_data_dir(&dir).map_err(|e| match e {
-        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
-            path,
-            hint: ": stop the server first",
-        },
-        other => other,
-    })?;
+    let _lock = lock_stopped(&dir)?;
     let from = depot::meta::SledMeta::open(&dir.join("meta"))?;
     let mut opts = config.meta.pg_options();
     opts.url = url;
@@ -208,6 +196,18 @@ fn migrate_meta(dir: &str, to: &str, config: &Config) -> Result<ExitCode, StartE
     Ok(ExitCode::FAILURE)
 }
 
+/// Takes a data dir's lock for an offline command, telling the user to stop the server that
+/// holds it.
+fn lock_stopped(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    depot::lock_data_dir(dir).map_err(|e| match e {
+        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
+            path,
+            hint: ": stop the server first",
+        },
+        other => other,
+    })
+}
+
 /// Opens the data dir for offline maintenance, refusing while a server holds it.
 fn offline(common: Common) -> Result<(std::fs::File, depot::service::Service), StartError> {
     let config = Config::load(&Overrides {
@@ -215,13 +215,7 @@ fn offline(common: Common) -> Result<(std::fs::File, depot::service::Service), S
         listen: None,
         data_dir: common.data_dir,
     })?;
-    let lock = depot::lock_data_dir(&config.data_dir).map_err(|e| match e {
-        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
-            path,
-            hint: ": stop the server first",
-        },
-        other => other,
-    })?;
+    let lock = lock_stopped(&config.data_dir)?;
     let svc = depot::open_service(config)?;
     Ok((lock, svc))
 }
