@@ -56,6 +56,7 @@ fn large_downloads_redirect_to_a_presigned_get_after_the_access_checks() {
     let mut vars = env.server_env();
     vars.push(("DEPOT_STORE_REDIRECT_DOWNLOADS".into(), "true".into()));
     vars.push(("DEPOT_METRICS_TOKEN".into(), METRICS_TOKEN.into()));
+    vars.push(("DEPOT_STORE_REDIRECT_TTL_SECS".into(), "120".into()));
     let dir = tempfile::tempdir().unwrap();
     let s = Server::spawn(dir.path(), &env_refs(&vars), &[]).unwrap_or_else(|l| panic!("{l}"));
     let alice = s.token("alice", INSTANCE, false);
@@ -84,6 +85,10 @@ fn large_downloads_redirect_to_a_presigned_get_after_the_access_checks() {
         "{location}"
     );
     assert!(location.contains("X-Amz-Signature="), "{location}");
+    assert!(
+        location.contains("X-Amz-Expires=120"),
+        "the configured lifetime: {location}"
+    );
     assert_eq!(r.headers()["cache-control"], "private, no-store");
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
     assert_eq!(etag, format!("\"{}\"", sha256_hex(&big)));
