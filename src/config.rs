@@ -333,6 +333,21 @@ pub struct StoreConfig {
     pub secret_access_key: Option<String>,
     /// Accept a plain-HTTP endpoint.
     pub allow_http: bool,
+    /// `GET /file/...` answers `303 See Other` to a short-lived presigned GET on the bucket
+    /// (after every access check), so the bytes skip the node. `s3` only.
+    pub redirect_downloads: bool,
+    /// How long such a presigned GET stays valid, in seconds (default 300, at most 7 days).
+    pub redirect_ttl_secs: Option<u64>,
+}
+
+/// How long a download redirect's presigned GET stays valid when unset.
+pub const DEFAULT_REDIRECT_TTL_SECS: u64 = 300;
+
+impl StoreConfig {
+    /// The lifetime of a download redirect's presigned GET.
+    pub fn redirect_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.redirect_ttl_secs.unwrap_or(DEFAULT_REDIRECT_TTL_SECS))
+    }
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -348,6 +363,8 @@ impl std::fmt::Debug for StoreConfig {
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
             .field("allow_http", &self.allow_http)
+            .field("redirect_downloads", &self.redirect_downloads)
+            .field("redirect_ttl_secs", &self.redirect_ttl_secs)
             .finish()
     }
 }
@@ -647,6 +664,12 @@ impl Config {
         if let Some(v) = get("DEPOT_STORE_ALLOW_HTTP") {
             self.store.allow_http = flag("DEPOT_STORE_ALLOW_HTTP", v)?;
         }
+        if let Some(v) = get("DEPOT_STORE_REDIRECT_DOWNLOADS") {
+            self.store.redirect_downloads = flag("DEPOT_STORE_REDIRECT_DOWNLOADS", v)?;
+        }
+        if let Some(v) = get("DEPOT_STORE_REDIRECT_TTL_SECS") {
+            self.store.redirect_ttl_secs = Some(num("DEPOT_STORE_REDIRECT_TTL_SECS", v)?);
+        }
         // [meta]
         if let Some(v) = get("DEPOT_META_KIND") {
             self.meta.kind = match v.trim() {
@@ -741,6 +764,17 @@ impl Config {
         for host in &self.remote_fetch.allow_hosts {
             crate::fetch::HostRule::parse(host)
                 .map_err(|e| StartError::Config(format!("remote_fetch.allow_hosts: {e}")))?;
+        }
+        if self.store.redirect_downloads && self.store.kind != StoreKind::S3 {
+            return Err(StartError::Config(
+                "store.redirect_downloads (DEPOT_STORE_REDIRECT_DOWNLOADS) needs store.kind = \"s3\""
+                    .into(),
+            ));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.store.redirect_ttl().as_secs()) {
+            return Err(StartError::Config(
+                "store.redirect_ttl_secs must be between 1 and 604800 (7 days, S3's limit)".into(),
+            ));
         }
         if self.store.kind == StoreKind::S3 {
             if self.store.bucket.as_deref().unwrap_or("").is_empty() {

@@ -25,7 +25,10 @@
 //!   (`s3.rs`), store-to-store copying for `depot migrate-store` (`migrate.rs`), hashing
 //!   (`hash.rs`) and the contract suite every backend runs (`contract.rs`).
 //! - `meta/`: metadata behind narrow traits (`InstanceStore`, `FileStore`, `GrantStore`,
-//!   `UploadSessionStore`, `MaintenanceStore`), the sled implementation and the contract suite.
+//!   `UploadSessionStore`, `MaintenanceStore`), the sled implementation and the contract suite;
+//!   the sled -> PostgreSQL copy of `depot migrate-store --from sled:DIR` (`migrate.rs`, with the
+//!   stores' export/import calls in `sled_store/export.rs` and `pg/import.rs`).
+//! - `service/redirect.rs`: download redirects to a presigned GET (`[store] redirect_downloads`).
 //! - `media/`: type sniffing and image dimensions from a file's first bytes.
 //! - `error.rs`: the one error catalogue (variant -> code, status) and `StartError` for start-up.
 //! - `config.rs`, `types.rs`: typed configuration and the domain newtypes.

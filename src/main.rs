@@ -81,16 +81,22 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Copy every blob to another store (resumable: run again after an interruption; every
-    /// blob is re-hashed). Metadata stays where it is. Needs the source's server stopped.
+    /// Copy every blob to another store (`--from local:DIR --to s3`, or back), or every
+    /// metadata record from a data dir's sled store to PostgreSQL (`--from sled:DIR --to
+    /// postgres:URL`). Resumable (run again after an interruption), verified (blobs are
+    /// re-hashed; records are compared one by one at the end). Needs the source's server
+    /// stopped.
     MigrateStore {
-        /// Config file whose [store] table (and DEPOT_STORE_* env) describes an `s3` side.
+        /// Config file whose [store] table (and DEPOT_STORE_* env) describes an `s3` side, and
+        /// whose [meta] url (DEPOT_META_URL) a bare `postgres` target uses.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Source: `local:DIR` (a data dir) or `s3`.
+        /// Source: `local:DIR` (a data dir's blobs), `s3`, or `sled:DIR` (a data dir's
+        /// metadata).
         #[arg(long, value_name = "STORE")]
         from: String,
-        /// Target: `s3` or `local:DIR`.
+        /// Target: `s3` or `local:DIR` for blobs; `postgres:URL` (or `postgres`, for the
+        /// configured [meta] url, which keeps a password off the command line) for metadata.
         #[arg(long, value_name = "STORE")]
         to: String,
     },
@@ -128,17 +134,81 @@ fn store_arg(
             dir.display()
         )));
     }
-    let lock = depot::lock_data_dir(&dir).map_err(|e| match e {
+    let lock = lock_stopped(&dir)?;
+    Ok((
+        Some(lock),
+        std::sync::Arc::new(depot::store::LocalStore::open(&dir)?),
+    ))
+}
+
+/// `migrate-store --from sled:DIR --to postgres[:URL]`: copies a data dir's metadata records to
+/// PostgreSQL, holding the data dir's lock (a running server holds it too).
+fn migrate_meta(dir: &str, to: &str, config: &Config) -> Result<ExitCode, StartError> {
+    let url = match to.strip_prefix("postgres") {
+        Some("") => config
+            .meta
+            .url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                StartError::Config(
+                    "--to postgres needs [meta] url (DEPOT_META_URL), or give --to postgres:URL"
+                        .into(),
+                )
+            })?,
+        Some(rest) if rest.len() > 1 && rest.starts_with(':') => rest[1..].to_string(),
+        _ => {
+            return Err(StartError::Config(format!(
+                "metadata migrates from sled:DIR to postgres:URL (or postgres), not to {to:?}"
+            )))
+        }
+    };
+    if dir.is_empty() {
+        return Err(StartError::Config("sled:DIR needs a data dir".into()));
+    }
+    let dir = PathBuf::from(dir);
+    if !dir.join("meta").is_dir() {
+        return Err(StartError::Config(format!(
+            "{} is not a depot data dir with sled metadata (no meta/)",
+            dir.display()
+        )));
+    }
+    let _lock = lock_stopped(&dir)?;
+    let from = depot::meta::SledMeta::open(&dir.join("meta"))?;
+    let mut opts = config.meta.pg_options();
+    opts.url = url;
+    let target = depot::meta::PgMeta::open(&opts)?;
+    let r = depot::meta::migrate::migrate_meta(&from, &target, |line| {
+        println!("migrate-store: {line}")
+    })?;
+    for line in r.lines() {
+        println!("migrate-store: {line}");
+    }
+    if r.verified() {
+        println!("migrate-store: verified: the target holds every record of the source");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &r.differences {
+        println!("migrate-store: DIFFERS: {d}");
+    }
+    println!(
+        "migrate-store: {} differences (run again to resume; a record the target holds with \
+         other content is not overwritten)",
+        r.difference_count
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+/// Takes a data dir's lock for an offline command, telling the user to stop the server that
+/// holds it.
+fn lock_stopped(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    depot::lock_data_dir(dir).map_err(|e| match e {
         StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
             path,
             hint: ": stop the server first",
         },
         other => other,
-    })?;
-    Ok((
-        Some(lock),
-        std::sync::Arc::new(depot::store::LocalStore::open(&dir)?),
-    ))
+    })
 }
 
 /// Opens the data dir for offline maintenance, refusing while a server holds it.
@@ -148,13 +218,7 @@ fn offline(common: Common) -> Result<(std::fs::File, depot::service::Service), S
         listen: None,
         data_dir: common.data_dir,
     })?;
-    let lock = depot::lock_data_dir(&config.data_dir).map_err(|e| match e {
-        StartError::DataDirBusy { path, .. } => StartError::DataDirBusy {
-            path,
-            hint: ": stop the server first",
-        },
-        other => other,
-    })?;
+    let lock = lock_stopped(&config.data_dir)?;
     let svc = depot::open_service(config)?;
     Ok((lock, svc))
 }
@@ -299,6 +363,9 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
                 listen: None,
                 data_dir: None,
             })?;
+            if let Some(dir) = from.strip_prefix("sled:") {
+                return migrate_meta(dir, &to, &config);
+            }
             let (_from_lock, src) = store_arg(&from, &config, true)?;
             let (_to_lock, dst) = store_arg(&to, &config, false)?;
             let r = depot::store::migrate(src.as_ref(), dst.as_ref(), |line| {

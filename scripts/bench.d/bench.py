@@ -20,12 +20,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import direct  # noqa: E402 - the direct-upload rows, beside this file
+import nodes  # noqa: E402 - 1 node vs 2 nodes on PostgreSQL + S3 (opt-in), beside this file
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DOMAIN = "bench.test"
 direct.DOMAIN = DOMAIN
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm")
+# Run only when named in --only: they need scripts/services (PostgreSQL, moto_server).
+OPT_IN_CASES = ("nodes",)
 # every transfer is bounded; subprocess timeouts back this up
 CURL = ["curl", "-sS", "--connect-timeout", "10", "--max-time", "600"]
 
@@ -119,9 +122,13 @@ def run(argv, timeout, **kw):
 # servers
 
 class Depot:
-    def __init__(self, b, data_dir, name):
+    def __init__(self, b, data_dir, name, env=None):
+        """`env`: extra DEPOT_* variables for the server and `depot token` (the nodes case)."""
         self.b = b
         self.data = data_dir
+        # One account runs the 64-concurrent-upload case: lift the per-account upload cap (32
+        # by default) above it.
+        self.env = dict(os.environ, DEPOT_MAX_UPLOADS_PER_ACCOUNT="128", **(env or {}))
         os.makedirs(data_dir, exist_ok=True)
         # Mint the token before the server starts: it creates data/jwt.secret on first use.
         self.token = self.mint("bench")
@@ -130,14 +137,12 @@ class Depot:
         self.proc = b.procs.start([b.depot, "serve", "--listen", f"127.0.0.1:{self.port}",
                                    "--data-dir", data_dir],
                                   os.path.join(b.run_dir, f"{name}.log"), cwd=b.run_dir,
-                                  # One account runs the 64-concurrent-upload case: lift the
-                                  # per-account upload cap (32 by default) above it.
-                                  env=dict(os.environ, DEPOT_MAX_UPLOADS_PER_ACCOUNT="128"))
+                                  env=self.env)
         wait_http(self.port, "/health", self.proc, "depot")
 
     def mint(self, sub, admin=False):
         r = run([self.b.depot, "token", "--data-dir", self.data, "--sub", sub, "--instance", DOMAIN,
-                 *(["--admin"] if admin else [])], timeout=30, cwd=self.b.run_dir)
+                 *(["--admin"] if admin else [])], timeout=30, cwd=self.b.run_dir, env=self.env)
         if r.returncode != 0:
             raise BenchError(f"depot token failed: {r.stderr.strip()}")
         return r.stdout.strip()
@@ -165,7 +170,8 @@ class Depot:
 
     def upload(self, path, directory="bench"):
         """curl -F upload; returns (seconds, file id, url path)."""
-        out = os.path.join(self.b.run_dir, "upload.json")
+        # one answer file per thread: the nodes case uploads from several at once
+        out = os.path.join(self.b.run_dir, f"upload-{threading.get_ident()}.json")
         r = run([*CURL, "-o", out, "-w", "%{http_code} %{time_total}",
                  *self.auth_headers(), "-F", f"0=@{path}", f"{self.base}/upload/{directory}"],
                 timeout=900)
@@ -391,8 +397,8 @@ class Bench:
             self.rss_n, self.rss_each = 64, 32 * MiB
         self.cases = a.only.split(",") if a.only else list(ALL_CASES)
         for c in self.cases:
-            if c not in ALL_CASES:
-                raise SystemExit(f"unknown case {c!r}; cases: {','.join(ALL_CASES)}")
+            if c not in ALL_CASES + OPT_IN_CASES:
+                raise SystemExit(f"unknown case {c!r}; cases: {','.join(ALL_CASES + OPT_IN_CASES)}")
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -772,12 +778,21 @@ class Bench:
                 except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as e:
                     self.error_row(name, "-", "<= 256 MiB", e)
                 phase_times.append(("rssN", time.monotonic() - t))
+            t = time.monotonic()
+            if "nodes" in self.cases:
+                try:
+                    nodes.case_nodes(self, sys.modules[__name__])
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row("2 nodes vs 1 node (PG + S3)", "1 node", "reported", e)
+                phase_times.append(("nodes", time.monotonic() - t))
         finally:
             self.procs.stop_all()
         total = time.monotonic() - t_start
         self.report(total, phase_times)
         t = time.monotonic()
-        for d in ("depot-data", "nginx", "rustypaste"):
+        for d in ("depot-data", "nginx", "rustypaste",
+                  *(d for d in os.listdir(self.run_dir) if d.startswith("nodes"))):
             shutil.rmtree(os.path.join(self.run_dir, d), ignore_errors=True)
         log(f"removed the run's data in {time.monotonic() - t:.0f}s (logs stay in {self.run_dir})")
         return 1 if self.errors else 0
@@ -918,7 +933,7 @@ def tool_versions(b):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="small files, short runs; not the real targets")
-    p.add_argument("--only", help=f"comma-separated cases: {','.join(ALL_CASES)}")
+    p.add_argument("--only", help=f"comma-separated cases: {','.join(ALL_CASES + OPT_IN_CASES)}")
     p.add_argument("--bench-dir", required=True)
     p.add_argument("--depot", required=True)
     p.add_argument("--nginx", required=True)

@@ -63,6 +63,27 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
         .open_download(caller, instance, id, ext)
         .await?;
     let f = dl.file;
+    // Large files stream from the store: those may go straight from the bucket instead. Small
+    // ones are in memory already (read while access was checked), and a Range or HEAD is
+    // served here so that If-Range and our validators keep their meaning.
+    if req.method() == Method::GET
+        && matches!(dl.body, Body::Open(_))
+        && !req.headers().contains_key(header::RANGE)
+        && state.service.redirects_downloads()
+    {
+        let (res, decided) = validate(&req, &f.sha256, f.updated / 1000, "private, no-cache");
+        if let Some(decided) = decided {
+            return Ok(decided);
+        }
+        let headers = crate::store::ResponseHeaders {
+            content_type: f.mime.clone(),
+            content_disposition: content_disposition(&f.name, !media::is_active_content(&f.mime)),
+            cache_control: "private, no-cache".into(),
+        };
+        if let Some(url) = state.service.download_redirect(&f, headers).await? {
+            return Ok(redirect(res, &url));
+        }
+    }
     respond(
         &req,
         Representation {
@@ -94,41 +115,64 @@ pub struct Representation {
     pub keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
+/// The validator headers (strong ETag, Last-Modified) and the common ones, and, when a
+/// precondition decides the answer (412, 304; RFC 9110 section 13.2.2 order), that answer.
+fn validate(
+    req: &HttpRequest,
+    sha: &crate::types::Sha256,
+    modified_secs: u64,
+    cache_control: &'static str,
+) -> (actix_web::HttpResponseBuilder, Option<HttpResponse>) {
+    let etag = format!("\"{}\"", sha.to_hex());
+    let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(modified_secs));
+    let headers = req.headers();
+    let mut res = HttpResponse::build(StatusCode::OK);
+    res.insert_header((header::ETAG, etag.clone()))
+        .insert_header((header::LAST_MODIFIED, last_modified))
+        .insert_header((header::CACHE_CONTROL, cache_control))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Content-Security-Policy", "sandbox"));
+    let decided = if let Some(im) = header_str(headers, header::IF_MATCH) {
+        (!im.split(',').map(str::trim).any(|t| t == "*" || t == etag))
+            .then_some(StatusCode::PRECONDITION_FAILED)
+    } else {
+        http_date(header_str(headers, header::IF_UNMODIFIED_SINCE))
+            .filter(|since| modified_secs > *since)
+            .map(|_| StatusCode::PRECONDITION_FAILED)
+    };
+    let decided = decided.or_else(|| {
+        if let Some(inm) = header_str(headers, header::IF_NONE_MATCH) {
+            etag_listed(inm, &etag).then_some(StatusCode::NOT_MODIFIED)
+        } else {
+            http_date(header_str(headers, header::IF_MODIFIED_SINCE))
+                .filter(|since| modified_secs <= *since)
+                .map(|_| StatusCode::NOT_MODIFIED)
+        }
+    });
+    let decided = decided.map(|status| res.status(status).finish());
+    (res, decided)
+}
+
+/// `303 See Other` to `url` (a presigned GET, valid for minutes: never cached), keeping the
+/// validators so a client can still revalidate against the node.
+fn redirect(mut res: actix_web::HttpResponseBuilder, url: &str) -> HttpResponse {
+    res.status(StatusCode::SEE_OTHER)
+        .insert_header((header::LOCATION, url))
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
+        .finish()
+}
+
 /// Answers a GET or HEAD for `rep`: strong ETag, Last-Modified, preconditions (RFC 9110
 /// section 13.2.2 order), If-Range, a single byte range (206/416), nosniff and a sandbox CSP;
 /// active content is never inline.
 pub fn respond(req: &HttpRequest, rep: Representation) -> Result<HttpResponse> {
     let etag = format!("\"{}\"", rep.sha.to_hex());
     let modified_secs = rep.modified_secs;
-    let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(modified_secs));
     let headers = req.headers();
-
-    let mut res = HttpResponse::build(StatusCode::OK);
-    res.insert_header((header::ETAG, etag.clone()))
-        .insert_header((header::LAST_MODIFIED, last_modified))
-        .insert_header((header::CACHE_CONTROL, rep.cache_control))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header(("X-Content-Type-Options", "nosniff"))
-        .insert_header(("Content-Security-Policy", "sandbox"));
-
-    // Preconditions, in RFC 9110 section 13.2.2 order.
-    if let Some(im) = header_str(headers, header::IF_MATCH) {
-        if !im.split(',').map(str::trim).any(|t| t == "*" || t == etag) {
-            return Ok(res.status(StatusCode::PRECONDITION_FAILED).finish());
-        }
-    } else if let Some(since) = http_date(header_str(headers, header::IF_UNMODIFIED_SINCE)) {
-        if modified_secs > since {
-            return Ok(res.status(StatusCode::PRECONDITION_FAILED).finish());
-        }
-    }
-    if let Some(inm) = header_str(headers, header::IF_NONE_MATCH) {
-        if etag_listed(inm, &etag) {
-            return Ok(res.status(StatusCode::NOT_MODIFIED).finish());
-        }
-    } else if let Some(since) = http_date(header_str(headers, header::IF_MODIFIED_SINCE)) {
-        if modified_secs <= since {
-            return Ok(res.status(StatusCode::NOT_MODIFIED).finish());
-        }
+    let (mut res, decided) = validate(req, &rep.sha, modified_secs, rep.cache_control);
+    if let Some(decided) = decided {
+        return Ok(decided);
     }
 
     let inline = !media::is_active_content(&rep.mime);

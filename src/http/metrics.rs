@@ -104,6 +104,10 @@ fn describe() {
         "Download cache lookups (one per download while the cache is on) that found the file"
     );
     describe_counter!(
+        "depot_download_redirects_total",
+        "Downloads answered with 303 to a presigned GET on the bucket ([store] redirect_downloads)"
+    );
+    describe_counter!(
         "depot_download_cache_misses_total",
         "Download cache lookups that did not find the file"
     );

@@ -2,6 +2,7 @@
 
 pub mod contract;
 pub mod dirs;
+pub mod migrate;
 pub mod model;
 pub mod pg;
 pub mod session;
@@ -11,7 +12,7 @@ pub use dirs::DirectoryStore;
 pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
 pub use pg::{PgMeta, PgOptions};
 pub use session::{FileExtras, SessionKind, SessionState, StoredBytes, UploadSession};
-pub use sled_store::SledMeta;
+pub use sled_store::{SledMeta, Star};
 
 use crate::error::Result;
 use crate::types::{AccountId, FileId, InstanceId, Millis, RightId, SessionId, Sha256};

@@ -11,7 +11,10 @@ use sled::Transactional;
 use std::path::Path;
 
 mod dirs;
+mod export;
 mod log_sync;
+
+pub use export::Star;
 
 /// The layout version this code writes. Opening an older store rebuilds the grant indexes.
 const SCHEMA_VERSION: u64 = 2;

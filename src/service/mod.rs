@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod names;
 pub mod query;
 pub mod ready;
+pub mod redirect;
 pub mod reupload;
 pub mod session_leases;
 pub mod sessions;

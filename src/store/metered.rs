@@ -174,6 +174,14 @@ impl<S: BlobStore + ?Sized> BlobStore for Metered<S> {
     fn parts(&self) -> Option<&dyn PartStore> {
         self.inner.parts().map(|_| self as &dyn PartStore)
     }
+    fn presigned_get(
+        &self,
+        sha: &Sha256,
+        ttl: std::time::Duration,
+        headers: &super::ResponseHeaders,
+    ) -> Result<Option<String>> {
+        self.inner.presigned_get(sha, ttl, headers)
+    }
 }
 
 impl<S: BlobStore + ?Sized> BlobMaintenance for Metered<S> {

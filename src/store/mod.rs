@@ -109,6 +109,25 @@ pub trait BlobStore: Send + Sync + 'static {
     fn parts(&self) -> Option<&dyn PartStore> {
         None
     }
+    /// A URL that serves the blob's bytes, with `headers` as the response's, to whoever holds
+    /// it until `ttl` passes (a download redirect); `None` when this backend cannot sign one.
+    fn presigned_get(
+        &self,
+        _sha: &Sha256,
+        _ttl: std::time::Duration,
+        _headers: &ResponseHeaders,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// The response headers a presigned GET makes the bucket send (S3's `response-*` overrides),
+/// so a redirected download is typed and named as the node would serve it.
+#[derive(Debug, Clone)]
+pub struct ResponseHeaders {
+    pub content_type: String,
+    pub content_disposition: String,
+    pub cache_control: String,
 }
 
 /// Operations only `depot fsck`/`gc` and start-up need. Blocking.

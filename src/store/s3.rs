@@ -216,6 +216,35 @@ impl BlobStore for S3Store {
     fn maintenance(&self) -> Option<&dyn BlobMaintenance> {
         Some(self)
     }
+
+    fn presigned_get(
+        &self,
+        sha: &Sha256,
+        ttl: Duration,
+        headers: &super::ResponseHeaders,
+    ) -> Result<Option<String>> {
+        use object_store::signer::{Method, SignedUrlOptions, Signer};
+        // The overrides are signed query parameters: a holder of the URL cannot change them.
+        let options = SignedUrlOptions::default().with_query([
+            ("response-content-type", headers.content_type.as_str()),
+            (
+                "response-content-disposition",
+                headers.content_disposition.as_str(),
+            ),
+            ("response-cache-control", headers.cache_control.as_str()),
+        ]);
+        let (store, key) = (self.inner.store.clone(), blob_key(sha));
+        // Signing is local (no request), but the credentials may need a refresh.
+        let url = self
+            .inner
+            .block(async move {
+                store
+                    .signed_url_opts(Method::GET, &key, ttl, &options)
+                    .await
+            })?
+            .map_err(|e| unavailable("signing a download URL", e))?;
+        Ok(Some(url.to_string()))
+    }
 }
 
 /// A multipart upload to a temp key, with the part in flight.

@@ -74,7 +74,9 @@
 
 mod files;
 mod grants;
+mod import;
 mod locks;
+pub use import::RecordCounts;
 mod migrations;
 mod notify;
 mod sessions;

@@ -12,7 +12,7 @@ use sled::Transactional;
 const STARS: &str = "stars";
 
 impl SledMeta {
-    fn stars(&self) -> Result<sled::Tree> {
+    pub(super) fn stars(&self) -> Result<sled::Tree> {
         Ok(self.db.open_tree(STARS)?)
     }
 }
