@@ -100,9 +100,12 @@ fn download(s: &Server, url: &str) -> Vec<u8> {
     r.bytes().unwrap().to_vec()
 }
 
-/// The part files a session holds on disk (under `<data>/parts/<session>`).
+/// The part files all sessions hold on disk (under `<data>/parts/<session>/`).
 fn part_files(data: &Path) -> usize {
-    walk(&data.join("parts")).len()
+    walk(&data.join("parts"))
+        .iter()
+        .filter(|p| p.is_file())
+        .count()
 }
 
 /// Uploads `data` cut into `MIN_PART` parts and returns (number, ETag) per part.
@@ -210,7 +213,11 @@ fn parts_in_reverse_and_in_parallel_and_a_resent_part_replaces() {
         v
     });
     assert_ne!(wrong, etags[1].1);
-    assert_eq!(part_files(&s.data), 4, "the re-sent part replaced the first");
+    assert_eq!(
+        part_files(&s.data),
+        4,
+        "the re-sent part replaced the first"
+    );
     // The replaced part's ETag no longer completes.
     let mut stale = etags.clone();
     stale[1].1 = wrong;
@@ -262,7 +269,11 @@ fn s3_errors_by_name_and_status() {
             400,
             "IncompleteBody",
         ),
-        ("<CompleteMultipartUpload><Part>".into(), 400, "MalformedXML"),
+        (
+            "<CompleteMultipartUpload><Part>".into(),
+            400,
+            "MalformedXML",
+        ),
         ("not xml at all".into(), 400, "MalformedXML"),
         (
             "<!DOCTYPE d [<!ENTITY x \"y\">]><CompleteMultipartUpload/>".into(),
@@ -293,7 +304,11 @@ fn s3_errors_by_name_and_status() {
     let (_, e1, _) = put_part(&s, &small.parts[0], &bytes(20, 4));
     let (_, e2, _) = put_part(&s, &small.parts[1], &bytes(MIN_PART, 5));
     let (st, body) = post_complete(&s, &small.complete, &complete_xml(&[(1, e1), (2, e2)]));
-    assert_eq!((st, code(&body).as_str()), (400, "EntityTooSmall"), "{body}");
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (400, "EntityTooSmall"),
+        "{body}"
+    );
 
     // Completing, then again with the same parts (same answer), then with others (refused).
     let (st, first) = post_complete(&s, &urls.complete, &complete_xml(&etags));
@@ -318,7 +333,11 @@ fn part_bounds_are_enforced_while_streaming() {
     assert_eq!(urls.max, MIN_PART as u64);
     // Declared too large: refused before the body.
     let (st, _, body) = put_part(&s, &urls.parts[0], &bytes(MIN_PART + 1, 6));
-    assert_eq!((st, code(&body).as_str()), (400, "EntityTooLarge"), "{body}");
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (400, "EntityTooLarge"),
+        "{body}"
+    );
     // Undeclared (chunked), cut off once it passes maxPartSize.
     let big = bytes(MIN_PART + 64 * 1024, 7);
     let stream = futures_free_body(big);
@@ -333,7 +352,11 @@ fn part_bounds_are_enforced_while_streaming() {
     let (st, _, _) = put_part(&s, &small.parts[0], &bytes(MIN_PART, 8));
     assert_eq!(st, 200);
     let (st, _, body) = put_part(&s, &small.parts[1], &bytes(101, 8));
-    assert_eq!((st, code(&body).as_str()), (400, "EntityTooLarge"), "{body}");
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (400, "EntityTooLarge"),
+        "{body}"
+    );
 
     // Creation: sizes out of range are the JSON errors of the token route.
     for (filesize, status) in [(0i64, 400u16), (-5, 400), (3 << 30, 413)] {
@@ -437,7 +460,11 @@ fn tampered_and_foreign_signatures_are_refused() {
         &format!("{base}/temp-files/{instance}/{session}/parts/7?{q}"),
         b"x",
     );
-    assert_eq!((st, code(&body).as_str()), (400, "InvalidArgument"), "{body}");
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (400, "InvalidArgument"),
+        "{body}"
+    );
 }
 
 #[test]

@@ -243,13 +243,25 @@ pub fn parse_complete(body: &[u8]) -> Result<Vec<CompletedPart>> {
             }
             Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).to_string();
-                open(&name, stack.len(), &mut root_seen, &mut current, parts.len())?;
+                open(
+                    &name,
+                    stack.len(),
+                    &mut root_seen,
+                    &mut current,
+                    parts.len(),
+                )?;
                 field.clear();
                 stack.push(name);
             }
             Event::Empty(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).to_string();
-                open(&name, stack.len(), &mut root_seen, &mut current, parts.len())?;
+                open(
+                    &name,
+                    stack.len(),
+                    &mut root_seen,
+                    &mut current,
+                    parts.len(),
+                )?;
                 field.clear();
                 close(&name, &mut current, &mut parts, &field)?;
             }
@@ -356,7 +368,11 @@ fn close(
                 "ChecksumSHA256" => &mut part.2,
                 // S3's other checksums: this service keeps SHA-256 (and the MD5 ETag) only.
                 n if n.starts_with("Checksum") => return Ok(()),
-                _ => return Err(malformed(format!("unexpected element <{name}> in a <Part>"))),
+                _ => {
+                    return Err(malformed(format!(
+                        "unexpected element <{name}> in a <Part>"
+                    )))
+                }
             };
             if slot.is_some() {
                 return Err(malformed(format!("<{name}> twice in one <Part>")));

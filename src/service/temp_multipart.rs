@@ -10,13 +10,13 @@
 //! restart between parts and complete loses nothing. The sweep drops the parts of an expired
 //! session (on its timer and in `depot gc`).
 
-use super::upload::Feed;
+use super::upload::{Feed, PartSink};
 use super::{blocking, Service};
 use crate::auth::sign::Purpose;
 use crate::auth::Principal;
 use crate::error::{Error, Result, S3Fault};
 use crate::meta::{CompletedParts, SessionKind, SessionState, StoredBytes, UploadSession};
-use crate::store::{PartInfo, PartStore, PartWriter};
+use crate::store::{PartInfo, PartStore};
 use crate::types::{now_millis, SessionId};
 use base64::Engine;
 use bytes::Bytes;
@@ -66,11 +66,7 @@ impl PartLayout {
     pub fn of(s: &UploadSession) -> Result<Self> {
         let m = s.metadata.as_ref();
         let field = |k: &str| m.and_then(|m| m.get(k)).and_then(|v| v.as_u64());
-        match (
-            field("partCount"),
-            field("partSize"),
-            field("maxPartSize"),
-        ) {
+        match (field("partCount"), field("partSize"), field("maxPartSize")) {
             (Some(count), Some(part_size), Some(max_part_size)) => Ok(PartLayout {
                 count: u32::try_from(count).unwrap_or(u32::MAX),
                 part_size,
@@ -275,7 +271,9 @@ impl Service {
             &Self::part_signed_id(&id, number),
             s.expires / 1000,
         )?;
-        Ok(format!("/temp-files/{instance}/{id}/parts/{number}?{query}"))
+        Ok(format!(
+            "/temp-files/{instance}/{id}/parts/{number}?{query}"
+        ))
     }
 
     /// Starts a part PUT on a verified part URL: the session must still be open (not yet
@@ -330,9 +328,7 @@ impl Service {
             return Err(no_upload());
         }
         let declared = session.size.unwrap_or(session.max_size);
-        let cap = layout
-            .max_part_size
-            .min(declared.saturating_sub(others));
+        let cap = layout.max_part_size.min(declared.saturating_sub(others));
         if let Some(len) = content_length.filter(|&len| len > cap) {
             return Err(part_too_large(len, cap, layout.max_part_size));
         }
@@ -342,7 +338,7 @@ impl Service {
             let parts = blobs
                 .parts()
                 .ok_or_else(|| Error::Internal("the part store went away".into()))?;
-            parts.part_writer(&name, number)
+            parts.part_writer(&name, number).map(PartSink)
         });
         Ok(PartPut {
             feed,
@@ -563,13 +559,17 @@ fn match_parts(
     if total < declared {
         return Err(Error::S3(
             S3Fault::IncompleteBody,
-            format!("the parts add up to {total} bytes, less than the declared filesize {declared}"),
+            format!(
+                "the parts add up to {total} bytes, less than the declared filesize {declared}"
+            ),
         ));
     }
     if total > declared {
         return Err(Error::S3(
             S3Fault::EntityTooLarge,
-            format!("the parts add up to {total} bytes, more than the declared filesize {declared}"),
+            format!(
+                "the parts add up to {total} bytes, more than the declared filesize {declared}"
+            ),
         ));
     }
     Ok(chosen)
@@ -657,7 +657,7 @@ fn repeat_complete(session: UploadSession, listed: &[CompletedPart]) -> Result<C
 /// One part's PUT, streaming into the part store. Dropping it before [`PartPut::finish`]
 /// stores nothing (an earlier part of that number stays as it was).
 pub struct PartPut {
-    feed: Feed<Box<dyn PartWriter>>,
+    feed: Feed<PartSink>,
     received: u64,
     cap: u64,
     max_part_size: u64,
@@ -762,11 +762,21 @@ mod tests {
         assert_eq!(fault(check_order(&[])), S3Fault::MalformedXml);
         let small = vec![part(1, 10, 1), part(2, m, 2)];
         assert_eq!(
-            fault(match_parts(&[listed(1, 1), listed(2, 2)], &small, 2, m + 10)),
+            fault(match_parts(
+                &[listed(1, 1), listed(2, 2)],
+                &small,
+                2,
+                m + 10
+            )),
             S3Fault::EntityTooSmall
         );
         assert_eq!(
-            fault(match_parts(&[listed(1, 1), listed(2, 2)], &stored, 3, total)),
+            fault(match_parts(
+                &[listed(1, 1), listed(2, 2)],
+                &stored,
+                3,
+                total
+            )),
             S3Fault::IncompleteBody
         );
         assert_eq!(

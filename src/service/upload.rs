@@ -34,7 +34,7 @@ enum Msg {
 pub struct PartWriter {
     name: String,
     original_name: String,
-    feed: Feed<Box<dyn BlobWriter>>,
+    feed: Feed<BlobSink>,
     /// The first bytes of the part, for probing its type and image size.
     head: Vec<u8>,
     size: u64,
@@ -51,23 +51,30 @@ pub(crate) trait Sink: Send + 'static {
     fn finish(self) -> Result<Self::Done>;
 }
 
-impl Sink for Box<dyn BlobWriter> {
+/// A new blob's writer as a [`Sink`] (a named type: futures holding a `Box<dyn ..>` sink lose
+/// their `Send` proof in async callers).
+pub(crate) struct BlobSink(pub(crate) Box<dyn BlobWriter>);
+
+impl Sink for BlobSink {
     type Done = Box<dyn StagedBlob>;
     fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
-        (**self).write(chunks)
+        self.0.write(chunks)
     }
     fn finish(self) -> Result<Self::Done> {
-        BlobWriter::finish(self)
+        self.0.finish()
     }
 }
 
-impl Sink for Box<dyn crate::store::PartWriter> {
+/// A stored part's writer as a [`Sink`].
+pub(crate) struct PartSink(pub(crate) Box<dyn crate::store::PartWriter>);
+
+impl Sink for PartSink {
     type Done = crate::store::PartInfo;
     fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
-        (**self).write(chunks)
+        self.0.write(chunks)
     }
     fn finish(self) -> Result<Self::Done> {
-        crate::store::PartWriter::finish(self)
+        self.0.finish()
     }
 }
 
@@ -130,7 +137,7 @@ impl Service {
         PartWriter {
             name,
             original_name: filename.to_string(),
-            feed: Feed::new(move || blobs.writer()),
+            feed: Feed::new(move || blobs.writer().map(BlobSink)),
             head: Vec::new(),
             size: 0,
             max: self.config.max_file_size,
