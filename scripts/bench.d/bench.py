@@ -682,14 +682,17 @@ class Bench:
                     left -= m
                     k += 1
 
-            t_parts, t_complete, _ = direct.multipart_upload(depot, self.rss_one, 8, chunks_of)
+            at_parts = []
+            t_parts, t_complete, _ = direct.multipart_upload(
+                depot, self.rss_one, 8, chunks_of, between=lambda: at_parts.append(peak[0]))
             stop.set()
             poller.join(timeout=5)
             _, hwm = depot.rss()
             self.raw.append(("RSS multipart", "depot VmHWM MiB", [hwm / MiB], "MiB"))
             self.notes.append(f"multipart RSS: {human(self.rss_one)} in 8 parts in {t_parts:.1f}s, "
                               f"complete (assembly) {t_complete:.1f}s; VmRSS polled peak "
-                              f"{peak[0] / MiB:.1f} MiB, VmHWM {hwm / MiB:.1f} MiB")
+                              f"{at_parts[0] / MiB:.1f} MiB during the parts, {peak[0] / MiB:.1f} "
+                              f"MiB in all, VmHWM {hwm / MiB:.1f} MiB")
             return hwm
         finally:
             depot.stop()

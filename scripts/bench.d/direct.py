@@ -183,10 +183,11 @@ def part_ranges(size, parts):
     return out
 
 
-def multipart_upload(depot, size, parts, chunks_of):
+def multipart_upload(depot, size, parts, chunks_of, between=None):
     """Creates a multipart temp file of `size` bytes, PUTs its parts (`chunks_of(i, offset,
-    length)` yields part i's bytes) all at once, one thread each, then completes it. Returns
-    (seconds of the parts, seconds of the complete, download URL)."""
+    length)` yields part i's bytes) all at once, one thread each, then completes it (`between()`
+    is called after the parts, before the complete). Returns (seconds of the parts, seconds of
+    the complete, download URL)."""
     import threading
     v = create_multipart(depot, size)
     ranges = part_ranges(size, parts)
@@ -210,6 +211,8 @@ def multipart_upload(depot, size, parts, chunks_of):
     t_parts = time.monotonic() - t0
     if errors:
         raise RuntimeError(errors[0])
+    if between:
+        between()
     xml = ['<?xml version="1.0" encoding="UTF-8"?>', '<CompleteMultipartUpload xmlns="">']
     for i, e in enumerate(etags):
         xml.append(f"<Part><ETag>{e}</ETag><PartNumber>{i + 1}</PartNumber></Part>")

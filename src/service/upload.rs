@@ -256,7 +256,16 @@ impl PartWriter {
 impl<S: Sink> Feed<S> {
     /// A feed into the writer `open` makes (on the blocking pool, once the first bytes come).
     pub(crate) fn new(open: impl FnOnce() -> Result<S> + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        Self::with_depth(open, CHANNEL_DEPTH)
+    }
+
+    /// As [`Feed::new`], with at most `depth` batches queued for the writer (flows that run
+    /// many feeds at once for one file, such as parallel parts, queue less per feed).
+    pub(crate) fn with_depth(
+        open: impl FnOnce() -> Result<S> + Send + 'static,
+        depth: usize,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(depth.max(1));
         Feed {
             tx: Some(tx),
             task: tokio::spawn(drive(open, rx)),
