@@ -113,6 +113,10 @@ pub struct SessionsConfig {
     pub temp_file_ttl_secs: u64,
     /// Largest temp file, in bytes.
     pub temp_file_max_size: u64,
+    /// Largest multipart temp file (`createTempFileMultipartUploadUrl`), in bytes.
+    pub multipart_max_size: u64,
+    /// Largest part of a multipart temp file, in bytes (`maxPartSize`; at least 5 MiB).
+    pub multipart_max_part_size: u64,
     /// Longest `expiresIn` of a signed download link, in seconds.
     pub link_max_ttl_secs: u64,
     /// Open sessions one account may hold per kind (uploads, temp files, links); 429 beyond.
@@ -133,6 +137,9 @@ impl Default for SessionsConfig {
             upload_url_ttl_secs: 15 * 60,
             temp_file_ttl_secs: 60 * 60,
             temp_file_max_size: 100 * 1000 * 1000,
+            // Amplience's: files up to 2 GiB, parts up to 2 GiB.
+            multipart_max_size: 2 << 30,
+            multipart_max_part_size: 2 << 30,
             link_max_ttl_secs: 7 * 24 * 60 * 60,
             max_open_per_account: 1000,
             max_created_per_minute: 600,
@@ -700,6 +707,11 @@ impl Config {
             ("DEPOT_UPLOAD_URL_TTL_SECS", &mut s.upload_url_ttl_secs),
             ("DEPOT_TEMP_FILE_TTL_SECS", &mut s.temp_file_ttl_secs),
             ("DEPOT_TEMP_FILE_MAX_SIZE", &mut s.temp_file_max_size),
+            ("DEPOT_MULTIPART_MAX_SIZE", &mut s.multipart_max_size),
+            (
+                "DEPOT_MULTIPART_MAX_PART_SIZE",
+                &mut s.multipart_max_part_size,
+            ),
             ("DEPOT_LINK_MAX_TTL_SECS", &mut s.link_max_ttl_secs),
             (
                 "DEPOT_MAX_OPEN_SESSIONS_PER_ACCOUNT",
@@ -805,6 +817,12 @@ impl Config {
             return Err(StartError::Config(
                 "session TTLs and the sweep interval must be at least 1 second".into(),
             ));
+        }
+        if s.multipart_max_part_size < crate::service::temp_multipart::MIN_PART_SIZE {
+            return Err(StartError::Config(format!(
+                "sessions.multipart_max_part_size must be at least {} bytes (the minimum part size)",
+                crate::service::temp_multipart::MIN_PART_SIZE
+            )));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(StartError::Config(format!(

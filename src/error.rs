@@ -59,6 +59,10 @@ pub enum Error {
     /// Upload sessions and signed URLs (presigned PUT, temp files, download links).
     #[error("{1}")]
     Session(SessionFault, String),
+    /// A multipart upload's part or complete request broke one of S3's rules; answered with
+    /// S3's error name on the multipart routes.
+    #[error("{1}")]
+    S3(S3Fault, String),
     /// A move, trash or delete of a directory whose subtree is larger than a non-admin may
     /// change in one call (`max_tree_entries`): 422.
     #[error("{0}")]
@@ -94,6 +98,44 @@ pub enum SessionFault {
     ContentMismatch,
     /// A presigned POST form's fields differ from its signed policy (Hygraph's `key`, ...).
     PolicyMismatch,
+}
+
+/// S3's multipart errors (Amplience's multipart temp files speak S3): each keeps S3's name and
+/// status, so S3 clients and SDKs recognise them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Fault {
+    /// A listed part was not uploaded, or its ETag/checksum is not the stored part's.
+    InvalidPart,
+    /// The listed part numbers are not in ascending order.
+    InvalidPartOrder,
+    /// A part other than the last is smaller than the minimum part size.
+    EntityTooSmall,
+    /// A part is larger than the maximum part size, or the parts exceed the declared size.
+    EntityTooLarge,
+    /// The parts listed add up to less than the declared file size.
+    IncompleteBody,
+    /// No such upload (unknown, expired, or already completed with other parts).
+    NoSuchUpload,
+    /// The complete request's body is not the expected XML (or is too large).
+    MalformedXml,
+    /// A part number outside the upload's parts, or another malformed argument.
+    InvalidArgument,
+}
+
+impl S3Fault {
+    /// S3's error code, as sent in `<Error><Code>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            S3Fault::InvalidPart => "InvalidPart",
+            S3Fault::InvalidPartOrder => "InvalidPartOrder",
+            S3Fault::EntityTooSmall => "EntityTooSmall",
+            S3Fault::EntityTooLarge => "EntityTooLarge",
+            S3Fault::IncompleteBody => "IncompleteBody",
+            S3Fault::NoSuchUpload => "NoSuchUpload",
+            S3Fault::MalformedXml => "MalformedXML",
+            S3Fault::InvalidArgument => "InvalidArgument",
+        }
+    }
 }
 
 /// Shorthand used across the crate.
@@ -150,6 +192,15 @@ pub const CONTENT_MISMATCH: Class = class(400, "CONTENT_MISMATCH");
 pub const POLICY_MISMATCH: Class = class(403, "POLICY_MISMATCH");
 pub const UNAVAILABLE: Class = class(503, "UNAVAILABLE");
 pub const TREE_TOO_LARGE: Class = class(422, "TREE_TOO_LARGE");
+// S3's multipart errors, under the catalogue's spelling (the multipart routes answer S3's).
+pub const INVALID_PART: Class = class(400, "INVALID_PART");
+pub const INVALID_PART_ORDER: Class = class(400, "INVALID_PART_ORDER");
+pub const ENTITY_TOO_SMALL: Class = class(400, "ENTITY_TOO_SMALL");
+pub const ENTITY_TOO_LARGE: Class = class(400, "ENTITY_TOO_LARGE");
+pub const INCOMPLETE_BODY: Class = class(400, "INCOMPLETE_BODY");
+pub const NO_SUCH_UPLOAD: Class = class(404, "NO_SUCH_UPLOAD");
+pub const MALFORMED_XML: Class = class(400, "MALFORMED_XML");
+pub const INVALID_ARGUMENT: Class = class(400, "INVALID_ARGUMENT");
 
 impl Error {
     /// The one table from variant to status and code.
@@ -178,6 +229,16 @@ impl Error {
                 SessionFault::TypeMismatch => CONTENT_TYPE_MISMATCH,
                 SessionFault::ContentMismatch => CONTENT_MISMATCH,
                 SessionFault::PolicyMismatch => POLICY_MISMATCH,
+            },
+            Error::S3(f, _) => match f {
+                S3Fault::InvalidPart => INVALID_PART,
+                S3Fault::InvalidPartOrder => INVALID_PART_ORDER,
+                S3Fault::EntityTooSmall => ENTITY_TOO_SMALL,
+                S3Fault::EntityTooLarge => ENTITY_TOO_LARGE,
+                S3Fault::IncompleteBody => INCOMPLETE_BODY,
+                S3Fault::NoSuchUpload => NO_SUCH_UPLOAD,
+                S3Fault::MalformedXml => MALFORMED_XML,
+                S3Fault::InvalidArgument => INVALID_ARGUMENT,
             },
             Error::Unavailable(_) => UNAVAILABLE,
             Error::TreeTooLarge(_) => TREE_TOO_LARGE,

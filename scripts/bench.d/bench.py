@@ -4,6 +4,7 @@ builds depot and passes the paths in. Standard library only."""
 
 import argparse
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -26,7 +27,7 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DOMAIN = "bench.test"
 direct.DOMAIN = DOMAIN
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm")
+ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm", "multipart")
 # Run only when named in --only: they need scripts/services (PostgreSQL, moto_server).
 OPT_IN_CASES = ("nodes",)
 # every transfer is bounded; subprocess timeouts back this up
@@ -127,8 +128,10 @@ class Depot:
         self.b = b
         self.data = data_dir
         # One account runs the 64-concurrent-upload case: lift the per-account upload cap (32
-        # by default) above it.
-        self.env = dict(os.environ, DEPOT_MAX_UPLOADS_PER_ACCOUNT="128", **(env or {}))
+        # by default) above it. The multipart case sends 5 GiB, over the 2 GiB default (issue
+        # 12: larger must work).
+        self.env = dict(os.environ, DEPOT_MAX_UPLOADS_PER_ACCOUNT="128",
+                        DEPOT_MULTIPART_MAX_SIZE=str(8 * GiB), **(env or {}))
         os.makedirs(data_dir, exist_ok=True)
         # Mint the token before the server starts: it creates data/jwt.secret on first use.
         self.token = self.mint("bench")
@@ -630,6 +633,120 @@ class Bench:
             self.raw.append((f"presigned PUT {human(self.big)}", k, v, "MiB/s"))
         return med(vals["depot"]), med(vals["nginx"])
 
+    def case_multipart(self, depot, ngx):
+        """Amplience's multipart temp file: the file in 8 parts PUT at once (8 connections),
+        then the complete request (assembly: the parts streamed into one blob, hashed as a
+        whole), against nginx's single PUT of the same file, interleaved. depot's time is the
+        parts plus the complete: the file is only downloadable after both."""
+        src = self.source(self.big)
+        log(f"multipart: {human(self.big)} in 8 parallel parts + complete, {self.runs_big} runs")
+        vals = {"depot": [], "nginx": []}
+        split = []
+        for r in range(self.runs_big):
+            os.sync()
+            name = f"multipart-{r}.bin"
+            secs = ngx.put(src, name)
+            vals["nginx"].append(self.big / MiB / secs)
+            os.remove(os.path.join(ngx.www, "put", name))
+            os.sync()
+            t_parts, t_complete, _ = direct.multipart_upload(
+                depot, self.big, 8, lambda i, off, n: direct.file_chunks(src, off, n))
+            vals["depot"].append(self.big / MiB / (t_parts + t_complete))
+            split.append((t_parts, t_complete))
+        for k, v in vals.items():
+            self.raw.append((f"multipart {human(self.big)}, 8 parts", k, v, "MiB/s"))
+        self.notes.append("multipart: seconds of the 8 part PUTs + the complete, per run: " +
+                          ", ".join(f"{p:.2f}+{c:.2f}" for p, c in split))
+        return med(vals["depot"]), med(vals["nginx"])
+
+    def case_multipart_large(self, depot):
+        """A multipart temp file over the 2 GiB default limit (raised for the bench): 5 GiB
+        (320 MiB with --quick) in 8 parts streamed from memory, completed, then checked by its
+        download's ETag (the SHA-256 of the whole, hashed here from the same bytes) and length.
+        Returns (seconds of parts + complete, bytes)."""
+        size = 320 * MiB if self.quick else 5 * GiB
+        block = os.urandom(1 * MiB)
+
+        def chunks_of(i, off, n):
+            # part i's bytes: blocks stamped with their index in the file (nothing deduplicates)
+            k = off // len(block)
+            left = n
+            while left > 0:
+                m = min(left, len(block))
+                yield k.to_bytes(16, "little") + block[16:m] if m > 16 else block[:m]
+                left -= m
+                k += 1
+
+        t_parts, t_complete, url = direct.multipart_upload(depot, size, 8, chunks_of)
+        want = hashlib.sha256()
+        for off in range(0, size, len(block)):
+            for c in chunks_of(0, off, min(len(block), size - off)):
+                want.update(c)
+        c = http.client.HTTPConnection("127.0.0.1", depot.port, timeout=120)
+        from urllib.parse import urlsplit
+        u = urlsplit(url)
+        c.request("HEAD", f"{u.path}?{u.query}")
+        resp = c.getresponse()
+        resp.read()
+        c.close()
+        etag = (resp.getheader("ETag") or "").strip('"')
+        length = int(resp.getheader("Content-Length") or -1)
+        if resp.status != 200 or etag != want.hexdigest() or length != size:
+            raise BenchError(f"the {human(size)} file came back as {resp.status}, {length} bytes, "
+                             f"ETag {etag[:16]}.. (want {want.hexdigest()[:16]}..)")
+        over = "" if self.quick else " (over the 2 GiB default)"
+        self.notes.append(f"multipart {human(size)}{over}: parts {t_parts:.1f}s, "
+                          f"complete {t_complete:.1f}s; served whole (ETag = SHA-256, length)")
+        return t_parts + t_complete, size
+
+    def case_multipart_rss(self):
+        """Peak RSS of a fresh depot while a file of rss_one bytes (2 GiB) is sent in 8
+        parallel parts streamed from memory and assembled by the complete request."""
+        data = os.path.join(self.run_dir, "depot-mprss")
+        depot = Depot(self, data, "depot-mprss")
+        try:
+            peak = [0]
+            stop = threading.Event()
+
+            def poll():
+                while not stop.is_set():
+                    try:
+                        peak[0] = max(peak[0], depot.rss()[0])
+                    except OSError:
+                        return
+                    stop.wait(0.02)
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            block = os.urandom(1 * MiB)
+
+            def chunks_of(i, off, n):
+                left, k = n, 0
+                mv = memoryview(block)
+                while left > 0:
+                    m = min(left, len(block))
+                    # a different first 16 bytes in every block and part
+                    yield i.to_bytes(8, "little") + k.to_bytes(8, "little") + bytes(mv[16:m]) \
+                        if m > 16 else bytes(mv[:m])
+                    left -= m
+                    k += 1
+
+            at_parts = []
+            t_parts, t_complete, _ = direct.multipart_upload(
+                depot, self.rss_one, 8, chunks_of, between=lambda: at_parts.append(peak[0]))
+            stop.set()
+            poller.join(timeout=5)
+            _, hwm = depot.rss()
+            self.raw.append(("RSS multipart", "depot VmHWM MiB", [hwm / MiB], "MiB"))
+            self.notes.append(f"multipart RSS: {human(self.rss_one)} in 8 parts in {t_parts:.1f}s, "
+                              f"complete (assembly) {t_complete:.1f}s; VmRSS polled peak "
+                              f"{at_parts[0] / MiB:.1f} MiB during the parts, {peak[0] / MiB:.1f} "
+                              f"MiB in all, VmHWM {hwm / MiB:.1f} MiB")
+            return hwm
+        finally:
+            depot.stop()
+            shutil.rmtree(data, ignore_errors=True)
+
     def case_confirm(self, depot):
         """confirmFileUpload of a 6000 x 4000 JPEG: the decode (dimensions, blurhash) runs in the
         confirm, so its time is the time of the call."""
@@ -685,9 +802,10 @@ class Bench:
         depot = ngx = None
         phase_times = []
         try:
-            if any(c in self.cases for c in ("sizes", "get", "up4k", "presigned", "confirm")):
+            if any(c in self.cases for c in ("sizes", "get", "up4k", "presigned", "confirm",
+                                             "multipart")):
                 depot = Depot(self, os.path.join(self.run_dir, "depot-data"), "depot")
-            if any(c in self.cases for c in ("sizes", "get", "presigned")):
+            if any(c in self.cases for c in ("sizes", "get", "presigned", "multipart")):
                 ngx = Nginx(self)
 
             # Direct uploads (issue 11): scripts/bench.d/direct.py
@@ -701,6 +819,32 @@ class Bench:
                         ValueError) as e:
                     self.error_row(f"presigned PUT {big}", "nginx PUT", ">= 0.95x", e)
                 phase_times.append(("presigned", time.monotonic() - t))
+            t = time.monotonic()
+            if "multipart" in self.cases:
+                name = f"multipart {big}, 8 parallel part PUTs + complete (Amplience)"
+                try:
+                    d, n = self.case_multipart(depot, ngx)
+                    self.add_row(name, "nginx `dav_methods PUT` (no fsync, no hash)", d, n,
+                                 " MiB/s", 1.0)
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row(name, "nginx PUT", ">= 1.0x", e)
+                name = "multipart over the 2 GiB default: completes and is served whole"
+                try:
+                    secs, size = self.case_multipart_large(depot)
+                    self.rows.append((f"multipart {human(size)}, 8 parts (limit raised)", "-",
+                                      fmt(size / MiB / secs, " MiB/s"), "-", "-", "works", "PASS"))
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row(name, "-", "works", e)
+                name = f"peak RSS, {human(self.rss_one)} multipart upload + assembly"
+                try:
+                    hwm = self.case_multipart_rss()
+                    self.add_row(name, "-", hwm / MiB, None, " MiB", 64, op="<=")
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row(name, "-", "<= 64 MiB", e)
+                phase_times.append(("multipart", time.monotonic() - t))
             t = time.monotonic()
             if "confirm" in self.cases:
                 name = "`confirmFileUpload`, 24-megapixel JPEG (decode, blurhash)"

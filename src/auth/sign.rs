@@ -32,6 +32,11 @@ pub enum Purpose {
     Link,
     /// POST the bytes of a Hygraph asset (the signed id is the form's base64 policy).
     AssetPost,
+    /// PUT one part of a multipart temp file (the signed id names the session and the part
+    /// number: a part's URL uploads that part only).
+    MultipartPart,
+    /// POST the complete request of a multipart temp file.
+    MultipartComplete,
 }
 
 impl Purpose {
@@ -42,6 +47,8 @@ impl Purpose {
             Purpose::TempGet => "temp-get",
             Purpose::Link => "link",
             Purpose::AssetPost => "asset-post",
+            Purpose::MultipartPart => "multipart-part",
+            Purpose::MultipartComplete => "multipart-complete",
         }
     }
 }

@@ -35,6 +35,24 @@ pub struct TempFileUploadUrl {
     pub download_url: String,
 }
 
+/// Amplience's `createTempFileMultipartUploadUrl` answer (sizes in bytes, 64-bit `Int`s as
+/// elsewhere in this schema: `maxPartSize` is 2147483648 by default, as in Amplience's answer).
+#[derive(SimpleObject)]
+pub struct TempFileMultipartUploadUrl {
+    pub upload_part_urls: Vec<String>,
+    pub complete_url: String,
+    pub download_url: String,
+    pub min_part_size: i64,
+    pub max_part_size: i64,
+}
+
+/// `createTempFileMultipartUploadUrl`'s input.
+#[derive(async_graphql::InputObject)]
+pub struct TempFileMultipartUploadInput {
+    /// The size of the file to upload, in bytes (up to `sessions.multipart_max_size`).
+    pub filesize: i64,
+}
+
 /// A signed download link.
 #[derive(SimpleObject)]
 pub struct FileLink {
@@ -210,6 +228,29 @@ impl DirectMutation {
         Ok(TempFileUploadUrl {
             upload_url: format!("{b}{}", svc.signed_path(Purpose::TempPut, &s).map_err(gql)?),
             download_url: format!("{b}{}", svc.signed_path(Purpose::TempGet, &s).map_err(gql)?),
+        })
+    }
+
+    /// Amplience: a multipart temp file's part URLs, complete URL and download URL.
+    async fn create_temp_file_multipart_upload_url(
+        &self,
+        ctx: &Context<'_>,
+        input: TempFileMultipartUploadInput,
+    ) -> async_graphql::Result<TempFileMultipartUploadUrl> {
+        let (svc, q) = parts(ctx)?;
+        let p = q.caller.require().map_err(gql)?.clone();
+        let s = svc
+            .create_multipart_temp_file(&p, input.filesize)
+            .await
+            .map_err(gql)?;
+        let u = svc.multipart_urls(&s, &base(ctx)).map_err(gql)?;
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(TempFileMultipartUploadUrl {
+            upload_part_urls: u.upload_part_urls,
+            complete_url: u.complete_url,
+            download_url: u.download_url,
+            min_part_size: int(u.min_part_size),
+            max_part_size: int(u.max_part_size),
         })
     }
 

@@ -127,6 +127,9 @@ pub const ROUTES: &[Route] = &[
     capability("/uploads/put/*/*", &["PUT"], &["content-type"]),
     token("/temp-files", &["POST"]),
     capability("/temp-files/*/*/upload", &["PUT"], &["content-type"]),
+    token("/temp-files/multipart", &["POST"]),
+    capability("/temp-files/*/*/parts/*", &["PUT"], &["content-type"]),
+    capability("/temp-files/*/*/complete", &["POST"], &["content-type"]),
     capability("/temp-files/*/*", &["GET", "HEAD"], RANGED),
     token("/files/*/links", &["POST"]),
     token("/files/*/links/*", &["DELETE"]),
@@ -346,6 +349,16 @@ mod tests {
         assert_eq!(route("/uploads/u/confirm").credentials, Credentials::Token);
         assert_eq!(route("/temp-files/i/t/upload").methods, &["PUT"]);
         assert_eq!(route("/temp-files/i/t").methods, &["GET", "HEAD"]);
+        assert_eq!(
+            route("/temp-files/multipart").credentials,
+            Credentials::Token
+        );
+        assert_eq!(route("/temp-files/i/t/parts/3").methods, &["PUT"]);
+        assert_eq!(
+            route("/temp-files/i/t/parts/3").credentials,
+            Credentials::None
+        );
+        assert_eq!(route("/temp-files/i/t/complete").methods, &["POST"]);
         assert_eq!(route("/files/f/links").methods, &["POST"]);
         assert_eq!(route("/assets/upload").credentials, Credentials::None);
         assert_eq!(route("/assets/a").credentials, Credentials::Token);

@@ -141,7 +141,11 @@ pub fn temp_urls(req: &HttpRequest, state: &AppState, s: &UploadSession) -> Resu
 
 /// The capability in a signed URL's path and query. A missing or malformed signature is an
 /// invalid signature (403), never a parse error.
-fn capability(req: &HttpRequest, instance: String, session: String) -> Result<Capability> {
+pub(crate) fn capability(
+    req: &HttpRequest,
+    instance: String,
+    session: String,
+) -> Result<Capability> {
     let bad = || {
         Error::Session(
             SessionFault::BadSignature,
@@ -165,7 +169,7 @@ fn capability(req: &HttpRequest, instance: String, session: String) -> Result<Ca
     })
 }
 
-fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+pub(crate) fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -254,10 +258,16 @@ pub async fn get_temp(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
     let (instance, id) = path.into_inner();
-    let cap = capability(&req, instance, id)?;
+    let cap = capability(&req, instance, id.clone())?;
+    // A multipart temp file, once completed, is served like a single-part one.
     let (session, _) = state
         .service
-        .open_capability(Purpose::TempGet, SessionKind::TempFile, cap)
+        .open_signed_session(
+            Purpose::TempGet,
+            &id,
+            &[SessionKind::TempFile, SessionKind::MultipartTempFile],
+            cap,
+        )
         .await?;
     let dl = state.service.open_temp_download(session).await?;
     serve(&req, dl)

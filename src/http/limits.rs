@@ -159,6 +159,8 @@ pub fn is_upload_route(path: &str) -> bool {
         // Presigned PUTs and temp file PUTs (http/direct.rs), capped by their sessions.
         || path.starts_with("/uploads/put/")
         || (path.starts_with("/temp-files/") && path.ends_with("/upload"))
+        // Parts of multipart temp files (http/temp_multipart.rs), capped by maxPartSize.
+        || (path.starts_with("/temp-files/") && path.contains("/parts/"))
         // Hygraph's presigned POST form (http/assets.rs), capped by its policy.
         || path == "/assets/upload"
         // A file's new content (http/assets.rs), capped by max_file_size.

@@ -17,6 +17,7 @@ pub mod multipart;
 pub mod range;
 pub mod rate_limit;
 pub mod request_id;
+mod temp_multipart;
 mod upload;
 pub mod views;
 
@@ -217,6 +218,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/temp-files")
                 .route(web::post().to(direct::create_temp))
+                .default_service(web::to(method_not_allowed)),
+        )
+        // Amplience's multipart temp files (temp_multipart.rs), S3 semantics on the parts.
+        .service(
+            web::resource("/temp-files/multipart")
+                .route(web::post().to(temp_multipart::create))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/temp-files/{instance}/{id}/parts/{number}")
+                .route(web::put().to(temp_multipart::put_part))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/temp-files/{instance}/{id}/complete")
+                .route(web::post().to(temp_multipart::complete))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -60,6 +60,10 @@ pub fn cases() -> Vec<Case> {
         ("session_expiry_order", session_expiry_order),
         ("concurrent_session_confirms", concurrent_session_confirms),
         ("session_creation_rate", session_creation_rate),
+        (
+            "multipart_session_keeps_its_parts",
+            multipart_session_keeps_its_parts,
+        ),
         // DirectoryStore (contract/dirs.rs).
         (
             "subtree_is_exactly_what_lies_below",
@@ -658,6 +662,7 @@ pub(crate) fn stored(content: u8) -> StoredBytes {
         mime: "text/plain".into(),
         width: None,
         height: None,
+        parts: None,
     }
 }
 
@@ -770,6 +775,35 @@ pub fn session_open_cap_per_kind(m: &dyn MetaStore) {
     m.delete_session(b.id).unwrap();
     m.create_session(&session(i, "alice", SessionKind::PresignedPut, 100), 2)
         .unwrap();
+}
+
+/// A multipart temp file's session round-trips its part layout (metadata) and, once completed,
+/// the digests of the parts it was assembled from; its kind has its own open-session cap.
+pub fn multipart_session_keeps_its_parts(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let mut s = session(i, "alice", SessionKind::MultipartTempFile, 100);
+    s.metadata = Some(serde_json::json!({"partCount": 3, "partSize": 5_242_880}));
+    m.create_session(&s, 1).unwrap();
+    // A temp file of the single-part kind is counted apart.
+    m.create_session(&session(i, "alice", SessionKind::TempFile, 100), 1)
+        .unwrap();
+    assert!(matches!(
+        m.create_session(&session(i, "alice", SessionKind::MultipartTempFile, 100), 1),
+        Err(Error::TooManyRequests(_))
+    ));
+    assert_eq!(m.session(s.id).unwrap().as_ref(), Some(&s));
+    let mut bytes = stored(9);
+    bytes.parts = Some(crate::meta::CompletedParts {
+        count: 3,
+        md5_of_md5s: "ab".repeat(16),
+        sha_of_shas: "cd".repeat(32),
+    });
+    let done = m.complete_session(s.id, &bytes, 0).unwrap();
+    assert_eq!(done.bytes.as_ref(), Some(&bytes));
+    assert_eq!(m.session(s.id).unwrap().unwrap().bytes, Some(bytes));
+    assert_eq!(m.blob_refs(&sha(9)).unwrap(), 1);
+    let (_, left) = m.delete_session(s.id).unwrap().unwrap();
+    assert_eq!(left, Some(0));
 }
 
 /// The creation rate counts per account and minute, and a refusal counts nothing.

@@ -11,7 +11,9 @@ mod sled_store;
 pub use dirs::DirectoryStore;
 pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
 pub use pg::{PgMeta, PgOptions};
-pub use session::{FileExtras, SessionKind, SessionState, StoredBytes, UploadSession};
+pub use session::{
+    CompletedParts, FileExtras, SessionKind, SessionState, StoredBytes, UploadSession,
+};
 pub use sled_store::{SledMeta, Star};
 
 use crate::error::Result;

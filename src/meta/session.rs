@@ -21,6 +21,9 @@ pub enum SessionKind {
     /// Hygraph: `createAsset(data: {uploadUrl})`, fetched by a background task (the URL is in
     /// `metadata.uploadUrl`); resumed after a restart.
     RemoteIngest,
+    /// Amplience: `createTempFileMultipartUploadUrl`, parts PUT one by one (S3 semantics) into
+    /// the part store, assembled by the complete request; then served like a temp file.
+    MultipartTempFile,
 }
 
 impl SessionKind {
@@ -32,6 +35,7 @@ impl SessionKind {
             SessionKind::DownloadLink => b'l',
             SessionKind::AssetPost => b'a',
             SessionKind::RemoteIngest => b'r',
+            SessionKind::MultipartTempFile => b'm',
         }
     }
 }
@@ -56,6 +60,21 @@ pub struct StoredBytes {
     pub mime: String,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// The parts the bytes were assembled from, when they came in parts (a multipart temp
+    /// file): a repeated complete request is compared against them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<CompletedParts>,
+}
+
+/// What identifies the parts a multipart upload was completed with: S3's composite digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedParts {
+    /// How many parts.
+    pub count: u32,
+    /// Hex MD5 of the parts' MD5s concatenated: S3's multipart ETag (without `-count`).
+    pub md5_of_md5s: String,
+    /// Hex SHA-256 of the parts' SHA-256s concatenated: S3's composite checksum.
+    pub sha_of_shas: String,
 }
 
 /// One upload session.

@@ -18,6 +18,7 @@ pub mod redirect;
 pub mod reupload;
 pub mod session_leases;
 pub mod sessions;
+pub mod temp_multipart;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};

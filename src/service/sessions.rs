@@ -38,7 +38,9 @@ const MAX_METADATA: usize = 16 * 1024;
 #[derive(Default)]
 pub struct Runtime {
     pub(crate) claims: Mutex<HashSet<SessionId>>,
-    leases: Arc<super::session_leases::Leases>,
+    pub(crate) leases: Arc<super::session_leases::Leases>,
+    /// Multipart temp files' part PUTs and completes in flight.
+    pub(crate) multipart: super::temp_multipart::Inflight,
     decode: super::decode_lanes::DecodeLanes,
     /// Link -> (the hot cache's generation when decided, allowed until): the maker may still
     /// read the file while no file, grant or instance change happened since.
@@ -263,6 +265,11 @@ impl Service {
             Purpose::TempGet => format!("/temp-files/{instance}/{id}"),
             Purpose::Link => format!("/links/{instance}/{id}"),
             Purpose::AssetPost => "/assets/upload".to_string(),
+            Purpose::MultipartComplete => format!("/temp-files/{instance}/{id}/complete"),
+            // Each part signs its number too (see `signed_part_path`).
+            Purpose::MultipartPart => {
+                return Err(Error::Internal("a part URL needs its part number".into()))
+            }
         };
         Ok(format!("{path}?{query}"))
     }
@@ -374,20 +381,36 @@ impl Service {
         kind: SessionKind,
         cap: Capability,
     ) -> Result<(UploadSession, String)> {
+        let signed = cap.session.clone();
+        self.open_signed_session(purpose, &signed, &[kind], cap)
+            .await
+    }
+
+    /// As [`Service::open_capability`], for a signature over `signed` (the session id, or the
+    /// session id and more: a part URL signs its part number too) and a session of any of
+    /// `kinds`.
+    pub async fn open_signed_session(
+        self: &Arc<Self>,
+        purpose: Purpose,
+        signed: &str,
+        kinds: &[SessionKind],
+        cap: Capability,
+    ) -> Result<(UploadSession, String)> {
         self.keys.urls.verify(
             purpose,
             &cap.instance,
-            &cap.session,
+            signed,
             cap.expires,
             &cap.sig,
             now_millis() / 1000,
         )?;
         let id = session_id(&cap.session)?;
         let svc = self.clone();
+        let kinds = kinds.to_vec();
         blocking(move || {
             let gone = || Error::NotFound("no such upload session".into());
             let s = svc.meta.session(id)?.ok_or_else(gone)?;
-            if s.kind != kind || s.instance.to_string() != cap.instance {
+            if !kinds.contains(&s.kind) || s.instance.to_string() != cap.instance {
                 return Err(gone());
             }
             if s.expired(now_millis()) {
@@ -856,6 +879,30 @@ impl Service {
         self.open_signed(f.name, f.mime, f.sha256, f.updated).await
     }
 
+    /// Makes a session's bytes durable (`commit` commits the blob named `sha` and says what it
+    /// holds) and records them on the session (`Open` -> `Uploaded`), under the blob's lock. If
+    /// the record fails, bytes nothing else counts on go (else gc would find them). Blocking.
+    pub(crate) fn record_session_bytes(
+        &self,
+        id: SessionId,
+        sha: crate::types::Sha256,
+        keep_until: Millis,
+        commit: impl FnOnce() -> Result<StoredBytes>,
+    ) -> Result<UploadSession> {
+        let guard = self.lock_blobs([&sha])?;
+        let stored = commit()?;
+        match self.meta.complete_session(id, &stored, keep_until) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                // Nothing else counted on these bytes: they go (else gc would find them).
+                if self.meta.blob_refs(&sha)? == 0 {
+                    self.remove_blob(&guard, &sha)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Removes expired sessions and the bytes only they held; sessions with a PUT in flight
     /// wait for the next sweep. Returns how many were removed. Blocking.
     pub fn sweep_sessions(&self) -> Result<usize> {
@@ -883,6 +930,13 @@ impl Service {
                 let sha = (s.state == SessionState::Uploaded)
                     .then(|| s.bytes.as_ref().map(|b| b.sha))
                     .flatten();
+                // A multipart upload's parts go first: a crash after leaves a session without
+                // parts, which the next sweep removes (never parts without a session).
+                if s.kind == SessionKind::MultipartTempFile {
+                    if let Some(parts) = self.blobs.parts() {
+                        parts.drop_session(&s.id.to_string())?;
+                    }
+                }
                 let guard = self.lock_blobs(sha.iter())?;
                 if let Some((gone, Some(0))) = self.meta.delete_session(s.id)? {
                     if let Some(b) = gone.bytes {
@@ -1005,19 +1059,10 @@ impl SessionPut {
             _ => 0,
         };
         let done = blocking(move || {
-            let sha = stored.sha;
-            let guard = svc.lock_blobs([&sha])?;
-            staged.commit_blob()?;
-            match svc.meta.complete_session(id, &stored, keep_until) {
-                Ok(s) => Ok(s),
-                Err(e) => {
-                    // Nothing else counted on these bytes: they go (else gc would find them).
-                    if svc.meta.blob_refs(&sha)? == 0 {
-                        svc.remove_blob(&guard, &sha)?;
-                    }
-                    Err(e)
-                }
-            }
+            svc.record_session_bytes(id, stored.sha, keep_until, move || {
+                staged.commit_blob()?;
+                Ok(stored)
+            })
         })
         .await?;
         drop(_claim);

@@ -6,7 +6,7 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::media;
 use crate::meta::{FileRecord, ImageRecord};
-use crate::store::{BlobStore, BlobWriter, StagedBlob};
+use crate::store::{BlobWriter, StagedBlob};
 use crate::types::{now_millis, FileId};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -34,14 +34,58 @@ enum Msg {
 pub struct PartWriter {
     name: String,
     original_name: String,
-    tx: Option<mpsc::Sender<Msg>>,
-    task: tokio::task::JoinHandle<Result<Box<dyn StagedBlob>>>,
-    /// Bytes received but not yet handed to the writer.
-    pending: BytesMut,
+    feed: Feed<BlobSink>,
     /// The first bytes of the part, for probing its type and image size.
     head: Vec<u8>,
     size: u64,
     max: u64,
+}
+
+/// A store writer that [`Feed`] streams into: a new blob's, or a stored part's (multipart).
+pub(crate) trait Sink: Send + 'static {
+    /// What finishing yields.
+    type Done: Send + 'static;
+    /// As [`BlobWriter::write`]: writes every chunk at hand. Blocks.
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()>;
+    /// Makes the bytes durable. Blocks.
+    fn finish(self) -> Result<Self::Done>;
+}
+
+/// A new blob's writer as a [`Sink`] (a named type: futures holding a `Box<dyn ..>` sink lose
+/// their `Send` proof in async callers).
+pub(crate) struct BlobSink(pub(crate) Box<dyn BlobWriter>);
+
+impl Sink for BlobSink {
+    type Done = Box<dyn StagedBlob>;
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
+        self.0.write(chunks)
+    }
+    fn finish(self) -> Result<Self::Done> {
+        self.0.finish()
+    }
+}
+
+/// A stored part's writer as a [`Sink`].
+pub(crate) struct PartSink(pub(crate) Box<dyn crate::store::PartWriter>);
+
+impl Sink for PartSink {
+    type Done = crate::store::PartInfo;
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
+        self.0.write(chunks)
+    }
+    fn finish(self) -> Result<Self::Done> {
+        self.0.finish()
+    }
+}
+
+/// Bytes of a request body on their way into a store writer made on the first bytes: batched,
+/// handed over through a bounded queue, written by [`drive`] on the blocking pool. Dropping it
+/// before [`Feed::finish`] aborts the write (the writer is dropped: nothing is stored).
+pub(crate) struct Feed<S: Sink> {
+    tx: Option<mpsc::Sender<Msg>>,
+    task: tokio::task::JoinHandle<Result<S::Done>>,
+    /// Bytes received but not yet handed to the writer.
+    pending: BytesMut,
 }
 
 /// A part fully written and durable in the store's staging area, not yet visible.
@@ -75,6 +119,7 @@ impl StagedPart {
             mime,
             width: self.dims.map(|d| d.0),
             height: self.dims.map(|d| d.1),
+            parts: None,
         }
     }
     /// Makes the bytes the blob named by their hash (the caller holds the blob's lock).
@@ -88,14 +133,11 @@ impl Service {
     /// bytes arrive (see [`drive`]).
     pub fn begin_part(&self, filename: &str) -> PartWriter {
         let name = names::sanitize_filename(filename);
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let task = tokio::spawn(drive(self.blobs.clone(), rx));
+        let blobs = self.blobs.clone();
         PartWriter {
             name,
             original_name: filename.to_string(),
-            tx: Some(tx),
-            task,
-            pending: BytesMut::new(),
+            feed: Feed::new(move || blobs.writer().map(BlobSink)),
             head: Vec::new(),
             size: 0,
             max: self.config.max_file_size,
@@ -179,7 +221,7 @@ impl PartWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.size += chunk.len() as u64;
         if self.size > self.max {
-            self.tx = None; // abort: the writer thread removes the temp file
+            self.feed.abort(); // the writer thread removes the temp file
             return Err(Error::FileTooLarge(format!(
                 "{} is larger than the limit of {} bytes",
                 self.name, self.max
@@ -189,6 +231,55 @@ impl PartWriter {
             let take = (media::PROBE_LEN - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
         }
+        self.feed.write(chunk).await
+    }
+
+    /// Ends the part: its bytes are durable in the store's staging area, its hash and type known.
+    pub async fn finish(mut self) -> Result<StagedPart> {
+        let blob = self.feed.finish().await?;
+        let mime = media::sniff(&self.head, &self.name);
+        let dims = if media::is_image(&mime) {
+            media::dimensions(&self.head)
+        } else {
+            None
+        };
+        Ok(StagedPart {
+            original_name: std::mem::take(&mut self.original_name),
+            name: std::mem::take(&mut self.name),
+            blob,
+            mime,
+            dims,
+        })
+    }
+}
+
+impl<S: Sink> Feed<S> {
+    /// A feed into the writer `open` makes (on the blocking pool, once the first bytes come).
+    pub(crate) fn new(open: impl FnOnce() -> Result<S> + Send + 'static) -> Self {
+        Self::with_depth(open, CHANNEL_DEPTH)
+    }
+
+    /// As [`Feed::new`], with at most `depth` batches queued for the writer (flows that run
+    /// many feeds at once for one file, such as parallel parts, queue less per feed).
+    pub(crate) fn with_depth(
+        open: impl FnOnce() -> Result<S> + Send + 'static,
+        depth: usize,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        Feed {
+            tx: Some(tx),
+            task: tokio::spawn(drive(open, rx)),
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Stops the write: the writer is dropped and what it wrote removed.
+    pub(crate) fn abort(&mut self) {
+        self.tx = None;
+    }
+
+    /// Appends a chunk.
+    pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<()> {
         if chunk.len() >= DIRECT {
             // Large enough to hand over as it is: no copy into the batch.
             if !self.pending.is_empty() {
@@ -220,8 +311,8 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Ends the part: its bytes are durable in the store's staging area, its hash and type known.
-    pub async fn finish(mut self) -> Result<StagedPart> {
+    /// Ends the write: the writer's result once every byte is written.
+    pub(crate) async fn finish(&mut self) -> Result<S::Done> {
         if !self.pending.is_empty() {
             let batch = self.pending.split().freeze();
             self.send(batch).await?;
@@ -233,20 +324,7 @@ impl PartWriter {
         // If the writer already failed, the send fails and the task's error is reported below.
         let _ = tx.send(Msg::Finish).await;
         drop(tx);
-        let blob = (&mut self.task).await??;
-        let mime = media::sniff(&self.head, &self.name);
-        let dims = if media::is_image(&mime) {
-            media::dimensions(&self.head)
-        } else {
-            None
-        };
-        Ok(StagedPart {
-            original_name: std::mem::take(&mut self.original_name),
-            name: std::mem::take(&mut self.name),
-            blob,
-            mime,
-            dims,
-        })
+        (&mut self.task).await?
     }
 }
 
@@ -255,11 +333,12 @@ impl PartWriter {
 /// queued and gives the thread back when the queue is empty. A slow client therefore holds no
 /// thread (520 slow-drip uploads used to hold 520 pool threads and starve every other storage
 /// read), while a fast upload keeps its thread as long as its bytes keep coming.
-async fn drive(
-    blobs: Arc<dyn BlobStore>,
+async fn drive<S: Sink>(
+    open: impl FnOnce() -> Result<S> + Send + 'static,
     mut rx: mpsc::Receiver<Msg>,
-) -> Result<Box<dyn StagedBlob>> {
-    let mut writer: Option<Box<dyn BlobWriter>> = None;
+) -> Result<S::Done> {
+    let mut writer: Option<S> = None;
+    let mut open = Some(open);
     loop {
         let Some(first) = rx.recv().await else {
             // The sender went away without Finish: the upload was aborted. Dropping the writer
@@ -269,13 +348,14 @@ async fn drive(
             }
             return Err(Error::BadRequest("upload aborted".into()));
         };
-        let store = blobs.clone();
         let w = writer.take();
+        let make = if w.is_none() { open.take() } else { None };
         let (w, back, finish) = blocking(move || {
             // The writer is made on the first trip: creating it may touch storage.
-            let mut w = match w {
-                Some(w) => w,
-                None => store.writer()?,
+            let mut w = match (w, make) {
+                (Some(w), _) => w,
+                (None, Some(make)) => make()?,
+                (None, None) => return Err(Error::Internal("the writer was lost".into())),
             };
             let mut finish = matches!(first, Msg::Finish);
             if let Msg::Chunk(chunk) = first {

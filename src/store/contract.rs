@@ -265,7 +265,44 @@ fn put_part(parts: &dyn PartStore, session: &str, number: u32, data: &[u8]) -> P
     assert_eq!(info.number, number);
     assert_eq!(info.size, data.len() as u64);
     assert_eq!(info.sha, sha_of(data), "part sha256");
+    assert_eq!(info.md5, md5_of(data), "part md5 (S3's ETag)");
     info
+}
+
+fn md5_of(data: &[u8]) -> super::Md5 {
+    use md5::Digest;
+    super::Md5(md5::Md5::digest(data).into())
+}
+
+/// Parts of one number finished at the same time (two retries racing): exactly one stays, whole,
+/// and it is one of the two.
+pub async fn parts_same_number_race(store: &dyn BlobStore) {
+    let Some(parts) = store.parts() else {
+        return;
+    };
+    for round in 0..20u64 {
+        let (a, b) = (pattern(70_000, round), pattern(50_000, round + 100));
+        let mut wa = parts.part_writer("session-race", 1).expect("part writer");
+        let mut wb = parts.part_writer("session-race", 1).expect("part writer");
+        wa.write(&mut std::iter::once(Bytes::from(a.clone())))
+            .expect("write");
+        wb.write(&mut std::iter::once(Bytes::from(b.clone())))
+            .expect("write");
+        std::thread::scope(|s| {
+            let ta = s.spawn(move || wa.finish().expect("finish a"));
+            let tb = s.spawn(move || wb.finish().expect("finish b"));
+            let _ = (ta.join(), tb.join());
+        });
+        let listed = parts.list_parts("session-race").expect("list");
+        assert_eq!(listed.len(), 1, "round {round}: {listed:?}");
+        let p = &listed[0];
+        assert!(
+            (p.sha, p.size) == (sha_of(&a), a.len() as u64)
+                || (p.sha, p.size) == (sha_of(&b), b.len() as u64),
+            "round {round}: a part that is neither try"
+        );
+    }
+    parts.drop_session("session-race").expect("drop");
 }
 
 /// Parts written out of order and replaced are listed by number, assemble into one blob in the
@@ -353,8 +390,9 @@ pub async fn run_all(store: &dyn BlobStore) -> usize {
     interleaved_writers(store).await;
     parts_assemble(store).await;
     parts_failures(store).await;
+    parts_same_number_race(store).await;
     if store.parts().is_some() {
-        14
+        15
     } else {
         12
     }

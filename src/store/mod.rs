@@ -140,14 +140,43 @@ pub trait BlobMaintenance: Send + Sync {
     fn sweep_temp(&self) -> Result<usize>;
 }
 
+/// An MD5 digest: what S3 (and Amplience) answer as a part's ETag. Never used for identity or
+/// integrity of stored content (that is the SHA-256), only to match the client's ETags.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Md5(pub [u8; 16]);
+
+impl Md5 {
+    /// Lower-case hex, the ETag's text without its quotes.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for Md5 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Md5({})", self.to_hex())
+    }
+}
+
+impl std::str::FromStr for Md5 {
+    type Err = hex::FromHexError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out)?;
+        Ok(Md5(out))
+    }
+}
+
 /// One stored part of an upload session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartInfo {
     /// The part's number, as the client gave it (S3 and Amplience count from 1).
     pub number: u32,
     pub size: u64,
-    /// SHA-256 of the part's bytes (an ETag for the client).
+    /// SHA-256 of the part's bytes (S3's `ChecksumSHA256`).
     pub sha: Sha256,
+    /// MD5 of the part's bytes (S3's part ETag).
+    pub md5: Md5,
 }
 
 /// A part being written; dropping it before `finish` leaves any earlier part of that number as
@@ -155,7 +184,8 @@ pub struct PartInfo {
 pub trait PartWriter: Send {
     /// As [`BlobWriter::write`].
     fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()>;
-    /// Stores the part durably (replacing an earlier one of the same number).
+    /// Stores the part durably (replacing an earlier one of the same number). Of two parts of
+    /// one number finished at once, one wins whole: never a mix, never both.
     fn finish(self: Box<Self>) -> Result<PartInfo>;
 }
 
