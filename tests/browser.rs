@@ -346,6 +346,7 @@ fn console_end_to_end_in_chromium() {
     let r: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("node printed no JSON ({e}):\n{stdout}\n{stderr}"));
     assert!(r.get("error").is_none(), "{:#}", r);
+    eprintln!("console observations: {r}");
 
     // The page, its policy, nothing from elsewhere, no script errors (CSP violations included).
     assert_eq!(r["pageStatus"], 200);
@@ -378,6 +379,8 @@ fn console_end_to_end_in_chromium() {
     assert!(bad.contains("UNAUTHENTICATED (401)"), "{bad}");
     assert!(bad.contains("Check the token"), "{bad}");
     assert_eq!(r["signinStillShown"], true);
+    assert_eq!(r["filesShownSignedOut"], false, "only the sign-in form shows");
+    assert_eq!(r["filesShownAfterBadToken"], false);
     let who = r["who"].as_str().unwrap();
     assert!(
         who.contains("root") && who.contains("(admin)") && who.contains(INSTANCE),

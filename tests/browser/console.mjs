@@ -53,6 +53,7 @@ try {
   out.csp = res.headers()['content-security-policy'];
   await page.locator('#signin').waitFor({ state: 'visible' });
   await step(page, 'signin');
+  out.filesShownSignedOut = await page.locator('#main').isVisible();
 
   // Keyboard: the first stops of the Tab order, and every form control has a name.
   const stops = [];
@@ -72,6 +73,7 @@ try {
   await page.locator('#alerts .error').waitFor();
   out.badTokenMessage = await page.locator('#alerts .error').innerText();
   out.signinStillShown = await page.locator('#signin').isVisible();
+  out.filesShownAfterBadToken = await page.locator('#main').isVisible();
   await step(page, 'bad-token');
 
   // Sign in with the instance left empty: it comes from the token.
@@ -189,7 +191,7 @@ try {
   }, out.fileId);
   out.anonBefore = curl(`${cfg.base}${record.url.path}`);
   await page.check('#public');
-  await page.locator('#instance-switch').waitFor();
+  await page.waitForFunction(() => document.querySelector('#public-note')?.textContent.includes('this public grant has no effect'));
   out.switchOffNote = await page.locator('#public-note').innerText();
   out.anonGrantSwitchOff = curl(`${cfg.base}${record.url.path}`);
   await step(page, 'public-switch-off');
@@ -249,6 +251,7 @@ try {
   // Directories: a folder from the files' directory paths, breadcrumbs back home.
   await page.goto(`${cfg.base}/console#/albums/2026`);
   await page.locator('#crumbs [aria-current="page"]').waitFor();
+  await rowByName(page, 'cover.txt').waitFor();
   out.crumbs = await page.locator('#crumbs').innerText();
   out.nestedListed = await page.locator('#rows td.name').allInnerTexts();
   await page.click('#crumbs a >> text=Home');

@@ -58,13 +58,20 @@ async function run(fn) {
 
 // ---------------------------------------------------------------- sign in
 
-function showSignIn() {
+function showSignIn(focus) {
   $('app').hidden = true;
   $('who').hidden = true;
   $('signout').hidden = true;
   $('signin').hidden = false;
-  $('token').focus();
+  if (focus) $('token').focus();
 }
+
+// The skip link moves focus without touching the address (which holds the directory).
+document.querySelector('.skip').addEventListener('click', (e) => {
+  e.preventDefault();
+  if ($('app').hidden) $('token').focus();
+  else $('main').focus();
+});
 
 async function signIn(token, instanceText) {
   const t = token.trim();
@@ -107,7 +114,7 @@ $('signout').addEventListener('click', () => {
   $('instance').value = '';
   closeDetails();
   say('Signed out.');
-  showSignIn();
+  showSignIn(true);
 });
 
 // ---------------------------------------------------------------- browsing
@@ -724,7 +731,7 @@ async function start() {
     enter(s, inst);
   } catch (e) {
     clearSession();
-    showSignIn();
+    showSignIn(true);
     showError(e);
   }
 }
