@@ -351,7 +351,10 @@ fn console_end_to_end_in_chromium() {
     // The page, its policy, nothing from elsewhere, no script errors (CSP violations included).
     assert_eq!(r["pageStatus"], 200);
     let csp = r["csp"].as_str().unwrap();
-    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     assert_eq!(r["foreignRequests"], serde_json::json!([]), "{r:#}");
     let errors: Vec<&str> = r["consoleErrors"]
         .as_array()
@@ -379,7 +382,10 @@ fn console_end_to_end_in_chromium() {
     assert!(bad.contains("UNAUTHENTICATED (401)"), "{bad}");
     assert!(bad.contains("Check the token"), "{bad}");
     assert_eq!(r["signinStillShown"], true);
-    assert_eq!(r["filesShownSignedOut"], false, "only the sign-in form shows");
+    assert_eq!(
+        r["filesShownSignedOut"], false,
+        "only the sign-in form shows"
+    );
     assert_eq!(r["filesShownAfterBadToken"], false);
     let who = r["who"].as_str().unwrap();
     assert!(
@@ -412,14 +418,26 @@ fn console_end_to_end_in_chromium() {
         let end = pts.last().is_some_and(|p| p[0] == p[1]);
         (mid, end)
     };
-    assert_eq!(seen(&r["progress"]["big.bin"]), (true, true), "{}", r["progress"]);
+    assert_eq!(
+        seen(&r["progress"]["big.bin"]),
+        (true, true),
+        "{}",
+        r["progress"]
+    );
     assert_eq!(seen(&r["overall"]), (true, true));
     assert!(r["overallText"].as_str().unwrap().contains("finished"));
     assert_eq!(r["cancelled"], true);
 
     // Listed, sorted, searched.
     let listed = r["listed"].to_string();
-    for name in ["photo.png", "notes.txt", "big.bin", "retry.bin", "swatch.png", "albums/"] {
+    for name in [
+        "photo.png",
+        "notes.txt",
+        "big.bin",
+        "retry.bin",
+        "swatch.png",
+        "albums/",
+    ] {
         assert!(listed.contains(name), "{name} in {listed}");
     }
     assert_eq!(r["firstBySize"], "big.bin");
@@ -433,7 +451,13 @@ fn console_end_to_end_in_chromium() {
     // Public access: nothing before; the grant alone does nothing while the switch is off (and
     // the page says so); with the switch on, curl downloads without a token; revoked, it stops.
     assert_eq!(r["anonBefore"], 401);
-    assert!(r["switchOffNote"].as_str().unwrap().contains("switched off"), "{r:#}");
+    assert!(
+        r["switchOffNote"]
+            .as_str()
+            .unwrap()
+            .contains("switched off"),
+        "{r:#}"
+    );
     assert_eq!(r["anonGrantSwitchOff"], 401);
     assert_eq!(r["anonPublic"], 200);
     assert_eq!(r["anonRevoked"], 401);
@@ -450,7 +474,10 @@ fn console_end_to_end_in_chromium() {
 
     // Folders and breadcrumbs; sign-out forgets the token.
     let crumbs = r["crumbs"].as_str().unwrap();
-    assert!(crumbs.contains("albums") && crumbs.contains("2026"), "{crumbs}");
+    assert!(
+        crumbs.contains("albums") && crumbs.contains("2026"),
+        "{crumbs}"
+    );
     assert_eq!(r["nestedListed"], serde_json::json!(["cover.txt"]));
     assert_eq!(r["signedOut"], 0);
     assert_eq!(r["steps"].as_array().unwrap().len(), 12, "{}", r["steps"]);

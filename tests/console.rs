@@ -69,7 +69,10 @@ fn the_page_and_every_file_it_loads_are_served_with_strict_headers() {
             assert_eq!(res.headers()["x-content-type-options"], "nosniff");
             let body = res.text().unwrap();
             // Nothing from another origin.
-            assert!(!body.contains("https://") || url.ends_with("blurhash.js"), "{url}");
+            assert!(
+                !body.contains("https://") || url.ends_with("blurhash.js"),
+                "{url}"
+            );
             assert!(!body.contains("http://"), "{url}");
         }
     }
@@ -89,11 +92,7 @@ fn other_versions_names_and_methods_are_json_errors() {
         let (status, code, _) = json_error(s.get(&path, None));
         assert_eq!((status, code.as_str()), (404, "NOT_FOUND"), "{path}");
     }
-    let res = client()
-        .post(s.url("/console"))
-        .body("x")
-        .send()
-        .unwrap();
+    let res = client().post(s.url("/console")).body("x").send().unwrap();
     let (status, code, _) = json_error(res);
     assert_eq!((status, code.as_str()), (405, "METHOD_NOT_ALLOWED"));
 }

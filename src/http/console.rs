@@ -69,7 +69,9 @@ fn enabled(state: &AppState) -> Result<()> {
     if state.service.config.console {
         Ok(())
     } else {
-        Err(Error::NotFound("the web console is off (console = false)".into()))
+        Err(Error::NotFound(
+            "the web console is off (console = false)".into(),
+        ))
     }
 }
 
@@ -113,7 +115,11 @@ mod tests {
             for line in text.lines().filter(|l| l.starts_with("import ")) {
                 let from = line.split('\'').nth(1).unwrap();
                 let name = from.trim_start_matches("./");
-                assert!(ASSETS.iter().any(|x| x.name == name), "{line} in {}", a.name);
+                assert!(
+                    ASSETS.iter().any(|x| x.name == name),
+                    "{line} in {}",
+                    a.name
+                );
             }
         }
     }

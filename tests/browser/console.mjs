@@ -201,6 +201,11 @@ try {
   out.publicUrl = await page.locator('#public-note code').innerText();
   out.anonPublic = curl(out.publicUrl);
   await step(page, 'public');
+  // A smaller view of the same state for the README (tests/browser/console.png is a copy).
+  await page.setViewportSize({ width: 1100, height: 780 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: `${cfg.screens}/readme.png` });
+  await page.setViewportSize({ width: 1280, height: 860 });
 
   // Revoke public access: anonymous downloads stop.
   await page.uncheck('#public');

@@ -141,7 +141,7 @@ function navigate() {
   state.cursors = [null];
   state.page = 0;
   state.trash = false;
-  $('trash-view').setAttribute('aria-pressed', 'false');
+  trashMode();
   renderCrumbs();
   run(load);
 }
@@ -341,9 +341,18 @@ async function loadTrash() {
   $('pageinfo').textContent = `Page ${state.page + 1}`;
 }
 
+// The trash view lists trashed files of every folder: uploading, search and sort do not apply.
+function trashMode() {
+  $('trash-view').setAttribute('aria-pressed', String(state.trash));
+  $('drop').hidden = state.trash;
+  $('search').disabled = state.trash;
+  $('sort').disabled = state.trash;
+  $('newdir').disabled = state.trash;
+}
+
 $('trash-view').addEventListener('click', () => {
   state.trash = !state.trash;
-  $('trash-view').setAttribute('aria-pressed', String(state.trash));
+  trashMode();
   state.cursors = [null];
   state.page = 0;
   closeDetails();
