@@ -479,6 +479,9 @@ fn console_end_to_end_in_chromium() {
         "{crumbs}"
     );
     assert_eq!(r["nestedListed"], serde_json::json!(["cover.txt"]));
+    assert!(r["droppedInto"].as_str().unwrap().contains("/albums/2026"));
+    assert_eq!(r["detailsFocused"], "details");
+    assert_eq!(r["focusAfterEscape"], "photo.png");
     assert_eq!(r["signedOut"], 0);
     assert_eq!(r["steps"].as_array().unwrap().len(), 12, "{}", r["steps"]);
 
@@ -490,5 +493,7 @@ fn console_end_to_end_in_chromium() {
     assert_eq!(named("big.bin")[0]["sha256"], sha256_hex(&big));
     assert_eq!(named("retry.bin").len(), 1);
     assert_eq!(named("photo.png").len(), 0);
+    assert_eq!(named("dropped.txt").len(), 1);
+    assert_eq!(named("dropped.txt")[0]["directory"], "/albums/2026");
     s.eventually("no temp file left", || s.temp_files() == 0);
 }

@@ -178,6 +178,13 @@ try {
   await rowByName(page, image).locator('button').focus();
   await page.keyboard.press('Enter');
   await page.locator('#details .record').waitFor();
+  out.detailsFocused = await page.evaluate(() => document.activeElement.id);
+  // Escape closes them and gives focus back to the file's name; Enter opens them again.
+  await page.keyboard.press('Escape');
+  await page.locator('#details').waitFor({ state: 'hidden' });
+  out.focusAfterEscape = await page.evaluate(() => document.activeElement.textContent);
+  await page.keyboard.press('Enter');
+  await page.locator('#details .record').waitFor();
   out.details = await page.locator('#details .record').innerText();
   await page.locator('#details img.preview-large').waitFor();
   await page.locator('#public').waitFor();
@@ -259,6 +266,16 @@ try {
   await rowByName(page, 'cover.txt').waitFor();
   out.crumbs = await page.locator('#crumbs').innerText();
   out.nestedListed = await page.locator('#rows td.name').allInnerTexts();
+  // A file dropped on the page goes into the folder shown.
+  const dataTransfer = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['dropped bytes'], 'dropped.txt', { type: 'text/plain' }));
+    return dt;
+  });
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+  await page.locator('#queue li[data-name="dropped.txt"][data-state="done"]').waitFor();
+  await rowByName(page, 'dropped.txt').waitFor();
+  out.droppedInto = await page.evaluate(() => document.querySelector('#listing-caption').textContent);
   await page.click('#crumbs a >> text=Home');
   await page.locator('#rows td.name', { hasText: 'albums/' }).waitFor();
   out.homeHasFolder = true;

@@ -473,9 +473,15 @@ document.addEventListener('drop', (e) => {
 
 // ---------------------------------------------------------------- details
 
+// The control that opened the details, to give focus back when they close.
+let opener = null;
+
 function closeDetails() {
+  const wasOpen = !$('details').hidden;
   $('details').hidden = true;
   fill($('details-body'));
+  if (wasOpen && opener && opener.isConnected) opener.focus();
+  opener = null;
 }
 
 $('details-close').addEventListener('click', closeDetails);
@@ -485,6 +491,7 @@ document.addEventListener('keydown', (e) => {
 
 async function openDetails(id) {
   const f = await api('GET', `/files/${encodeURIComponent(id)}`);
+  opener = document.activeElement;
   renderDetails(f);
   $('details').hidden = false;
   $('details').focus();
