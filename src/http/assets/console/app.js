@@ -253,16 +253,35 @@ async function thumbnail(f, cell, generation) {
   }, { once: true });
 }
 
-async function loadThumbs(list, generation) {
-  const queue = [...list];
-  const worker = async () => {
-    while (queue.length && generation === state.generation) {
-      const [f, cell] = queue.shift();
+// Thumbnails load as their rows come into view (a page of large photos costs only what is
+// looked at), a few at a time.
+let thumbObserver = null;
+
+function loadThumbs(list, generation) {
+  if (thumbObserver) thumbObserver.disconnect();
+  const fileOf = new Map(list.map(([f, cell]) => [cell, f]));
+  const pending = [];
+  let running = 0;
+  const pump = () => {
+    while (running < THUMB_PARALLEL && pending.length && generation === state.generation) {
+      const cell = pending.shift();
+      running += 1;
       // A thumbnail that fails keeps its placeholder; the file itself is still listed.
-      await thumbnail(f, cell, generation).catch(() => {});
+      thumbnail(fileOf.get(cell), cell, generation).catch(() => {}).finally(() => {
+        running -= 1;
+        pump();
+      });
     }
   };
-  await Promise.all(Array.from({ length: THUMB_PARALLEL }, worker));
+  thumbObserver = new IntersectionObserver((entries, observer) => {
+    for (const e of entries) {
+      if (!e.isIntersecting) continue;
+      observer.unobserve(e.target);
+      pending.push(e.target);
+    }
+    pump();
+  }, { rootMargin: '200px' });
+  for (const cell of fileOf.keys()) thumbObserver.observe(cell);
 }
 
 $('prev').addEventListener('click', () => {
