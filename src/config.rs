@@ -62,6 +62,9 @@ pub struct Config {
     /// Serve the GraphiQL explorer on `GET /graphql`, from files embedded in the binary (no
     /// third-party network); `false` leaves `POST /graphql` as the only GraphQL entry.
     pub graphiql: bool,
+    /// Serve the web console on `GET /console`, from files embedded in the binary; `false`
+    /// answers 404 there.
+    pub console: bool,
     /// Answer GraphQL introspection (`__schema`, `__type`) for callers without a token.
     pub graphql_anonymous_introspection: bool,
     /// Worker threads for HTTP; 0 means one per core.
@@ -279,6 +282,7 @@ impl Default for Config {
             graphql_max_cost: 20_000,
             graphql_time_budget_ms: 5_000,
             graphiql: true,
+            console: true,
             graphql_anonymous_introspection: false,
             workers: 0,
             download_cache_bytes: 32 * 1024 * 1024,
@@ -553,6 +557,9 @@ impl Config {
         }
         if let Some(v) = get("DEPOT_GRAPHIQL") {
             self.graphiql = flag("DEPOT_GRAPHIQL", v)?;
+        }
+        if let Some(v) = get("DEPOT_CONSOLE") {
+            self.console = flag("DEPOT_CONSOLE", v)?;
         }
         if let Some(v) = get("DEPOT_GRAPHQL_ANONYMOUS_INTROSPECTION") {
             self.graphql_anonymous_introspection =

@@ -8,8 +8,9 @@
 //!   `download.rs` + `range.rs` + `disposition.rs` (`GET /file/...`), `files.rs`, `access.rs`,
 //!   `limits.rs` (the body guard on every route: size cap, stall and minimum rate; upload
 //!   slots per account and overall), `error.rs` (the error catalogue's HTTP mapping),
-//!   `graphiql.rs` + `assets/graphiql/` (GraphiQL embedded in the binary), `views.rs` (JSON
-//!   shapes).
+//!   `graphiql.rs` + `assets/graphiql/` (GraphiQL embedded in the binary), `console.rs` +
+//!   `assets/console/` (the web console at `/console`), `embedded.rs` (serving embedded files),
+//!   `views.rs` (JSON shapes).
 //! - `graphql/`: the GraphQL schema (async-graphql): resolvers translate to service calls;
 //!   request pricing and time budget.
 //! - `service/`: the use cases, owning every rule. `upload.rs` (the one ingest path),

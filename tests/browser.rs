@@ -264,3 +264,236 @@ fn foir_presigned_put_from_another_origin_in_chromium() {
     let v = s.confirm_file_upload(&token, &refused_id);
     assert_eq!(Server::gql_code(&v), "UPLOAD_INCOMPLETE", "{v}");
 }
+
+/// A PNG of `w` x `h` pixels: a gradient, or one colour when `solid` is given.
+fn png(w: u32, h: u32, solid: Option<[u8; 3]>) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb(solid.unwrap_or([(x * 255 / w) as u8, (y * 255 / h) as u8, 160]))
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// The web console at /console, driven in Chromium as a user would (tests/browser/console.mjs):
+/// a bad token's readable error, sign-in, Tab order and labels, three uploads (one 20 MiB) with
+/// progress seen per file and overall, cancel and retry, the listing with a BlurHash placeholder
+/// and thumbnails, sort and search, an image's details, public access (grant, then the instance
+/// switch an admin turns on) checked with curl without a token, a grant to an account revoked, a
+/// signed link, trash and untrash, delete, folders and breadcrumbs, sign-out. Screenshots of
+/// each step go to target/console-screens/.
+#[test]
+fn console_end_to_end_in_chromium() {
+    if !browser_available() {
+        return;
+    }
+    let s = Server::start_with(&[("DEPOT_DEFAULT_INSTANCE", INSTANCE)]);
+    let admin = s.token("root", INSTANCE, true);
+
+    // A File with a BlurHash (Foir's presigned flow computes one): one colour, so the decoded
+    // placeholder must be that colour.
+    let swatch = png(64, 64, Some([200, 60, 30]));
+    let (id, url) = s
+        .create_file_upload(&admin, "swatch.png", "image/png", swatch.len(), "")
+        .unwrap();
+    assert_eq!(s.put_bytes(&url, "image/png", &swatch).status(), 200);
+    let confirmed = s.confirm_file_upload(&admin, &id);
+    assert!(
+        confirmed["data"]["confirmFileUpload"]["blurhash"].is_string(),
+        "{confirmed}"
+    );
+    // A file in a nested directory: the console shows its directories as folders.
+    let (status, body) = s.upload(
+        &admin,
+        "/upload/albums/2026",
+        &[("cover.txt", b"cover" as &[u8])],
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let photo = png(320, 200, None);
+    let big = bytes(20 << 20, 7);
+    let files = [
+        ("photo.png", photo.clone()),
+        ("notes.txt", b"plain notes\n".to_vec()),
+        ("big.bin", big.clone()),
+        ("retry.bin", bytes(6 << 20, 8)),
+    ];
+    for (name, data) in &files {
+        std::fs::write(dir.path().join(name), data).unwrap();
+    }
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let screens = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screens");
+    let cfg = serde_json::json!({
+        "chromium": CHROMIUM,
+        "base": s.base,
+        "instance": INSTANCE,
+        "token": admin,
+        "files": [path("photo.png"), path("notes.txt"), path("big.bin")],
+        "retryFile": path("retry.bin"),
+        "blurhashName": "swatch.png",
+        "screens": screens,
+    });
+    let out = Command::new("node")
+        .arg(browser_dir().join("console.mjs"))
+        .arg(cfg.to_string())
+        .current_dir(browser_dir())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "node failed:\n{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("node printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    assert!(r.get("error").is_none(), "{:#}", r);
+    eprintln!("console observations: {r}");
+
+    // The page, its policy, nothing from elsewhere, no script errors (CSP violations included).
+    assert_eq!(r["pageStatus"], 200);
+    let csp = r["csp"].as_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(r["foreignRequests"], serde_json::json!([]), "{r:#}");
+    let errors: Vec<&str> = r["consoleErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        // Chromium logs each refused request (the bad token's 401, the anonymous 401s are
+        // curl's, not the page's); those are expected answers, not script errors.
+        .filter(|m| !m.starts_with("Failed to load resource"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // Sign-in: keyboard order, a readable error for a bad token, who you are.
+    assert_eq!(
+        r["signinTabOrder"].as_array().unwrap()[..4],
+        [
+            Value::from("a#"),
+            Value::from("textarea#token"),
+            Value::from("input#instance"),
+            Value::from("button#")
+        ],
+        "{r:#}"
+    );
+    let bad = r["badTokenMessage"].as_str().unwrap();
+    assert!(bad.contains("UNAUTHENTICATED (401)"), "{bad}");
+    assert!(bad.contains("Check the token"), "{bad}");
+    assert_eq!(r["signinStillShown"], true);
+    assert_eq!(
+        r["filesShownSignedOut"], false,
+        "only the sign-in form shows"
+    );
+    assert_eq!(r["filesShownAfterBadToken"], false);
+    let who = r["who"].as_str().unwrap();
+    assert!(
+        who.contains("root") && who.contains("(admin)") && who.contains(INSTANCE),
+        "{who}"
+    );
+    assert_eq!(r["stored"], serde_json::json!(["depot.console.session"]));
+    assert_eq!(r["unlabelled"], serde_json::json!([]), "{r:#}");
+    assert_ne!(r["focusOutline"], "none");
+
+    // The BlurHash placeholder decodes to the swatch's colour.
+    let px: Vec<i64> = r["blurhashPixel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    for (got, want) in px.iter().zip([200, 60, 30, 255]) {
+        assert!((got - want).abs() <= 3, "decoded {px:?}");
+    }
+    assert_eq!(r["thumbnailLoaded"], true);
+
+    // Progress was seen part-way for the large file and overall, and reached the end.
+    let seen = |v: &Value| -> (bool, bool) {
+        let pts = v.as_array().cloned().unwrap_or_default();
+        let mid = pts.iter().any(|p| {
+            let (x, max) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+            x > 0.0 && x < max
+        });
+        let end = pts.last().is_some_and(|p| p[0] == p[1]);
+        (mid, end)
+    };
+    assert_eq!(
+        seen(&r["progress"]["big.bin"]),
+        (true, true),
+        "{}",
+        r["progress"]
+    );
+    assert_eq!(seen(&r["overall"]), (true, true));
+    assert!(r["overallText"].as_str().unwrap().contains("finished"));
+    assert_eq!(r["cancelled"], true);
+
+    // Listed, sorted, searched.
+    let listed = r["listed"].to_string();
+    for name in [
+        "photo.png",
+        "notes.txt",
+        "big.bin",
+        "retry.bin",
+        "swatch.png",
+        "albums/",
+    ] {
+        assert!(listed.contains(name), "{name} in {listed}");
+    }
+    assert_eq!(r["firstBySize"], "big.bin");
+    assert_eq!(r["searched"], serde_json::json!(["photo.png"]));
+
+    // The image's details.
+    let details = r["details"].as_str().unwrap();
+    assert!(details.contains("320 × 200 px"), "{details}");
+    assert!(details.contains(&sha256_hex(&photo)), "{details}");
+
+    // Public access: nothing before; the grant alone does nothing while the switch is off (and
+    // the page says so); with the switch on, curl downloads without a token; revoked, it stops.
+    assert_eq!(r["anonBefore"], 401);
+    assert!(
+        r["switchOffNote"]
+            .as_str()
+            .unwrap()
+            .contains("switched off"),
+        "{r:#}"
+    );
+    assert_eq!(r["anonGrantSwitchOff"], 401);
+    assert_eq!(r["anonPublic"], 200);
+    assert_eq!(r["anonRevoked"], 401);
+    assert_eq!(r["publicChecked"], false);
+    assert!(r["grantsWithBob"].as_str().unwrap().contains("bob"));
+    assert_eq!(r["bobRevoked"], true);
+    assert_eq!(r["signedLinkStatus"], 200);
+
+    // Trash, untrash, delete.
+    assert!(r["trashListed"].to_string().contains("photo.png"));
+    assert_eq!(r["untrashed"], true);
+    assert!(!r["afterDelete"].to_string().contains("photo.png"));
+    assert_eq!(r["deletedStatus"], 404);
+
+    // Folders and breadcrumbs; sign-out forgets the token.
+    let crumbs = r["crumbs"].as_str().unwrap();
+    assert!(
+        crumbs.contains("albums") && crumbs.contains("2026"),
+        "{crumbs}"
+    );
+    assert_eq!(r["nestedListed"], serde_json::json!(["cover.txt"]));
+    assert!(r["droppedInto"].as_str().unwrap().contains("/albums/2026"));
+    assert_eq!(r["detailsFocused"], "details");
+    assert_eq!(r["focusAfterEscape"], "photo.png");
+    assert_eq!(r["signedOut"], 0);
+    assert_eq!(r["steps"].as_array().unwrap().len(), 12, "{}", r["steps"]);
+
+    // What the server holds: the large file intact, the cancelled upload stored once (by its
+    // retry), nothing from the cancel left over.
+    let all = listing(&s, &admin);
+    let named = |n: &str| all.iter().filter(|f| f["name"] == n).collect::<Vec<_>>();
+    assert_eq!(named("big.bin").len(), 1);
+    assert_eq!(named("big.bin")[0]["sha256"], sha256_hex(&big));
+    assert_eq!(named("retry.bin").len(), 1);
+    assert_eq!(named("photo.png").len(), 0);
+    assert_eq!(named("dropped.txt").len(), 1);
+    assert_eq!(named("dropped.txt")[0]["directory"], "/albums/2026");
+    s.eventually("no temp file left", || s.temp_files() == 0);
+}

@@ -9,22 +9,11 @@
 //! has no inline script (its start-up code is `init.js`), so its CSP allows scripts from this
 //! origin only.
 
+use super::embedded::{self, Asset, CSS, JS};
 use super::AppState;
 use crate::error::{Error, Result};
-use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use sha2::Digest;
 use std::sync::LazyLock;
-
-/// One embedded file.
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
-}
-
-const JS: &str = "text/javascript; charset=utf-8";
-const CSS: &str = "text/css; charset=utf-8";
 
 /// Everything the page loads, in the order it loads it (scripts depend on the ones before).
 /// A `static`, not a `const`: a const is copied into each place that uses it, and so were the
@@ -64,9 +53,6 @@ static ASSETS: &[Asset] = &[
 /// eval'd script, no other origin, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// A year, the longest lifetime caches honour; the version in the path changes with the content.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-
 /// The asset version and the page naming it, computed once.
 struct Bundle {
     version: String,
@@ -74,16 +60,7 @@ struct Bundle {
 }
 
 static BUNDLE: LazyLock<Bundle> = LazyLock::new(|| {
-    let mut hash = sha2::Sha256::new();
-    for a in ASSETS {
-        hash.update(a.name.as_bytes());
-        hash.update((a.body.len() as u64).to_le_bytes());
-        hash.update(a.body);
-    }
-    let version: String = hash.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let version = embedded::version(ASSETS);
     let mut head = String::new();
     let mut body = String::new();
     for a in ASSETS {
@@ -109,19 +86,10 @@ pub async fn page(state: web::Data<AppState>) -> Result<HttpResponse> {
             "GraphiQL is off (graphiql = false); send queries with POST /graphql".into(),
         ));
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        // The page is small and names the current asset version: always revalidated.
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(BUNDLE.page.as_str()))
+    Ok(embedded::page(CSP, BUNDLE.page.as_str()))
 }
 
-/// `GET /graphql/assets/{version}/{name}`: one embedded file. Another version is 404, so no
-/// cache ever stores a file under a version it does not belong to.
+/// `GET /graphql/assets/{version}/{name}`: one embedded file.
 pub async fn asset(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -130,16 +98,7 @@ pub async fn asset(
         return Err(Error::NotFound("GraphiQL is off (graphiql = false)".into()));
     }
     let (version, name) = path.into_inner();
-    let asset = ASSETS
-        .iter()
-        .find(|a| a.name == name && version == BUNDLE.version)
-        .ok_or_else(|| Error::NotFound("no such GraphiQL file".into()))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, asset.content_type))
-        .insert_header((header::CACHE_CONTROL, IMMUTABLE))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header(("cross-origin-resource-policy", "same-origin"))
-        .body(asset.body))
+    embedded::serve(ASSETS, &BUNDLE.version, &version, &name)
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 
 mod access;
 mod assets;
+mod console;
 pub mod cors;
 mod direct;
 mod dirs;
 mod disposition;
 mod download;
+mod embedded;
 pub mod error;
 mod files;
 mod graphiql;
@@ -146,6 +148,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/graphql/assets/{version}/{name}")
                 .route(web::get().to(graphiql::asset))
+                .default_service(web::to(method_not_allowed)),
+        )
+        // The web console (console.rs).
+        .service(
+            web::resource(["/console", "/console/"])
+                .route(web::get().to(console::page))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/console/assets/{version}/{name}")
+                .route(web::get().to(console::asset))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
