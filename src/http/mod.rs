@@ -17,6 +17,7 @@ pub mod multipart;
 pub mod range;
 pub mod rate_limit;
 pub mod request_id;
+pub mod tus;
 mod upload;
 pub mod views;
 
@@ -270,6 +271,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/files/{id}/content")
                 .route(web::put().to(assets::put_content))
+                .default_service(web::to(method_not_allowed)),
+        )
+        // tus 1.0 resumable uploads (tus.rs).
+        .service(
+            web::resource(["/tus", "/tus/"])
+                .route(web::post().to(tus::create))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/tus/{id}")
+                .route(web::head().to(tus::head))
+                .route(web::get().to(tus::get))
+                .route(web::patch().to(tus::patch))
+                .route(web::delete().to(tus::delete))
+                .route(web::post().to(tus::overridden))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));

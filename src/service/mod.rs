@@ -17,6 +17,7 @@ pub mod ready;
 pub mod reupload;
 pub mod session_leases;
 pub mod sessions;
+pub mod tus;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};

@@ -6,7 +6,7 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::media;
 use crate::meta::{FileRecord, ImageRecord};
-use crate::store::{BlobStore, BlobWriter, StagedBlob};
+use crate::store::{BlobWriter, StagedBlob};
 use crate::types::{now_millis, FileId};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -34,14 +34,122 @@ enum Msg {
 pub struct PartWriter {
     name: String,
     original_name: String,
-    tx: Option<mpsc::Sender<Msg>>,
-    task: tokio::task::JoinHandle<Result<Box<dyn StagedBlob>>>,
-    /// Bytes received but not yet handed to the writer.
-    pending: BytesMut,
+    pipe: Pipe<Box<dyn StagedBlob>>,
     /// The first bytes of the part, for probing its type and image size.
     head: Vec<u8>,
     size: u64,
     max: u64,
+}
+
+/// The blocking end of a [`Pipe`]: a store writer that takes batches of chunks and ends with a
+/// result (a staged blob, a stored part).
+pub(crate) trait Sink: Send + 'static {
+    /// What finishing gives.
+    type Done: Send + 'static;
+    /// Writes every chunk the iterator yields (see [`BlobWriter::write`]). Blocks.
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()>;
+    /// Ends the write durably. Blocks.
+    fn finish(self) -> Result<Self::Done>;
+}
+
+impl Sink for Box<dyn BlobWriter> {
+    type Done = Box<dyn StagedBlob>;
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
+        BlobWriter::write(self.as_mut(), chunks)
+    }
+    fn finish(self) -> Result<Self::Done> {
+        BlobWriter::finish(self)
+    }
+}
+
+impl Sink for Box<dyn crate::store::PartWriter> {
+    type Done = crate::store::PartInfo;
+    fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
+        crate::store::PartWriter::write(self.as_mut(), chunks)
+    }
+    fn finish(self) -> Result<Self::Done> {
+        crate::store::PartWriter::finish(self)
+    }
+}
+
+/// Bytes on their way from a request to a [`Sink`] on the blocking pool: batched, queued, and
+/// written while the next ones arrive (see [`drive`]). Dropping it before [`Pipe::finish`]
+/// aborts: the sink is dropped, which removes what it wrote.
+pub(crate) struct Pipe<T> {
+    tx: Option<mpsc::Sender<Msg>>,
+    task: tokio::task::JoinHandle<Result<T>>,
+    /// Bytes received but not yet handed to the sink.
+    pending: BytesMut,
+}
+
+impl<T: Send + 'static> Pipe<T> {
+    /// A pipe into the sink `make` opens (on the first batch, on the blocking pool).
+    pub(crate) fn spawn<S, F>(make: F) -> Self
+    where
+        S: Sink<Done = T>,
+        F: FnOnce() -> Result<S> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        Pipe {
+            tx: Some(tx),
+            task: tokio::spawn(drive(make, rx)),
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Appends a chunk.
+    pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if chunk.len() >= DIRECT {
+            // Large enough to hand over as it is: no copy into the batch.
+            if !self.pending.is_empty() {
+                let batch = self.pending.split().freeze();
+                self.send(batch).await?;
+            }
+            return self.send(chunk).await;
+        }
+        self.pending.extend_from_slice(&chunk);
+        if self.pending.len() >= BATCH {
+            let batch = self.pending.split().freeze();
+            self.send(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Aborts: the sink removes what it wrote.
+    pub(crate) fn abort(&mut self) {
+        self.tx = None;
+    }
+
+    async fn send(&mut self, batch: Bytes) -> Result<()> {
+        let Some(tx) = &self.tx else {
+            return Err(Error::Internal("write after abort".into()));
+        };
+        if tx.send(Msg::Chunk(batch)).await.is_err() {
+            // The writer stopped early: its result says why (disk full, I/O error).
+            self.tx = None;
+            return Err(match (&mut self.task).await? {
+                Err(e) => e,
+                Ok(_) => Error::Internal("writer stopped early".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and ends the sink: its result once durable.
+    pub(crate) async fn finish(mut self) -> Result<T> {
+        if !self.pending.is_empty() {
+            let batch = self.pending.split().freeze();
+            self.send(batch).await?;
+        }
+        let tx = self
+            .tx
+            .take()
+            .ok_or_else(|| Error::Internal("finish after abort".into()))?;
+        // If the writer already failed, the send fails and the task's error is reported below.
+        let _ = tx.send(Msg::Finish).await;
+        drop(tx);
+        (&mut self.task).await?
+    }
 }
 
 /// A part fully written and durable in the store's staging area, not yet visible.
@@ -88,14 +196,11 @@ impl Service {
     /// bytes arrive (see [`drive`]).
     pub fn begin_part(&self, filename: &str) -> PartWriter {
         let name = names::sanitize_filename(filename);
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let task = tokio::spawn(drive(self.blobs.clone(), rx));
+        let blobs = self.blobs.clone();
         PartWriter {
             name,
             original_name: filename.to_string(),
-            tx: Some(tx),
-            task,
-            pending: BytesMut::new(),
+            pipe: Pipe::spawn(move || blobs.writer()),
             head: Vec::new(),
             size: 0,
             max: self.config.max_file_size,
@@ -179,7 +284,7 @@ impl PartWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.size += chunk.len() as u64;
         if self.size > self.max {
-            self.tx = None; // abort: the writer thread removes the temp file
+            self.pipe.abort(); // the writer thread removes the temp file
             return Err(Error::FileTooLarge(format!(
                 "{} is larger than the limit of {} bytes",
                 self.name, self.max
@@ -189,60 +294,28 @@ impl PartWriter {
             let take = (media::PROBE_LEN - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
         }
-        if chunk.len() >= DIRECT {
-            // Large enough to hand over as it is: no copy into the batch.
-            if !self.pending.is_empty() {
-                let batch = self.pending.split().freeze();
-                self.send(batch).await?;
-            }
-            return self.send(chunk).await;
-        }
-        self.pending.extend_from_slice(&chunk);
-        if self.pending.len() >= BATCH {
-            let batch = self.pending.split().freeze();
-            self.send(batch).await?;
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, batch: Bytes) -> Result<()> {
-        let Some(tx) = &self.tx else {
-            return Err(Error::Internal("write after abort".into()));
-        };
-        if tx.send(Msg::Chunk(batch)).await.is_err() {
-            // The writer stopped early: its result says why (disk full, I/O error).
-            self.tx = None;
-            return Err(match (&mut self.task).await? {
-                Err(e) => e,
-                Ok(_) => Error::Internal("writer stopped early".into()),
-            });
-        }
-        Ok(())
+        self.pipe.write(chunk).await
     }
 
     /// Ends the part: its bytes are durable in the store's staging area, its hash and type known.
-    pub async fn finish(mut self) -> Result<StagedPart> {
-        if !self.pending.is_empty() {
-            let batch = self.pending.split().freeze();
-            self.send(batch).await?;
-        }
-        let tx = self
-            .tx
-            .take()
-            .ok_or_else(|| Error::Internal("finish after abort".into()))?;
-        // If the writer already failed, the send fails and the task's error is reported below.
-        let _ = tx.send(Msg::Finish).await;
-        drop(tx);
-        let blob = (&mut self.task).await??;
-        let mime = media::sniff(&self.head, &self.name);
+    pub async fn finish(self) -> Result<StagedPart> {
+        let PartWriter {
+            name,
+            original_name,
+            pipe,
+            head,
+            ..
+        } = self;
+        let blob = pipe.finish().await?;
+        let mime = media::sniff(&head, &name);
         let dims = if media::is_image(&mime) {
-            media::dimensions(&self.head)
+            media::dimensions(&head)
         } else {
             None
         };
         Ok(StagedPart {
-            original_name: std::mem::take(&mut self.original_name),
-            name: std::mem::take(&mut self.name),
+            original_name,
+            name,
             blob,
             mime,
             dims,
@@ -255,11 +328,12 @@ impl PartWriter {
 /// queued and gives the thread back when the queue is empty. A slow client therefore holds no
 /// thread (520 slow-drip uploads used to hold 520 pool threads and starve every other storage
 /// read), while a fast upload keeps its thread as long as its bytes keep coming.
-async fn drive(
-    blobs: Arc<dyn BlobStore>,
+async fn drive<S: Sink>(
+    make: impl FnOnce() -> Result<S> + Send + 'static,
     mut rx: mpsc::Receiver<Msg>,
-) -> Result<Box<dyn StagedBlob>> {
-    let mut writer: Option<Box<dyn BlobWriter>> = None;
+) -> Result<S::Done> {
+    let mut writer: Option<S> = None;
+    let mut make = Some(make);
     loop {
         let Some(first) = rx.recv().await else {
             // The sender went away without Finish: the upload was aborted. Dropping the writer
@@ -269,13 +343,14 @@ async fn drive(
             }
             return Err(Error::BadRequest("upload aborted".into()));
         };
-        let store = blobs.clone();
         let w = writer.take();
+        let open = make.take();
         let (w, back, finish) = blocking(move || {
             // The writer is made on the first trip: creating it may touch storage.
-            let mut w = match w {
-                Some(w) => w,
-                None => store.writer()?,
+            let mut w = match (w, open) {
+                (Some(w), _) => w,
+                (None, Some(open)) => open()?,
+                (None, None) => return Err(Error::Internal("the sink is gone".into())),
             };
             let mut finish = matches!(first, Msg::Finish);
             if let Msg::Chunk(chunk) = first {
