@@ -278,7 +278,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource(["/tus", "/tus/"])
                 .route(web::post().to(tus::create))
                 .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(tus::not_allowed)),
         )
         .service(
             web::resource("/tus/{id}")
@@ -288,7 +288,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(tus::delete))
                 .route(web::post().to(tus::overridden))
                 .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(tus::not_allowed)),
         )
         .default_service(web::to(not_found));
 }

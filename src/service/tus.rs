@@ -303,6 +303,23 @@ fn upload_id(raw: &str) -> Result<SessionId> {
     raw.parse().map_err(|_| gone())
 }
 
+fn offset_mismatch(asked: u64, have: u64) -> Error {
+    Error::Session(
+        SessionFault::OffsetMismatch,
+        format!("Upload-Offset is {asked}, but the upload has {have} bytes"),
+    )
+}
+
+/// 413 when a body of `declared` bytes would run past the `room` an upload has left.
+fn too_long(declared: Option<u64>, room: u64) -> Result<()> {
+    match declared.filter(|&n| n > room) {
+        Some(n) => Err(Error::FileTooLarge(format!(
+            "the body ({n} bytes) runs past the upload's end ({room} bytes left)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn expired() -> Error {
     Error::Session(SessionFault::Expired, "this upload has expired".into())
 }
@@ -452,15 +469,26 @@ impl Service {
         let id = upload_id(id)?;
         let svc = self.clone();
         let principal = p.clone();
-        let s = blocking(move || svc.own_session(&principal, id, SessionKind::Tus)).await?;
-        if let Concat::Final(_) = TusFields::of(&s).concat {
+        let view = blocking(move || {
+            svc.own_session(&principal, id, SessionKind::Tus)?;
+            svc.tus_view(id)
+        })
+        .await?;
+        if let Concat::Final(_) = view.concat {
             return Err(Error::Forbidden(
                 "a final upload of a concatenation takes no PATCH".into(),
             ));
         }
+        // Checked again under the claim; checked here too so that a PATCH at a wrong offset
+        // never holds the upload against the right one.
+        if head.offset != view.offset {
+            return Err(offset_mismatch(head.offset, view.offset));
+        }
+        let max = self.config.tus_max_size();
+        let end = head.length.or(view.length()).unwrap_or(max);
+        too_long(head.content_length, end.saturating_sub(view.offset))?;
         let claim = self.claim_session(id, "another PATCH to this upload is in progress")?;
         let svc = self.clone();
-        let max = self.config.tus_max_size();
         let (s, offset, next) = blocking(move || {
             let mut s = svc.meta.session(id)?.ok_or_else(gone)?;
             if past_expiry(&s, now_millis()) {
@@ -476,13 +504,7 @@ impl Service {
                 (_, None) => return Err(Error::Internal("complete upload without bytes".into())),
             };
             if head.offset != offset {
-                return Err(Error::Session(
-                    SessionFault::OffsetMismatch,
-                    format!(
-                        "Upload-Offset is {}, but the upload has {offset} bytes",
-                        head.offset
-                    ),
-                ));
+                return Err(offset_mismatch(head.offset, offset));
             }
             if let Some(len) = head.length {
                 if let Some(have) = s.size.filter(|&have| have != len) {
@@ -504,12 +526,7 @@ impl Service {
                     s = svc.meta.set_session_size(id, len)?;
                 }
             }
-            let room = s.size.unwrap_or(max).saturating_sub(offset);
-            if let Some(n) = head.content_length.filter(|&n| n > room) {
-                return Err(Error::FileTooLarge(format!(
-                    "the body ({n} bytes) runs past the upload's end ({room} bytes left)"
-                )));
-            }
+            too_long(head.content_length, s.size.unwrap_or(max).saturating_sub(offset))?;
             if parts.len() >= MAX_PARTS && head.content_length != Some(0) {
                 return Err(Error::BadRequest(format!(
                     "this upload took {MAX_PARTS} PATCHes already; send larger chunks"
@@ -589,7 +606,9 @@ impl Service {
             let _claim = claim;
             let view = svc.tus_view(id)?;
             let mut s = view.session;
-            if s.state == SessionState::Open && s.size == Some(view.offset) {
+            // A final upload's bytes are its partials': it is complete from its creation.
+            let complete = matches!(view.concat, Concat::Final(_)) || s.size == Some(view.offset);
+            if s.state == SessionState::Open && complete {
                 let staged = match &view.concat {
                     Concat::Final(partials) => svc.concatenate(partials)?,
                     _ => {

@@ -6,11 +6,13 @@
 // name, and for the resume scenario abortAfter (bytes) and state (a file for FileUrlStorage).
 // Prints one JSON line: what happened (offsets, the File's id and path, elapsed ms).
 //
-// Resume scenario: upload with FileUrlStorage, abort once `abortAfter` bytes went out (mid
-// chunk), wait until HEAD reports more than the acknowledged chunks (the server kept the cut
-// PATCH's bytes), then a new Upload finds the stored URL (findPreviousUploads) and resumes.
+// Resume scenario: upload through a proxy that cuts the connection once `abortAfter` bytes went
+// to the server (mid chunk); wait until HEAD reports more than the acknowledged chunks (the
+// server kept the cut PATCH's bytes), then a new Upload finds the stored URL in FileUrlStorage
+// (findPreviousUploads) and resumes from the server's offset.
 
 import fs from 'node:fs'
+import net from 'node:net'
 import * as tus from 'tus-js-client'
 
 const cfg = JSON.parse(process.argv[2])
@@ -52,27 +54,54 @@ const afterResponse = (_req, res) => {
   }
 }
 
+// A TCP proxy in front of depot that cuts the connection once `cutAfter` bytes went upstream
+// (once): the server sees a PATCH body end mid-chunk, as when a network drops.
+function cuttingProxy(target, cutAfter) {
+  const { hostname, port } = new URL(target)
+  let sent = 0
+  let cut = false
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname)
+    client.on('data', (d) => {
+      if (cut || sent + d.length <= cutAfter) {
+        sent += d.length
+        upstream.write(d)
+        return
+      }
+      upstream.write(d.subarray(0, cutAfter - sent))
+      sent = cutAfter
+      cut = true
+      // Let the last bytes reach the server, then drop both sides.
+      upstream.end(() => client.destroy())
+    })
+    upstream.on('data', (d) => client.write(d))
+    client.on('error', () => upstream.destroy())
+    upstream.on('error', () => client.destroy())
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+  })
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)))
+}
+
 const out = {}
 if (cfg.abortAfter != null) {
+  const proxy = await cuttingProxy(cfg.endpoint, cfg.abortAfter)
+  const endpoint = `http://127.0.0.1:${proxy.address().port}${new URL(cfg.endpoint).pathname}`
   const storage = new tus.FileUrlStorage(cfg.state)
   let acked = 0
-  let first
-  const aborted = new Promise((resolve, reject) => {
-    first = new tus.Upload(fs.createReadStream(cfg.file), options({
-      urlStorage: storage,
-      onChunkComplete: (_size, accepted) => { acked = accepted },
-      onProgress: (sent) => {
-        if (sent >= cfg.abortAfter && !out.abortedAt) {
-          out.abortedAt = sent
-          first.abort().then(resolve, reject)
-        }
-      },
-      onSuccess: () => reject(new Error('the upload finished before it was aborted')),
-      onError: reject,
-    }))
-    first.start()
-  })
-  await aborted
+  // No retries: the cut surfaces as an error, and the second Upload below resumes.
+  const first = new tus.Upload(fs.createReadStream(cfg.file), options({
+    endpoint,
+    urlStorage: storage,
+    retryDelays: null,
+    onChunkComplete: (_size, accepted) => { acked = accepted },
+  }))
+  try {
+    await run(first)
+    throw new Error('the upload finished although its connection was cut')
+  } catch (e) {
+    out.error = String(e).slice(0, 200)
+  }
   out.acked = acked
   out.url = first.url
   // The cut PATCH's bytes are stored once the server saw the body end; wait for them.
@@ -83,6 +112,7 @@ if (cfg.abortAfter != null) {
   }
   out.headOffset = offset
   const second = new tus.Upload(fs.createReadStream(cfg.file), options({
+    endpoint,
     urlStorage: storage,
     onAfterResponse: afterResponse,
   }))
@@ -90,8 +120,12 @@ if (cfg.abortAfter != null) {
   out.previous = previous.length
   if (previous.length === 0) throw new Error('findPreviousUploads found nothing to resume')
   second.resumeFromPreviousUpload(previous[0])
+  second.options.onChunkComplete = (_size, accepted) => {
+    if (out.firstAcceptedAfterResume == null) out.firstAcceptedAfterResume = accepted
+  }
   await run(second)
   out.resumedUrl = second.url
+  proxy.close()
 } else {
   const upload = new tus.Upload(fs.createReadStream(cfg.file), options({ onAfterResponse: afterResponse }))
   await run(upload)
