@@ -134,16 +134,7 @@ const HELLO_SHA1: &str = "sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00=";
 const HELLO_SHA256: &str = "sha256 LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=";
 
 fn cases() -> Vec<Case> {
-    let c = |name,
-             given,
-             method,
-             path,
-             who,
-             headers,
-             body,
-             status,
-             expect,
-             offset_after| Case {
+    let c = |name, given, method, path, who, headers, body, status, expect, offset_after| Case {
         name,
         given,
         method,
@@ -308,7 +299,11 @@ fn tusd_protocol_cases() {
             failures.push(format!("{}: {}", case.name, wrong.join("; ")));
         }
     }
-    assert!(failures.is_empty(), "failed cases:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -327,12 +322,18 @@ fn completion_makes_the_file_post_upload_would() {
     let path = create(&s, &alice, Some(len), &[("Upload-Metadata", &meta)]);
     // HEAD echoes the metadata; nothing is a File yet.
     let r = tus(&s, "HEAD", &path, Some(&alice), &[V], b"");
-    assert_eq!(header(&r, "Upload-Metadata").as_deref(), Some(meta.as_str()));
+    assert_eq!(
+        header(&r, "Upload-Metadata").as_deref(),
+        Some(meta.as_str())
+    );
     let (status, listing) = {
         let r = s.get("/files?directory=/trips/2026", Some(&alice));
         (r.status(), r.text().unwrap())
     };
-    assert!(status != 200 || !listing.contains("holiday.bin"), "{listing}");
+    assert!(
+        status != 200 || !listing.contains("holiday.bin"),
+        "{listing}"
+    );
 
     let r = patch(&s, &alice, &path, 0, &data[..100_000]);
     assert_eq!(r.status(), 204);
@@ -385,7 +386,11 @@ fn an_empty_upload_is_a_file_at_once() {
         "POST",
         "/tus/",
         Some(&alice),
-        &[V, ("Upload-Length", "0"), ("Upload-Metadata", &format!("filename {}", b64("e.txt")))],
+        &[
+            V,
+            ("Upload-Length", "0"),
+            ("Upload-Metadata", &format!("filename {}", b64("e.txt"))),
+        ],
         b"",
     );
     assert_eq!(r.status(), 201);
@@ -400,10 +405,19 @@ fn termination_removes_the_upload_and_its_parts() {
     let path = create(&s, &alice, Some(10), &[]);
     assert_eq!(patch(&s, &alice, &path, 0, b"abcd").status(), 204);
     assert!(!walk(&s.data.join("parts")).is_empty());
-    assert_eq!(tus(&s, "DELETE", &path, Some(&alice), &[V], b"").status(), 204);
-    assert_eq!(tus(&s, "HEAD", &path, Some(&alice), &[V], b"").status(), 404);
+    assert_eq!(
+        tus(&s, "DELETE", &path, Some(&alice), &[V], b"").status(),
+        204
+    );
+    assert_eq!(
+        tus(&s, "HEAD", &path, Some(&alice), &[V], b"").status(),
+        404
+    );
     assert_eq!(patch(&s, &alice, &path, 4, b"efgh").status(), 404);
-    assert_eq!(tus(&s, "DELETE", &path, Some(&alice), &[V], b"").status(), 404);
+    assert_eq!(
+        tus(&s, "DELETE", &path, Some(&alice), &[V], b"").status(),
+        404
+    );
     assert!(walk(&s.data.join("parts")).is_empty());
     assert_eq!(s.temp_files(), 0);
 }
@@ -428,7 +442,10 @@ fn an_expired_upload_answers_410_and_is_swept() {
     assert_eq!(r.status(), 410);
     let body: Value = r.json().unwrap();
     assert_eq!(body["error"]["code"], "EXPIRED");
-    assert_eq!(tus(&s, "HEAD", &path, Some(&alice), &[V], b"").status(), 410);
+    assert_eq!(
+        tus(&s, "HEAD", &path, Some(&alice), &[V], b"").status(),
+        410
+    );
     // `depot gc` sweeps expired sessions: the upload and its parts go.
     s.stop();
     let (ok, out) = depot(&["gc"], dir.path());
@@ -451,7 +468,11 @@ fn concatenation_of_partial_uploads() {
     assert_eq!(header(&r, "Upload-Concat").as_deref(), Some("partial"));
     let fin = format!("final;{a} {b}");
     let meta = format!("filename {}", b64("joined.txt"));
-    let final_headers = [V, ("Upload-Concat", fin.as_str()), ("Upload-Metadata", &meta)];
+    let final_headers = [
+        V,
+        ("Upload-Concat", fin.as_str()),
+        ("Upload-Metadata", &meta),
+    ];
     // `a` is not complete yet.
     let r = tus(&s, "POST", "/tus/", Some(&alice), &final_headers, b"");
     assert_eq!(r.status(), 400);
@@ -476,10 +497,7 @@ fn concatenation_of_partial_uploads() {
     let fpath = loc.strip_prefix(&s.base).unwrap().to_string();
     assert_eq!(s.get(&url, Some(&alice)).text().unwrap(), "abcdefg");
     let r = tus(&s, "HEAD", &fpath, Some(&alice), &[V], b"");
-    assert_eq!(
-        header(&r, "Upload-Concat"),
-        Some(format!("final;{a} {b}"))
-    );
+    assert_eq!(header(&r, "Upload-Concat"), Some(format!("final;{a} {b}")));
     // A final upload takes no PATCH.
     assert_eq!(patch(&s, &alice, &fpath, 7, b"x").status(), 403);
     // The final upload with a length is refused.
@@ -496,7 +514,14 @@ fn concatenation_of_partial_uploads() {
 
 /// Writes a PATCH's head and the first `sent` bytes of a `total`-byte body, and keeps the
 /// connection open (the body unfinished).
-fn open_patch(s: &Server, token: &str, path: &str, offset: u64, total: usize, sent: &[u8]) -> TcpStream {
+fn open_patch(
+    s: &Server,
+    token: &str,
+    path: &str,
+    offset: u64,
+    total: usize,
+    sent: &[u8],
+) -> TcpStream {
     let mut c = TcpStream::connect(&s.addr).unwrap();
     let head = format!(
         "PATCH {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {token}\r\nhypi-domain: {INSTANCE}\r\n\
@@ -530,7 +555,11 @@ fn concurrent_patches_are_refused_not_interleaved() {
     let mut statuses = [first_status, second_status];
     statuses.sort();
     assert_eq!(statuses, [204, 409], "{answer}\n{second_text}");
-    let winner = if first_status == 204 { "0123456789" } else { "ABCDEFGHIJ" };
+    let winner = if first_status == 204 {
+        "0123456789"
+    } else {
+        "ABCDEFGHIJ"
+    };
     if second_status == 409 {
         assert!(
             second_text.contains("in progress") || second_text.contains("OFFSET_MISMATCH"),
@@ -557,7 +586,14 @@ fn a_dropped_connection_keeps_what_arrived_and_a_restart_keeps_the_offset() {
     let path = create(&s, &alice, Some(data.len() as u64), &[]);
     assert_eq!(patch(&s, &alice, &path, 0, &data[..1000]).status(), 204);
     // 40,000 of the declared 63,536 bytes, then the client goes away.
-    let c = open_patch(&s, &alice, &path, 1000, data.len() - 1000, &data[1000..41_000]);
+    let c = open_patch(
+        &s,
+        &alice,
+        &path,
+        1000,
+        data.len() - 1000,
+        &data[1000..41_000],
+    );
     drop(c);
     s.eventually("the cut PATCH's bytes are kept", || {
         offset(&s, &alice, &path) == 41_000
@@ -598,13 +634,33 @@ fn cors_preflight_and_exposed_headers() {
         b"",
     );
     assert_eq!(r.status(), 204);
-    assert_eq!(header(&r, "Access-Control-Allow-Origin").as_deref(), Some(origin));
+    assert_eq!(
+        header(&r, "Access-Control-Allow-Origin").as_deref(),
+        Some(origin)
+    );
     let methods = header(&r, "Access-Control-Allow-Methods").unwrap();
-    assert!(methods.contains("PATCH") && methods.contains("HEAD"), "{methods}");
-    let r = tus(&s, "HEAD", &path, Some(&alice), &[V, ("Origin", origin)], b"");
+    assert!(
+        methods.contains("PATCH") && methods.contains("HEAD"),
+        "{methods}"
+    );
+    let r = tus(
+        &s,
+        "HEAD",
+        &path,
+        Some(&alice),
+        &[V, ("Origin", origin)],
+        b"",
+    );
     assert_eq!(r.status(), 200);
     let exposed = header(&r, "Access-Control-Expose-Headers").unwrap();
-    for h in ["Upload-Offset", "Upload-Length", "Location", "Tus-Resumable", "Upload-Expires", "Depot-File-Id"] {
+    for h in [
+        "Upload-Offset",
+        "Upload-Length",
+        "Location",
+        "Tus-Resumable",
+        "Upload-Expires",
+        "Depot-File-Id",
+    ] {
         assert!(exposed.contains(h), "{h} not in {exposed}");
     }
     // Another origin is refused its preflight.
@@ -613,7 +669,10 @@ fn cors_preflight_and_exposed_headers() {
         "OPTIONS",
         &path,
         None,
-        &[("Origin", "http://evil.example"), ("Access-Control-Request-Method", "PATCH")],
+        &[
+            ("Origin", "http://evil.example"),
+            ("Access-Control-Request-Method", "PATCH"),
+        ],
         b"",
     );
     assert_eq!(r.status(), 403);
@@ -697,7 +756,9 @@ fn tus_js_client_resumes_an_aborted_32_mib_upload() {
     // The URL is the proxy's; its path is the upload's.
     let full = report["url"].as_str().unwrap();
     let upath = full[full.find("/tus/").unwrap()..].to_string();
-    let file: Value = tus(&s, "GET", &upath, Some(&alice), &[V], b"").json().unwrap();
+    let file: Value = tus(&s, "GET", &upath, Some(&alice), &[V], b"")
+        .json()
+        .unwrap();
     assert_eq!(file["hypi"]["id"], report["fileId"]);
     assert_eq!(file["directory"], "/node");
 }

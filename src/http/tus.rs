@@ -167,7 +167,10 @@ pub async fn options(state: web::Data<AppState>) -> HttpResponse {
     answer(Ok(HttpResponse::NoContent()
         .insert_header(("Tus-Version", TUS_VERSION))
         .insert_header(("Tus-Extension", TUS_EXTENSIONS))
-        .insert_header(("Tus-Max-Size", state.service.config.tus_max_size().to_string()))
+        .insert_header((
+            "Tus-Max-Size",
+            state.service.config.tus_max_size().to_string(),
+        ))
         .insert_header(("Tus-Checksum-Algorithm", TUS_CHECKSUMS))
         .finish()))
 }

@@ -201,7 +201,9 @@ impl TusFields {
             _ => Concat::Single,
         };
         TusFields {
-            raw: field("metadata").and_then(|v| v.as_str()).map(str::to_string),
+            raw: field("metadata")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
             concat,
             extra: field("extra").cloned(),
         }
@@ -375,11 +377,9 @@ impl Service {
                 }
                 let mut sum = 0u64;
                 for pid in partials {
-                    let part = svc
-                        .own_session(&p, *pid, SessionKind::Tus)
-                        .map_err(|_| {
-                            Error::BadRequest(format!("partial upload {pid} does not exist"))
-                        })?;
+                    let part = svc.own_session(&p, *pid, SessionKind::Tus).map_err(|_| {
+                        Error::BadRequest(format!("partial upload {pid} does not exist"))
+                    })?;
                     if TusFields::of(&part).concat != Concat::Partial {
                         return Err(Error::BadRequest(format!(
                             "upload {pid} is not a partial upload"
@@ -526,7 +526,10 @@ impl Service {
                     s = svc.meta.set_session_size(id, len)?;
                 }
             }
-            too_long(head.content_length, s.size.unwrap_or(max).saturating_sub(offset))?;
+            too_long(
+                head.content_length,
+                s.size.unwrap_or(max).saturating_sub(offset),
+            )?;
             if parts.len() >= MAX_PARTS && head.content_length != Some(0) {
                 return Err(Error::BadRequest(format!(
                     "this upload took {MAX_PARTS} PATCHes already; send larger chunks"
@@ -645,9 +648,7 @@ impl Service {
                 .session(*pid)?
                 .and_then(|s| s.bytes)
                 .map(|b| b.sha)
-                .ok_or_else(|| {
-                    Error::BadRequest(format!("partial upload {pid} is gone"))
-                })?;
+                .ok_or_else(|| Error::BadRequest(format!("partial upload {pid} is gone")))?;
             let mut handle = self.blobs.open(&sha)?.ok_or_else(|| {
                 Error::ContentMissing(format!("the bytes of partial upload {pid} are missing"))
             })?;
@@ -859,8 +860,8 @@ mod tests {
 
     #[test]
     fn upload_metadata_pairs() {
-        let m = parse_upload_metadata("filename d29ybGRfZG9taW5hdGlvbi5wZGY=,is_confidential")
-            .unwrap();
+        let m =
+            parse_upload_metadata("filename d29ybGRfZG9taW5hdGlvbi5wZGY=,is_confidential").unwrap();
         assert_eq!(m[0].0, "filename");
         assert_eq!(m[0].1.as_deref(), Some(&b"world_domination.pdf"[..]));
         assert_eq!(m[1], ("is_confidential".to_string(), None));
@@ -882,7 +883,8 @@ mod tests {
 
     #[test]
     fn declared_fields_map_onto_the_file() {
-        let raw = "filename YS9iL3Bob3RvLnBuZw==,filetype aW1hZ2UvcG5n,directory L3BpY3MvMjAyNA==,k dg==";
+        let raw =
+            "filename YS9iL3Bob3RvLnBuZw==,filetype aW1hZ2UvcG5n,directory L3BpY3MvMjAyNA==,k dg==";
         let d = declared(Some(raw)).unwrap();
         assert_eq!(d.name.as_deref(), Some("photo.png"));
         assert_eq!(d.mime.as_deref(), Some("image/png"));
