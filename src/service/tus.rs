@@ -446,13 +446,23 @@ impl Service {
         if past_expiry(&s, now_millis()) {
             return Err(expired());
         }
+        let svc = self.clone();
+        let view = blocking(move || svc.tus_view(id)).await?;
+        let unsettled = match view.session.state {
+            SessionState::Open => {
+                matches!(view.concat, Concat::Final(_)) || view.length() == Some(view.offset)
+            }
+            SessionState::Uploaded => view.concat != Concat::Partial,
+            SessionState::Confirmed => false,
+        };
+        if !unsettled {
+            // Nothing to move on: a HEAD never holds the upload against a PATCH.
+            return Ok(view);
+        }
         match self.claim_session(id, "busy") {
             Ok(claim) => self.tus_settle(id, claim).await,
-            // A PATCH is running: report what is stored, leave the rest to it.
-            Err(_) => {
-                let svc = self.clone();
-                blocking(move || svc.tus_view(id)).await
-            }
+            // A PATCH is running: it settles the upload itself.
+            Err(_) => Ok(view),
         }
     }
 

@@ -297,8 +297,13 @@ pub async fn parts_assemble(store: &dyn BlobStore) {
     assert_eq!(read_all(store, &sha_of(&whole)).await, whole);
     // One part alone is a blob of its own bytes (local: staged by a link, not a copy), and
     // stays whole after its session goes.
-    let single = parts.assemble("session-a", &[3]).expect("assemble one part");
-    assert_eq!((single.sha(), single.size()), (sha_of(&p3), p3.len() as u64));
+    let single = parts
+        .assemble("session-a", &[3])
+        .expect("assemble one part");
+    assert_eq!(
+        (single.sha(), single.size()),
+        (sha_of(&p3), p3.len() as u64)
+    );
     single.commit().expect("commit one part");
     // Another session is untouched by this one.
     put_part(parts, "session-b", 1, &p2);
