@@ -101,6 +101,38 @@ pub struct Config {
     pub remote_fetch: RemoteFetchConfig,
     /// Upload sessions and signed URLs (Foir presigned PUT, Amplience temp files, links).
     pub sessions: SessionsConfig,
+    /// tus 1.0 resumable uploads (`/tus/`).
+    pub tus: TusConfig,
+}
+
+/// tus 1.0 resumable uploads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TusConfig {
+    /// Largest upload (`Tus-Max-Size`), in bytes; 0: `max_file_size`.
+    pub max_size: u64,
+    /// Seconds an upload may take from creation to its last byte (`Upload-Expires`); then it
+    /// answers 410 and its bytes are swept.
+    pub expiry_secs: u64,
+}
+
+impl Default for TusConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 0,
+            expiry_secs: 24 * 60 * 60,
+        }
+    }
+}
+
+impl Config {
+    /// The largest tus upload: `tus.max_size`, else `max_file_size`.
+    pub fn tus_max_size(&self) -> u64 {
+        match self.tus.max_size {
+            0 => self.max_file_size,
+            n => n,
+        }
+    }
 }
 
 /// Upload sessions and signed URLs.
@@ -299,6 +331,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             meta: MetaConfig::default(),
             sessions: SessionsConfig::default(),
+            tus: TusConfig::default(),
         }
     }
 }
@@ -737,6 +770,13 @@ impl Config {
         if let Some(v) = get("DEPOT_MAX_SESSIONS_PER_MINUTE") {
             s.max_created_per_minute = num("DEPOT_MAX_SESSIONS_PER_MINUTE", v)?;
         }
+        // [tus]
+        if let Some(v) = get("DEPOT_TUS_MAX_SIZE") {
+            self.tus.max_size = num("DEPOT_TUS_MAX_SIZE", v)?;
+        }
+        if let Some(v) = get("DEPOT_TUS_EXPIRY_SECS") {
+            self.tus.expiry_secs = num("DEPOT_TUS_EXPIRY_SECS", v)?;
+        }
         Ok(())
     }
 
@@ -829,6 +869,18 @@ impl Config {
             return Err(StartError::Config(format!(
                 "sessions.multipart_max_part_size must be at least {} bytes (the minimum part size)",
                 crate::service::temp_multipart::MIN_PART_SIZE
+            )));
+        }
+        if self.tus.expiry_secs == 0 {
+            return Err(StartError::Config(
+                "tus.expiry_secs must be at least 1 second".into(),
+            ));
+        }
+        if self.store.kind == StoreKind::S3 && self.tus_max_size() > crate::store::S3_MAX_FILE_SIZE
+        {
+            return Err(StartError::Config(format!(
+                "tus.max_size may be at most {} with store.kind = \"s3\" (one S3 copy)",
+                crate::store::S3_MAX_FILE_SIZE
             )));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {

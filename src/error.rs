@@ -98,6 +98,14 @@ pub enum SessionFault {
     ContentMismatch,
     /// A presigned POST form's fields differ from its signed policy (Hygraph's `key`, ...).
     PolicyMismatch,
+    /// tus: a PATCH's `Upload-Offset` is not where the upload stands (409).
+    OffsetMismatch,
+    /// tus: the body does not match its `Upload-Checksum` (460, tus's own status).
+    ChecksumMismatch,
+    /// tus: no `Tus-Resumable: 1.0.0` on the request (412).
+    ProtocolVersion,
+    /// tus: a PATCH whose Content-Type is not `application/offset+octet-stream` (415).
+    MediaType,
 }
 
 /// S3's multipart errors (Amplience's multipart temp files speak S3): each keeps S3's name and
@@ -190,6 +198,10 @@ pub const LENGTH_MISMATCH: Class = class(400, "LENGTH_MISMATCH");
 pub const CONTENT_TYPE_MISMATCH: Class = class(400, "CONTENT_TYPE_MISMATCH");
 pub const CONTENT_MISMATCH: Class = class(400, "CONTENT_MISMATCH");
 pub const POLICY_MISMATCH: Class = class(403, "POLICY_MISMATCH");
+pub const OFFSET_MISMATCH: Class = class(409, "OFFSET_MISMATCH");
+pub const CHECKSUM_MISMATCH: Class = class(460, "CHECKSUM_MISMATCH");
+pub const UNSUPPORTED_VERSION: Class = class(412, "UNSUPPORTED_VERSION");
+pub const UNSUPPORTED_MEDIA_TYPE: Class = class(415, "UNSUPPORTED_MEDIA_TYPE");
 pub const UNAVAILABLE: Class = class(503, "UNAVAILABLE");
 pub const TREE_TOO_LARGE: Class = class(422, "TREE_TOO_LARGE");
 // S3's multipart errors, under the catalogue's spelling (the multipart routes answer S3's).
@@ -229,6 +241,10 @@ impl Error {
                 SessionFault::TypeMismatch => CONTENT_TYPE_MISMATCH,
                 SessionFault::ContentMismatch => CONTENT_MISMATCH,
                 SessionFault::PolicyMismatch => POLICY_MISMATCH,
+                SessionFault::OffsetMismatch => OFFSET_MISMATCH,
+                SessionFault::ChecksumMismatch => CHECKSUM_MISMATCH,
+                SessionFault::ProtocolVersion => UNSUPPORTED_VERSION,
+                SessionFault::MediaType => UNSUPPORTED_MEDIA_TYPE,
             },
             Error::S3(f, _) => match f {
                 S3Fault::InvalidPart => INVALID_PART,

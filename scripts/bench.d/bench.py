@@ -27,7 +27,7 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DOMAIN = "bench.test"
 direct.DOMAIN = DOMAIN
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm", "multipart")
+ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm", "multipart", "tus")
 # Run only when named in --only: they need scripts/services (PostgreSQL, moto_server).
 OPT_IN_CASES = ("nodes",)
 # every transfer is bounded; subprocess timeouts back this up
@@ -771,6 +771,38 @@ class Bench:
                           f"{med(times) * 1000:.0f} ms over {runs} runs")
         return med(times)
 
+    def case_tus(self, depot, ngx):
+        """tus 1.0 with the real client (tus-js-client in node, tests/tus/upload.mjs, one PATCH
+        from an fs.ReadStream) against nginx's PUT of the same file, interleaved, each from a
+        clean page cache state. The client's own clock times the upload (node's start-up and
+        module loading are not counted); creation and the File's making are."""
+        script = os.path.join(self.a.repo, "tests", "tus", "upload.mjs")
+        if not os.path.isdir(os.path.join(self.a.repo, "tests", "tus", "node_modules", "tus-js-client")):
+            raise BenchError("tests/tus/node_modules is missing (npm ci --prefix tests/tus)")
+        src = self.source(self.big)
+        log(f"tus: {human(self.big)} with tus-js-client, {self.runs_big} runs")
+        vals = {"depot": [], "nginx": []}
+        for r in range(self.runs_big):
+            os.sync()
+            name = f"tus-{r}.bin"
+            secs = ngx.put(src, name)
+            vals["nginx"].append(self.big / MiB / secs)
+            os.remove(os.path.join(ngx.www, "put", name))
+            os.sync()
+            cfg = {"endpoint": f"{depot.base}/tus/", "token": depot.token, "domain": DOMAIN,
+                   "file": src, "name": name, "directory": "/bench-tus", "chunkSize": None}
+            p = run(["node", script, json.dumps(cfg)], timeout=900)
+            if p.returncode != 0:
+                raise BenchError(f"tus-js-client failed: {p.stderr.strip()[-300:]}")
+            out = json.loads(p.stdout.strip().splitlines()[-1])
+            if not out.get("fileId"):
+                raise BenchError(f"the tus upload made no File: {out}")
+            vals["depot"].append(self.big / MiB / (out["elapsedMs"] / 1000))
+            depot.delete(out["fileId"])
+        for k, v in vals.items():
+            self.raw.append((f"tus {human(self.big)} (tus-js-client)", k, v, "MiB/s"))
+        return med(vals["depot"]), med(vals["nginx"])
+
     # -- driver ------------------------------------------------------------------------------
 
     def add_row(self, case, reference, depot_v, ref_v, unit, target, op=">="):
@@ -803,9 +835,9 @@ class Bench:
         phase_times = []
         try:
             if any(c in self.cases for c in ("sizes", "get", "up4k", "presigned", "confirm",
-                                             "multipart")):
+                                             "multipart", "tus")):
                 depot = Depot(self, os.path.join(self.run_dir, "depot-data"), "depot")
-            if any(c in self.cases for c in ("sizes", "get", "presigned", "multipart")):
+            if any(c in self.cases for c in ("sizes", "get", "presigned", "multipart", "tus")):
                 ngx = Nginx(self)
 
             # Direct uploads (issue 11): scripts/bench.d/direct.py
@@ -845,6 +877,15 @@ class Bench:
                         ValueError) as e:
                     self.error_row(name, "-", "<= 64 MiB", e)
                 phase_times.append(("multipart", time.monotonic() - t))
+            if "tus" in self.cases:
+                try:
+                    d, n = self.case_tus(depot, ngx)
+                    self.add_row(f"tus {big} (tus-js-client, one PATCH)",
+                                 "nginx `dav_methods PUT` (no fsync, no hash)", d, n, " MiB/s", 0.8)
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row(f"tus {big}", "nginx PUT", ">= 0.8x", e)
+                phase_times.append(("tus", time.monotonic() - t))
             t = time.monotonic()
             if "confirm" in self.cases:
                 name = "`confirmFileUpload`, 24-megapixel JPEG (decode, blurhash)"

@@ -28,8 +28,8 @@ use actix_web::{HttpResponse, ResponseError};
 use futures_util::future::LocalBoxFuture;
 use std::sync::Arc;
 
-/// Response headers a page may read, on every route. tus headers (`Upload-Offset`,
-/// `Upload-Length`, `Tus-Resumable`, ...) join this list when tus lands.
+/// Response headers a page may read, on every route: ours, then every tus header
+/// ([`super::tus::EXPOSED`]), so tus-js-client in a browser reads offsets and `Location`.
 pub const EXPOSE: &[&str] = &[
     "ETag",
     "Location",
@@ -140,6 +140,19 @@ pub const ROUTES: &[Route] = &[
     token("/assets/*", &["GET"]),
     token("/assets/*/reupload", &["POST"]),
     token("/files/*/content", &["PUT"]),
+    // tus (tus.rs): a token, and tus's own request headers.
+    Route {
+        pattern: "/tus",
+        methods: &["POST", "OPTIONS"],
+        headers: super::tus::REQUEST_HEADERS,
+        credentials: Credentials::Token,
+    },
+    Route {
+        pattern: "/tus/**",
+        methods: &["POST", "HEAD", "GET", "PATCH", "DELETE", "OPTIONS"],
+        headers: super::tus::REQUEST_HEADERS,
+        credentials: Credentials::Token,
+    },
     Route {
         pattern: "/health",
         methods: &["GET"],
@@ -211,7 +224,7 @@ impl Cors {
             origins,
             any,
             max_age: HeaderValue::from(cfg.max_age_secs),
-            expose: HeaderValue::from_str(&EXPOSE.join(", "))
+            expose: HeaderValue::from_str(&[EXPOSE, super::tus::EXPOSED].concat().join(", "))
                 .map_err(|_| StartError::Config("invalid CORS expose list".into()))?,
         })))
     }

@@ -165,6 +165,9 @@ pub fn is_upload_route(path: &str) -> bool {
         || path == "/assets/upload"
         // A file's new content (http/assets.rs), capped by max_file_size.
         || (path.starts_with("/files/") && path.ends_with("/content"))
+        // tus PATCHes and creation-with-upload (http/tus.rs), capped by the upload's length.
+        || path == "/tus"
+        || path.starts_with("/tus/")
 }
 
 /// Why a body was cut off. Carried inside the payload's I/O error so that every reader (JSON,

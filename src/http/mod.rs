@@ -20,6 +20,7 @@ pub mod range;
 pub mod rate_limit;
 pub mod request_id;
 mod temp_multipart;
+pub mod tus;
 mod upload;
 pub mod views;
 
@@ -301,6 +302,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/files/{id}/content")
                 .route(web::put().to(assets::put_content))
                 .default_service(web::to(method_not_allowed)),
+        )
+        // tus 1.0 resumable uploads (tus.rs).
+        .service(
+            web::resource(["/tus", "/tus/"])
+                .route(web::post().to(tus::create))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
+                .default_service(web::to(tus::not_allowed)),
+        )
+        .service(
+            web::resource("/tus/{id}")
+                .route(web::head().to(tus::head))
+                .route(web::get().to(tus::get))
+                .route(web::patch().to(tus::patch))
+                .route(web::delete().to(tus::delete))
+                .route(web::post().to(tus::overridden))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
+                .default_service(web::to(tus::not_allowed)),
         )
         .default_service(web::to(not_found));
 }

@@ -82,6 +82,7 @@ pub fn cases() -> Vec<Case> {
             "replace_content_moves_references",
             assets::replace_content_moves_references,
         ),
+        ("session_size_is_set_once", assets::session_size_is_set_once),
     ]
 }
 

@@ -157,6 +157,10 @@ pub trait UploadSessionStore {
     /// Records why an upload to a session failed (`None` clears it); the session keeps its
     /// state. Not found: `NotFound`.
     fn set_session_error(&self, id: SessionId, error: Option<&str>) -> Result<()>;
+    /// Sets the declared size of a session that has none yet (tus's deferred `Upload-Length`);
+    /// setting the size it already has is a no-op. `Conflict` when it has another size,
+    /// `NotFound` when the session is gone. Returns the session as stored.
+    fn set_session_size(&self, id: SessionId, size: u64) -> Result<UploadSession>;
     /// Replaces the bytes of an existing file (a re-upload), atomically: the record keeps its
     /// id, owner, place and name and takes `content`'s hash, size, type and dimensions (and
     /// `updated`); its image record follows (`image`: whether it is one); the new blob gains a

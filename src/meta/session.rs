@@ -24,6 +24,11 @@ pub enum SessionKind {
     /// Amplience: `createTempFileMultipartUploadUrl`, parts PUT one by one (S3 semantics) into
     /// the part store, assembled by the complete request; then served like a temp file.
     MultipartTempFile,
+    /// tus 1.0 (`/tus/`): bytes arrive over many PATCHes, each stored as a numbered part in the
+    /// [`crate::store::PartStore`] under the session's id; the offset is what the parts hold.
+    /// Once all bytes are there they are assembled and the session made a File (or, for a
+    /// partial upload of the concatenation extension, kept `Uploaded` for a final upload).
+    Tus,
 }
 
 impl SessionKind {
@@ -36,6 +41,7 @@ impl SessionKind {
             SessionKind::AssetPost => b'a',
             SessionKind::RemoteIngest => b'r',
             SessionKind::MultipartTempFile => b'm',
+            SessionKind::Tus => b'u',
         }
     }
 }
@@ -126,4 +132,9 @@ pub struct FileExtras {
     pub blurhash: Option<String>,
     pub alt: Option<String>,
     pub metadata: Option<serde_json::Value>,
+}
+
+/// The answer when a session's declared size is set a second time, to another value.
+pub(crate) fn size_conflict(have: u64) -> crate::error::Error {
+    crate::error::Error::Conflict(format!("the upload's length is set already ({have} bytes)"))
 }

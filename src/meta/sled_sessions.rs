@@ -291,6 +291,24 @@ impl UploadSessionStore for SledMeta {
         self.flush()
     }
 
+    fn set_session_size(&self, id: SessionId, size: u64) -> Result<UploadSession> {
+        let key = id.to_bytes();
+        let out = self.sessions.transaction(|ts| {
+            let Some(mut s) = load(ts, &key)? else {
+                return Err(abort(gone()));
+            };
+            match s.size {
+                Some(have) if have == size => return Ok(s),
+                Some(have) => return Err(abort(crate::meta::session::size_conflict(have))),
+                None => s.size = Some(size),
+            }
+            store(ts, &s)?;
+            Ok(s)
+        })?;
+        self.flush()?;
+        Ok(out)
+    }
+
     fn replace_content(
         &self,
         id: FileId,

@@ -19,6 +19,7 @@ pub mod reupload;
 pub mod session_leases;
 pub mod sessions;
 pub mod temp_multipart;
+pub mod tus;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};

@@ -529,41 +529,11 @@ impl Service {
         let described = self.describe_image(&s.account.0, &bytes).await?;
         let svc = self.clone();
         let fid = blocking(move || {
-            let now = now_millis();
             let (width, height, blurhash) = match described {
                 Some(d) => (Some(d.width), Some(d.height), Some(d.blurhash)),
                 None => (bytes.width, bytes.height, None),
             };
-            let file = FileRecord {
-                id: FileId::new(),
-                instance: s.instance,
-                // The session's creator owns the File, even when an admin confirms it.
-                created_by: s.account.clone(),
-                created: now,
-                updated: now,
-                trashed: None,
-                extension: names::extension(&s.name),
-                name: s.name.clone(),
-                directory: s.directory.clone(),
-                mime: bytes.mime.clone(),
-                size: bytes.size,
-                sha256: bytes.sha,
-                width,
-                height,
-                is_stared: None,
-                is_sharable: None,
-            };
-            let image = match (width, height) {
-                (Some(w), Some(h)) if media::is_image(&file.mime) => Some(ImageRecord {
-                    file: file.id,
-                    name: file.name.clone(),
-                    description: None,
-                    location: None,
-                    width: w,
-                    height: h,
-                }),
-                _ => None,
-            };
+            let (file, image) = session_file(&s, &bytes, width, height);
             let alt = s
                 .metadata
                 .as_ref()
@@ -639,7 +609,7 @@ impl Service {
 
     /// A session of `kind` that `p` created (or, as an admin, that their instance holds);
     /// anything else is not found.
-    fn own_session(
+    pub(crate) fn own_session(
         &self,
         p: &Principal,
         id: SessionId,
@@ -925,24 +895,7 @@ impl Service {
                 let Some(_doom) = self.sessions.leases.doom(s.id) else {
                     continue;
                 };
-                // Only an unconfirmed upload holds a reference of its own: a confirmed session's
-                // bytes are its File's, and removing the record leaves them alone.
-                let sha = (s.state == SessionState::Uploaded)
-                    .then(|| s.bytes.as_ref().map(|b| b.sha))
-                    .flatten();
-                // A multipart upload's parts go first: a crash after leaves a session without
-                // parts, which the next sweep removes (never parts without a session).
-                if s.kind == SessionKind::MultipartTempFile {
-                    if let Some(parts) = self.blobs.parts() {
-                        parts.drop_session(&s.id.to_string())?;
-                    }
-                }
-                let guard = self.lock_blobs(sha.iter())?;
-                if let Some((gone, Some(0))) = self.meta.delete_session(s.id)? {
-                    if let Some(b) = gone.bytes {
-                        self.remove_blob(&guard, &b.sha)?;
-                    }
-                }
+                self.remove_session(&s)?;
                 removed += 1;
                 progress = true;
             }
@@ -950,6 +903,32 @@ impl Service {
                 return Ok(removed);
             }
         }
+    }
+
+    /// Removes a session with what only it holds: a tus upload's parts first (a crash in
+    /// between leaves a session reporting fewer bytes, never parts without a session), then
+    /// the record, then its blob when an unconfirmed upload held the last reference (a
+    /// confirmed session's bytes are its File's). Blocking.
+    pub(crate) fn remove_session(&self, s: &UploadSession) -> Result<()> {
+        // Parts go first: a crash after leaves a session without parts, which the next sweep
+        // removes (never parts without a session).
+        if matches!(s.kind, SessionKind::Tus | SessionKind::MultipartTempFile) {
+            if let Some(parts) = self.blobs.parts() {
+                parts.drop_session(&s.id.to_string())?;
+            }
+        }
+        // Only an unconfirmed upload holds a reference of its own: a confirmed session's bytes
+        // are its File's, and removing the record leaves them alone.
+        let sha = (s.state == SessionState::Uploaded)
+            .then(|| s.bytes.as_ref().map(|b| b.sha))
+            .flatten();
+        let guard = self.lock_blobs(sha.iter())?;
+        if let Some((gone, Some(0))) = self.meta.delete_session(s.id)? {
+            if let Some(b) = gone.bytes {
+                self.remove_blob(&guard, &b.sha)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sweeps expired sessions every `sessions.sweep_interval_secs` while the server runs.
@@ -1070,9 +1049,50 @@ impl SessionPut {
     }
 }
 
+/// The File (and Image, for an image with dimensions) a session's bytes become: the session's
+/// creator owns it, even when an admin confirms it.
+pub(crate) fn session_file(
+    s: &UploadSession,
+    bytes: &StoredBytes,
+    width: Option<u32>,
+    height: Option<u32>,
+) -> (FileRecord, Option<ImageRecord>) {
+    let now = now_millis();
+    let file = FileRecord {
+        id: FileId::new(),
+        instance: s.instance,
+        created_by: s.account.clone(),
+        created: now,
+        updated: now,
+        trashed: None,
+        extension: names::extension(&s.name),
+        name: s.name.clone(),
+        directory: s.directory.clone(),
+        mime: bytes.mime.clone(),
+        size: bytes.size,
+        sha256: bytes.sha,
+        width,
+        height,
+        is_stared: None,
+        is_sharable: None,
+    };
+    let image = match (width, height) {
+        (Some(w), Some(h)) if media::is_image(&file.mime) => Some(ImageRecord {
+            file: file.id,
+            name: file.name.clone(),
+            description: None,
+            location: None,
+            width: w,
+            height: h,
+        }),
+        _ => None,
+    };
+    (file, image)
+}
+
 /// `type "/" subtype`, both RFC 9110 tokens, at most 255 bytes: anything else (spaces,
 /// parameters, quotes) could dodge the checks that keep active content from being served inline.
-fn is_media_type(m: &str) -> bool {
+pub(crate) fn is_media_type(m: &str) -> bool {
     let token = |t: &str| {
         !t.is_empty()
             && t.bytes()

@@ -332,6 +332,16 @@ pub async fn parts_assemble(store: &dyn BlobStore) {
     assert!(store.open(&sha_of(&whole)).expect("open").is_none());
     staged.commit().expect("commit");
     assert_eq!(read_all(store, &sha_of(&whole)).await, whole);
+    // One part alone is a blob of its own bytes (local: staged by a link, not a copy), and
+    // stays whole after its session goes.
+    let single = parts
+        .assemble("session-a", &[3])
+        .expect("assemble one part");
+    assert_eq!(
+        (single.sha(), single.size()),
+        (sha_of(&p3), p3.len() as u64)
+    );
+    single.commit().expect("commit one part");
     // Another session is untouched by this one.
     put_part(parts, "session-b", 1, &p2);
     parts.drop_session("session-a").expect("drop");
@@ -339,8 +349,9 @@ pub async fn parts_assemble(store: &dyn BlobStore) {
     assert_eq!(parts.list_parts("session-b").expect("list").len(), 1);
     parts.drop_session("session-a").expect("dropping twice");
     parts.drop_session("session-b").expect("drop");
-    // The assembled blob outlives the session.
+    // The assembled blobs outlive the session.
     assert_eq!(read_all(store, &sha_of(&whole)).await, whole);
+    assert_eq!(read_all(store, &sha_of(&p3)).await, p3);
 }
 
 /// Assembling a part that was never stored fails; hostile session names are refused; a part

@@ -64,3 +64,25 @@ pub fn replace_content_moves_references(m: &dyn MetaStore) {
     assert!(m.replace_content(b.id, &png, false, 1).unwrap().is_none());
     assert_eq!(m.blob_refs(&png.sha).unwrap(), 0);
 }
+
+/// A deferred size is set once: setting it again to the same value is a no-op, to another is
+/// `Conflict`, and an unknown session is not found.
+pub fn session_size_is_set_once(m: &dyn MetaStore) {
+    let i = inst(m, "a.test");
+    let mut s = session(i, "alice", SessionKind::Tus, 100);
+    s.size = None;
+    m.create_session(&s, 10).unwrap();
+    let got = m.set_session_size(s.id, 42).unwrap();
+    assert_eq!(got.size, Some(42));
+    assert_eq!(m.session(s.id).unwrap().unwrap().size, Some(42));
+    assert_eq!(m.set_session_size(s.id, 42).unwrap().size, Some(42));
+    assert!(matches!(
+        m.set_session_size(s.id, 43),
+        Err(crate::error::Error::Conflict(_))
+    ));
+    assert_eq!(m.session(s.id).unwrap().unwrap().size, Some(42));
+    assert!(matches!(
+        m.set_session_size(SessionId::new(), 1),
+        Err(crate::error::Error::NotFound(_))
+    ));
+}

@@ -296,6 +296,23 @@ impl UploadSessionStore for PgMeta {
         })
     }
 
+    fn set_session_size(&self, id: SessionId, size: u64) -> Result<UploadSession> {
+        self.run(move |pool| async move {
+            in_tx!(pool, |tx| {
+                let Some(mut s) = locked(&tx, id).await? else {
+                    return Err(gone().into());
+                };
+                match s.size {
+                    Some(have) if have == size => return Ok(s),
+                    Some(have) => return Err(crate::meta::session::size_conflict(have).into()),
+                    None => s.size = Some(size),
+                }
+                store(&tx, &s).await?;
+                Ok(s)
+            })
+        })
+    }
+
     fn replace_content(
         &self,
         id: FileId,
