@@ -164,7 +164,11 @@ impl SledMeta {
             for (t, k, want) in entries(&f) {
                 let have = trees[t].get(&k)?;
                 if have.as_deref() != Some(want.as_slice()) {
-                    let what = if have.is_some() { "out of date" } else { "missing" };
+                    let what = if have.is_some() {
+                        "out of date"
+                    } else {
+                        "missing"
+                    };
                     found.push(format!("{} index entry of file {} {what}", NAMES[t], f.id));
                     if repair {
                         trees[t].insert(k, want)?;
@@ -181,16 +185,16 @@ impl SledMeta {
                     Some(id) => self.file(id)?,
                     None => None,
                 };
-                let belongs = current
-                    .as_ref()
-                    .is_some_and(|f| {
-                        entries(f)
-                            .iter()
-                            .any(|(u, key, _)| *u == t && key.as_slice() == k.as_ref())
-                    });
+                let belongs = current.as_ref().is_some_and(|f| {
+                    entries(f)
+                        .iter()
+                        .any(|(u, key, _)| *u == t && key.as_slice() == k.as_ref())
+                });
                 if !belongs {
                     match id {
-                        Some(id) => found.push(format!("stale {} index entry of file {id}", NAMES[t])),
+                        Some(id) => {
+                            found.push(format!("stale {} index entry of file {id}", NAMES[t]))
+                        }
                         None => found.push(format!("malformed {} index entry", NAMES[t])),
                     }
                     if repair {
@@ -342,7 +346,12 @@ mod tests {
         files.into_iter().map(|f| f.id).collect()
     }
 
-    fn walked(m: &SledMeta, inst: InstanceId, order: FileOrder, from: Option<&FileRecord>) -> Vec<FileId> {
+    fn walked(
+        m: &SledMeta,
+        inst: InstanceId,
+        order: FileOrder,
+        from: Option<&FileRecord>,
+    ) -> Vec<FileId> {
         m.sorted_walk(inst, order, from)
             .map(|f| f.unwrap().id)
             .collect()
@@ -411,7 +420,11 @@ mod tests {
         // Names that share prefixes and bytes above ASCII, so name order is tested.
         let names = ["a", "ab", "b", "é"];
         match op {
-            Op::Insert { size, name, created } => {
+            Op::Insert {
+                size,
+                name,
+                created,
+            } => {
                 let mut f = file(inst, "o", "/", names[*name as usize], 1);
                 f.size = *size;
                 // Seconds apart and within one second, so second-precision ties are tested.
@@ -443,7 +456,8 @@ mod tests {
                         width: None,
                         height: None,
                     };
-                    m.replace_content(f.id, &bytes, false, f.updated + 2000).unwrap();
+                    m.replace_content(f.id, &bytes, false, f.updated + 2000)
+                        .unwrap();
                 }
             }
             Op::Delete(at) => {
@@ -483,9 +497,13 @@ mod tests {
         m.complete_session(s.id, &stored(4), u64::MAX).unwrap();
         let mut f = file(inst, "o", "/d", "a.txt", 4);
         f.size = 7;
-        m.confirm_session(s.id, &f, None, &FileExtras::default()).unwrap();
+        m.confirm_session(s.id, &f, None, &FileExtras::default())
+            .unwrap();
         check(&m, inst);
-        let order = FileOrder { field: SortField::Size, descending: true };
+        let order = FileOrder {
+            field: SortField::Size,
+            descending: true,
+        };
         assert_eq!(walked(&m, inst, order, None), [f.id]);
     }
 
@@ -507,12 +525,18 @@ mod tests {
                 .unwrap();
             check(&m, inst);
             // Damage: a missing sort entry, a stale one, an out-of-date compact record.
-            let key = with_id(sort_group(&files[0], SortField::Size), files[0].id.to_bytes());
+            let key = with_id(
+                sort_group(&files[0], SortField::Size),
+                files[0].id.to_bytes(),
+            );
             m.files_sorted.remove(&key).unwrap();
             let mut gone = files[1].clone();
             gone.id = FileId::new();
             m.files_sorted
-                .insert(with_id(sort_group(&gone, SortField::Name), gone.id.to_bytes()), &[])
+                .insert(
+                    with_id(sort_group(&gone, SortField::Name), gone.id.to_bytes()),
+                    &[],
+                )
                 .unwrap();
             let mut changed = files[2].clone();
             changed.size = 99;
@@ -533,15 +557,23 @@ mod tests {
                     .insert(with_id(inst.to_bytes().to_vec(), f.id.to_bytes()), &[])
                     .unwrap();
             }
-            m.schema.insert(super::super::SCHEMA_KEY, &2u64.to_be_bytes()).unwrap();
+            m.schema
+                .insert(super::super::SCHEMA_KEY, &2u64.to_be_bytes())
+                .unwrap();
             // Old entries still read (through the JSON records) before the migration.
             assert_eq!(m.scan_files(inst, FileScope::All, None).count(), 4);
             m.flush().unwrap();
         }
         let m = SledMeta::open(dir.path()).unwrap();
         check(&m, inst);
-        let order = FileOrder { field: SortField::Size, descending: true };
-        let sizes: Vec<u64> = m.sorted_walk(inst, order, None).map(|f| f.unwrap().size).collect();
+        let order = FileOrder {
+            field: SortField::Size,
+            descending: true,
+        };
+        let sizes: Vec<u64> = m
+            .sorted_walk(inst, order, None)
+            .map(|f| f.unwrap().size)
+            .collect();
         assert_eq!(sizes, [3, 3, 2, 1]);
     }
 }

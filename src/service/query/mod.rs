@@ -150,7 +150,8 @@ impl Service {
                     has_previous: after.is_some(),
                 });
             }
-            if let (Some(order), None, None) = (svc.index_order(&view, kind, &q), last, &args.before)
+            if let (Some(order), None, None) =
+                (svc.index_order(&view, kind, &q), last, &args.before)
             {
                 // One indexed sort key over the whole instance: walk the sort index from the
                 // cursor and stop one past the page instead of sorting every record.

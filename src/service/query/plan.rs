@@ -5,8 +5,8 @@ use super::arcql::{self, Query};
 use super::view::View;
 use super::{Ctx, Kind, Node};
 use crate::auth::Caller;
-use crate::error::Result;
 use crate::error::Error;
+use crate::error::Result;
 use crate::meta::{AccessRight, FileOrder, FileRecord, FileScope, SortField};
 use crate::service::Service;
 use crate::types::{FileId, RightId};
@@ -158,9 +158,7 @@ impl Service {
             Some(raw) => {
                 let f = raw.parse::<FileId>().ok().map(|id| self.meta.file(id));
                 let f = f.transpose()?.flatten().filter(|f| {
-                    f.id.to_string() == raw
-                        && keep_file(f)
-                        && m.matches(&Node::File(f.clone()))
+                    f.id.to_string() == raw && keep_file(f) && m.matches(&Node::File(f.clone()))
                 });
                 let Some(f) = f else {
                     return Err(Error::BadRequest(format!(
