@@ -300,11 +300,14 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
             for sha in &r.unreferenced_blobs {
                 println!("unreferenced blob {sha} (depot gc removes it)");
             }
+            for drift in &r.index_drift {
+                println!("index drift: {drift}");
+            }
             for fix in &r.repaired {
                 println!("repaired: {fix}");
             }
             println!(
-                "fsck: {} blobs, {} records, {} corrupt, {} missing, {} size mismatches, {} count mismatches, {} unreferenced: {}",
+                "fsck: {} blobs, {} records, {} corrupt, {} missing, {} size mismatches, {} count mismatches, {} unreferenced, {} index drift: {}",
                 r.blobs_checked,
                 r.records_checked,
                 r.corrupt_blobs.len(),
@@ -312,6 +315,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
                 r.size_mismatches.len(),
                 r.refcount_mismatches.len(),
                 r.unreferenced_blobs.len(),
+                r.index_drift.len(),
                 if r.is_clean() { "clean" } else { "DAMAGED" }
             );
             Ok(if r.is_clean() {

@@ -39,6 +39,46 @@ pub enum FileScope<'a> {
     Path(&'a str),
 }
 
+/// A field files can be walked in the order of, from an index ([`FileStore::scan_sorted`]).
+/// Each order is the one ArcQL's `SORT` gives that field (see `service::query::fields`):
+/// `size` numerically, `hypi.created` and `hypi.updated` by their RFC 3339 text (whole
+/// seconds), `name` by its text; ties in id order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SortField {
+    Size,
+    Created,
+    Updated,
+    Name,
+}
+
+impl SortField {
+    /// Every indexed field.
+    pub const ALL: [SortField; 4] = [
+        SortField::Size,
+        SortField::Created,
+        SortField::Updated,
+        SortField::Name,
+    ];
+
+    /// The field of an ArcQL path, if it has an index.
+    pub fn of_path(path: &str) -> Option<SortField> {
+        Some(match path {
+            "size" => SortField::Size,
+            "hypi.created" => SortField::Created,
+            "hypi.updated" => SortField::Updated,
+            "name" => SortField::Name,
+            _ => return None,
+        })
+    }
+}
+
+/// An order to walk files in: a field, ascending or descending (ties in id order either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileOrder {
+    pub field: SortField,
+    pub descending: bool,
+}
+
 /// A lazily read run of records.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T>> + Send + 'a>;
 
@@ -67,6 +107,18 @@ pub trait FileStore {
         scope: FileScope<'a>,
         after: Option<FileId>,
     ) -> Records<'a, FileRecord>;
+    /// Files of one instance in `order`, strictly after `from`'s place in it (`from` is a
+    /// record of that instance), read from an index so a walk that stops early costs what it
+    /// read. `None` when this store keeps no such index: the caller sorts by itself.
+    fn scan_sorted<'a>(
+        &'a self,
+        instance: InstanceId,
+        order: FileOrder,
+        from: Option<&FileRecord>,
+    ) -> Option<Records<'a, FileRecord>> {
+        let _ = (instance, order, from);
+        None
+    }
     /// Replaces a file record whose identity, owner, directory and name are unchanged
     /// (trash, untrash).
     fn update_file(&self, file: &FileRecord) -> Result<()>;
@@ -211,6 +263,13 @@ pub trait MaintenanceStore: FileStore + UploadSessionStore {
             recorded: self.blob_refs(sha)?,
             actual,
         })
+    }
+    /// Checks the file indexes kept beside the records against them (entries missing, stale
+    /// or out of date) and, with `repair`, rebuilds what differs. One line per finding. Stores
+    /// whose indexes the database itself maintains have nothing to check.
+    fn check_file_indexes(&self, repair: bool) -> Result<Vec<String>> {
+        let _ = repair;
+        Ok(vec![])
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`UploadSessionStore`] on sled: the session records, an expiry index for the sweep, a
 //! per-account count of open sessions by kind, and Foir's extra File fields.
 
-use super::{abort, decode, file_index_keys, owner_key, read_count, SledMeta, TxResult};
+use super::{abort, decode, owner_key, read_count, FileIndexTx, SledMeta, TxResult};
 use crate::error::{Error, Result, SessionFault};
 use crate::meta::{
     FileExtras, FileRecord, ImageRecord, Records, SessionState, StoredBytes, UploadSession,
@@ -172,8 +172,9 @@ impl UploadSessionStore for SledMeta {
             &self.by_instance,
             &self.by_dir,
             &self.by_path,
+            &self.files_sorted,
         )
-            .transaction(|(ts, tc, tf, ti, tx, o, i, d, p)| {
+            .transaction(|(ts, tc, tf, ti, tx, o, i, d, p, srt)| {
                 let Some(mut s) = load(ts, &key)? else {
                     return Err(abort(gone()));
                 };
@@ -197,9 +198,7 @@ impl UploadSessionStore for SledMeta {
                     ti.insert(&fid, ijson.as_slice())?;
                 }
                 tx.insert(&fid, xjson.as_slice())?;
-                for (tree, k) in [o, i, d, p].into_iter().zip(file_index_keys(file)) {
-                    tree.insert(k, &[])?;
-                }
+                FileIndexTx([o, i, d, p, srt]).add(file)?;
                 // The session's blob reference is now the file's: the count stays.
                 s.state = SessionState::Confirmed;
                 s.file = Some(file.id);
@@ -317,52 +316,56 @@ impl UploadSessionStore for SledMeta {
         updated: Millis,
     ) -> Result<Option<(FileRecord, FileRecord, u64)>> {
         let fid = id.to_bytes();
-        let out = (&self.files, &self.images, &self.blob_refs).transaction(|(tf, ti, tr)| {
-            let old: FileRecord = match tf.get(fid)? {
-                Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                None => return Ok(None),
-            };
-            if old.trashed.is_some() || old.is_directory() {
-                return Ok(None);
-            }
-            let mut new = old.clone();
-            new.sha256 = content.sha;
-            new.size = content.size;
-            new.mime = content.mime.clone();
-            new.width = content.width;
-            new.height = content.height;
-            new.updated = updated;
-            tf.insert(&fid, serde_json::to_vec(&new).map_err(abort)?)?;
-            let kept: Option<ImageRecord> = match ti.get(fid)? {
-                Some(v) => serde_json::from_slice(&v).ok(),
-                None => None,
-            };
-            match (image, content.width, content.height) {
-                (true, Some(width), Some(height)) => {
-                    let rec = ImageRecord {
-                        file: id,
-                        name: new.name.clone(),
-                        description: kept.as_ref().and_then(|i| i.description.clone()),
-                        location: kept.and_then(|i| i.location),
-                        width,
-                        height,
-                    };
-                    ti.insert(&fid, serde_json::to_vec(&rec).map_err(abort)?)?;
+        let [o, i, d, p, s] = self.file_index_trees();
+        let out = (&self.files, &self.images, &self.blob_refs, o, i, d, p, s).transaction(
+            |(tf, ti, tr, o, i, d, p, s)| {
+                let old: FileRecord = match tf.get(fid)? {
+                    Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                    None => return Ok(None),
+                };
+                if old.trashed.is_some() || old.is_directory() {
+                    return Ok(None);
                 }
-                _ => {
-                    ti.remove(&fid)?;
+                let mut new = old.clone();
+                new.sha256 = content.sha;
+                new.size = content.size;
+                new.mime = content.mime.clone();
+                new.width = content.width;
+                new.height = content.height;
+                new.updated = updated;
+                tf.insert(&fid, serde_json::to_vec(&new).map_err(abort)?)?;
+                FileIndexTx([o, i, d, p, s]).replace(&old, &new)?;
+                let kept: Option<ImageRecord> = match ti.get(fid)? {
+                    Some(v) => serde_json::from_slice(&v).ok(),
+                    None => None,
+                };
+                match (image, content.width, content.height) {
+                    (true, Some(width), Some(height)) => {
+                        let rec = ImageRecord {
+                            file: id,
+                            name: new.name.clone(),
+                            description: kept.as_ref().and_then(|i| i.description.clone()),
+                            location: kept.and_then(|i| i.location),
+                            width,
+                            height,
+                        };
+                        ti.insert(&fid, serde_json::to_vec(&rec).map_err(abort)?)?;
+                    }
+                    _ => {
+                        ti.remove(&fid)?;
+                    }
                 }
-            }
-            let n = read_count(tr.get(content.sha.0)?);
-            tr.insert(&content.sha.0, &(n + 1).to_be_bytes())?;
-            let left = read_count(tr.get(old.sha256.0)?).saturating_sub(1);
-            if left == 0 {
-                tr.remove(&old.sha256.0)?;
-            } else {
-                tr.insert(&old.sha256.0, &left.to_be_bytes())?;
-            }
-            Ok(Some((new, old, left)))
-        })?;
+                let n = read_count(tr.get(content.sha.0)?);
+                tr.insert(&content.sha.0, &(n + 1).to_be_bytes())?;
+                let left = read_count(tr.get(old.sha256.0)?).saturating_sub(1);
+                if left == 0 {
+                    tr.remove(&old.sha256.0)?;
+                } else {
+                    tr.insert(&old.sha256.0, &left.to_be_bytes())?;
+                }
+                Ok(Some((new, old, left)))
+            },
+        )?;
         if out.is_some() {
             self.flush()?;
         }

@@ -1,7 +1,7 @@
 //! The embedded metadata store: sled 0.34, one tree per record kind plus index trees.
 
 use super::{
-    AccessRight, FileRecord, FileScope, FileStore, GrantStore, ImageRecord, Instance,
+    AccessRight, FileOrder, FileRecord, FileScope, FileStore, GrantStore, ImageRecord, Instance,
     InstanceStore, MaintenanceStore, Records,
 };
 use crate::error::{Error, Result};
@@ -10,14 +10,19 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 use std::path::Path;
 
+mod compact;
 mod dirs;
 mod export;
+mod file_index;
 mod log_sync;
 
 pub use export::Star;
 
-/// The layout version this code writes. Opening an older store rebuilds the grant indexes.
-const SCHEMA_VERSION: u64 = 2;
+use file_index::FileIndexTx;
+
+/// The layout version this code writes. Opening an older store rebuilds the grant indexes
+/// (before 2) and the file indexes (before 3: the sort index and the compact records).
+const SCHEMA_VERSION: u64 = 3;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// sled-backed [`super::MetaStore`].
@@ -31,12 +36,15 @@ pub struct SledMeta {
     images: sled::Tree,
     /// `instance ++ owner ++ 0 ++ file id` -> empty: the owner's files in upload order.
     by_owner: sled::Tree,
-    /// `instance ++ file id` -> empty.
+    /// `instance ++ file id` -> the record's compact form (see `compact`).
     by_instance: sled::Tree,
     /// `instance ++ directory ++ 0 ++ file id` -> empty.
     by_dir: sled::Tree,
     /// `instance ++ path ++ 0 ++ file id` -> empty.
     by_path: sled::Tree,
+    /// `instance ++ field tag ++ value ++ file id` -> empty: the files in each sortable
+    /// field's order (see `file_index`).
+    files_sorted: sled::Tree,
     /// `sha256` -> big-endian u64 reference count.
     blob_refs: sled::Tree,
     rights: sled::Tree,
@@ -204,17 +212,6 @@ enum Deleted {
     Retry,
 }
 
-/// Every index entry of a file, as (tree index in [by_owner, by_instance, by_dir, by_path], key).
-fn file_index_keys(f: &FileRecord) -> [Vec<u8>; 4] {
-    let id = f.id.to_bytes();
-    [
-        with_id(owner_key(f.instance, &f.created_by), id),
-        with_id(f.instance.to_bytes().to_vec(), id),
-        with_id(text_key(f.instance, &f.directory), id),
-        with_id(text_key(f.instance, &f.path()), id),
-    ]
-}
-
 fn with_id(mut prefix: Vec<u8>, id: [u8; 16]) -> Vec<u8> {
     prefix.extend_from_slice(&id);
     prefix
@@ -257,6 +254,7 @@ impl SledMeta {
             by_instance: tree("files_by_instance")?,
             by_dir: tree("files_by_dir")?,
             by_path: tree("files_by_path")?,
+            files_sorted: tree("files_sorted")?,
             blob_refs: tree("blob_refs")?,
             rights: tree("rights")?,
             rights_by_resource: tree("rights_by_resource")?,
@@ -278,9 +276,27 @@ impl SledMeta {
     /// grant records (which also drops the stale resource entries older versions left behind
     /// when a grant was re-pointed). Idempotent: a crash midway redoes it on the next open.
     fn migrated(self) -> Result<Self> {
-        if read_count(self.schema.get(SCHEMA_KEY)?) >= SCHEMA_VERSION {
+        let version = read_count(self.schema.get(SCHEMA_KEY)?);
+        if version >= SCHEMA_VERSION {
             return Ok(self);
         }
+        if version < 2 {
+            self.rebuild_grant_indexes()?;
+        }
+        // Before 3 there was no sort index and the instance index held no compact records:
+        // build what is missing from the records (a crash midway redoes it on the next open).
+        let fixed = self.check_indexes(true)?;
+        self.schema
+            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+        self.flush()?;
+        if !fixed.is_empty() {
+            tracing::info!(entries = fixed.len(), "rebuilt the file indexes");
+        }
+        Ok(self)
+    }
+
+    /// Rebuilds every grant index from the grant records.
+    fn rebuild_grant_indexes(&self) -> Result<()> {
         for tree in [
             &self.rights_by_resource,
             &self.rights_by_member,
@@ -313,13 +329,10 @@ impl SledMeta {
                 )?;
             n += 1;
         }
-        self.schema
-            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-        self.flush()?;
         if n > 0 {
             tracing::info!(grants = n, "rebuilt the grant indexes");
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Makes every write made so far durable, across power loss (see `log_sync.rs`: sled's
@@ -402,17 +415,17 @@ impl FileStore for SledMeta {
             &self.by_instance,
             &self.by_dir,
             &self.by_path,
+            &self.files_sorted,
         )
-            .transaction(|(tf, ti, tr, o, i, d, p)| {
+            .transaction(|(tf, ti, tr, o, i, d, p, s)| {
+                let index = FileIndexTx([o, i, d, p, s]);
                 for ((f, _), (fjson, ijson)) in files.iter().zip(&encoded) {
                     let id = f.id.to_bytes();
                     tf.insert(&id, fjson.as_slice())?;
                     if let Some(ijson) = ijson {
                         ti.insert(&id, ijson.as_slice())?;
                     }
-                    for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(f)) {
-                        tree.insert(key, &[])?;
-                    }
+                    index.add(f)?;
                     let n = read_count(tr.get(f.sha256.0)?);
                     tr.insert(&f.sha256.0, &(n + 1).to_be_bytes())?;
                 }
@@ -455,10 +468,14 @@ impl FileStore for SledMeta {
             tree.range(start..)
                 .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
                 .filter_map(move |kv| {
-                    let (k, _) = match kv {
+                    let (k, v) = match kv {
                         Ok(kv) => kv,
                         Err(e) => return Some(Err(e.into())),
                     };
+                    // The instance index holds each record's compact form: no lookup, no JSON.
+                    if let Some(f) = compact::decode(&v) {
+                        return Some(Ok(f));
+                    }
                     let id = <[u8; 16]>::try_from(&k[plen..]).ok()?;
                     // An index entry whose record is gone (a delete raced the scan) is skipped.
                     self.file(FileId::from_bytes(id)).transpose()
@@ -466,14 +483,26 @@ impl FileStore for SledMeta {
         )
     }
 
+    fn scan_sorted<'a>(
+        &'a self,
+        instance: InstanceId,
+        order: FileOrder,
+        from: Option<&FileRecord>,
+    ) -> Option<Records<'a, FileRecord>> {
+        Some(self.sorted_walk(instance, order, from))
+    }
+
     fn update_file(&self, file: &FileRecord) -> Result<()> {
         let json = serde_json::to_vec(file)?;
         let id = file.id.to_bytes();
+        let [o, i, d, p, s] = self.file_index_trees();
         // Only replace a record that still exists: an update must not resurrect a deleted file.
-        self.files.transaction(|tf| {
-            if tf.get(id)?.is_none() {
+        (&self.files, o, i, d, p, s).transaction(|(tf, o, i, d, p, s)| {
+            let Some(v) = tf.get(id)? else {
                 return Err(abort(Error::not_found()));
-            }
+            };
+            let old: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
+            FileIndexTx([o, i, d, p, s]).replace(&old, file)?;
             tf.insert(&id, json.as_slice())?;
             Ok(())
         })?;
@@ -510,6 +539,7 @@ impl FileStore for SledMeta {
                 &self.by_instance,
                 &self.by_dir,
                 &self.by_path,
+                &self.files_sorted,
                 &self.rights,
                 &self.rights_by_resource,
                 &self.rights_by_member,
@@ -518,7 +548,7 @@ impl FileStore for SledMeta {
                 &self.file_extras,
             )
                 .transaction(
-                    |(tf, ti, tr, o, i, d, p, rights, by_res, by_mem, wild, ctr, extras)| {
+                    |(tf, ti, tr, o, i, d, p, s, rights, by_res, by_mem, wild, ctr, extras)| {
                         if ctr.get(&vkey)? != version {
                             return Ok(Deleted::Retry);
                         }
@@ -528,9 +558,7 @@ impl FileStore for SledMeta {
                         let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
                         ti.remove(&id.to_bytes())?;
                         extras.remove(&id.to_bytes())?;
-                        for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(&f)) {
-                            tree.remove(key)?;
-                        }
+                        FileIndexTx([o, i, d, p, s]).remove(&f)?;
                         let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
                         if left == 0 {
                             tr.remove(&f.sha256.0)?;
@@ -785,6 +813,10 @@ impl MaintenanceStore for SledMeta {
             self.blob_refs.insert(sha.0, &refs.to_be_bytes())?;
         }
         self.flush()
+    }
+
+    fn check_file_indexes(&self, repair: bool) -> Result<Vec<String>> {
+        self.check_indexes(repair)
     }
 
     fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>> {

@@ -37,6 +37,9 @@ pub struct FsckReport {
     pub refcount_mismatches: Vec<(Sha256, u64, u64)>,
     /// Blobs no record references (left by a crash between rename and metadata; `gc` removes them).
     pub unreferenced_blobs: Vec<Sha256>,
+    /// Metadata index entries that disagree with the records (missing, stale or out of date):
+    /// queries would miss or misorder those files. `--repair` rebuilds them.
+    pub index_drift: Vec<String>,
     /// What `--repair` changed.
     pub repaired: Vec<String>,
 }
@@ -48,6 +51,7 @@ impl FsckReport {
             && self.missing_blobs.is_empty()
             && self.size_mismatches.is_empty()
             && self.refcount_mismatches.is_empty()
+            && self.index_drift.is_empty()
     }
 }
 
@@ -175,6 +179,11 @@ impl Service {
                     .repaired
                     .push(format!("reference count of {sha}: {have} -> {want}"));
             }
+        }
+        report.index_drift = self.meta.check_file_indexes(repair)?;
+        if repair {
+            let fixed = report.index_drift.iter().map(|d| format!("rebuilt: {d}"));
+            report.repaired.extend(fixed);
         }
         if live {
             // A record read after its blob was listed (an upload in between): missing only if

@@ -1,7 +1,7 @@
 //! [`DirectoryStore`] on sled: subtrees from the path index, rewrites in one transaction over
 //! the record and index trees, stars in a tree of their own.
 
-use super::{abort, file_index_keys, owner_key, SledMeta};
+use super::{abort, owner_key, FileIndexTx, SledMeta};
 use crate::error::{Error, Result};
 use crate::meta::dirs::DirectoryStore;
 use crate::meta::{FileRecord, Records};
@@ -72,8 +72,10 @@ impl DirectoryStore for SledMeta {
             &self.by_instance,
             &self.by_dir,
             &self.by_path,
+            &self.files_sorted,
         )
-            .transaction(|(tf, o, i, d, p)| {
+            .transaction(|(tf, o, i, d, p, s)| {
+                let index = FileIndexTx([o, i, d, p, s]);
                 for ((old, new), json) in changes.iter().zip(&encoded) {
                     let id = old.id.to_bytes();
                     let current: Option<FileRecord> = tf
@@ -87,12 +89,7 @@ impl DirectoryStore for SledMeta {
                             old.id
                         ))));
                     }
-                    for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(old)) {
-                        tree.remove(key)?;
-                    }
-                    for (tree, key) in [o, i, d, p].into_iter().zip(file_index_keys(new)) {
-                        tree.insert(key, &[])?;
-                    }
+                    index.replace(old, new)?;
                     tf.insert(&id, json.as_slice())?;
                 }
                 Ok(())

@@ -150,6 +150,24 @@ impl Service {
                     has_previous: after.is_some(),
                 });
             }
+            if let (Some(order), None, None) =
+                (svc.index_order(&view, kind, &q), last, &args.before)
+            {
+                // One indexed sort key over the whole instance: walk the sort index from the
+                // cursor and stop one past the page instead of sorting every record.
+                let first = first.unwrap_or(default);
+                let after = args.after.as_deref();
+                if let Some(nodes) =
+                    svc.sorted_matching(&ctx, &view, &q, trashed, order, after, first + 1)?
+                {
+                    let (nodes, has_next) = paging::take_page(nodes.into_iter().map(Ok), first)?;
+                    return Ok(Found {
+                        nodes,
+                        has_next,
+                        has_previous: after.is_some(),
+                    });
+                }
+            }
             let mut nodes = svc.matching(&ctx, &view, kind, &q, trashed, Walk::default())?;
             if !q.sort.is_empty() {
                 // Ties keep id order (the scan order), so paging over a sorted result is stable.

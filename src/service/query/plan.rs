@@ -5,8 +5,9 @@ use super::arcql::{self, Query};
 use super::view::View;
 use super::{Ctx, Kind, Node};
 use crate::auth::Caller;
+use crate::error::Error;
 use crate::error::Result;
-use crate::meta::{AccessRight, FileRecord, FileScope};
+use crate::meta::{AccessRight, FileOrder, FileRecord, FileScope, SortField};
 use crate::service::Service;
 use crate::types::{FileId, RightId};
 use std::collections::BTreeMap;
@@ -72,7 +73,7 @@ impl Service {
         if let Some(d) = q.equality_on("directory") {
             return Ok(self.meta.scan_files(inst, FileScope::Directory(d), after));
         }
-        if matches!(&view.caller, Caller::User(p) if p.admin) {
+        if whole_instance(view) {
             return Ok(self.meta.scan_files(inst, FileScope::All, after));
         }
         // Everyone else: their own files plus what grants naming them reach.
@@ -83,9 +84,6 @@ impl Service {
         }
         for r in view.grants() {
             if r.resource == "*" {
-                if r.granted_by_admin {
-                    return Ok(self.meta.scan_files(inst, FileScope::All, after));
-                }
                 owners.push(r.created_by.clone());
             } else if let Ok(id) = r.resource.parse::<FileId>() {
                 ids.push(id);
@@ -118,6 +116,69 @@ impl Service {
         }))
     }
 
+    /// The index order a sorted `find` can walk instead of sorting: Files (not Images, whose
+    /// sort fields are the Image's) sorted by one indexed field, over a caller who sees the
+    /// whole instance (an admin, or through an admin's `*` grant) without an equality that
+    /// names a narrower index. Everyone else's candidates are their own and granted files,
+    /// whose sort costs what they may see; `None` for them.
+    pub(super) fn index_order(&self, view: &View, kind: Kind, q: &Query) -> Option<FileOrder> {
+        let [key] = q.sort.as_slice() else {
+            return None;
+        };
+        let narrower = ["hypi.id", "path", "directory"]
+            .iter()
+            .any(|p| q.equality_on(p).is_some());
+        if kind != Kind::File || narrower || !whole_instance(view) {
+            return None;
+        }
+        Some(FileOrder {
+            field: SortField::of_path(&key.path)?,
+            descending: key.dir == arcql::Direction::Desc,
+        })
+    }
+
+    /// The first records of a Files `find` sorted in `order` (see [`Service::index_order`]):
+    /// walks the sort index from the cursor's place (the cursor must be in the result, as for
+    /// any sorted result) and stops once `limit` are found. `None` when the store keeps no
+    /// sort index: the caller sorts the whole result instead.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sorted_matching(
+        &self,
+        ctx: &Ctx,
+        view: &View,
+        q: &Query,
+        trashed: Option<bool>,
+        order: FileOrder,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<Node>>> {
+        let keep_file = file_filter(view, q, trashed);
+        let m = q.matcher();
+        let from = match after {
+            Some(raw) => {
+                let f = raw.parse::<FileId>().ok().map(|id| self.meta.file(id));
+                let f = f.transpose()?.flatten().filter(|f| {
+                    f.id.to_string() == raw && keep_file(f) && m.matches(&Node::File(f.clone()))
+                });
+                let Some(f) = f else {
+                    return Err(Error::BadRequest(format!(
+                        "cursor {raw:?} is not in this result"
+                    )));
+                };
+                Some(f)
+            }
+            None => None,
+        };
+        let Some(walk) = self
+            .meta
+            .scan_sorted(view.instance.id, order, from.as_ref())
+        else {
+            return Ok(None);
+        };
+        self.keep_matching(ctx, view, Kind::File, q, trashed, Some(limit), walk)
+            .map(Some)
+    }
+
     /// Records of `kind` the caller may see that match `q` (trashed ones only when asked), in
     /// id order, strictly after `walk.after`, stopping once `walk.limit` are found. Fails with
     /// a timeout once `ctx`'s deadline passes.
@@ -131,17 +192,6 @@ impl Service {
         walk: Walk,
     ) -> Result<Vec<Node>> {
         let m = q.matcher();
-        // Directories are Files, but a query shows them only when it names `isDirectory` or
-        // addresses one record (`hypi.id` or `path` equality): queries written before
-        // directories existed keep their answers.
-        let dirs = q.paths().contains(&"isDirectory")
-            || q.equality_on("hypi.id").is_some()
-            || q.equality_on("path").is_some();
-        let keep_file = |f: &FileRecord| {
-            trashed.is_none_or(|t| t == f.trashed.is_some())
-                && (dirs || !f.is_directory())
-                && view.shows(f)
-        };
         let full = |out: &Vec<Node>| walk.limit.is_some_and(|l| out.len() >= l);
         let mut out = Vec::new();
         match kind {
@@ -156,26 +206,8 @@ impl Service {
                 } else {
                     &any
                 };
-                for f in self.file_candidates(view, files_q, Cursor::file(walk.after))? {
-                    if full(&out) {
-                        break;
-                    }
-                    ctx.check_time()?;
-                    let f = f?;
-                    if !keep_file(&f) {
-                        continue;
-                    }
-                    let node = match kind {
-                        Kind::File => Node::File(f),
-                        _ => match self.meta.image(f.id)? {
-                            Some(img) => Node::Image(img, f),
-                            None => continue,
-                        },
-                    };
-                    if m.matches(&node) {
-                        out.push(node);
-                    }
-                }
+                let candidates = self.file_candidates(view, files_q, Cursor::file(walk.after))?;
+                return self.keep_matching(ctx, view, kind, q, trashed, walk.limit, candidates);
             }
             Kind::AccessRight => {
                 let after = Cursor::right(walk.after);
@@ -192,6 +224,45 @@ impl Service {
                         out.push(node);
                     }
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Files (or their Images) among `candidates`, in their order, that the caller may
+    /// see and `q` matches, stopping once `limit` are found; checks the time budget per record.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_matching(
+        &self,
+        ctx: &Ctx,
+        view: &View,
+        kind: Kind,
+        q: &Query,
+        trashed: Option<bool>,
+        limit: Option<usize>,
+        candidates: impl Iterator<Item = Result<FileRecord>>,
+    ) -> Result<Vec<Node>> {
+        let m = q.matcher();
+        let keep_file = file_filter(view, q, trashed);
+        let mut out = Vec::new();
+        for f in candidates {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            ctx.check_time()?;
+            let f = f?;
+            if !keep_file(&f) {
+                continue;
+            }
+            let node = match kind {
+                Kind::File => Node::File(f),
+                _ => match self.meta.image(f.id)? {
+                    Some(img) => Node::Image(img, f),
+                    None => continue,
+                },
+            };
+            if m.matches(&node) {
+                out.push(node);
             }
         }
         Ok(out)
@@ -229,6 +300,34 @@ impl Service {
             }
         }
         Ok(out.into_values().collect())
+    }
+}
+
+/// Whether the caller's candidates are every file of the instance: an admin, or a holder of
+/// an admin's `*` grant.
+fn whole_instance(view: &View) -> bool {
+    matches!(&view.caller, Caller::User(p) if p.admin)
+        || view
+            .grants()
+            .any(|r| r.resource == "*" && r.granted_by_admin)
+}
+
+/// Which candidate files a query keeps before its filter: those the caller may see, trashed
+/// ones only when asked, directories only when the query names `isDirectory` or addresses one
+/// record (`hypi.id` or `path` equality), so queries written before directories existed keep
+/// their answers.
+fn file_filter<'a>(
+    view: &'a View,
+    q: &Query,
+    trashed: Option<bool>,
+) -> impl Fn(&FileRecord) -> bool + 'a {
+    let dirs = q.paths().contains(&"isDirectory")
+        || q.equality_on("hypi.id").is_some()
+        || q.equality_on("path").is_some();
+    move |f: &FileRecord| {
+        trashed.is_none_or(|t| t == f.trashed.is_some())
+            && (dirs || !f.is_directory())
+            && view.shows(f)
     }
 }
 
