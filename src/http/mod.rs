@@ -17,6 +17,7 @@ pub mod multipart;
 pub mod range;
 pub mod rate_limit;
 pub mod request_id;
+mod transform;
 mod upload;
 pub mod views;
 

@@ -12,6 +12,7 @@ use crate::types::{AccountId, FileId, InstanceId, RightId, SessionId, Sha256};
 
 pub mod assets;
 pub mod dirs;
+pub mod variants;
 
 /// A contract case: a name for the report and the check.
 pub type Case = (&'static str, fn(&dyn MetaStore));
@@ -77,6 +78,10 @@ pub fn cases() -> Vec<Case> {
         (
             "replace_content_moves_references",
             assets::replace_content_moves_references,
+        ),
+        (
+            "variants_hold_references_and_go_with_their_source",
+            variants::variants_hold_references_and_go_with_their_source,
         ),
     ]
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 
 mod dirs;
 mod log_sync;
+mod variants;
 
 /// The layout version this code writes. Opening an older store rebuilds the grant indexes.
 const SCHEMA_VERSION: u64 = 2;
@@ -59,6 +60,10 @@ pub struct SledMeta {
     session_counts: sled::Tree,
     /// `file id` -> Foir's extra fields of a File made by a session.
     file_extras: sled::Tree,
+    /// Image variants (see `variants.rs`): `variant key` -> record.
+    variants: sled::Tree,
+    /// `source sha256 ++ variant key` -> empty: the variants of a source blob.
+    variants_by_source: sled::Tree,
 }
 
 #[path = "sled_sessions.rs"]
@@ -265,6 +270,8 @@ impl SledMeta {
             sessions_by_expiry: tree("sessions_by_expiry")?,
             session_counts: tree("session_counts")?,
             file_extras: tree("file_extras")?,
+            variants: tree("variants")?,
+            variants_by_source: tree("variants_by_source")?,
             log: log_sync::LogSync::open(dir)?,
             db,
         }

@@ -34,7 +34,7 @@ fn privileged(caller: &Caller, file: &FileRecord, domain: &str) -> bool {
 }
 
 /// The download path names this file: the extension (and the instance, when given) must match.
-fn path_matches(file: &FileRecord, instance: Option<InstanceId>, ext: Option<&str>) -> bool {
+pub(super) fn path_matches(file: &FileRecord, instance: Option<InstanceId>, ext: Option<&str>) -> bool {
     let ext_ok = match (&file.extension, ext) {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         (None, None) => true,

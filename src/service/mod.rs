@@ -17,6 +17,7 @@ pub mod ready;
 pub mod reupload;
 pub mod session_leases;
 pub mod sessions;
+pub mod transform;
 pub mod upload;
 
 use crate::auth::{Caller, Keys};
@@ -50,6 +51,8 @@ pub struct Service {
     pub(crate) tree: dirs::TreeLock,
     /// Remote URL ingests (Hygraph `createAsset(data: {uploadUrl})`): fetcher and bounds.
     pub(crate) ingests: ingest_remote::Runtime,
+    /// Image transforms: the rules and the variants being computed (see `transform`).
+    pub(crate) transforms: transform::Runtime,
 }
 
 impl Service {
@@ -63,6 +66,7 @@ impl Service {
         Self {
             hot: Arc::new(hot::HotFiles::new(config.download_cache_bytes)),
             ingests: ingest_remote::Runtime::from_config(&config),
+            transforms: transform::Runtime::from_config(&config),
             tree: dirs::TreeLock::new(meta.clone()),
             config,
             meta,
@@ -99,8 +103,8 @@ impl Service {
         idx.sort_unstable();
         idx.dedup();
         let local = idx
-            .into_iter()
-            .map(|i| self.blob_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .iter()
+            .map(|&i| self.blob_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
             .collect();
         // One node's threads queue on the stripes above, so at most one of them per stripe
         // waits here for the other nodes.
@@ -108,6 +112,7 @@ impl Service {
         Ok(BlobGuard {
             nodes,
             _local: local,
+            stripes: idx,
         })
     }
 
@@ -119,7 +124,9 @@ impl Service {
         if let Some(l) = &guard.nodes {
             l.check()?;
         }
-        self.blobs.remove(sha)
+        self.blobs.remove(sha)?;
+        // Its image variants go with it (their records, references and unshared blobs).
+        self.drop_variants(guard, sha)
     }
 }
 
@@ -127,6 +134,8 @@ impl Service {
 pub(crate) struct BlobGuard<'a> {
     nodes: Option<Box<dyn HeldLock>>,
     _local: Vec<MutexGuard<'a, ()>>,
+    /// The stripes held (sorted), so a holder can tell which further blobs it holds already.
+    stripes: Vec<usize>,
 }
 
 /// Crash-testing hook: when `DEPOT_FAILPOINT` names this point, the process aborts there, as a

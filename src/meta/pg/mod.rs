@@ -78,6 +78,7 @@ mod locks;
 mod migrations;
 mod notify;
 mod sessions;
+mod variants;
 
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
