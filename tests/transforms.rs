@@ -153,12 +153,17 @@ fn fit_modes_sizes_and_formats() {
         let img = decode(&body);
         assert_eq!((img.width(), img.height()), want, "{q}");
     }
-    // contain: the 160x80 image centred, white above and below; cover fills everything.
+    // contain: the 160x80 image centred, transparent above and below (white in a JPEG);
+    // cover fills everything.
     let (_, _, body) = get(&s, &p, "w=160&h=160&fit=contain&format=png", Some(&t));
-    let img = decode(&body).to_rgb8();
-    assert_eq!(img.get_pixel(80, 2).0, [255, 255, 255], "padding");
+    let img = decode(&body).to_rgba8();
+    assert_eq!(img.get_pixel(80, 2).0[3], 0, "transparent padding");
     let mid = img.get_pixel(80, 80).0;
-    assert!(mid[2] > 150 && mid[0] < 60, "image in the middle: {mid:?}");
+    assert!(mid[2] > 150 && mid[0] < 60 && mid[3] == 255, "image in the middle: {mid:?}");
+    let (_, _, body) = get(&s, &p, "w=160&h=160&fit=contain&format=jpeg", Some(&t));
+    let img = decode(&body).to_rgb8();
+    let pad = img.get_pixel(80, 2).0;
+    assert!(pad.iter().all(|c| *c > 240), "white padding in a JPEG: {pad:?}");
     let (_, _, body) = get(&s, &p, "w=160&h=160&fit=cover&format=png", Some(&t));
     let top = decode(&body).to_rgb8().get_pixel(80, 2).0;
     assert!(top[2] > 150 && top[0] < 60, "cover fills: {top:?}");

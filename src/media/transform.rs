@@ -458,7 +458,9 @@ pub fn apply<R: BufRead + Seek>(
     let (sw, sh) = (img.width(), img.height());
     let ((ow, oh), (iw, ih)) = p.sizes(sw, sh)?;
     // JPEG has no alpha: flatten onto white before resizing (so `contain` pads white too).
-    let alpha = img.color().has_alpha() && p.format != Format::Jpeg;
+    // Other formats keep the alpha, and gain one when `contain` pads (transparent bars).
+    let padded = (iw, ih) != (ow, oh);
+    let alpha = (img.color().has_alpha() || padded) && p.format != Format::Jpeg;
     let (src, pixel) = if alpha {
         (img.into_rgba8().into_raw(), PixelType::U8x4)
     } else if img.color().has_alpha() {
@@ -476,7 +478,7 @@ pub fn apply<R: BufRead + Seek>(
         .resize(&src, &mut scaled, &opts)
         .map_err(resize_failed)?;
     drop(src);
-    let buf = if (iw, ih) == (ow, oh) {
+    let buf = if !padded {
         scaled.into_vec()
     } else {
         pad(&scaled.into_vec(), (iw, ih), (ow, oh), pixel.size())
