@@ -410,3 +410,44 @@ fn deleting_the_source_removes_its_variants() {
     assert!(ok && text.contains("clean"), "{text}");
     assert!(text.contains("0 blobs"), "{text}");
 }
+
+#[test]
+fn variants_on_postgres_metadata() {
+    let Some(url) = pg_or_skip("variants_on_postgres_metadata") else {
+        return;
+    };
+    let meta_url = url_in_new_schema(&url, "transforms");
+    let s = Server::start_with(&[
+        ("DEPOT_META_KIND", "postgres"),
+        ("DEPOT_META_URL", meta_url.as_str()),
+        ("DEPOT_META_POOL_SIZE", "4"),
+    ]);
+    let t = s.token("alice", INSTANCE, false);
+    let f = s.upload_one(&t, "pg.jpg", &jpeg(640, 480, [40, 40, 220]));
+    let p = path_of(&f);
+    let q = "w=320&h=240&fit=cover&format=webp";
+    let etags: Vec<String> = std::thread::scope(|sc| {
+        let running: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    let (status, h, body) = get(&s, &p, q, Some(&t));
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                    assert_eq!((decode(&body).width(), decode(&body).height()), (320, 240));
+                    header(&h, "etag").to_string()
+                })
+            })
+            .collect();
+        running.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(etags.iter().all(|e| *e == etags[0]), "{etags:?}");
+    assert_eq!(s.blob_count(), 2, "the source and one variant");
+    let status = s
+        .client
+        .delete(s.url(&format!("/files/{}", f["hypi"]["id"].as_str().unwrap())))
+        .header("Authorization", &t)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    assert_eq!(s.blob_count(), 0, "the variant went with its source");
+}
