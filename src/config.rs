@@ -130,7 +130,9 @@ pub struct TransformsConfig {
 
 impl Default for TransformsConfig {
     fn default() -> Self {
-        let sizes = vec![64, 128, 160, 240, 320, 480, 640, 800, 1024, 1280, 1600, 1920];
+        let sizes = vec![
+            64, 128, 160, 240, 320, 480, 640, 800, 1024, 1280, 1600, 1920,
+        ];
         Self {
             enabled: true,
             widths: sizes.clone(),

@@ -52,7 +52,8 @@ fn animated_gif() -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut enc = image::codecs::gif::GifEncoder::new(&mut out);
-        enc.set_repeat(image::codecs::gif::Repeat::Infinite).unwrap();
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite)
+            .unwrap();
         for c in [[255, 0, 0, 255], [0, 0, 255, 255]] {
             let frame = image::Frame::new(RgbaImage::from_pixel(20, 20, Rgba(c)));
             enc.encode_frame(frame).unwrap();
@@ -66,7 +67,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 == 1 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -159,11 +164,17 @@ fn fit_modes_sizes_and_formats() {
     let img = decode(&body).to_rgba8();
     assert_eq!(img.get_pixel(80, 2).0[3], 0, "transparent padding");
     let mid = img.get_pixel(80, 80).0;
-    assert!(mid[2] > 150 && mid[0] < 60 && mid[3] == 255, "image in the middle: {mid:?}");
+    assert!(
+        mid[2] > 150 && mid[0] < 60 && mid[3] == 255,
+        "image in the middle: {mid:?}"
+    );
     let (_, _, body) = get(&s, &p, "w=160&h=160&fit=contain&format=jpeg", Some(&t));
     let img = decode(&body).to_rgb8();
     let pad = img.get_pixel(80, 2).0;
-    assert!(pad.iter().all(|c| *c > 240), "white padding in a JPEG: {pad:?}");
+    assert!(
+        pad.iter().all(|c| *c > 240),
+        "white padding in a JPEG: {pad:?}"
+    );
     let (_, _, body) = get(&s, &p, "w=160&h=160&fit=cover&format=png", Some(&t));
     let top = decode(&body).to_rgb8().get_pixel(80, 2).0;
     assert!(top[2] > 150 && top[0] < 60, "cover fills: {top:?}");
@@ -286,7 +297,10 @@ fn same_access_checks_as_the_original_and_cache_headers() {
     // The owner: private and immutable, its own ETag (not the source's).
     let (status, h, body) = get(&s, &p, q, Some(&alice));
     assert_eq!(status, 200);
-    assert_eq!(header(&h, "cache-control"), "private, max-age=31536000, immutable");
+    assert_eq!(
+        header(&h, "cache-control"),
+        "private, max-age=31536000, immutable"
+    );
     assert_eq!(header(&h, "x-content-type-options"), "nosniff");
     assert_eq!(header(&h, "content-security-policy"), "sandbox");
     let etag = header(&h, "etag").to_string();
@@ -309,7 +323,10 @@ fn same_access_checks_as_the_original_and_cache_headers() {
     assert_eq!(s.set_anonymous(&admin, true), 200);
     let (status, h, _) = get(&s, &p, q, None);
     assert_eq!(status, 200);
-    assert_eq!(header(&h, "cache-control"), "public, max-age=86400, immutable");
+    assert_eq!(
+        header(&h, "cache-control"),
+        "public, max-age=86400, immutable"
+    );
     assert_eq!(header(&h, "etag"), etag);
 }
 
@@ -332,8 +349,17 @@ fn a_variant_is_computed_once_then_served_like_a_file() {
             .collect();
         running.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(answers.iter().all(|(st, e)| *st == 200 && *e == answers[0].1), "{answers:?}");
-    let computed = metric_sum(&s.metrics(METRICS_TOKEN), "depot_transform_variants_total", &[]);
+    assert!(
+        answers
+            .iter()
+            .all(|(st, e)| *st == 200 && *e == answers[0].1),
+        "{answers:?}"
+    );
+    let computed = metric_sum(
+        &s.metrics(METRICS_TOKEN),
+        "depot_transform_variants_total",
+        &[],
+    );
     assert_eq!(computed, 1.0, "computed once");
     assert_eq!(s.blob_count(), 2, "the source and one variant");
 
@@ -364,7 +390,10 @@ fn a_variant_is_computed_once_then_served_like_a_file() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(header(r.headers(), "content-length"), body.len().to_string());
+    assert_eq!(
+        header(r.headers(), "content-length"),
+        body.len().to_string()
+    );
     // Equal parameters written differently name the same variant (WebP ignores q).
     let (_, h, _) = get(&s, &p, "format=webp&fit=cover&h=240&w=320&q=50", Some(&t));
     assert_eq!(header(&h, "etag"), answers[0].1);
@@ -400,7 +429,11 @@ fn deleting_the_source_removes_its_variants() {
             .as_u16()
     };
     assert_eq!(delete(&a), 204);
-    assert_eq!(s.blob_count(), 3, "b still uses the source and its variants");
+    assert_eq!(
+        s.blob_count(),
+        3,
+        "b still uses the source and its variants"
+    );
     assert_eq!(get(&s, &path_of(&b), "w=64&format=png", Some(&t)).0, 200);
     assert_eq!(delete(&b), 204);
     assert_eq!(s.blob_count(), 0, "the source went, its variants with it");

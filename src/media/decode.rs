@@ -53,7 +53,8 @@ pub fn decode<R: BufRead + Seek>(
     max_pixels: u64,
     orient: bool,
 ) -> Result<DynamicImage, DecodeError> {
-    let fmt = format(mime).ok_or_else(|| DecodeError::Unsupported(format!("no decoder for {mime}")))?;
+    let fmt =
+        format(mime).ok_or_else(|| DecodeError::Unsupported(format!("no decoder for {mime}")))?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);

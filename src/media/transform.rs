@@ -142,7 +142,10 @@ impl Rules {
                 return Err(format!("{name} must list at least one size"));
             }
             match v.iter().find(|&&s| s == 0 || s > decode::MAX_SIDE) {
-                Some(s) => Err(format!("{name}: {s} is not within 1..={}", decode::MAX_SIDE)),
+                Some(s) => Err(format!(
+                    "{name}: {s} is not within 1..={}",
+                    decode::MAX_SIDE
+                )),
                 None => Ok(v.to_vec()),
             }
         };
@@ -150,7 +153,9 @@ impl Rules {
         for f in &c.formats {
             match Format::parse(f) {
                 Some(Format::Avif) => {
-                    return Err("formats: avif is not built into this binary (see the README)".into())
+                    return Err(
+                        "formats: avif is not built into this binary (see the README)".into(),
+                    )
                 }
                 Some(f) => formats.push(f),
                 None => return Err(format!("formats: unknown format {f:?} (jpeg, png, webp)")),
@@ -275,13 +280,19 @@ impl Request {
         if let Some(w) = req.width.filter(|w| !rules.widths.contains(w)) {
             return Err(Error::Transform(
                 TransformFault::SizeNotAllowed,
-                format!("w={w} is not an allowed width (allowed: {:?})", rules.widths),
+                format!(
+                    "w={w} is not an allowed width (allowed: {:?})",
+                    rules.widths
+                ),
             ));
         }
         if let Some(h) = req.height.filter(|h| !rules.heights.contains(h)) {
             return Err(Error::Transform(
                 TransformFault::SizeNotAllowed,
-                format!("h={h} is not an allowed height (allowed: {:?})", rules.heights),
+                format!(
+                    "h={h} is not an allowed height (allowed: {:?})",
+                    rules.heights
+                ),
             ));
         }
         if let Some(f) = req.format {
@@ -302,7 +313,9 @@ impl Request {
                 ),
             ));
         }
-        let format = self.format.unwrap_or_else(|| Format::of_source(source_mime));
+        let format = self
+            .format
+            .unwrap_or_else(|| Format::of_source(source_mime));
         check_format(format, rules)?;
         let fit = match (self.width, self.height) {
             // Only with a whole box does the fit change anything.
@@ -495,9 +508,8 @@ pub fn apply<R: BufRead + Seek>(
         Format::Png => {
             image::codecs::png::PngEncoder::new(&mut bytes).write_image(&buf, ow, oh, color)
         }
-        Format::Webp => {
-            image::codecs::webp::WebPEncoder::new_lossless(&mut bytes).write_image(&buf, ow, oh, color)
-        }
+        Format::Webp => image::codecs::webp::WebPEncoder::new_lossless(&mut bytes)
+            .write_image(&buf, ow, oh, color),
         Format::Avif => {
             return Err(Error::Transform(
                 TransformFault::FormatNotAllowed,
@@ -584,8 +596,14 @@ mod tests {
             assert_eq!(code(Request::from_query(q, &r).unwrap_err()), want, "{q}");
         }
         let any = Request::from_query("w=320", &r).unwrap().unwrap();
-        assert_eq!(code(any.normalize("image/svg+xml", &r).unwrap_err()), "NOT_AN_IMAGE");
-        assert_eq!(code(any.normalize("text/plain", &r).unwrap_err()), "NOT_AN_IMAGE");
+        assert_eq!(
+            code(any.normalize("image/svg+xml", &r).unwrap_err()),
+            "NOT_AN_IMAGE"
+        );
+        assert_eq!(
+            code(any.normalize("text/plain", &r).unwrap_err()),
+            "NOT_AN_IMAGE"
+        );
     }
 
     #[test]

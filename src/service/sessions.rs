@@ -205,7 +205,10 @@ impl Read for BlobReader {
 }
 
 /// The reader an image is decoded from: buffered in reads of up to [`DECODE_READ_BUF`].
-pub(crate) fn decode_reader(handle: Box<dyn BlobHandle>, deadline: Instant) -> std::io::BufReader<BlobReader> {
+pub(crate) fn decode_reader(
+    handle: Box<dyn BlobHandle>,
+    deadline: Instant,
+) -> std::io::BufReader<BlobReader> {
     let cap = handle.len().clamp(8 * 1024, DECODE_READ_BUF) as usize;
     let reader = BlobReader {
         handle,

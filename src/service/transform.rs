@@ -12,7 +12,7 @@
 //! - Usage: each record keeps its size against its source (`variants_of(source)`): a future
 //!   usage report sums them for the source's owners.
 
-use super::files::{path_matches, Body};
+use super::files::{path_matches, read_whole, Body, SMALL_FILE};
 use super::sessions::decode_reader;
 use super::{blocking, BlobGuard, Service};
 use crate::auth::Caller;
@@ -86,6 +86,21 @@ impl Drop for Gate<'_> {
     }
 }
 
+/// A variant's bytes, opened.
+struct Opened {
+    len: u64,
+    body: Body,
+}
+
+impl Opened {
+    fn streamed(h: Box<dyn BlobHandle>) -> Self {
+        Self {
+            len: h.len(),
+            body: Body::Open(h),
+        }
+    }
+}
+
 /// A variant opened for download.
 pub struct VariantDownload {
     /// The source file (its name and modification time).
@@ -152,8 +167,8 @@ impl Service {
         })
         .await?;
         let public = matches!(caller, Caller::Anonymous);
-        let opened = match found {
-            Some(v) => v,
+        let (variant, opened) = match found {
+            Some(found) => found,
             None => {
                 let deadline = Instant::now() + self.transforms.timeout;
                 let account = lane_account(&caller, &file);
@@ -169,23 +184,32 @@ impl Service {
                 }
             }
         };
-        let (variant, handle) = opened;
         Ok(VariantDownload {
             file,
-            len: handle.len(),
+            len: opened.len,
             variant,
             public,
-            body: Body::Open(handle),
+            body: opened.body,
         })
     }
 
-    /// The stored variant and its open blob; `None` when not computed (or its blob is gone,
-    /// which the next computation repairs).
-    fn stored_variant(&self, key: &VariantKey) -> Result<Option<(VariantRecord, Box<dyn BlobHandle>)>> {
+    /// The stored variant and its bytes (read whole when small, in this same blocking call,
+    /// as small downloads are); `None` when not computed (or its blob is gone, which the next
+    /// computation repairs).
+    fn stored_variant(&self, key: &VariantKey) -> Result<Option<(VariantRecord, Opened)>> {
         let Some(v) = self.meta.variant(key)? else {
             return Ok(None);
         };
-        Ok(self.blobs.open(&v.sha)?.map(|h| (v, h)))
+        let Some(mut h) = self.blobs.open(&v.sha)? else {
+            return Ok(None);
+        };
+        let len = h.len();
+        let body = if len <= SMALL_FILE {
+            Body::Read(read_whole(h.as_mut(), &v.key)?)
+        } else {
+            Body::Open(h)
+        };
+        Ok(Some((v, Opened { len, body })))
     }
 
     /// Computes the variant unless a concurrent request did: one computation per key.
@@ -196,7 +220,7 @@ impl Service {
         params: Params,
         key: VariantKey,
         deadline: Instant,
-    ) -> Result<(VariantRecord, Box<dyn BlobHandle>)> {
+    ) -> Result<(VariantRecord, Opened)> {
         let gate = self.transforms.gate(&key)?;
         let _turn = gate.gate.lock().await;
         let svc = self.clone();
@@ -222,7 +246,7 @@ impl Service {
         params: &Params,
         key: VariantKey,
         deadline: Instant,
-    ) -> Result<(VariantRecord, Box<dyn BlobHandle>)> {
+    ) -> Result<(VariantRecord, Opened)> {
         let rules = &self.transforms.rules;
         let Some(source) = self.blobs.open(&file.sha256)? else {
             return Err(Error::ContentMissing(format!(
@@ -275,7 +299,7 @@ impl Service {
                 // variant referencing its own source would keep it alive forever).
                 drop(staged);
                 let h = self.blobs.open(&sha)?.ok_or_else(Error::not_found)?;
-                return Ok((record, h));
+                return Ok((record, Opened::streamed(h)));
             }
             staged.commit()?;
             let kept = self.meta.put_variant(&record)?;
@@ -287,7 +311,7 @@ impl Service {
                 Error::ContentMissing("a stored image variant is missing from storage".into())
             })?;
             metrics::counter!("depot_transform_variants_total").increment(1);
-            Ok((kept, h))
+            Ok((kept, Opened::streamed(h)))
         }
     }
 

@@ -31,12 +31,7 @@ impl VariantStore for PgMeta {
                     .execute(
                         "INSERT INTO variants (key, source, sha256, record) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (key) DO NOTHING",
-                        &[
-                            &v.key.0,
-                            &v.source.0.as_slice(),
-                            &v.sha.0.as_slice(),
-                            &rec,
-                        ],
+                        &[&v.key.0, &v.source.0.as_slice(), &v.sha.0.as_slice(), &rec],
                     )
                     .await?;
                 if inserted == 1 {
