@@ -103,6 +103,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// tus 1.0 resumable uploads (`/tus/`).
     pub tus: TusConfig,
+    /// Image transforms on download (`?w=320&h=240&fit=cover&format=webp`).
+    pub transforms: TransformsConfig,
 }
 
 /// tus 1.0 resumable uploads.
@@ -131,6 +133,51 @@ impl Config {
         match self.tus.max_size {
             0 => self.max_file_size,
             n => n,
+        }
+    }
+}
+
+/// Image transforms on download: which sizes and formats may be asked for (every allowed
+/// combination is a variant that may be stored, so the lists bound the disk one image can
+/// cost), and the bounds of one transform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformsConfig {
+    /// `false`: transform parameters are refused (400 INVALID_TRANSFORM).
+    pub enabled: bool,
+    /// Widths that may be asked for (`w`), in pixels.
+    pub widths: Vec<u32>,
+    /// Heights that may be asked for (`h`), in pixels.
+    pub heights: Vec<u32>,
+    /// Output formats that may be asked for: `jpeg`, `png`, `webp` (`avif` is not built in).
+    pub formats: Vec<String>,
+    /// JPEG quality when `q` is not given (1-100).
+    pub default_quality: u8,
+    /// Largest source file transformed, in bytes.
+    pub max_input_bytes: u64,
+    /// Largest source canvas decoded, in pixels (width x height).
+    pub max_input_pixels: u64,
+    /// Seconds one transform may take, waiting for a decode lane included (then 408).
+    pub timeout_secs: u64,
+    /// New variants being computed or waited for at once, over all callers; 429 beyond.
+    pub max_pending: usize,
+}
+
+impl Default for TransformsConfig {
+    fn default() -> Self {
+        let sizes = vec![
+            64, 128, 160, 240, 320, 480, 640, 800, 1024, 1280, 1600, 1920,
+        ];
+        Self {
+            enabled: true,
+            widths: sizes.clone(),
+            heights: sizes,
+            formats: vec!["jpeg".into(), "png".into(), "webp".into()],
+            default_quality: 80,
+            max_input_bytes: 64 * 1024 * 1024,
+            max_input_pixels: 64 * 1000 * 1000,
+            timeout_secs: 60,
+            max_pending: 64,
         }
     }
 }
@@ -332,6 +379,7 @@ impl Default for Config {
             meta: MetaConfig::default(),
             sessions: SessionsConfig::default(),
             tus: TusConfig::default(),
+            transforms: TransformsConfig::default(),
         }
     }
 }
@@ -889,6 +937,8 @@ impl Config {
                 self.log_format
             )));
         }
+        crate::media::transform::Rules::from_config(&self.transforms)
+            .map_err(|e| StartError::Config(format!("transforms: {e}")))?;
         if self.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(StartError::Config(
                 "metrics_token must be at least 16 characters".into(),

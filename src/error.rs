@@ -67,6 +67,10 @@ pub enum Error {
     /// change in one call (`max_tree_entries`): 422.
     #[error("{0}")]
     TreeTooLarge(String),
+    /// An image transform (`GET /file/...?w=320&format=webp`) that cannot be made; each fault
+    /// has its own code.
+    #[error("{1}")]
+    Transform(TransformFault, String),
     /// The service cannot take work now (a readiness check failed): 503.
     #[error("{0}")]
     Unavailable(String),
@@ -146,6 +150,24 @@ impl S3Fault {
     }
 }
 
+/// Why an image transform was refused; each has its own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransformFault {
+    /// A parameter that does not parse or is out of range (unknown fit, `w=0`, `q=101`).
+    InvalidParameter,
+    /// A width or height outside the configured list (`[transforms] widths`/`heights`).
+    SizeNotAllowed,
+    /// An output format not allowed (or not built in, as AVIF).
+    FormatNotAllowed,
+    /// The file is not a raster image this server decodes (text, SVG and other active content,
+    /// TIFF...).
+    NotAnImage,
+    /// The image (or the result asked for) is over the size caps: a decode bomb, or too big.
+    ImageTooLarge,
+    /// The bytes do not decode as the image type they were stored as.
+    Undecodable,
+}
+
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -213,6 +235,12 @@ pub const INCOMPLETE_BODY: Class = class(400, "INCOMPLETE_BODY");
 pub const NO_SUCH_UPLOAD: Class = class(404, "NO_SUCH_UPLOAD");
 pub const MALFORMED_XML: Class = class(400, "MALFORMED_XML");
 pub const INVALID_ARGUMENT: Class = class(400, "INVALID_ARGUMENT");
+pub const INVALID_TRANSFORM: Class = class(400, "INVALID_TRANSFORM");
+pub const SIZE_NOT_ALLOWED: Class = class(400, "SIZE_NOT_ALLOWED");
+pub const FORMAT_NOT_ALLOWED: Class = class(400, "FORMAT_NOT_ALLOWED");
+pub const NOT_AN_IMAGE: Class = class(400, "NOT_AN_IMAGE");
+pub const IMAGE_TOO_LARGE: Class = class(422, "IMAGE_TOO_LARGE");
+pub const UNDECODABLE_IMAGE: Class = class(422, "UNDECODABLE_IMAGE");
 
 impl Error {
     /// The one table from variant to status and code.
@@ -258,6 +286,14 @@ impl Error {
             },
             Error::Unavailable(_) => UNAVAILABLE,
             Error::TreeTooLarge(_) => TREE_TOO_LARGE,
+            Error::Transform(f, _) => match f {
+                TransformFault::InvalidParameter => INVALID_TRANSFORM,
+                TransformFault::SizeNotAllowed => SIZE_NOT_ALLOWED,
+                TransformFault::FormatNotAllowed => FORMAT_NOT_ALLOWED,
+                TransformFault::NotAnImage => NOT_AN_IMAGE,
+                TransformFault::ImageTooLarge => IMAGE_TOO_LARGE,
+                TransformFault::Undecodable => UNDECODABLE_IMAGE,
+            },
             Error::Internal(_) | Error::Failed { .. } => INTERNAL,
         }
     }

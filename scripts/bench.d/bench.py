@@ -27,7 +27,8 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DOMAIN = "bench.test"
 direct.DOMAIN = DOMAIN
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm", "multipart", "tus")
+ALL_CASES = ("sizes", "get", "up4k", "rss1", "rssN", "presigned", "confirm", "multipart", "tus",
+             "transform")
 # Run only when named in --only: they need scripts/services (PostgreSQL, moto_server).
 OPT_IN_CASES = ("nodes",)
 # every transfer is bounded; subprocess timeouts back this up
@@ -803,6 +804,52 @@ class Bench:
             self.raw.append((f"tus {human(self.big)} (tus-js-client)", k, v, "MiB/s"))
         return med(vals["depot"]), med(vals["nginx"])
 
+    def case_transform(self, depot, ngx):
+        """Image transforms (issue 16): the first request for a 320 px WebP of a 24-megapixel
+        JPEG (decode, resize, encode, store), the same request answered from the stored variant,
+        and the cached variant's GET rate against nginx serving the same bytes."""
+        os.makedirs(self.files_dir, exist_ok=True)
+        path = os.path.join(self.files_dir, "24mp.jpg")
+        if not os.path.exists(path):
+            log("writing a 6000 x 4000 JPEG")
+            direct.write_jpeg(path, 6000, 4000)
+        query = "?w=320&format=webp"
+        owner = ["-H", f"Authorization: {depot.token}"]
+        runs = 2 if self.quick else 5
+        log(f"transform: 24-megapixel JPEG to a 320 px WebP, {runs} first and cached runs")
+        first, cached = [], []
+        url = None
+        for i in range(runs):
+            # A fresh source each run (its variants go with it), so each first request computes.
+            if url:
+                depot.delete(file_id)
+            _, file_id, url = depot.upload(path, f"transform{i}")
+            secs, _ = curl_get(f"{depot.base}{url}{query}", owner)
+            first.append(secs)
+            for _ in range(3):
+                cached.append(curl_get(f"{depot.base}{url}{query}", owner)[0])
+        variant = os.path.join(ngx.www, "variant.webp")
+        r = run([*CURL, "-o", variant, "-w", "%{http_code}", *owner, f"{depot.base}{url}{query}"],
+                timeout=120)
+        if r.stdout.strip() != "200":
+            raise BenchError(f"variant GET answered {r.stdout.strip() or r.stderr.strip()}")
+        vals = {"nginx": [], "depot": []}
+        for _ in range(self.wrk_runs):
+            vals["nginx"].append(wrk(f"{ngx.base}/variant.webp", 64, self.wrk_secs,
+                                     {"BENCH_MODE": "get"})["ok_per_s"])
+            s = wrk(f"{depot.base}{url}{query}", 64, self.wrk_secs, {"BENCH_MODE": "get"}, owner)
+            if s["status"]:
+                self.notes.append(f"depot variant GET: {s['status']} non-2xx answers in one run")
+            vals["depot"].append(s["ok_per_s"])
+        self.raw.append(("transform 24 MP JPEG -> 320 px WebP, first", "depot",
+                         [t * 1000 for t in first], "ms"))
+        self.raw.append(("transform 24 MP JPEG -> 320 px WebP, cached", "depot",
+                         [t * 1000 for t in cached], "ms"))
+        for k, v in vals.items():
+            self.raw.append((f"cached variant GET ({os.path.getsize(variant)} B) x64", k, v,
+                             "req/s"))
+        return med(first), med(cached), med(vals["depot"]), med(vals["nginx"])
+
     # -- driver ------------------------------------------------------------------------------
 
     def add_row(self, case, reference, depot_v, ref_v, unit, target, op=">="):
@@ -835,9 +882,10 @@ class Bench:
         phase_times = []
         try:
             if any(c in self.cases for c in ("sizes", "get", "up4k", "presigned", "confirm",
-                                             "multipart", "tus")):
+                                             "multipart", "tus", "transform")):
                 depot = Depot(self, os.path.join(self.run_dir, "depot-data"), "depot")
-            if any(c in self.cases for c in ("sizes", "get", "presigned", "multipart", "tus")):
+            if any(c in self.cases for c in ("sizes", "get", "presigned", "multipart", "tus",
+                                             "transform")):
                 ngx = Nginx(self)
 
             # Direct uploads (issue 11): scripts/bench.d/direct.py
@@ -897,6 +945,22 @@ class Bench:
                         ValueError) as e:
                     self.error_row(name, "-", "reported", e)
                 phase_times.append(("confirm", time.monotonic() - t))
+
+            t = time.monotonic()
+            if "transform" in self.cases:
+                name = "image transform, 24 MP JPEG -> 320 px WebP"
+                try:
+                    first, cached, d, n = self.case_transform(depot, ngx)
+                    self.rows.append((f"{name}, first request", "-", fmt(first * 1000, " ms"),
+                                      "-", "-", "reported", "info"))
+                    self.rows.append((f"{name}, cached variant", "-", fmt(cached * 1000, " ms"),
+                                      "-", "-", "reported", "info"))
+                    self.add_row("GET cached variant, 64 conns, owner",
+                                 "nginx, the same variant bytes, no auth", d, n, " req/s", 0.8)
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, KeyError,
+                        ValueError) as e:
+                    self.error_row(name, "-", "reported", e)
+                phase_times.append(("transform", time.monotonic() - t))
 
             t = time.monotonic()
             if "sizes" in self.cases:

@@ -58,6 +58,9 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     }
     let caller = caller(&req, &state)?;
     let (instance, id, ext) = parse_name(name).ok_or_else(Error::not_found)?;
+    if let Some(t) = super::transform::requested(&req, &state)? {
+        return super::transform::serve(&req, &state, caller, (instance, id, ext), t).await;
+    }
     let dl = state
         .service
         .open_download(caller, instance, id, ext)

@@ -20,6 +20,7 @@ pub mod range;
 pub mod rate_limit;
 pub mod request_id;
 mod temp_multipart;
+mod transform;
 pub mod tus;
 mod upload;
 pub mod views;

@@ -2,15 +2,11 @@
 //! on memory (a small file can claim a huge canvas: the decode-bomb case), downscaled, and
 //! encoded with the `blurhash` crate.
 
-use image::{ImageFormat, ImageReader, Limits};
+use super::decode;
 use std::io::{BufRead, Seek};
 
 /// Largest canvas decoded, in pixels (a 24-megapixel photo is well inside).
-pub const MAX_PIXELS: u64 = 64 * 1000 * 1000;
-/// Largest side decoded, in pixels.
-const MAX_SIDE: u32 = 20_000;
-/// Most memory one decode may allocate.
-const MAX_ALLOC: u64 = 512 * 1024 * 1024;
+pub const MAX_PIXELS: u64 = decode::MAX_PIXELS;
 /// The image is reduced to at most this many pixels a side before encoding: a BlurHash of
 /// 4x3 components needs no more.
 const THUMB: u32 = 64;
@@ -18,20 +14,9 @@ const THUMB: u32 = 64;
 /// Components of the hash (Foir's and Wolt's default: 4 across, 3 down).
 const COMPONENTS: (u32, u32) = (4, 3);
 
-/// The codecs built in (JPEG, PNG, GIF, WebP), by media type.
-fn format(mime: &str) -> Option<ImageFormat> {
-    match mime {
-        "image/jpeg" => Some(ImageFormat::Jpeg),
-        "image/png" => Some(ImageFormat::Png),
-        "image/gif" => Some(ImageFormat::Gif),
-        "image/webp" => Some(ImageFormat::WebP),
-        _ => None,
-    }
-}
-
 /// Whether [`describe`] can decode this type.
 pub fn decodable(mime: &str) -> bool {
-    format(mime).is_some()
+    decode::format(mime).is_some()
 }
 
 /// A decoded image's size and BlurHash.
@@ -45,28 +30,9 @@ pub struct Described {
 /// Decodes the image in `reader` (of type `mime`) within the bounds above and computes its
 /// BlurHash. `Err` says why not (unsupported type, too large, broken): the caller keeps the
 /// file without a placeholder.
-pub fn describe<R: BufRead + Seek>(mut reader: R, mime: &str) -> Result<Described, String> {
-    let fmt = format(mime).ok_or_else(|| format!("no decoder for {mime}"))?;
-    let limits = || {
-        let mut l = Limits::default();
-        l.max_image_width = Some(MAX_SIDE);
-        l.max_image_height = Some(MAX_SIDE);
-        l.max_alloc = Some(MAX_ALLOC);
-        l
-    };
-    // The header first: a canvas over the pixel cap is refused before anything is allocated.
-    let mut head = ImageReader::with_format(&mut reader, fmt);
-    head.limits(limits());
-    let (w, h) = head
-        .into_dimensions()
-        .map_err(|e| format!("cannot read the image header: {e}"))?;
-    if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(format!("{w}x{h} is larger than {MAX_PIXELS} pixels"));
-    }
-    reader.rewind().map_err(|e| format!("cannot rewind: {e}"))?;
-    let mut full = ImageReader::with_format(&mut reader, fmt);
-    full.limits(limits());
-    let img = full.decode().map_err(|e| format!("cannot decode: {e}"))?;
+pub fn describe<R: BufRead + Seek>(reader: R, mime: &str) -> Result<Described, String> {
+    // Stored orientation, as the dimensions recorded for the File are.
+    let img = decode::decode(reader, mime, MAX_PIXELS, false).map_err(|e| e.to_string())?;
     let small = img.thumbnail(THUMB, THUMB).to_rgba8();
     let blurhash = ::blurhash::encode(
         COMPONENTS.0,
@@ -86,6 +52,7 @@ pub fn describe<R: BufRead + Seek>(mut reader: R, mime: &str) -> Result<Describe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::ImageFormat;
     use std::io::Cursor;
 
     fn png(w: u32, h: u32) -> Vec<u8> {

@@ -3,6 +3,8 @@
 //! the same whatever the storage backend.
 
 pub mod blurhash;
+pub mod decode;
+pub mod transform;
 
 /// Bytes from the start of a file that probing is given: enough for the type and for image
 /// headers (a JPEG's size comes after its EXIF/ICC segments, each up to 64 KiB).

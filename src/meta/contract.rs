@@ -12,6 +12,7 @@ use crate::types::{AccountId, FileId, InstanceId, RightId, SessionId, Sha256};
 
 pub mod assets;
 pub mod dirs;
+pub mod variants;
 
 /// A contract case: a name for the report and the check.
 pub type Case = (&'static str, fn(&dyn MetaStore));
@@ -83,6 +84,10 @@ pub fn cases() -> Vec<Case> {
             assets::replace_content_moves_references,
         ),
         ("session_size_is_set_once", assets::session_size_is_set_once),
+        (
+            "variants_hold_references_and_go_with_their_source",
+            variants::variants_hold_references_and_go_with_their_source,
+        ),
     ]
 }
 

@@ -7,6 +7,7 @@ pub mod model;
 pub mod pg;
 pub mod session;
 mod sled_store;
+pub mod variants;
 
 pub use dirs::DirectoryStore;
 pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
@@ -15,6 +16,7 @@ pub use session::{
     CompletedParts, FileExtras, SessionKind, SessionState, StoredBytes, UploadSession,
 };
 pub use sled_store::{SledMeta, Star};
+pub use variants::{VariantKey, VariantRecord, VariantStore};
 
 use crate::error::Result;
 use crate::types::{AccountId, FileId, InstanceId, Millis, RightId, SessionId, Sha256};
@@ -229,7 +231,7 @@ pub trait UploadSessionStore {
 
 /// Whole-store walks and repairs for fsck and gc. Never on a request path: their cost grows
 /// with the store.
-pub trait MaintenanceStore: FileStore + UploadSessionStore {
+pub trait MaintenanceStore: FileStore + UploadSessionStore + VariantStore {
     /// Every file record of every instance (for fsck).
     fn all_files(&self) -> Records<'_, FileRecord>;
     /// Every recorded blob reference count (for fsck).
@@ -241,7 +243,7 @@ pub trait MaintenanceStore: FileStore + UploadSessionStore {
     /// [`GrantStore::rights_on`], whose cost does not grow with the instance's grant count).
     fn rights_in(&self, instance: InstanceId) -> Result<Vec<AccessRight>>;
     /// One blob's recorded reference count and the references that exist (file records with
-    /// its hash plus uploaded, unconfirmed sessions holding it), read together. fsck re-checks
+    /// its hash, uploaded, unconfirmed sessions and image variants holding it), read together. fsck re-checks
     /// what a whole-store walk found odd with it, under the blob's lock, while nodes serve.
     /// The default walks every record (an offline store: nothing changes meanwhile); a shared
     /// store answers from one snapshot.
@@ -256,6 +258,11 @@ pub trait MaintenanceStore: FileStore + UploadSessionStore {
             let s = s?;
             if s.state == SessionState::Uploaded && s.bytes.as_ref().is_some_and(|b| b.sha == *sha)
             {
+                actual += 1;
+            }
+        }
+        for v in self.all_variants() {
+            if v?.sha == *sha {
                 actual += 1;
             }
         }
@@ -278,7 +285,7 @@ pub trait MaintenanceStore: FileStore + UploadSessionStore {
 pub struct BlobReferences {
     /// The count kept beside the blob (what decides when the blob goes).
     pub recorded: u64,
-    /// File records and uploaded sessions referencing the blob.
+    /// File records, uploaded sessions and image variants referencing the blob.
     pub actual: u64,
 }
 
@@ -328,6 +335,7 @@ pub trait MetaStore:
     + GrantStore
     + UploadSessionStore
     + MaintenanceStore
+    + VariantStore
     + DirectoryStore
     + NodeLocks
     + Send
@@ -342,6 +350,7 @@ impl<T> MetaStore for T where
         + GrantStore
         + UploadSessionStore
         + MaintenanceStore
+        + VariantStore
         + DirectoryStore
         + NodeLocks
         + Send

@@ -15,6 +15,7 @@ mod dirs;
 mod export;
 mod file_index;
 mod log_sync;
+mod variants;
 
 pub use export::Star;
 
@@ -70,6 +71,10 @@ pub struct SledMeta {
     session_counts: sled::Tree,
     /// `file id` -> Foir's extra fields of a File made by a session.
     file_extras: sled::Tree,
+    /// Image variants (see `variants.rs`): `variant key` -> record.
+    variants: sled::Tree,
+    /// `source sha256 ++ variant key` -> empty: the variants of a source blob.
+    variants_by_source: sled::Tree,
 }
 
 #[path = "sled_sessions.rs"]
@@ -266,6 +271,8 @@ impl SledMeta {
             sessions_by_expiry: tree("sessions_by_expiry")?,
             session_counts: tree("session_counts")?,
             file_extras: tree("file_extras")?,
+            variants: tree("variants")?,
+            variants_by_source: tree("variants_by_source")?,
             log: log_sync::LogSync::open(dir)?,
             db,
         }

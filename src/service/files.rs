@@ -9,7 +9,7 @@ use crate::types::{now_millis, FileId, InstanceId, Millis};
 use std::sync::Arc;
 
 /// Files up to this size are read in the same blocking call that authorises the download.
-const SMALL_FILE: u64 = 64 * 1024;
+pub(super) const SMALL_FILE: u64 = 64 * 1024;
 
 /// A file opened for download.
 pub struct Download {
@@ -34,13 +34,34 @@ fn privileged(caller: &Caller, file: &FileRecord, domain: &str) -> bool {
 }
 
 /// The download path names this file: the extension (and the instance, when given) must match.
-fn path_matches(file: &FileRecord, instance: Option<InstanceId>, ext: Option<&str>) -> bool {
+pub(super) fn path_matches(
+    file: &FileRecord,
+    instance: Option<InstanceId>,
+    ext: Option<&str>,
+) -> bool {
     let ext_ok = match (&file.extension, ext) {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         (None, None) => true,
         _ => false,
     };
     ext_ok && instance.is_none_or(|i| i == file.instance)
+}
+
+/// Reads a small blob whole (at most [`SMALL_FILE`] bytes: the caller checked its length);
+/// `what` names it in the error.
+pub(super) fn read_whole(
+    handle: &mut dyn BlobHandle,
+    what: &dyn std::fmt::Display,
+) -> Result<bytes::Bytes> {
+    let mut buf = vec![0; handle.len() as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match handle.read_at(got as u64, &mut buf[got..])? {
+            0 => return Err(Error::Internal(format!("the blob of {what} shrank"))),
+            n => got += n,
+        }
+    }
+    Ok(bytes::Bytes::from(buf))
 }
 
 impl Service {
@@ -147,15 +168,7 @@ impl Service {
                     body: Body::Open(handle),
                 });
             }
-            let mut buf = vec![0; len as usize];
-            let mut got = 0;
-            while got < buf.len() {
-                match handle.read_at(got as u64, &mut buf[got..])? {
-                    0 => return Err(Error::Internal(format!("blob of file {} shrank", file.id))),
-                    n => got += n,
-                }
-            }
-            let bytes = bytes::Bytes::from(buf);
+            let bytes = read_whole(handle.as_mut(), &file.id)?;
             // Kept with the decision that let the caller in, when a grant did: any grant or
             // instance change kills the decision before the call making it returns, and
             // `until` ends it with the grants that allowed it.

@@ -149,6 +149,10 @@ impl Service {
                 *refs.entry(b.sha).or_default() += 1;
             }
         }
+        // So does each image variant on its own blob.
+        for v in self.meta.all_variants() {
+            *refs.entry(v?.sha).or_default() += 1;
+        }
         let recorded: HashMap<Sha256, u64> = self.meta.all_blob_refs()?.into_iter().collect();
         let shas: HashSet<Sha256> = recorded.keys().chain(refs.keys()).copied().collect();
         for sha in shas {

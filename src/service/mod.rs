@@ -19,6 +19,7 @@ pub mod reupload;
 pub mod session_leases;
 pub mod sessions;
 pub mod temp_multipart;
+pub mod transform;
 pub mod tus;
 pub mod upload;
 
@@ -53,6 +54,8 @@ pub struct Service {
     pub(crate) tree: dirs::TreeLock,
     /// Remote URL ingests (Hygraph `createAsset(data: {uploadUrl})`): fetcher and bounds.
     pub(crate) ingests: ingest_remote::Runtime,
+    /// Image transforms: the rules and the variants being computed (see `transform`).
+    pub(crate) transforms: transform::Runtime,
 }
 
 impl Service {
@@ -66,6 +69,7 @@ impl Service {
         Self {
             hot: Arc::new(hot::HotFiles::new(config.download_cache_bytes)),
             ingests: ingest_remote::Runtime::from_config(&config),
+            transforms: transform::Runtime::from_config(&config),
             tree: dirs::TreeLock::new(meta.clone()),
             config,
             meta,
@@ -102,8 +106,8 @@ impl Service {
         idx.sort_unstable();
         idx.dedup();
         let local = idx
-            .into_iter()
-            .map(|i| self.blob_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .iter()
+            .map(|&i| self.blob_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
             .collect();
         // One node's threads queue on the stripes above, so at most one of them per stripe
         // waits here for the other nodes.
@@ -111,6 +115,7 @@ impl Service {
         Ok(BlobGuard {
             nodes,
             _local: local,
+            stripes: idx,
         })
     }
 
@@ -122,7 +127,9 @@ impl Service {
         if let Some(l) = &guard.nodes {
             l.check()?;
         }
-        self.blobs.remove(sha)
+        self.blobs.remove(sha)?;
+        // Its image variants go with it (their records, references and unshared blobs).
+        self.drop_variants(guard, sha)
     }
 }
 
@@ -130,6 +137,8 @@ impl Service {
 pub(crate) struct BlobGuard<'a> {
     nodes: Option<Box<dyn HeldLock>>,
     _local: Vec<MutexGuard<'a, ()>>,
+    /// The stripes held (sorted), so a holder can tell which further blobs it holds already.
+    stripes: Vec<usize>,
 }
 
 /// Crash-testing hook: when `DEPOT_FAILPOINT` names this point, the process aborts there, as a

@@ -41,7 +41,7 @@ pub struct Runtime {
     pub(crate) leases: Arc<super::session_leases::Leases>,
     /// Multipart temp files' part PUTs and completes in flight.
     pub(crate) multipart: super::temp_multipart::Inflight,
-    decode: super::decode_lanes::DecodeLanes,
+    pub(crate) decode: super::decode_lanes::DecodeLanes,
     /// Link -> (the hot cache's generation when decided, allowed until): the maker may still
     /// read the file while no file, grant or instance change happened since.
     link_checks: Mutex<HashMap<SessionId, (u64, Millis)>>,
@@ -183,7 +183,7 @@ fn secs(ms: u64) -> u64 {
 
 /// Reads a blob through `Read + Seek` (for the image decoder); fails once `deadline` passed,
 /// so a decode given up on stops reading.
-struct BlobReader {
+pub(crate) struct BlobReader {
     handle: Box<dyn BlobHandle>,
     pos: u64,
     deadline: Instant,
@@ -207,7 +207,10 @@ impl Read for BlobReader {
 }
 
 /// The reader an image is decoded from: buffered in reads of up to [`DECODE_READ_BUF`].
-fn decode_reader(handle: Box<dyn BlobHandle>, deadline: Instant) -> std::io::BufReader<BlobReader> {
+pub(crate) fn decode_reader(
+    handle: Box<dyn BlobHandle>,
+    deadline: Instant,
+) -> std::io::BufReader<BlobReader> {
     let cap = handle.len().clamp(8 * 1024, DECODE_READ_BUF) as usize;
     let reader = BlobReader {
         handle,

@@ -447,7 +447,8 @@ impl MaintenanceStore for PgMeta {
                             (SELECT count(*) FROM files WHERE sha256 = $1),
                             (SELECT count(*) FROM sessions
                               WHERE record->>'state' = 'Uploaded'
-                                AND record->'bytes'->>'sha' = $2)",
+                                AND record->'bytes'->>'sha' = $2),
+                            (SELECT count(*) FROM variants WHERE sha256 = $1)",
                     &[&sha.0.as_slice(), &sha.to_hex()],
                 )
                 .await
@@ -455,9 +456,10 @@ impl MaintenanceStore for PgMeta {
             let recorded: Option<i64> = row.try_get(0).map_err(db_err)?;
             let files: i64 = row.try_get(1).map_err(db_err)?;
             let sessions: i64 = row.try_get(2).map_err(db_err)?;
+            let variants: i64 = row.try_get(3).map_err(db_err)?;
             Ok(crate::meta::BlobReferences {
                 recorded: recorded.map_or(0, count),
-                actual: count(files) + count(sessions),
+                actual: count(files) + count(sessions) + count(variants),
             })
         })
     }

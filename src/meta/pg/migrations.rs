@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),
     (2, "session creation rate", V2),
     (3, "change notifications", V3),
+    (4, "image variants", V4),
 ];
 
 /// Text columns that are compared or range-scanned use the "C" collation: byte order, like the
@@ -134,6 +135,19 @@ BEGIN
 END $$;
 CREATE TRIGGER instances_changed AFTER UPDATE OR DELETE ON instances
     FOR EACH STATEMENT EXECUTE FUNCTION depot_notify_all();
+"#;
+
+/// Image variants (issue 16): one row per computed transform of a source blob, holding one
+/// reference on its own blob (counted in `blob_refs`).
+const V4: &str = r#"
+CREATE TABLE variants (
+    key text COLLATE "C" PRIMARY KEY,
+    source bytea NOT NULL,
+    sha256 bytea NOT NULL,
+    record jsonb NOT NULL
+);
+CREATE INDEX variants_by_source ON variants (source, key);
+CREATE INDEX variants_by_sha ON variants (sha256);
 "#;
 
 impl PgMeta {

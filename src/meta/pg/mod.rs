@@ -80,6 +80,7 @@ pub use import::RecordCounts;
 mod migrations;
 mod notify;
 mod sessions;
+mod variants;
 
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
