@@ -65,13 +65,16 @@ fn naive(
     v
 }
 
+/// A listed file: id, name, size.
+type Entry = (String, String, u64);
+
 /// The admin's (indexed) and the owner's (sorted) answers agree with each other and with a
 /// naive sort of the listing, for several sorts, page sizes and a filter.
 fn check_orders(s: &Server, admin: &str, owner: &str, trashed: bool) {
     let listing = walk(s, owner, "*", 25);
     let by_size = |n: &(String, String, u64)| format!("{:020}", n.2);
     let by_name = |n: &(String, String, u64)| n.1.clone();
-    let cases: Vec<(&str, Vec<(String, String, u64)>)> = vec![
+    let cases: Vec<(&str, Vec<Entry>)> = vec![
         ("* SORT size DESC", naive(&listing, by_size, true)),
         ("* SORT size ASC", naive(&listing, by_size, false)),
         ("* SORT name ASC", naive(&listing, by_name, false)),
