@@ -151,6 +151,8 @@ pub struct TransformsConfig {
     pub heights: Vec<u32>,
     /// Output formats that may be asked for: `jpeg`, `png`, `webp` (`avif` is not built in).
     pub formats: Vec<String>,
+    /// JPEG qualities that may be asked for (`q`); each is another variant, so it is a list too.
+    pub qualities: Vec<u8>,
     /// JPEG quality when `q` is not given (1-100).
     pub default_quality: u8,
     /// Largest source file transformed, in bytes.
@@ -173,6 +175,7 @@ impl Default for TransformsConfig {
             widths: sizes.clone(),
             heights: sizes,
             formats: vec!["jpeg".into(), "png".into(), "webp".into()],
+            qualities: vec![50, 60, 70, 80, 90],
             default_quality: 80,
             max_input_bytes: 64 * 1024 * 1024,
             max_input_pixels: 64 * 1000 * 1000,

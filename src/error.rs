@@ -155,7 +155,8 @@ impl S3Fault {
 pub enum TransformFault {
     /// A parameter that does not parse or is out of range (unknown fit, `w=0`, `q=101`).
     InvalidParameter,
-    /// A width or height outside the configured list (`[transforms] widths`/`heights`).
+    /// A width, height or quality outside the configured lists (`[transforms] widths`,
+    /// `heights`, `qualities`): each allowed value is a variant that may be stored.
     SizeNotAllowed,
     /// An output format not allowed (or not built in, as AVIF).
     FormatNotAllowed,

@@ -127,6 +127,7 @@ pub struct Rules {
     widths: Vec<u32>,
     heights: Vec<u32>,
     formats: Vec<Format>,
+    qualities: Vec<u8>,
     default_quality: u8,
     /// Largest source file, in bytes.
     pub max_input_bytes: u64,
@@ -164,6 +165,9 @@ impl Rules {
         if !(1..=100).contains(&c.default_quality) {
             return Err("default_quality must be within 1..=100".into());
         }
+        if c.qualities.iter().any(|q| !(1..=100).contains(q)) {
+            return Err("qualities must be within 1..=100".into());
+        }
         if c.timeout_secs == 0 || c.max_pending == 0 || c.max_input_bytes == 0 {
             return Err("timeout_secs, max_pending and max_input_bytes must be at least 1".into());
         }
@@ -172,6 +176,7 @@ impl Rules {
             widths: sizes("widths", &c.widths)?,
             heights: sizes("heights", &c.heights)?,
             formats,
+            qualities: c.qualities.clone(),
             default_quality: c.default_quality,
             max_input_bytes: c.max_input_bytes,
             max_input_pixels: c.max_input_pixels.min(decode::MAX_PIXELS),
@@ -185,6 +190,7 @@ impl Rules {
             widths: vec![1],
             heights: vec![1],
             formats: Vec::new(),
+            qualities: Vec::new(),
             default_quality: 80,
             max_input_bytes: 1,
             max_input_pixels: 1,
@@ -297,6 +303,19 @@ impl Request {
         }
         if let Some(f) = req.format {
             check_format(f, rules)?;
+        }
+        // Every quality is another variant: only listed ones (the default always is).
+        if let Some(q) = req
+            .quality
+            .filter(|q| *q != rules.default_quality && !rules.qualities.contains(q))
+        {
+            return Err(Error::Transform(
+                TransformFault::SizeNotAllowed,
+                format!(
+                    "q={q} is not an allowed quality (allowed: {:?})",
+                    rules.qualities
+                ),
+            ));
         }
         Ok(Some(req))
     }
@@ -588,6 +607,7 @@ mod tests {
             ("fit=squash", "INVALID_TRANSFORM"),
             ("q=101", "INVALID_TRANSFORM"),
             ("q=0", "INVALID_TRANSFORM"),
+            ("q=55", "SIZE_NOT_ALLOWED"),
             ("format=bmp", "INVALID_TRANSFORM"),
             ("w=321", "SIZE_NOT_ALLOWED"),
             ("h=10000", "SIZE_NOT_ALLOWED"),
