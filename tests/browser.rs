@@ -407,6 +407,7 @@ fn console_end_to_end_in_chromium() {
         assert!((got - want).abs() <= 3, "decoded {px:?}");
     }
     assert_eq!(r["thumbnailLoaded"], true);
+    assert_eq!(r["thumbnailSize"], serde_json::json!([160, 160]), "{r:#}");
 
     // Progress was seen part-way for the large file and overall, and reached the end.
     let seen = |v: &Value| -> (bool, bool) {
@@ -427,6 +428,9 @@ fn console_end_to_end_in_chromium() {
     assert_eq!(seen(&r["overall"]), (true, true));
     assert!(r["overallText"].as_str().unwrap().contains("finished"));
     assert_eq!(r["cancelled"], true);
+    // The 20 MiB file went over tus (resumable), the small ones over POST /upload/**.
+    assert_eq!(r["via"]["big.bin"], "tus", "{}", r["via"]);
+    assert_eq!(r["via"]["photo.png"], "multipart", "{}", r["via"]);
 
     // Listed, sorted, searched.
     let listed = r["listed"].to_string();

@@ -98,6 +98,9 @@ try {
   out.blurhashPlaceholder = true;
   await swatch.locator('td.preview[data-loaded="true"] img').waitFor();
   out.thumbnailLoaded = true;
+  // The thumbnail is depot's 160 x 160 variant (image transforms), not the whole image.
+  out.thumbnailSize = await swatch.locator('td.preview[data-loaded="true"] img')
+    .evaluate((img) => [img.naturalWidth, img.naturalHeight]);
   out.blurhashPixel = await page.evaluate(async (name) => {
     const href = document.querySelector('script[type=module]').src;
     const m = await import(href.replace('app.js', 'blurhash.js'));
@@ -132,10 +135,19 @@ try {
   const big = basename(cfg.files[cfg.files.length - 1]);
   await page.locator(`#queue li[data-name="${big}"][data-state="sending"]`).waitFor();
   await step(page, 'uploading');
-  for (const f of cfg.files) await page.locator(`#queue li[data-name="${basename(f)}"][data-state="done"]`).waitFor({ timeout: 120000 });
+  for (const f of cfg.files) {
+    await page.locator(`#queue li[data-name="${basename(f)}"][data-state="done"]`).waitFor({ timeout: 120000 })
+      .catch(async (e) => {
+        // Say what the queue shows (a failed upload's message), not only that it timed out.
+        throw new Error(`${e.message}\nqueue: ${await page.locator('#queue').innerText()}`);
+      });
+  }
   out.progress = await page.evaluate(() => window.progressSeen);
   out.overall = await page.evaluate(() => window.overallSeen);
   out.overallText = await page.locator('#overall-text').innerText();
+  // How each file travelled: tus for the large one, Hypi's multipart for the rest.
+  out.via = Object.fromEntries(await page.locator('#queue li').evaluateAll(
+    (lis) => lis.map((li) => [li.dataset.name, li.dataset.via || null])));
 
   // Cancel one upload while it is sending (slower still, so the click lands mid-way), then
   // retry it at full speed.

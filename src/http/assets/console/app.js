@@ -11,9 +11,11 @@ import { paint } from './blurhash.js';
 
 // Entries per page (GraphQL's and the directory listing's maximum).
 const PAGE = 25;
-// Images up to this size are fetched whole for their thumbnail; larger ones keep their
-// placeholder. (Resized thumbnails come with image transforms.)
+// Thumbnails are 160 px WebP variants made by depot's image transforms; where transforms are
+// off (400) or cannot read the image, images up to this size are fetched whole instead, and
+// larger ones keep their placeholder.
 const THUMB_MAX = 8 * 1024 * 1024;
+const THUMB_QUERY = '?w=160&h=160&fit=cover&format=webp';
 // Thumbnails fetched at once.
 const THUMB_PARALLEL = 4;
 
@@ -227,9 +229,10 @@ function isImage(f) {
   return typeof f.type === 'string' && f.type.startsWith('image/') && !f.type.includes('svg');
 }
 
-// A blob: URL of a file's bytes (the download needs the token, which an <img> cannot send).
-async function objectUrl(f) {
-  const res = await fetch(f.url.path, { headers: authHeaders() });
+// A blob: URL of a file's bytes, or of a variant when `query` asks for one (the download needs
+// the token, which an <img> cannot send).
+async function objectUrl(f, query = '') {
+  const res = await fetch(f.url.path + query, { headers: authHeaders() });
   if (!res.ok) throw ApiError.of(res.status, await res.json().catch(() => null));
   const u = URL.createObjectURL(await res.blob());
   state.objectUrls.push(u);
@@ -243,8 +246,13 @@ async function thumbnail(f, cell, generation) {
   const rec = await api('GET', `/files/${encodeURIComponent(f.hypi.id)}`);
   if (generation !== state.generation) return;
   if (rec.blurhash && paint(canvas, rec.blurhash)) cell.dataset.placeholder = 'blurhash';
-  if (f.size > THUMB_MAX) return;
-  const u = await objectUrl(f);
+  let u;
+  try {
+    u = await objectUrl(f, THUMB_QUERY);
+  } catch {
+    if (f.size > THUMB_MAX) return;
+    u = await objectUrl(f);
+  }
   if (generation !== state.generation) return;
   const img = el('img', { class: 'thumb', alt: '', src: u });
   img.addEventListener('load', () => {
@@ -425,6 +433,7 @@ function renderUpload(item) {
     $('queue').append(li);
   }
   r.li.dataset.state = item.state;
+  if (item.handle && item.handle.via) r.li.dataset.via = item.handle.via;
   r.progress.value = item.state === 'done' ? (item.file.size || 1) : item.sent;
   const pct = item.file.size ? Math.round((100 * item.sent) / item.file.size) : 0;
   r.status.textContent = {
