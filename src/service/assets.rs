@@ -18,7 +18,6 @@ use super::{blocking, names, Service};
 use crate::auth::sign::Purpose;
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result, SessionFault};
-use crate::media;
 use crate::meta::{
     FileExtras, FileRecord, ImageRecord, SessionKind, SessionState, StoredBytes, UploadSession,
 };
@@ -162,42 +161,18 @@ fn mismatch(what: &str) -> Error {
     )
 }
 
-/// The File record of an asset's bytes.
+/// The File record of an asset's bytes: a session's File ([`super::sessions::session_file`])
+/// under the id chosen when the asset was created.
 pub(crate) fn asset_file(
     id: FileId,
     s: &UploadSession,
     bytes: &StoredBytes,
 ) -> (FileRecord, Option<ImageRecord>) {
-    let now = now_millis();
-    let file = FileRecord {
-        id,
-        instance: s.instance,
-        created_by: s.account.clone(),
-        created: now,
-        updated: now,
-        trashed: None,
-        extension: names::extension(&s.name),
-        name: s.name.clone(),
-        directory: s.directory.clone(),
-        mime: bytes.mime.clone(),
-        size: bytes.size,
-        sha256: bytes.sha,
-        width: bytes.width,
-        height: bytes.height,
-        is_stared: None,
-        is_sharable: None,
-    };
-    let image = match (bytes.width, bytes.height) {
-        (Some(w), Some(h)) if media::is_image(&file.mime) => Some(ImageRecord {
-            file: id,
-            name: file.name.clone(),
-            description: None,
-            location: None,
-            width: w,
-            height: h,
-        }),
-        _ => None,
-    };
+    let (mut file, mut image) = super::sessions::session_file(s, bytes, bytes.width, bytes.height);
+    file.id = id;
+    if let Some(i) = image.as_mut() {
+        i.file = id;
+    }
     (file, image)
 }
 
