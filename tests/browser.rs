@@ -1,10 +1,10 @@
-//! Real Chromium (Debian's `chromium`, headless, driven by `playwright-core` from
-//! tests/browser/) on a page from another origin: Hygraph's legacy upload (`fetch` + `FormData`
+//! Real browsers (Debian's `chromium` and `firefox-esr`, headless, driven by `puppeteer-core`
+//! from tests/browser/: Chromium over CDP, Firefox over WebDriver BiDi) on a page from another origin: Hygraph's legacy upload (`fetch` + `FormData`
 //! with a `fileUpload` field and a Bearer token) against depot with that origin in
 //! `cors.allowed_origins`, file names as browsers encode them, a download reading the exposed
 //! headers, and the same page from an origin not in the list refused.
 //!
-//! Needs `/usr/bin/chromium`, node and `npm ci --prefix tests/browser`. When one is missing the
+//! Needs `/usr/bin/chromium`, `/usr/bin/firefox-esr`, node and `npm ci --prefix tests/browser`. When one is missing the
 //! test fails if `DEPOT_REQUIRE_SERVICES=1` (CI sets it), else prints `SKIPPED: ...` and passes.
 //!
 //! Also Foir's presigned flow from a page on another origin: `createFileUpload`, a `fetch` PUT
@@ -20,23 +20,53 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// A browser the tests drive: its name for tests/browser/driver.mjs and its Debian package.
+#[derive(Clone, Copy)]
+enum Browser {
+    Chromium,
+    Firefox,
+}
+
+impl Browser {
+    fn name(self) -> &'static str {
+        match self {
+            Browser::Chromium => "chromium",
+            Browser::Firefox => "firefox",
+        }
+    }
+
+    fn executable(self) -> &'static str {
+        match self {
+            Browser::Chromium => "/usr/bin/chromium",
+            Browser::Firefox => "/usr/bin/firefox-esr",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Browser::Chromium => "chromium",
+            Browser::Firefox => "firefox-esr",
+        }
+    }
+}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
 /// Why the browser test cannot run here, if it cannot.
-fn missing() -> Option<String> {
-    if !Path::new(CHROMIUM).exists() {
+fn missing(browser: Browser) -> Option<String> {
+    if !Path::new(browser.executable()).exists() {
         return Some(format!(
-            "{CHROMIUM} is not installed (apt-get install chromium)"
+            "{} is not installed (apt-get install {})",
+            browser.executable(),
+            browser.package()
         ));
     }
     if Command::new("node").arg("--version").output().is_err() {
         return Some("node is not installed".into());
     }
-    if !browser_dir().join("node_modules/playwright-core").exists() {
+    if !browser_dir().join("node_modules/puppeteer-core").exists() {
         return Some(
             "tests/browser/node_modules is missing (npm ci --prefix tests/browser)".into(),
         );
@@ -45,13 +75,32 @@ fn missing() -> Option<String> {
 }
 
 /// Skips (or fails under `DEPOT_REQUIRE_SERVICES=1`) when the browser cannot run.
-fn browser_available() -> bool {
-    let Some(why) = missing() else { return true };
+fn browser_available(browser: Browser) -> bool {
+    let Some(why) = missing(browser) else {
+        return true;
+    };
     if std::env::var("DEPOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
         panic!("DEPOT_REQUIRE_SERVICES=1 but the browser test cannot run: {why}");
     }
     eprintln!("SKIPPED: browser test: {why}");
     false
+}
+
+/// Runs one of tests/browser/'s scripts with its JSON argument (`browser` added) and returns
+/// the JSON object it prints.
+fn run_node(script: &str, browser: Browser, mut cfg: Value) -> Value {
+    cfg["browser"] = browser.name().into();
+    let out = Command::new("node")
+        .arg(browser_dir().join(script))
+        .arg(cfg.to_string())
+        .current_dir(browser_dir())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "node failed:\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("node printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
 
 /// A static server for one page on its own port (its own origin), bound at once; the page is
@@ -88,7 +137,16 @@ fn page_server() -> (String, Arc<OnceLock<String>>) {
 
 #[test]
 fn hygraph_legacy_upload_from_another_origin_in_chromium() {
-    if !browser_available() {
+    hygraph_legacy_upload_from_another_origin(Browser::Chromium);
+}
+
+#[test]
+fn hygraph_legacy_upload_from_another_origin_in_firefox() {
+    hygraph_legacy_upload_from_another_origin(Browser::Firefox);
+}
+
+fn hygraph_legacy_upload_from_another_origin(browser: Browser) {
+    if !browser_available(browser) {
         return;
     }
     let template = std::fs::read_to_string(browser_dir().join("hygraph-legacy.html")).unwrap();
@@ -116,7 +174,6 @@ fn hygraph_legacy_upload_from_another_origin_in_chromium() {
         ("plain.txt", "plain.txt"),
     ];
     let cfg = serde_json::json!({
-        "chromium": CHROMIUM,
         "depot": s.base,
         "token": token,
         "allowedPage": format!("{allowed}/"),
@@ -124,17 +181,7 @@ fn hygraph_legacy_upload_from_another_origin_in_chromium() {
         "names": names.iter().map(|(sent, _)| *sent).collect::<Vec<_>>(),
         "run": ["legacyUpload", "refusedOrigin"],
     });
-    let out = Command::new("node")
-        .arg(browser_dir().join("upload.mjs"))
-        .arg(cfg.to_string())
-        .current_dir(browser_dir())
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "node failed:\n{stdout}\n{stderr}");
-    let results: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("node printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let results = run_node("upload.mjs", browser, cfg);
 
     let uploads = results["legacyUpload"]
         .as_array()
@@ -160,7 +207,8 @@ fn hygraph_legacy_upload_from_another_origin_in_chromium() {
     assert!(
         refused_result["error"]
             .as_str()
-            .is_some_and(|e| e.contains("Failed to fetch")),
+            // Chromium says "Failed to fetch", Firefox "NetworkError when attempting to fetch resource."
+            .is_some_and(|e| e.starts_with("TypeError")),
         "{refused_result}"
     );
     let listed: Value = s.get("/files", Some(&token)).json().unwrap();
@@ -186,7 +234,16 @@ fn hygraph_legacy_upload_from_another_origin_in_chromium() {
 
 #[test]
 fn foir_presigned_put_from_another_origin_in_chromium() {
-    if !browser_available() {
+    foir_presigned_put_from_another_origin(Browser::Chromium);
+}
+
+#[test]
+fn foir_presigned_put_from_another_origin_in_firefox() {
+    foir_presigned_put_from_another_origin(Browser::Firefox);
+}
+
+fn foir_presigned_put_from_another_origin(browser: Browser) {
+    if !browser_available(browser) {
         return;
     }
     let template = std::fs::read_to_string(browser_dir().join("hygraph-legacy.html")).unwrap();
@@ -208,7 +265,6 @@ fn foir_presigned_put_from_another_origin_in_chromium() {
         .unwrap();
 
     let cfg = serde_json::json!({
-        "chromium": CHROMIUM,
         "depot": s.base,
         "token": token,
         "allowedPage": format!("{allowed}/"),
@@ -217,17 +273,7 @@ fn foir_presigned_put_from_another_origin_in_chromium() {
         "names": [],
         "run": ["presignedPut", "refusedPut"],
     });
-    let out = Command::new("node")
-        .arg(browser_dir().join("upload.mjs"))
-        .arg(cfg.to_string())
-        .current_dir(browser_dir())
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "node failed:\n{stdout}\n{stderr}");
-    let results: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("node printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let results = run_node("upload.mjs", browser, cfg);
 
     let r = &results["presignedPut"];
     assert!(r.get("error").is_none(), "{r}");
@@ -258,7 +304,8 @@ fn foir_presigned_put_from_another_origin_in_chromium() {
     assert!(
         refused_result["error"]
             .as_str()
-            .is_some_and(|e| e.contains("Failed to fetch")),
+            // Chromium says "Failed to fetch", Firefox "NetworkError when attempting to fetch resource."
+            .is_some_and(|e| e.starts_with("TypeError")),
         "{refused_result}"
     );
     let v = s.confirm_file_upload(&token, &refused_id);
@@ -275,16 +322,25 @@ fn png(w: u32, h: u32, solid: Option<[u8; 3]>) -> Vec<u8> {
     out.into_inner()
 }
 
-/// The web console at /console, driven in Chromium as a user would (tests/browser/console.mjs):
+/// The web console at /console, driven in Chromium and in Firefox as a user would (tests/browser/console.mjs):
 /// a bad token's readable error, sign-in, Tab order and labels, three uploads (one 20 MiB) with
 /// progress seen per file and overall, cancel and retry, the listing with a BlurHash placeholder
 /// and thumbnails, sort and search, an image's details, public access (grant, then the instance
 /// switch an admin turns on) checked with curl without a token, a grant to an account revoked, a
 /// signed link, trash and untrash, delete, folders and breadcrumbs, sign-out. Screenshots of
-/// each step go to target/console-screens/.
+/// each step go to target/console-screens/<browser>/.
 #[test]
 fn console_end_to_end_in_chromium() {
-    if !browser_available() {
+    console_end_to_end(Browser::Chromium);
+}
+
+#[test]
+fn console_end_to_end_in_firefox() {
+    console_end_to_end(Browser::Firefox);
+}
+
+fn console_end_to_end(browser: Browser) {
+    if !browser_available(browser) {
         return;
     }
     let s = Server::start_with(&[("DEPOT_DEFAULT_INSTANCE", INSTANCE)]);
@@ -323,9 +379,10 @@ fn console_end_to_end_in_chromium() {
         std::fs::write(dir.path().join(name), data).unwrap();
     }
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    let screens = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screens");
+    let screens = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/console-screens")
+        .join(browser.name());
     let cfg = serde_json::json!({
-        "chromium": CHROMIUM,
         "base": s.base,
         "instance": INSTANCE,
         "token": admin,
@@ -334,17 +391,7 @@ fn console_end_to_end_in_chromium() {
         "blurhashName": "swatch.png",
         "screens": screens,
     });
-    let out = Command::new("node")
-        .arg(browser_dir().join("console.mjs"))
-        .arg(cfg.to_string())
-        .current_dir(browser_dir())
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "node failed:\n{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("node printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let r = run_node("console.mjs", browser, cfg);
     assert!(r.get("error").is_none(), "{:#}", r);
     eprintln!("console observations: {r}");
 

@@ -1,10 +1,22 @@
-// Drives Debian's chromium (headless) for tests/browser.rs. Argument: a JSON object with
+// Drives a real browser (headless; `browser`: "chromium" by default or "firefox", see
+// driver.mjs) for tests/browser.rs. Argument: a JSON object with
 // `depot` (depot's base URL), `token`, `allowedPage` and `refusedPage` (pages served from two
 // other origins, only the first in depot's cors.allowed_origins) and `names` (file names to
 // upload). Each scenario below runs in a page and its result is printed as one JSON object; the
 // Rust test makes the assertions. Each case is one function in `scenarios`, run when the test
 // names it in `run`.
-import { chromium } from 'playwright-core';
+import { launch } from './driver.mjs';
+
+// The page's file input holds one file made of these bytes, as if the user had picked it
+// (a File built in the page, so any name a browser can hold works, backslashes included).
+async function setInputFile(page, selector, { name, mimeType, content }) {
+  await page.$eval(selector, (input, n, t, c) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([c], n, { type: t }));
+    input.files = dt.files;
+    input.dispatchEvent(new Event('change', { bubbles: true }));
+  }, name, mimeType, content);
+}
 
 const cfg = JSON.parse(process.argv[2]);
 
@@ -17,10 +29,10 @@ const scenarios = {
     await page.goto(cfg.allowedPage);
     const out = [];
     for (const name of cfg.names) {
-      await page.setInputFiles('#fileUpload', {
+      await setInputFile(page, '#fileUpload', {
         name,
         mimeType: 'text/plain',
-        buffer: Buffer.from(`content of ${name}`),
+        content: `content of ${name}`,
       });
       out.push(await page.evaluate(async () => {
         try {
@@ -52,10 +64,10 @@ const scenarios = {
   async refusedOrigin(browser) {
     const page = await browser.newPage();
     await page.goto(cfg.refusedPage);
-    await page.setInputFiles('#fileUpload', {
+    await setInputFile(page, '#fileUpload', {
       name: 'refused.txt',
       mimeType: 'text/plain',
-      buffer: Buffer.from('must not arrive'),
+      content: 'must not arrive',
     });
     const result = await page.evaluate(() =>
       upload().then((data) => ({ uploaded: data }), (e) => ({ error: String(e) })));
@@ -132,7 +144,7 @@ const scenarios = {
   },
 };
 
-const browser = await chromium.launch({ executablePath: cfg.chromium || '/usr/bin/chromium' });
+const browser = await launch(cfg);
 try {
   const results = {};
   for (const name of cfg.run) {
