@@ -93,7 +93,12 @@ pub fn event_body(w: &Webhook, d: &Delivery) -> Value {
         "actor": {"hypi": {"id": d.actor.0}},
     });
     match &d.subject {
-        Subject::File(f) => v["file"] = views::file(f),
+        Subject::File(f) => {
+            v["file"] = views::file(f);
+            // The REST views leave `trashed` out (their listings never show trashed files);
+            // a receiver needs it to tell a trash from an untrash.
+            v["file"]["hypi"]["trashed"] = f.trashed.map(rfc3339).into();
+        }
         Subject::Right(r) => v["accessRight"] = views::access_right(r),
         Subject::Upload {
             session,
