@@ -169,8 +169,9 @@ pub trait WebhookStore {
     /// Adds deliveries outside of any change (a redelivery).
     fn enqueue(&self, deliveries: &[Delivery]) -> Result<()>;
     /// Each webhook's oldest pending delivery whose `next_attempt` is at or before `now`, at
-    /// most `limit` of them.
-    fn due_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<Delivery>>;
+    /// most `limit` of them, claimed for `lease_ms` (a store shared by several nodes gives each
+    /// to one node only; the claim ends with [`WebhookStore::record_attempt`] or the lease).
+    fn due_deliveries(&self, now: Millis, limit: usize, lease_ms: u64) -> Result<Vec<Delivery>>;
     /// Stores a delivery after an attempt (its status and log), then trims the webhook's
     /// finished deliveries to the newest `keep`.
     fn record_attempt(&self, delivery: &Delivery, keep: usize) -> Result<()>;
@@ -203,16 +204,23 @@ pub fn stage(deliveries: Vec<Delivery>) -> Staged {
 /// (the record the calling store write makes). Read, not taken: a store transaction may run its
 /// body more than once.
 pub fn staged(written: Option<&FileRecord>) -> Vec<Delivery> {
-    STAGED.with(|s| {
-        s.borrow()
-            .iter()
-            .map(|d| {
-                let mut d = d.clone();
-                if let (Subject::Written, Some(f)) = (&d.subject, written) {
-                    d.subject = Subject::File(f.clone());
-                }
-                d
-            })
-            .collect()
-    })
+    let staged = STAGED.with(|s| s.borrow().clone());
+    match written {
+        Some(f) => with_written(&staged, f),
+        None => staged,
+    }
+}
+
+/// `deliveries` with [`Subject::Written`] replaced by `written`.
+pub fn with_written(deliveries: &[Delivery], written: &FileRecord) -> Vec<Delivery> {
+    deliveries
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            if d.subject == Subject::Written {
+                d.subject = Subject::File(written.clone());
+            }
+            d
+        })
+        .collect()
 }

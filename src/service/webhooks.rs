@@ -374,7 +374,9 @@ impl Service {
             let limit = svc.config.webhooks.concurrency;
             loop {
                 let s = svc.clone();
-                let due = blocking(move || s.meta.due_deliveries(now_millis(), limit)).await;
+                // Claimed past the longest attempt, so no other node takes one in flight.
+                let lease = (svc.config.webhooks.timeout_secs + 30) * 1000;
+                let due = blocking(move || s.meta.due_deliveries(now_millis(), limit, lease)).await;
                 let due = due.unwrap_or_else(|e| {
                     tracing::warn!(error = %e.chain(), "cannot read the webhook outbox");
                     vec![]

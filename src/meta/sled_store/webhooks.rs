@@ -133,7 +133,8 @@ impl WebhookStore for SledMeta {
         self.flush()
     }
 
-    fn due_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<Delivery>> {
+    /// One process owns a sled store and its worker waits for each round: no lease needed.
+    fn due_deliveries(&self, now: Millis, limit: usize, _lease_ms: u64) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
         let mut from = vec![PENDING];
         while out.len() < limit {
