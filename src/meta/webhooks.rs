@@ -162,7 +162,8 @@ pub trait WebhookStore {
     /// (`TooManyRequests`, nothing written).
     fn create_webhook(&self, hook: &Webhook, max_per_instance: usize) -> Result<()>;
     fn webhook(&self, id: WebhookId) -> Result<Option<Webhook>>;
-    /// The webhooks of an instance (at most its cap), in creation order.
+    /// The webhooks of an instance (at most its cap), in id order (creation order, to the
+    /// millisecond).
     fn webhooks_of(&self, instance: InstanceId) -> Result<Vec<Webhook>>;
     /// Removes a webhook with its outbox and log; false when there was none.
     fn delete_webhook(&self, id: WebhookId) -> Result<bool>;
