@@ -628,3 +628,68 @@ fn redelivery_resends_the_same_event_and_old_events_are_given_up() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// Two nodes on one PostgreSQL database (`scripts/services start`), each with its delivery
+/// worker: every event, written on either node, arrives exactly once, signed, each file's in
+/// order; the log lists them all delivered. An acknowledged upload on a node killed right after
+/// is delivered by the other.
+#[test]
+fn two_nodes_on_postgres_deliver_each_event_once() {
+    let Some(pg) = pg_or_skip("two_nodes_on_postgres_deliver_each_event_once") else {
+        return;
+    };
+    let url = url_in_new_schema(&pg, "webhooks");
+    let rx = Receiver::start();
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    // One JWT secret for both processes.
+    token_for(dirs[0].path(), "bootstrap", INSTANCE, false, &[]);
+    std::fs::copy(
+        dirs[0].path().join("jwt.secret"),
+        dirs[1].path().join("jwt.secret"),
+    )
+    .unwrap();
+    let mut env: Vec<(&str, &str)> = FAST.to_vec();
+    env.extend([("DEPOT_META_KIND", "postgres"), ("DEPOT_META_URL", url.as_str())]);
+    let a = Server::spawn(dirs[0].path(), &env, &[]).unwrap_or_else(|log| panic!("{log}"));
+    let b = Server::spawn(dirs[1].path(), &env, &[]).unwrap_or_else(|log| panic!("{log}"));
+    let admin = a.token("root", INSTANCE, true);
+    let alice = a.token("alice", INSTANCE, false);
+    let (hook_id, secret) = hook(&a, &admin, &rx.url(), &["file.created", "file.deleted"]);
+    // Read on the other node: the webhook is in the shared store.
+    assert_eq!(
+        b.get(&format!("/instances/{INSTANCE}/webhooks/{hook_id}"), Some(&admin)).status(),
+        200
+    );
+
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let f = node.upload_one(&alice, &format!("f{n}.txt"), format!("bytes {n}").as_bytes());
+        ids.push(file_id(&f));
+    }
+    assert_eq!(delete_file(&b, &alice, &ids[0]), 204);
+    // Killed right after acknowledging: the other node delivers its event.
+    let last = a.upload_one(&alice, "last.txt", b"last");
+    a.stop();
+
+    b.eventually("all eight events arrive", || rx.got().len() >= 8);
+    b.eventually("the log shows them delivered", || {
+        let log = deliveries(&b, &admin, &hook_id);
+        log.len() == 8 && log.iter().all(|d| d["status"] == "delivered")
+    });
+    let got = rx.got();
+    let mut event_ids: Vec<&str> = got.iter().map(|g| g.header("depot-event-id")).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    assert_eq!((got.len(), event_ids.len()), (8, 8), "each event exactly once");
+    assert!(got.iter().all(|g| signed_by(g, &secret)));
+    let file0: Vec<String> = got
+        .iter()
+        .filter(|g| g.json()["file"]["hypi"]["id"] == ids[0].as_str())
+        .map(|g| g.header("depot-event").to_string())
+        .collect();
+    assert_eq!(file0, ["file.created", "file.deleted"]);
+    assert!(got
+        .iter()
+        .any(|g| g.json()["file"]["hypi"]["id"] == last["hypi"]["id"]));
+}
