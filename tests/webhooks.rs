@@ -649,7 +649,12 @@ fn two_nodes_on_postgres_deliver_each_event_once() {
     )
     .unwrap();
     let mut env: Vec<(&str, &str)> = FAST.to_vec();
-    env.extend([("DEPOT_META_KIND", "postgres"), ("DEPOT_META_URL", url.as_str())]);
+    env.extend([
+        ("DEPOT_META_KIND", "postgres"),
+        ("DEPOT_META_URL", url.as_str()),
+        // A claim lasts timeout_secs + 5 s: a killed node's runs out within the wait below.
+        ("DEPOT_WEBHOOKS_TIMEOUT_SECS", "1"),
+    ]);
     let a = Server::spawn(dirs[0].path(), &env, &[]).unwrap_or_else(|log| panic!("{log}"));
     let b = Server::spawn(dirs[1].path(), &env, &[]).unwrap_or_else(|log| panic!("{log}"));
     let admin = a.token("root", INSTANCE, true);
@@ -668,9 +673,16 @@ fn two_nodes_on_postgres_deliver_each_event_once() {
         ids.push(file_id(&f));
     }
     assert_eq!(delete_file(&b, &alice, &ids[0]), 204);
-    // Killed right after acknowledging: the other node delivers its event.
+    b.eventually("the first seven are delivered", || {
+        let log = deliveries(&b, &admin, &hook_id);
+        log.len() == 7 && log.iter().all(|d| d["status"] == "delivered")
+    });
+    // Killed right after acknowledging, with the receiver down (so no attempt of A's can have
+    // reached it): the other node delivers the event once A's claim, if it made one, runs out.
+    rx.down();
     let last = a.upload_one(&alice, "last.txt", b"last");
     a.stop();
+    rx.up();
 
     b.eventually("all eight events arrive", || rx.got().len() >= 8);
     b.eventually("the log shows them delivered", || {
@@ -692,4 +704,64 @@ fn two_nodes_on_postgres_deliver_each_event_once() {
     assert!(got
         .iter()
         .any(|g| g.json()["file"]["hypi"]["id"] == last["hypi"]["id"]));
+}
+
+/// The same in GraphQL, in the caller's instance: create (the secret once), list, the delivery
+/// log, redeliver, delete; refusals carry the REST codes.
+#[test]
+fn webhooks_in_graphql() {
+    let rx = Receiver::start();
+    let s = Server::start_with(&FAST);
+    let admin = s.token("root", INSTANCE, true);
+    let alice = s.token("alice", INSTANCE, false);
+    let url = rx.url();
+    let v = s.graphql(
+        Some(&admin),
+        &format!(r#"mutation {{ createWebhook(data: {{ url: {url:?}, events: ["file.created"] }}) {{ id url events secret createdBy }} }}"#),
+    );
+    let w = &v["data"]["createWebhook"];
+    assert_eq!(w["url"], url.as_str(), "{v}");
+    assert_eq!(w["events"], json!(["file.created"]));
+    assert_eq!(w["createdBy"], "root");
+    let secret = w["secret"].as_str().unwrap().to_string();
+    let id = w["id"].as_str().unwrap().to_string();
+
+    let v = s.graphql(Some(&admin), "{ webhooks { id url secret } }");
+    assert_eq!(v["data"]["webhooks"], json!([{"id": id, "url": url, "secret": null}]));
+
+    s.upload_one(&alice, "g.txt", b"graphql");
+    s.eventually("the event arrives", || !rx.got().is_empty());
+    assert!(signed_by(&rx.got()[0], &secret));
+    let log_query = format!(
+        r#"{{ webhookDeliveries(webhook: {id:?}) {{ id eventId event status attemptCount attempts {{ status latencyMs error }} }} }}"#
+    );
+    s.eventually("the log shows it delivered", || {
+        s.graphql(Some(&admin), &log_query)["data"]["webhookDeliveries"][0]["status"] == "delivered"
+    });
+    let d = s.graphql(Some(&admin), &log_query)["data"]["webhookDeliveries"][0].clone();
+    assert_eq!(d["event"], "file.created");
+    assert_eq!(d["attempts"][0]["status"], 200);
+    let v = s.graphql(
+        Some(&admin),
+        &format!(r#"mutation {{ redeliverWebhook(webhook: {id:?}, delivery: {:?}) {{ eventId status }} }}"#, d["id"].as_str().unwrap()),
+    );
+    assert_eq!(v["data"]["redeliverWebhook"]["eventId"], d["eventId"], "{v}");
+    s.eventually("the redelivery arrives", || rx.got().len() == 2);
+
+    // Refusals: non-admin FORBIDDEN, unknown event INVALID_WEBHOOK, tokenless UNAUTHENTICATED.
+    let v = s.graphql(Some(&alice), "{ webhooks { id } }");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
+    let v = s.graphql(
+        Some(&admin),
+        &format!(r#"mutation {{ createWebhook(data: {{ url: {url:?}, events: ["file.nope"] }}) {{ id }} }}"#),
+    );
+    assert_eq!(v["errors"][0]["extensions"]["code"], "INVALID_WEBHOOK", "{v}");
+    let v = s.graphql(None, "{ webhooks { id } }");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{v}");
+
+    let v = s.graphql(Some(&admin), &format!(r#"mutation {{ deleteWebhook(id: {id:?}) }}"#));
+    assert_eq!(v["data"]["deleteWebhook"], true, "{v}");
+    let v = s.graphql(Some(&admin), &format!(r#"mutation {{ deleteWebhook(id: {id:?}) }}"#));
+    assert_eq!(v["errors"][0]["extensions"]["code"], "NOT_FOUND", "{v}");
+    assert_eq!(s.graphql(Some(&admin), "{ webhooks { id } }")["data"]["webhooks"], json!([]));
 }

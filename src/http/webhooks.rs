@@ -4,6 +4,7 @@
 
 use super::{caller, limits, method_not_allowed, views, AppState};
 use crate::error::{Error, Result};
+use crate::graphql::webhooks::{delivery_view, webhook_view};
 use crate::meta::webhooks::{Delivery, Subject, Webhook};
 use crate::service::webhooks::{WebhookInput, MAX_LISTED};
 use crate::types::{rfc3339, DeliveryId, WebhookId};
@@ -44,42 +45,6 @@ struct WebhookBody {
     url: String,
     secret: Option<String>,
     events: Vec<String>,
-}
-
-/// A webhook as the API shows it; the secret only on creation.
-fn webhook_json(w: &Webhook, with_secret: bool) -> Value {
-    let mut v = json!({
-        "id": w.id.to_string(),
-        "url": w.url,
-        "events": w.events.iter().map(|e| e.name()).collect::<Vec<_>>(),
-        "createdBy": w.created_by.0,
-        "created": rfc3339(w.created),
-    });
-    if with_secret {
-        v["secret"] = w.secret.clone().into();
-    }
-    v
-}
-
-/// A delivery as the log shows it.
-fn delivery_json(d: &Delivery) -> Value {
-    json!({
-        "id": d.id.to_string(),
-        "eventId": d.event_id.to_string(),
-        "event": d.event.name(),
-        "time": rfc3339(d.time),
-        "status": d.status,
-        "created": rfc3339(d.created),
-        "nextAttempt": (d.status == crate::meta::webhooks::DeliveryStatus::Pending)
-            .then(|| rfc3339(d.next_attempt)),
-        "attemptCount": d.attempt_count,
-        "attempts": d.attempts.iter().map(|a| json!({
-            "at": rfc3339(a.at),
-            "status": a.status,
-            "latencyMs": a.latency_ms,
-            "error": a.error,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// The JSON body of a delivery: the event, when, where, by whom, and what it is about in its
@@ -148,7 +113,7 @@ async fn create(
             },
         )
         .await?;
-    Ok(HttpResponse::Created().json(webhook_json(&hook, true)))
+    Ok(HttpResponse::Created().json(webhook_view(&hook, true)))
 }
 
 async fn list(
@@ -162,7 +127,7 @@ async fn list(
     Ok(HttpResponse::Ok().json(
         hooks
             .iter()
-            .map(|w| webhook_json(w, false))
+            .map(|w| webhook_view(w, false))
             .collect::<Vec<_>>(),
     ))
 }
@@ -176,7 +141,7 @@ async fn get(
     let p = caller.require()?;
     let (domain, id) = path.into_inner();
     let hook = state.service.webhook(p, domain, webhook_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(webhook_json(&hook, false)))
+    Ok(HttpResponse::Ok().json(webhook_view(&hook, false)))
 }
 
 async fn delete(
@@ -219,7 +184,7 @@ async fn deliveries(
             q.first.unwrap_or(MAX_LISTED),
         )
         .await?;
-    Ok(HttpResponse::Ok().json(log.iter().map(delivery_json).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(log.iter().map(delivery_view).collect::<Vec<_>>()))
 }
 
 async fn redeliver(
@@ -237,5 +202,5 @@ async fn redeliver(
         .service
         .redeliver(p, domain, webhook_id(&id)?, delivery)
         .await?;
-    Ok(HttpResponse::Accepted().json(delivery_json(&again)))
+    Ok(HttpResponse::Accepted().json(delivery_view(&again)))
 }

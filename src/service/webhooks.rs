@@ -22,6 +22,8 @@ const MAX_URL_LEN: usize = 2048;
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 /// Bytes of a receiver's answer kept in the delivery log.
 const ANSWER_BYTES: u64 = 1024;
+/// How long a claim outlives the longest attempt (recording it included), in seconds.
+const LEASE_MARGIN_SECS: u64 = 5;
 /// Deliveries a listing returns at most.
 pub const MAX_LISTED: usize = 100;
 
@@ -375,7 +377,7 @@ impl Service {
             loop {
                 let s = svc.clone();
                 // Claimed past the longest attempt, so no other node takes one in flight.
-                let lease = (svc.config.webhooks.timeout_secs + 30) * 1000;
+                let lease = (svc.config.webhooks.timeout_secs + LEASE_MARGIN_SECS) * 1000;
                 let due = blocking(move || s.meta.due_deliveries(now_millis(), limit, lease)).await;
                 let due = due.unwrap_or_else(|e| {
                     tracing::warn!(error = %e.chain(), "cannot read the webhook outbox");
