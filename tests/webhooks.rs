@@ -130,7 +130,11 @@ fn answer(mut c: TcpStream, got: &Mutex<Vec<Got>>, status: &AtomicU16) {
         return;
     }
     let get = text.starts_with("GET ");
-    let code = if get { 404 } else { status.load(Ordering::SeqCst) };
+    let code = if get {
+        404
+    } else {
+        status.load(Ordering::SeqCst)
+    };
     if !get {
         got.lock().unwrap().push(Got { headers, body });
     }
@@ -200,7 +204,10 @@ fn hook(s: &Server, admin: &str, url: &str, events: &[&str]) -> (String, String)
 }
 
 fn deliveries(s: &Server, admin: &str, id: &str) -> Vec<Value> {
-    let r = s.get(&format!("/instances/{INSTANCE}/webhooks/{id}/deliveries"), Some(admin));
+    let r = s.get(
+        &format!("/instances/{INSTANCE}/webhooks/{id}/deliveries"),
+        Some(admin),
+    );
     assert_eq!(r.status(), 200);
     r.json::<Vec<Value>>().unwrap()
 }
@@ -244,30 +251,65 @@ fn admins_manage_webhooks_and_bad_ones_are_refused() {
     assert!(secret2.starts_with("whsec_") && secret2.len() > 30);
 
     // Listed and read without the secret.
-    let list: Vec<Value> = s.get(&format!("/instances/{INSTANCE}/webhooks"), Some(&admin)).json().unwrap();
+    let list: Vec<Value> = s
+        .get(&format!("/instances/{INSTANCE}/webhooks"), Some(&admin))
+        .json()
+        .unwrap();
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|w| w.get("secret").is_none()), "{list:?}");
     let one: Value = s
-        .get(&format!("/instances/{INSTANCE}/webhooks/{id}"), Some(&admin))
+        .get(
+            &format!("/instances/{INSTANCE}/webhooks/{id}"),
+            Some(&admin),
+        )
         .json()
         .unwrap();
     assert_eq!(one["id"], id.as_str());
     assert!(one.get("secret").is_none());
 
     // Tokenless 401, non-admin 403, another instance's admin 403 here and 404 through its own.
-    let r = s.client.post(hooks_url(&s, INSTANCE)).json(&json!({"url": url, "events": ["file.created"]})).send().unwrap();
+    let r = s
+        .client
+        .post(hooks_url(&s, INSTANCE))
+        .json(&json!({"url": url, "events": ["file.created"]}))
+        .send()
+        .unwrap();
     assert_eq!(json_error(r).0, 401);
-    assert_eq!(s.get(&format!("/instances/{INSTANCE}/webhooks"), None).status(), 401);
-    let (status, code, _) = json_error(create_hook(&s, &alice, &json!({"url": url, "events": ["file.created"]})));
-    assert_eq!((status, code.as_str()), (403, "FORBIDDEN"));
-    assert_eq!(s.get(&format!("/instances/{INSTANCE}/webhooks"), Some(&alice)).status(), 403);
-    assert_eq!(s.get(&format!("/instances/{INSTANCE}/webhooks"), Some(&other)).status(), 403);
     assert_eq!(
-        s.get(&format!("/instances/other.test/webhooks/{id}"), Some(&other)).status(),
+        s.get(&format!("/instances/{INSTANCE}/webhooks"), None)
+            .status(),
+        401
+    );
+    let (status, code, _) = json_error(create_hook(
+        &s,
+        &alice,
+        &json!({"url": url, "events": ["file.created"]}),
+    ));
+    assert_eq!((status, code.as_str()), (403, "FORBIDDEN"));
+    assert_eq!(
+        s.get(&format!("/instances/{INSTANCE}/webhooks"), Some(&alice))
+            .status(),
+        403
+    );
+    assert_eq!(
+        s.get(&format!("/instances/{INSTANCE}/webhooks"), Some(&other))
+            .status(),
+        403
+    );
+    assert_eq!(
+        s.get(
+            &format!("/instances/other.test/webhooks/{id}"),
+            Some(&other)
+        )
+        .status(),
         404
     );
     assert_eq!(
-        s.get(&format!("/instances/other.test/webhooks/{id}/deliveries"), Some(&other)).status(),
+        s.get(
+            &format!("/instances/other.test/webhooks/{id}/deliveries"),
+            Some(&other)
+        )
+        .status(),
         404
     );
     let r = s
@@ -280,19 +322,44 @@ fn admins_manage_webhooks_and_bad_ones_are_refused() {
 
     // Bad webhooks: 400 INVALID_WEBHOOK with a message.
     for (body, why) in [
-        (json!({"url": "ftp://127.0.0.1/x", "events": ["file.created"]}), "ftp URL"),
-        (json!({"url": "not a url", "events": ["file.created"]}), "no URL"),
-        (json!({"url": url, "events": ["file.exploded"]}), "unknown event"),
+        (
+            json!({"url": "ftp://127.0.0.1/x", "events": ["file.created"]}),
+            "ftp URL",
+        ),
+        (
+            json!({"url": "not a url", "events": ["file.created"]}),
+            "no URL",
+        ),
+        (
+            json!({"url": url, "events": ["file.exploded"]}),
+            "unknown event",
+        ),
         (json!({"url": url, "events": []}), "no event"),
-        (json!({"url": url, "events": ["file.created"], "secret": "short"}), "short secret"),
+        (
+            json!({"url": url, "events": ["file.created"], "secret": "short"}),
+            "short secret",
+        ),
         (json!({"url": url}), "events missing"),
-        (json!({"url": url, "events": ["file.created"], "extra": 1}), "unknown field"),
+        (
+            json!({"url": url, "events": ["file.created"], "extra": 1}),
+            "unknown field",
+        ),
         // The same SSRF rules as remote URL ingest: 10.x is not in allow_hosts.
-        (json!({"url": "http://10.0.0.1/hook", "events": ["file.created"]}), "private target"),
-        (json!({"url": "http://169.254.169.254/", "events": ["file.created"]}), "metadata target"),
+        (
+            json!({"url": "http://10.0.0.1/hook", "events": ["file.created"]}),
+            "private target",
+        ),
+        (
+            json!({"url": "http://169.254.169.254/", "events": ["file.created"]}),
+            "metadata target",
+        ),
     ] {
         let (status, code, message) = json_error(create_hook(&s, &admin, &body));
-        assert_eq!((status, code.as_str()), (400, "INVALID_WEBHOOK"), "{why}: {message}");
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "INVALID_WEBHOOK"),
+            "{why}: {message}"
+        );
         assert!(!message.is_empty());
     }
 
@@ -300,9 +367,16 @@ fn admins_manage_webhooks_and_bad_ones_are_refused() {
     for _ in 2..20 {
         hook(&s, &admin, url, &["file.created"]);
     }
-    let (status, code, _) = json_error(create_hook(&s, &admin, &json!({"url": url, "events": ["file.created"]})));
+    let (status, code, _) = json_error(create_hook(
+        &s,
+        &admin,
+        &json!({"url": url, "events": ["file.created"]}),
+    ));
     assert_eq!((status, code.as_str()), (429, "TOO_MANY_REQUESTS"));
-    let list: Vec<Value> = s.get(&format!("/instances/{INSTANCE}/webhooks"), Some(&admin)).json().unwrap();
+    let list: Vec<Value> = s
+        .get(&format!("/instances/{INSTANCE}/webhooks"), Some(&admin))
+        .json()
+        .unwrap();
     assert_eq!(list.len(), 20);
 
     // Deleted: 204, then gone (404), and a malformed id is 404 too.
@@ -317,7 +391,14 @@ fn admins_manage_webhooks_and_bad_ones_are_refused() {
     assert_eq!(del(&id2), 204);
     assert_eq!(del(&id2), 404);
     assert_eq!(del("nope"), 404);
-    assert_eq!(s.get(&format!("/instances/{INSTANCE}/webhooks/{id2}"), Some(&admin)).status(), 404);
+    assert_eq!(
+        s.get(
+            &format!("/instances/{INSTANCE}/webhooks/{id2}"),
+            Some(&admin)
+        )
+        .status(),
+        404
+    );
 }
 
 #[test]
@@ -350,9 +431,15 @@ fn a_receiver_gets_every_event_signed() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let v = s.graphql(Some(&alice), "mutation { trash(type: File, arcql: \"name = 'notes.txt'\") }");
+    let v = s.graphql(
+        Some(&alice),
+        "mutation { trash(type: File, arcql: \"name = 'notes.txt'\") }",
+    );
     assert!(v.get("errors").is_none(), "{v}");
-    let v = s.graphql(Some(&alice), "mutation { untrash(type: File, arcql: \"*\") }");
+    let v = s.graphql(
+        Some(&alice),
+        "mutation { untrash(type: File, arcql: \"*\") }",
+    );
     assert!(v.get("errors").is_none(), "{v}");
     let r = s.post_rights(
         &alice,
@@ -376,7 +463,10 @@ fn a_receiver_gets_every_event_signed() {
         Some(&alice),
         &format!(r#"mutation {{ createAsset(data: {{ uploadUrl: "http://127.0.0.1:{}/missing.png" }}) {{ id }} }}"#, rx.port),
     );
-    let asset = v["data"]["createAsset"]["id"].as_str().expect("an asset").to_string();
+    let asset = v["data"]["createAsset"]["id"]
+        .as_str()
+        .expect("an asset")
+        .to_string();
 
     s.eventually("all eight events arrive", || rx.got().len() >= 8);
     let got = rx.got();
@@ -396,7 +486,11 @@ fn a_receiver_gets_every_event_signed() {
         ]
     );
     for g in &got {
-        assert!(signed_by(g, &secret), "bad signature on {:?}", g.header("depot-event"));
+        assert!(
+            signed_by(g, &secret),
+            "bad signature on {:?}",
+            g.header("depot-event")
+        );
         assert!(!signed_by(g, &secret2));
         assert_eq!(g.header("content-type"), "application/json");
         let b = g.json();
@@ -420,18 +514,37 @@ fn a_receiver_gets_every_event_signed() {
     assert_eq!(created["actor"]["hypi"]["id"], "alice");
     let updates = rx.of("file.updated");
     assert_eq!(updates.len(), 3, "re-upload, trash, untrash");
-    assert_eq!(updates[0].json()["file"]["size"], 6, "the re-upload's new record");
-    assert!(updates[1].json()["file"]["hypi"]["trashed"].is_string(), "{}", updates[1].json());
+    assert_eq!(
+        updates[0].json()["file"]["size"],
+        6,
+        "the re-upload's new record"
+    );
+    assert!(
+        updates[1].json()["file"]["hypi"]["trashed"].is_string(),
+        "{}",
+        updates[1].json()
+    );
     assert!(updates[2].json()["file"]["hypi"]["trashed"].is_null());
     let granted = rx.of("access.granted")[0].json();
     assert_eq!(granted["accessRight"]["__typename"], "AccessRight");
     assert_eq!(granted["accessRight"]["hypi"]["id"], rid.as_str());
     assert_eq!(granted["accessRight"]["resource"], id.as_str());
-    assert_eq!(rx.of("access.revoked")[0].json()["accessRight"]["hypi"]["id"], rid.as_str());
-    assert_eq!(rx.of("file.deleted")[0].json()["file"]["hypi"]["id"], id.as_str());
+    assert_eq!(
+        rx.of("access.revoked")[0].json()["accessRight"]["hypi"]["id"],
+        rid.as_str()
+    );
+    assert_eq!(
+        rx.of("file.deleted")[0].json()["file"]["hypi"]["id"],
+        id.as_str()
+    );
     let failed = rx.of("upload.failed")[0].json();
     assert_eq!(failed["upload"]["id"], asset.as_str());
-    assert!(failed["upload"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{failed}");
+    assert!(
+        failed["upload"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
 
     // The other webhook got exactly the one event it asked for, signed with its own secret.
     s.eventually("the file.deleted-only webhook gets its event", || {
@@ -456,7 +569,13 @@ fn a_receiver_gets_every_event_signed() {
     assert_eq!(log[0]["event"], "upload.failed");
     // Counted by outcome on /metrics.
     let m = s.metrics(METRICS_TOKEN);
-    assert!(metric_sum(&m, "depot_webhook_deliveries_total", &["outcome=\"delivered\""]) >= 8.0);
+    assert!(
+        metric_sum(
+            &m,
+            "depot_webhook_deliveries_total",
+            &["outcome=\"delivered\""]
+        ) >= 8.0
+    );
 }
 
 #[test]
@@ -465,15 +584,27 @@ fn a_receiver_down_for_a_while_gets_everything_later_in_order() {
     let s = Server::start_with(&FAST);
     let admin = s.token("root", INSTANCE, true);
     let alice = s.token("alice", INSTANCE, false);
-    let (hook_id, secret) = hook(&s, &admin, &rx.url(), &["file.created", "file.updated", "file.deleted"]);
+    let (hook_id, secret) = hook(
+        &s,
+        &admin,
+        &rx.url(),
+        &["file.created", "file.updated", "file.deleted"],
+    );
     rx.down();
 
     let mut files = Vec::new();
     for i in 0..3 {
-        let f = s.upload_one(&alice, &format!("f{i}.txt"), format!("bytes {i}").as_bytes());
+        let f = s.upload_one(
+            &alice,
+            &format!("f{i}.txt"),
+            format!("bytes {i}").as_bytes(),
+        );
         files.push(file_id(&f));
     }
-    let v = s.graphql(Some(&alice), "mutation { trash(type: File, arcql: \"name = 'f1.txt'\") }");
+    let v = s.graphql(
+        Some(&alice),
+        "mutation { trash(type: File, arcql: \"name = 'f1.txt'\") }",
+    );
     assert!(v.get("errors").is_none(), "{v}");
     assert_eq!(delete_file(&s, &alice, &files[0]), 204);
 
@@ -488,12 +619,16 @@ fn a_receiver_down_for_a_while_gets_everything_later_in_order() {
     assert!(log.iter().all(|d| d["status"] == "pending"), "{log:?}");
     let head = log.last().unwrap();
     assert!(head["attempts"][0]["status"].is_null());
-    assert!(head["attempts"][0]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(head["attempts"][0]["error"]
+        .as_str()
+        .is_some_and(|e| !e.is_empty()));
     assert!(head["nextAttempt"].is_string());
     assert!(rx.got().is_empty());
 
     rx.up();
-    s.eventually("all five arrive once the receiver is back", || rx.got().len() >= 5);
+    s.eventually("all five arrive once the receiver is back", || {
+        rx.got().len() >= 5
+    });
     let got = rx.got();
     assert_eq!(got.len(), 5, "each once");
     assert!(got.iter().all(|g| signed_by(g, &secret)));
@@ -527,7 +662,10 @@ fn a_receiver_down_for_a_while_gets_everything_later_in_order() {
     let log = deliveries(&s, &admin, &hook_id);
     let head = log.last().unwrap();
     assert!(head["attemptCount"].as_u64() >= Some(3));
-    assert_eq!(head["attempts"].as_array().unwrap().last().unwrap()["status"], 200);
+    assert_eq!(
+        head["attempts"].as_array().unwrap().last().unwrap()["status"],
+        200
+    );
     let m = s.metrics(METRICS_TOKEN);
     assert!(metric_sum(&m, "depot_webhook_deliveries_total", &["outcome=\"retry\""]) >= 2.0);
 }
@@ -549,7 +687,9 @@ fn an_event_acknowledged_before_a_kill_arrives_once_after_the_restart() {
 
     rx.up();
     let s = Server::spawn(dir.path(), &FAST, &[]).expect("restart");
-    s.eventually("the event arrives after the restart", || !rx.got().is_empty());
+    s.eventually("the event arrives after the restart", || {
+        !rx.got().is_empty()
+    });
     s.eventually("the delivery is logged as delivered", || {
         deliveries(&s, &admin, &hook_id)
             .iter()
@@ -582,11 +722,22 @@ fn redelivery_resends_the_same_event_and_old_events_are_given_up() {
     });
     let failed = deliveries(&s, &admin, &hook_id)[0].clone();
     assert!(failed["attemptCount"].as_u64() >= Some(2), "{failed}");
-    let last = failed["attempts"].as_array().unwrap().last().unwrap().clone();
+    let last = failed["attempts"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["status"], 500);
     assert!(last["error"].as_str().unwrap().contains("500"));
     let m = s.metrics(METRICS_TOKEN);
-    assert!(metric_sum(&m, "depot_webhook_deliveries_total", &["outcome=\"failed\""]) >= 1.0);
+    assert!(
+        metric_sum(
+            &m,
+            "depot_webhook_deliveries_total",
+            &["outcome=\"failed\""]
+        ) >= 1.0
+    );
 
     // Redelivered on demand once the receiver works: a new delivery, the same event id.
     rx.status.store(200, Ordering::SeqCst);
@@ -609,14 +760,23 @@ fn redelivery_resends_the_same_event_and_old_events_are_given_up() {
     assert_eq!(again["status"], "pending");
     s.eventually("the redelivery arrives", || rx.got().len() > before);
     let last = rx.got().last().unwrap().clone();
-    assert_eq!(last.header("depot-event-id"), failed["eventId"].as_str().unwrap());
-    assert_eq!(last.header("depot-delivery-id"), again["id"].as_str().unwrap());
+    assert_eq!(
+        last.header("depot-event-id"),
+        failed["eventId"].as_str().unwrap()
+    );
+    assert_eq!(
+        last.header("depot-delivery-id"),
+        again["id"].as_str().unwrap()
+    );
     s.eventually("the redelivery is logged", || {
         deliveries(&s, &admin, &hook_id)[0]["status"] == "delivered"
     });
 
     // Unknown deliveries are 404; non-admins 403; tokenless 401.
-    assert_eq!(redeliver("01ARZ3NDEKTSV4RRFFQ69G5FAV", &admin).status(), 404);
+    assert_eq!(
+        redeliver("01ARZ3NDEKTSV4RRFFQ69G5FAV", &admin).status(),
+        404
+    );
     assert_eq!(redeliver("nope", &admin).status(), 404);
     assert_eq!(redeliver(did, &alice).status(), 403);
     let r = s
@@ -662,14 +822,22 @@ fn two_nodes_on_postgres_deliver_each_event_once() {
     let (hook_id, secret) = hook(&a, &admin, &rx.url(), &["file.created", "file.deleted"]);
     // Read on the other node: the webhook is in the shared store.
     assert_eq!(
-        b.get(&format!("/instances/{INSTANCE}/webhooks/{hook_id}"), Some(&admin)).status(),
+        b.get(
+            &format!("/instances/{INSTANCE}/webhooks/{hook_id}"),
+            Some(&admin)
+        )
+        .status(),
         200
     );
 
     let mut ids = Vec::new();
     for n in 0..6 {
         let node = if n % 2 == 0 { &a } else { &b };
-        let f = node.upload_one(&alice, &format!("f{n}.txt"), format!("bytes {n}").as_bytes());
+        let f = node.upload_one(
+            &alice,
+            &format!("f{n}.txt"),
+            format!("bytes {n}").as_bytes(),
+        );
         ids.push(file_id(&f));
     }
     assert_eq!(delete_file(&b, &alice, &ids[0]), 204);
@@ -693,7 +861,11 @@ fn two_nodes_on_postgres_deliver_each_event_once() {
     let mut event_ids: Vec<&str> = got.iter().map(|g| g.header("depot-event-id")).collect();
     event_ids.sort_unstable();
     event_ids.dedup();
-    assert_eq!((got.len(), event_ids.len()), (8, 8), "each event exactly once");
+    assert_eq!(
+        (got.len(), event_ids.len()),
+        (8, 8),
+        "each event exactly once"
+    );
     assert!(got.iter().all(|g| signed_by(g, &secret)));
     let file0: Vec<String> = got
         .iter()
@@ -727,7 +899,10 @@ fn webhooks_in_graphql() {
     let id = w["id"].as_str().unwrap().to_string();
 
     let v = s.graphql(Some(&admin), "{ webhooks { id url secret } }");
-    assert_eq!(v["data"]["webhooks"], json!([{"id": id, "url": url, "secret": null}]));
+    assert_eq!(
+        v["data"]["webhooks"],
+        json!([{"id": id, "url": url, "secret": null}])
+    );
 
     s.upload_one(&alice, "g.txt", b"graphql");
     s.eventually("the event arrives", || !rx.got().is_empty());
@@ -745,7 +920,10 @@ fn webhooks_in_graphql() {
         Some(&admin),
         &format!(r#"mutation {{ redeliverWebhook(webhook: {id:?}, delivery: {:?}) {{ eventId status }} }}"#, d["id"].as_str().unwrap()),
     );
-    assert_eq!(v["data"]["redeliverWebhook"]["eventId"], d["eventId"], "{v}");
+    assert_eq!(
+        v["data"]["redeliverWebhook"]["eventId"], d["eventId"],
+        "{v}"
+    );
     s.eventually("the redelivery arrives", || rx.got().len() == 2);
 
     // Refusals: non-admin FORBIDDEN, unknown event INVALID_WEBHOOK, tokenless UNAUTHENTICATED.
@@ -755,13 +933,28 @@ fn webhooks_in_graphql() {
         Some(&admin),
         &format!(r#"mutation {{ createWebhook(data: {{ url: {url:?}, events: ["file.nope"] }}) {{ id }} }}"#),
     );
-    assert_eq!(v["errors"][0]["extensions"]["code"], "INVALID_WEBHOOK", "{v}");
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "INVALID_WEBHOOK",
+        "{v}"
+    );
     let v = s.graphql(None, "{ webhooks { id } }");
-    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{v}");
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{v}"
+    );
 
-    let v = s.graphql(Some(&admin), &format!(r#"mutation {{ deleteWebhook(id: {id:?}) }}"#));
+    let v = s.graphql(
+        Some(&admin),
+        &format!(r#"mutation {{ deleteWebhook(id: {id:?}) }}"#),
+    );
     assert_eq!(v["data"]["deleteWebhook"], true, "{v}");
-    let v = s.graphql(Some(&admin), &format!(r#"mutation {{ deleteWebhook(id: {id:?}) }}"#));
+    let v = s.graphql(
+        Some(&admin),
+        &format!(r#"mutation {{ deleteWebhook(id: {id:?}) }}"#),
+    );
     assert_eq!(v["errors"][0]["extensions"]["code"], "NOT_FOUND", "{v}");
-    assert_eq!(s.graphql(Some(&admin), "{ webhooks { id } }")["data"]["webhooks"], json!([]));
+    assert_eq!(
+        s.graphql(Some(&admin), "{ webhooks { id } }")["data"]["webhooks"],
+        json!([])
+    );
 }

@@ -71,7 +71,8 @@ pub fn event_body(w: &Webhook, d: &Delivery) -> Value {
             name,
             error,
         } => {
-            v["upload"] = json!({"id": session.to_string(), "kind": kind, "name": name, "error": error})
+            v["upload"] =
+                json!({"id": session.to_string(), "kind": kind, "name": name, "error": error})
         }
         // Filled by the store when the change was written; never stored so.
         Subject::Written => {}
@@ -177,12 +178,7 @@ async fn deliveries(
     let (domain, id) = path.into_inner();
     let log = state
         .service
-        .webhook_deliveries(
-            p,
-            domain,
-            webhook_id(&id)?,
-            q.first.unwrap_or(MAX_LISTED),
-        )
+        .webhook_deliveries(p, domain, webhook_id(&id)?, q.first.unwrap_or(MAX_LISTED))
         .await?;
     Ok(HttpResponse::Ok().json(log.iter().map(delivery_view).collect::<Vec<_>>()))
 }

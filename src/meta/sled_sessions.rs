@@ -322,8 +322,18 @@ impl UploadSessionStore for SledMeta {
         let fid = id.to_bytes();
         let [o, i, d, p, s] = self.file_index_trees();
         let hooks = &self.webhook_outbox;
-        let out = (&self.files, &self.images, &self.blob_refs, o, i, d, p, s, hooks).transaction(
-            |(tf, ti, tr, o, i, d, p, s, hooks)| {
+        let out = (
+            &self.files,
+            &self.images,
+            &self.blob_refs,
+            o,
+            i,
+            d,
+            p,
+            s,
+            hooks,
+        )
+            .transaction(|(tf, ti, tr, o, i, d, p, s, hooks)| {
                 let old: FileRecord = match tf.get(fid)? {
                     Some(v) => serde_json::from_slice(&v).map_err(abort)?,
                     None => return Ok(None),
@@ -370,8 +380,7 @@ impl UploadSessionStore for SledMeta {
                 }
                 super::webhooks::write_staged(hooks, Some(&new))?;
                 Ok(Some((new, old, left)))
-            },
-        )?;
+            })?;
         if out.is_some() {
             self.flush()?;
         }

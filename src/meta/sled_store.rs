@@ -569,44 +569,43 @@ impl FileStore for SledMeta {
                 &self.file_extras,
                 &self.webhook_outbox,
             ];
-            let outcome = trees[..]
-                .transaction(|t| {
-                        let [tf, ti, tr, o, i, d, p, s, rights, by_res, by_mem, wild, ctr, extras, out] =
-                            t.as_slice()
-                        else {
-                            return Err(abort(Error::Internal("delete_file: tree count".into())));
-                        };
-                        if ctr.get(&vkey)? != version {
-                            return Ok(Deleted::Retry);
-                        }
-                        let Some(v) = tf.remove(&id.to_bytes())? else {
-                            return Ok(Deleted::Gone);
-                        };
-                        let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
-                        ti.remove(&id.to_bytes())?;
-                        extras.remove(&id.to_bytes())?;
-                        FileIndexTx([o, i, d, p, s]).remove(&f)?;
-                        let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
-                        if left == 0 {
-                            tr.remove(&f.sha256.0)?;
-                        } else {
-                            tr.insert(&f.sha256.0, &left.to_be_bytes())?;
-                        }
-                        let g = GrantTx {
-                            rights,
-                            by_resource: by_res,
-                            by_member: by_mem,
-                            wildcard: wild,
-                            counters: ctr,
-                        };
-                        for gid in &grants {
-                            g.remove(gid)?;
-                        }
-                        // The file's grants are gone: so is its version key.
-                        ctr.remove(vkey.as_slice())?;
-                        webhooks::write_staged(out, None)?;
-                        Ok(Deleted::Done(Box::new(f), left))
-                    })?;
+            let outcome = trees[..].transaction(|t| {
+                let [tf, ti, tr, o, i, d, p, s, rights, by_res, by_mem, wild, ctr, extras, out] =
+                    t.as_slice()
+                else {
+                    return Err(abort(Error::Internal("delete_file: tree count".into())));
+                };
+                if ctr.get(&vkey)? != version {
+                    return Ok(Deleted::Retry);
+                }
+                let Some(v) = tf.remove(&id.to_bytes())? else {
+                    return Ok(Deleted::Gone);
+                };
+                let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
+                ti.remove(&id.to_bytes())?;
+                extras.remove(&id.to_bytes())?;
+                FileIndexTx([o, i, d, p, s]).remove(&f)?;
+                let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
+                if left == 0 {
+                    tr.remove(&f.sha256.0)?;
+                } else {
+                    tr.insert(&f.sha256.0, &left.to_be_bytes())?;
+                }
+                let g = GrantTx {
+                    rights,
+                    by_resource: by_res,
+                    by_member: by_mem,
+                    wildcard: wild,
+                    counters: ctr,
+                };
+                for gid in &grants {
+                    g.remove(gid)?;
+                }
+                // The file's grants are gone: so is its version key.
+                ctr.remove(vkey.as_slice())?;
+                webhooks::write_staged(out, None)?;
+                Ok(Deleted::Done(Box::new(f), left))
+            })?;
             match outcome {
                 Deleted::Retry => continue,
                 Deleted::Gone => return Ok(None),
@@ -801,21 +800,23 @@ impl GrantStore for SledMeta {
             &self.rights_counters,
             &self.webhook_outbox,
         )
-            .transaction(|(rights, by_resource, by_member, wildcard, counters, out)| {
-                let removed = GrantTx {
-                    rights,
-                    by_resource,
-                    by_member,
-                    wildcard,
-                    counters,
-                }
-                .remove(&id.to_bytes())?;
-                // Only a revoke that removed a grant is an event.
-                if removed {
-                    webhooks::write_staged(out, None)?;
-                }
-                Ok(removed)
-            })?;
+            .transaction(
+                |(rights, by_resource, by_member, wildcard, counters, out)| {
+                    let removed = GrantTx {
+                        rights,
+                        by_resource,
+                        by_member,
+                        wildcard,
+                        counters,
+                    }
+                    .remove(&id.to_bytes())?;
+                    // Only a revoke that removed a grant is an event.
+                    if removed {
+                        webhooks::write_staged(out, None)?;
+                    }
+                    Ok(removed)
+                },
+            )?;
         self.flush()?;
         Ok(removed)
     }

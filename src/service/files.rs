@@ -276,8 +276,11 @@ impl Service {
         let guard = self.lock_blobs([&file.sha256])?;
         let _stale = self.hot.change(hot::Scope::File(file.id));
         let deleted = [file].into_iter().filter(|f| !f.is_directory());
-        let _events =
-            self.file_events(actor, crate::meta::webhooks::WebhookEvent::FileDeleted, deleted)?;
+        let _events = self.file_events(
+            actor,
+            crate::meta::webhooks::WebhookEvent::FileDeleted,
+            deleted,
+        )?;
         let Some((file, left)) = self.meta.delete_file(file.id)? else {
             return Ok(false);
         };

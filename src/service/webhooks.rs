@@ -363,7 +363,12 @@ impl Service {
             name: Some(s.name.clone()),
             error: why.to_string(),
         };
-        self.webhook_events(s.instance, &s.account, WebhookEvent::UploadFailed, vec![subject])
+        self.webhook_events(
+            s.instance,
+            &s.account,
+            WebhookEvent::UploadFailed,
+            vec![subject],
+        )
     }
 
     /// Starts the delivery worker: each webhook's oldest due delivery, at most
@@ -552,7 +557,11 @@ mod tests {
         for n in 1..20 {
             let d = backoff(n, 100, 10_000);
             let full = (100u64 << (n - 1).min(40)).min(10_000);
-            assert!(d >= full / 2 && d <= full, "attempt {n}: {d} not in [{}, {full}]", full / 2);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {n}: {d} not in [{}, {full}]",
+                full / 2
+            );
         }
     }
 }

@@ -96,7 +96,10 @@ pub fn outbox_is_written_with_the_change(m: &dyn MetaStore) {
     // A re-upload's delivery is filled with the new record.
     {
         let _s = stage(vec![delivery(&hook, Subject::Written)]);
-        let (new, _, _) = m.replace_content(f.id, &stored(2), false, 9).unwrap().unwrap();
+        let (new, _, _) = m
+            .replace_content(f.id, &stored(2), false, 9)
+            .unwrap()
+            .unwrap();
         let log = m.deliveries(hook.id, 10).unwrap();
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].subject, Subject::File(new));
@@ -135,7 +138,12 @@ pub fn deliveries_go_in_order_and_are_logged(m: &dyn MetaStore) {
     assert_eq!(due(m, 100), vec![a2.id]);
     done(a2.clone(), DeliveryStatus::Delivered, 1, m);
     // keep = 1: a1 (finished, older) is trimmed; a2 stays; a3 (pending) stays.
-    let log: Vec<DeliveryId> = m.deliveries(a.id, 10).unwrap().iter().map(|d| d.id).collect();
+    let log: Vec<DeliveryId> = m
+        .deliveries(a.id, 10)
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(log, vec![a3.id, a2.id]);
     assert!(m.delivery(a.id, a1.id).unwrap().is_none());
     let got = m.delivery(a.id, a2.id).unwrap().unwrap();

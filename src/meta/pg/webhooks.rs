@@ -58,7 +58,11 @@ impl WebhookStore for PgMeta {
                 }
                 tx.execute(
                     "INSERT INTO webhooks (id, instance, record) VALUES ($1, $2, $3)",
-                    &[&hook.id.to_bytes().as_slice(), &instance.as_slice(), &json(&hook)?],
+                    &[
+                        &hook.id.to_bytes().as_slice(),
+                        &instance.as_slice(),
+                        &json(&hook)?,
+                    ],
                 )
                 .await?;
                 Ok(())
@@ -135,7 +139,11 @@ impl WebhookStore for PgMeta {
                            ORDER BY seq LIMIT $3) h \
                      WHERE d.seq = h.seq AND d.pending AND d.lease_until <= $1 \
                      RETURNING d.record",
-                    &[&big(now), &big(now.saturating_add(lease_ms)), &big(limit as u64)],
+                    &[
+                        &big(now),
+                        &big(now.saturating_add(lease_ms)),
+                        &big(limit as u64),
+                    ],
                 )
                 .await
                 .map_err(db_err)?;

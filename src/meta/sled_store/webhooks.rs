@@ -57,7 +57,9 @@ pub(super) fn write_staged(tx: &TransactionalTree, written: Option<&FileRecord>)
 
 impl SledMeta {
     fn seq_of(&self, webhook: WebhookId, id: DeliveryId) -> Result<Option<sled::IVec>> {
-        Ok(self.webhook_outbox.get(key(BY_ID, webhook, &id.to_bytes()))?)
+        Ok(self
+            .webhook_outbox
+            .get(key(BY_ID, webhook, &id.to_bytes()))?)
     }
 }
 
@@ -91,7 +93,11 @@ impl WebhookStore for SledMeta {
 
     fn webhooks_of(&self, instance: InstanceId) -> Result<Vec<Webhook>> {
         let mut out = Vec::new();
-        for k in self.webhooks_by_instance.scan_prefix(instance.to_bytes()).keys() {
+        for k in self
+            .webhooks_by_instance
+            .scan_prefix(instance.to_bytes())
+            .keys()
+        {
             let k = k?;
             let Ok(id) = <[u8; 16]>::try_from(&k[16..]) else {
                 continue;
@@ -129,7 +135,8 @@ impl WebhookStore for SledMeta {
     }
 
     fn enqueue(&self, deliveries: &[Delivery]) -> Result<()> {
-        self.webhook_outbox.transaction(|tx| write(tx, deliveries))?;
+        self.webhook_outbox
+            .transaction(|tx| write(tx, deliveries))?;
         self.flush()
     }
 
