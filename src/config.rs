@@ -105,6 +105,48 @@ pub struct Config {
     pub tus: TusConfig,
     /// Image transforms on download (`?w=320&h=240&fit=cover&format=webp`).
     pub transforms: TransformsConfig,
+    /// Webhook deliveries (issue 15): timeouts, retries, bounds.
+    pub webhooks: WebhooksConfig,
+}
+
+/// Webhook deliveries: each event is retried with exponential backoff and jitter (from
+/// `base_delay_ms`, doubling, at most `max_delay_secs`) until it is `max_age_secs` old, then
+/// marked failed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Seconds one delivery may take (connect, answer, the answer's first bytes).
+    pub timeout_secs: u64,
+    /// Seconds after its delivery was queued that an event stops being retried.
+    pub max_age_secs: u64,
+    /// The first retry's delay, in milliseconds.
+    pub base_delay_ms: u64,
+    /// The longest delay between two attempts, in seconds.
+    pub max_delay_secs: u64,
+    /// Webhooks one instance may have.
+    pub max_per_instance: usize,
+    /// Finished deliveries kept per webhook (the delivery log).
+    pub log_size: usize,
+    /// Deliveries in flight at once, overall.
+    pub concurrency: usize,
+    /// Milliseconds between looks at the outbox when nothing new was written (retries fall
+    /// due; new events wake the worker at once).
+    pub poll_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10,
+            max_age_secs: 24 * 60 * 60,
+            base_delay_ms: 1000,
+            max_delay_secs: 60 * 60,
+            max_per_instance: 20,
+            log_size: 100,
+            concurrency: 8,
+            poll_ms: 1000,
+        }
+    }
 }
 
 /// tus 1.0 resumable uploads.
@@ -383,6 +425,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             tus: TusConfig::default(),
             transforms: TransformsConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -828,6 +871,19 @@ impl Config {
         if let Some(v) = get("DEPOT_TUS_EXPIRY_SECS") {
             self.tus.expiry_secs = num("DEPOT_TUS_EXPIRY_SECS", v)?;
         }
+        // [webhooks]
+        let w = &mut self.webhooks;
+        for (key, field) in [
+            ("DEPOT_WEBHOOKS_TIMEOUT_SECS", &mut w.timeout_secs),
+            ("DEPOT_WEBHOOKS_MAX_AGE_SECS", &mut w.max_age_secs),
+            ("DEPOT_WEBHOOKS_BASE_DELAY_MS", &mut w.base_delay_ms),
+            ("DEPOT_WEBHOOKS_MAX_DELAY_SECS", &mut w.max_delay_secs),
+            ("DEPOT_WEBHOOKS_POLL_MS", &mut w.poll_ms),
+        ] {
+            if let Some(v) = get(key) {
+                *field = num(key, v)?;
+            }
+        }
         Ok(())
     }
 
@@ -921,6 +977,13 @@ impl Config {
                 "sessions.multipart_max_part_size must be at least {} bytes (the minimum part size)",
                 crate::service::temp_multipart::MIN_PART_SIZE
             )));
+        }
+        let w = &self.webhooks;
+        if w.timeout_secs == 0 || w.base_delay_ms == 0 || w.poll_ms == 0 || w.concurrency == 0 {
+            return Err(StartError::Config(
+                "webhooks: timeout_secs, base_delay_ms, poll_ms and concurrency must be at least 1"
+                    .into(),
+            ));
         }
         if self.tus.expiry_secs == 0 {
             return Err(StartError::Config(

@@ -67,6 +67,9 @@ pub enum Error {
     /// change in one call (`max_tree_entries`): 422.
     #[error("{0}")]
     TreeTooLarge(String),
+    /// A webhook whose URL, events or secret are not acceptable: 400 `INVALID_WEBHOOK`.
+    #[error("{0}")]
+    InvalidWebhook(String),
     /// An image transform (`GET /file/...?w=320&format=webp`) that cannot be made; each fault
     /// has its own code.
     #[error("{1}")]
@@ -227,6 +230,7 @@ pub const UNSUPPORTED_VERSION: Class = class(412, "UNSUPPORTED_VERSION");
 pub const UNSUPPORTED_MEDIA_TYPE: Class = class(415, "UNSUPPORTED_MEDIA_TYPE");
 pub const UNAVAILABLE: Class = class(503, "UNAVAILABLE");
 pub const TREE_TOO_LARGE: Class = class(422, "TREE_TOO_LARGE");
+pub const INVALID_WEBHOOK: Class = class(400, "INVALID_WEBHOOK");
 // S3's multipart errors, under the catalogue's spelling (the multipart routes answer S3's).
 pub const INVALID_PART: Class = class(400, "INVALID_PART");
 pub const INVALID_PART_ORDER: Class = class(400, "INVALID_PART_ORDER");
@@ -287,6 +291,7 @@ impl Error {
             },
             Error::Unavailable(_) => UNAVAILABLE,
             Error::TreeTooLarge(_) => TREE_TOO_LARGE,
+            Error::InvalidWebhook(_) => INVALID_WEBHOOK,
             Error::Transform(f, _) => match f {
                 TransformFault::InvalidParameter => INVALID_TRANSFORM,
                 TransformFault::SizeNotAllowed => SIZE_NOT_ALLOWED,

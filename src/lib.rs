@@ -125,6 +125,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     http::metrics::install();
     let service = Arc::new(open_service(config)?);
     service.spawn_session_sweeper();
+    let webhook_worker = service.spawn_webhook_worker(http::webhooks::event_body);
     // Remote URL ingests pending when the server stopped resume (or are marked failed).
     match service.resume_ingests() {
         Ok(0) => {}
@@ -214,6 +215,13 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let result = server.await.map_err(StartError::Server);
     if let Some(m) = metrics_handle {
         m.stop(false).await;
+    }
+    // The webhook worker finishes the attempts in flight (each bounded by
+    // `webhooks.timeout_secs`); what is left stays in the outbox for the next start.
+    service.stop_webhook_worker();
+    let bound = Duration::from_secs(service.config.webhooks.timeout_secs + 1);
+    if tokio::time::timeout(bound, webhook_worker).await.is_err() {
+        tracing::warn!("the webhook worker did not stop in time");
     }
     shutdown::finish(&service);
     tracing::info!("stopped");

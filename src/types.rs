@@ -64,6 +64,19 @@ ulid_id!(
     /// The id of an upload session (presigned PUT, temp file) or a signed download link.
     SessionId
 );
+ulid_id!(
+    /// The id of a webhook an instance's admin configured.
+    WebhookId
+);
+ulid_id!(
+    /// The id of one event (`Depot-Event-Id`): the same on every delivery of it, so receivers
+    /// can drop repeats.
+    EventId
+);
+ulid_id!(
+    /// The id of one delivery of an event to one webhook (a redelivery gets a new one).
+    DeliveryId
+);
 
 /// An account, as named by a token's `sub` claim.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -151,6 +151,13 @@ const DNS_LOOKUPS: usize = 8;
 /// Longest DNS lookup unless configured.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The answer to a [`Fetcher::post`]: any status, and the first bytes of its body.
+#[derive(Debug)]
+pub struct Posted {
+    pub status: u16,
+    pub body: Bytes,
+}
+
 /// A successful answer whose body is still to be read.
 #[derive(Debug)]
 pub struct Fetched {
@@ -353,6 +360,76 @@ impl Fetcher {
                 limits: self.limits.clone(),
             });
         }
+    }
+
+    /// The same fetcher with other bounds (webhooks: short timeouts, a few KiB of answer).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Checks that `url` is one this fetcher may reach (scheme, host, addresses after DNS),
+    /// without connecting.
+    pub async fn check(&self, url: &str) -> Result<(), FetchError> {
+        let url =
+            Url::parse(url).map_err(|e| FetchError::BadUrl(format!("invalid URL {url:?}: {e}")))?;
+        tokio::time::timeout(self.limits.total, self.vet(&url))
+            .await
+            .map_err(|_| FetchError::Timeout("resolving the host took too long".into()))??;
+        Ok(())
+    }
+
+    /// `POST url` with `body` and `headers` (webhook deliveries). Redirects are not followed (a
+    /// receiver answers where it was configured); the answer's status comes back with at most
+    /// `max_bytes` of its body, the rest unread, all within the total deadline.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Posted, FetchError> {
+        let deadline = Instant::now() + self.limits.total;
+        let url =
+            Url::parse(url).map_err(|e| FetchError::BadUrl(format!("invalid URL {url:?}: {e}")))?;
+        let wait = wait_for(deadline, self.limits.stall)?;
+        let addrs = tokio::time::timeout(wait, self.vet(&url))
+            .await
+            .map_err(|_| timed_out(deadline, self.limits.stall, "resolving the host"))??;
+        let client = self.client(&url, addrs)?;
+        let mut request = client
+            .post(url.clone())
+            .header(reqwest::header::ACCEPT_ENCODING, "identity");
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        let wait = wait_for(deadline, self.limits.stall)?;
+        let response = tokio::time::timeout(wait, request.body(body).send())
+            .await
+            .map_err(|_| timed_out(deadline, self.limits.stall, "the answer"))?
+            .map_err(|e| FetchError::Network(format!("posting to {} failed: {e}", redact(&url))))?;
+        let status = response.status().as_u16();
+        let mut fetched = Fetched {
+            url,
+            content_type: None,
+            content_length: response.content_length(),
+            response,
+            received: 0,
+            deadline,
+            limits: self.limits.clone(),
+        };
+        let mut head = Vec::new();
+        // The answer's first bytes are kept for the log; a longer one is cut, not an error.
+        while let Ok(Some(c)) = fetched.chunk().await {
+            let room = (self.limits.max_bytes as usize).saturating_sub(head.len());
+            head.extend_from_slice(&c[..c.len().min(room)]);
+            if head.len() >= self.limits.max_bytes as usize {
+                break;
+            }
+        }
+        Ok(Posted {
+            status,
+            body: Bytes::from(head),
+        })
     }
 
     /// The addresses `url` may be fetched from, or why not.

@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod direct;
 pub mod types;
+pub mod webhooks;
 
 use crate::auth::Caller;
 use crate::error::Error;
@@ -28,12 +29,22 @@ pub type DepotSchema = Schema<Query, Mutation, EmptySubscription>;
 /// Hypi's queries and the direct flows' (`direct.rs`).
 #[derive(async_graphql::MergedObject, Default)]
 #[graphql(name = "QueryRoot")]
-pub struct Query(QueryRoot, direct::DirectQuery, assets::AssetQuery);
+pub struct Query(
+    QueryRoot,
+    direct::DirectQuery,
+    assets::AssetQuery,
+    webhooks::WebhookQuery,
+);
 
 /// Hypi's mutations and the direct flows'.
 #[derive(async_graphql::MergedObject, Default)]
 #[graphql(name = "MutationRoot")]
-pub struct Mutation(MutationRoot, direct::DirectMutation, assets::AssetMutation);
+pub struct Mutation(
+    MutationRoot,
+    direct::DirectMutation,
+    assets::AssetMutation,
+    webhooks::WebhookMutation,
+);
 
 /// Builds the schema around the service. Depth, cost and time are bounded so one request
 /// cannot ask for unbounded work (see [`Limits`]).

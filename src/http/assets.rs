@@ -90,7 +90,10 @@ pub async fn put_content(
         part.write(chunk).await?;
     }
     let staged = part.finish().await?;
-    let new = state.service.replace_with_staged(fid, staged).await?;
+    let new = state
+        .service
+        .replace_with_staged(&p.account, fid, staged)
+        .await?;
     Ok(HttpResponse::Ok().json(super::views::file(&new)))
 }
 

@@ -84,6 +84,10 @@ fn describe() {
         "Response body bytes sent"
     );
     describe_gauge!("depot_uploads_in_flight", "Uploads holding a slot");
+    describe_counter!(
+        "depot_webhook_deliveries_total",
+        "Webhook delivery attempts by outcome (delivered, retry, failed)"
+    );
     describe_gauge!(
         "depot_blob_store_bytes",
         Unit::Bytes,

@@ -24,6 +24,7 @@ mod transform;
 pub mod tus;
 mod upload;
 pub mod views;
+pub mod webhooks;
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -214,6 +215,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(access::get_instance))
                 .default_service(web::to(method_not_allowed)),
         )
+        .configure(webhooks::routes)
         // Direct upload flows and signed URLs (direct.rs).
         .service(
             web::resource("/uploads/presigned")

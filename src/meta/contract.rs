@@ -13,6 +13,7 @@ use crate::types::{AccountId, FileId, InstanceId, RightId, SessionId, Sha256};
 pub mod assets;
 pub mod dirs;
 pub mod variants;
+pub mod webhooks;
 
 /// A contract case: a name for the report and the check.
 pub type Case = (&'static str, fn(&dyn MetaStore));
@@ -84,6 +85,20 @@ pub fn cases() -> Vec<Case> {
             assets::replace_content_moves_references,
         ),
         ("session_size_is_set_once", assets::session_size_is_set_once),
+        // Webhooks and their outbox (contract/webhooks.rs).
+        (
+            "outbox_is_written_with_the_change",
+            webhooks::outbox_is_written_with_the_change,
+        ),
+        (
+            "deliveries_go_in_order_and_are_logged",
+            webhooks::deliveries_go_in_order_and_are_logged,
+        ),
+        ("webhook_cap_and_delete", webhooks::webhook_cap_and_delete),
+        (
+            "due_deliveries_are_claimed_once_when_shared",
+            webhooks::due_deliveries_are_claimed_once_when_shared,
+        ),
         (
             "variants_hold_references_and_go_with_their_source",
             variants::variants_hold_references_and_go_with_their_source,

@@ -8,6 +8,7 @@ pub mod pg;
 pub mod session;
 mod sled_store;
 pub mod variants;
+pub mod webhooks;
 
 pub use dirs::DirectoryStore;
 pub use model::{AccessRight, FileRecord, ImageRecord, Instance, PermissionType, DIRECTORY_MIME};
@@ -17,6 +18,7 @@ pub use session::{
 };
 pub use sled_store::{SledMeta, Star};
 pub use variants::{VariantKey, VariantRecord, VariantStore};
+pub use webhooks::WebhookStore;
 
 use crate::error::Result;
 use crate::types::{AccountId, FileId, InstanceId, Millis, RightId, SessionId, Sha256};
@@ -338,6 +340,7 @@ pub trait MetaStore:
     + VariantStore
     + DirectoryStore
     + NodeLocks
+    + WebhookStore
     + Send
     + Sync
     + 'static
@@ -353,6 +356,7 @@ impl<T> MetaStore for T where
         + VariantStore
         + DirectoryStore
         + NodeLocks
+        + WebhookStore
         + Send
         + Sync
         + 'static

@@ -173,8 +173,9 @@ impl UploadSessionStore for SledMeta {
             &self.by_dir,
             &self.by_path,
             &self.files_sorted,
+            &self.webhook_outbox,
         )
-            .transaction(|(ts, tc, tf, ti, tx, o, i, d, p, srt)| {
+            .transaction(|(ts, tc, tf, ti, tx, o, i, d, p, srt, out)| {
                 let Some(mut s) = load(ts, &key)? else {
                     return Err(abort(gone()));
                 };
@@ -204,6 +205,8 @@ impl UploadSessionStore for SledMeta {
                 s.file = Some(file.id);
                 store(ts, &s)?;
                 bump(tc, &count_key(&s), false)?;
+                // Only the confirm that made the File announces it.
+                super::webhooks::write_staged(out, None)?;
                 Ok(file.id)
             })?;
         self.flush()?;
@@ -280,12 +283,13 @@ impl UploadSessionStore for SledMeta {
 
     fn set_session_error(&self, id: SessionId, error: Option<&str>) -> Result<()> {
         let key = id.to_bytes();
-        self.sessions.transaction(|ts| {
+        (&self.sessions, &self.webhook_outbox).transaction(|(ts, out)| {
             let Some(mut s) = load(ts, &key)? else {
                 return Err(abort(gone()));
             };
             s.error = error.map(str::to_string);
-            store(ts, &s)
+            store(ts, &s)?;
+            super::webhooks::write_staged(out, None)
         })?;
         self.flush()
     }
@@ -317,8 +321,19 @@ impl UploadSessionStore for SledMeta {
     ) -> Result<Option<(FileRecord, FileRecord, u64)>> {
         let fid = id.to_bytes();
         let [o, i, d, p, s] = self.file_index_trees();
-        let out = (&self.files, &self.images, &self.blob_refs, o, i, d, p, s).transaction(
-            |(tf, ti, tr, o, i, d, p, s)| {
+        let hooks = &self.webhook_outbox;
+        let out = (
+            &self.files,
+            &self.images,
+            &self.blob_refs,
+            o,
+            i,
+            d,
+            p,
+            s,
+            hooks,
+        )
+            .transaction(|(tf, ti, tr, o, i, d, p, s, hooks)| {
                 let old: FileRecord = match tf.get(fid)? {
                     Some(v) => serde_json::from_slice(&v).map_err(abort)?,
                     None => return Ok(None),
@@ -363,9 +378,9 @@ impl UploadSessionStore for SledMeta {
                 } else {
                     tr.insert(&old.sha256.0, &left.to_be_bytes())?;
                 }
+                super::webhooks::write_staged(hooks, Some(&new))?;
                 Ok(Some((new, old, left)))
-            },
-        )?;
+            })?;
         if out.is_some() {
             self.flush()?;
         }

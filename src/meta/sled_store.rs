@@ -16,6 +16,7 @@ mod export;
 mod file_index;
 mod log_sync;
 mod variants;
+mod webhooks;
 
 pub use export::Star;
 
@@ -75,6 +76,12 @@ pub struct SledMeta {
     variants: sled::Tree,
     /// `source sha256 ++ variant key` -> empty: the variants of a source blob.
     variants_by_source: sled::Tree,
+    /// Webhooks (see `webhooks.rs`): `webhook id` -> record.
+    webhooks: sled::Tree,
+    /// `instance ++ webhook id` -> empty.
+    webhooks_by_instance: sled::Tree,
+    /// The deliveries of webhook events, written with the changes they describe.
+    webhook_outbox: sled::Tree,
 }
 
 #[path = "sled_sessions.rs"]
@@ -273,6 +280,9 @@ impl SledMeta {
             file_extras: tree("file_extras")?,
             variants: tree("variants")?,
             variants_by_source: tree("variants_by_source")?,
+            webhooks: tree("webhooks")?,
+            webhooks_by_instance: tree("webhooks_by_instance")?,
+            webhook_outbox: tree("webhook_outbox")?,
             log: log_sync::LogSync::open(dir)?,
             db,
         }
@@ -423,8 +433,10 @@ impl FileStore for SledMeta {
             &self.by_dir,
             &self.by_path,
             &self.files_sorted,
+            &self.webhook_outbox,
         )
-            .transaction(|(tf, ti, tr, o, i, d, p, s)| {
+            .transaction(|(tf, ti, tr, o, i, d, p, s, out)| {
+                webhooks::write_staged(out, None)?;
                 let index = FileIndexTx([o, i, d, p, s]);
                 for ((f, _), (fjson, ijson)) in files.iter().zip(&encoded) {
                     let id = f.id.to_bytes();
@@ -504,14 +516,15 @@ impl FileStore for SledMeta {
         let id = file.id.to_bytes();
         let [o, i, d, p, s] = self.file_index_trees();
         // Only replace a record that still exists: an update must not resurrect a deleted file.
-        (&self.files, o, i, d, p, s).transaction(|(tf, o, i, d, p, s)| {
+        let out = &self.webhook_outbox;
+        (&self.files, o, i, d, p, s, out).transaction(|(tf, o, i, d, p, s, out)| {
             let Some(v) = tf.get(id)? else {
                 return Err(abort(Error::not_found()));
             };
             let old: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
             FileIndexTx([o, i, d, p, s]).replace(&old, file)?;
             tf.insert(&id, json.as_slice())?;
-            Ok(())
+            webhooks::write_staged(out, None)
         })?;
         self.flush()
     }
@@ -538,7 +551,8 @@ impl FileStore for SledMeta {
                     grants.push(k[prefix.len()..].to_vec());
                 }
             }
-            let outcome = (
+            // Fifteen trees: more than sled's largest tuple, so a slice of them.
+            let trees = [
                 &self.files,
                 &self.images,
                 &self.blob_refs,
@@ -553,40 +567,45 @@ impl FileStore for SledMeta {
                 &self.rights_wildcard,
                 &self.rights_counters,
                 &self.file_extras,
-            )
-                .transaction(
-                    |(tf, ti, tr, o, i, d, p, s, rights, by_res, by_mem, wild, ctr, extras)| {
-                        if ctr.get(&vkey)? != version {
-                            return Ok(Deleted::Retry);
-                        }
-                        let Some(v) = tf.remove(&id.to_bytes())? else {
-                            return Ok(Deleted::Gone);
-                        };
-                        let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
-                        ti.remove(&id.to_bytes())?;
-                        extras.remove(&id.to_bytes())?;
-                        FileIndexTx([o, i, d, p, s]).remove(&f)?;
-                        let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
-                        if left == 0 {
-                            tr.remove(&f.sha256.0)?;
-                        } else {
-                            tr.insert(&f.sha256.0, &left.to_be_bytes())?;
-                        }
-                        let g = GrantTx {
-                            rights,
-                            by_resource: by_res,
-                            by_member: by_mem,
-                            wildcard: wild,
-                            counters: ctr,
-                        };
-                        for gid in &grants {
-                            g.remove(gid)?;
-                        }
-                        // The file's grants are gone: so is its version key.
-                        ctr.remove(vkey.as_slice())?;
-                        Ok(Deleted::Done(Box::new(f), left))
-                    },
-                )?;
+                &self.webhook_outbox,
+            ];
+            let outcome = trees[..].transaction(|t| {
+                let [tf, ti, tr, o, i, d, p, s, rights, by_res, by_mem, wild, ctr, extras, out] =
+                    t.as_slice()
+                else {
+                    return Err(abort(Error::Internal("delete_file: tree count".into())));
+                };
+                if ctr.get(&vkey)? != version {
+                    return Ok(Deleted::Retry);
+                }
+                let Some(v) = tf.remove(&id.to_bytes())? else {
+                    return Ok(Deleted::Gone);
+                };
+                let f: FileRecord = serde_json::from_slice(&v).map_err(abort)?;
+                ti.remove(&id.to_bytes())?;
+                extras.remove(&id.to_bytes())?;
+                FileIndexTx([o, i, d, p, s]).remove(&f)?;
+                let left = read_count(tr.get(f.sha256.0)?).saturating_sub(1);
+                if left == 0 {
+                    tr.remove(&f.sha256.0)?;
+                } else {
+                    tr.insert(&f.sha256.0, &left.to_be_bytes())?;
+                }
+                let g = GrantTx {
+                    rights,
+                    by_resource: by_res,
+                    by_member: by_mem,
+                    wildcard: wild,
+                    counters: ctr,
+                };
+                for gid in &grants {
+                    g.remove(gid)?;
+                }
+                // The file's grants are gone: so is its version key.
+                ctr.remove(vkey.as_slice())?;
+                webhooks::write_staged(out, None)?;
+                Ok(Deleted::Done(Box::new(f), left))
+            })?;
             match outcome {
                 Deleted::Retry => continue,
                 Deleted::Gone => return Ok(None),
@@ -658,9 +677,10 @@ impl GrantStore for SledMeta {
             &self.rights_wildcard,
             &self.rights_counters,
             &self.files,
+            &self.webhook_outbox,
         )
             .transaction(
-                |(rights_t, by_resource, by_member, wildcard, counters, tf)| {
+                |(rights_t, by_resource, by_member, wildcard, counters, tf, out)| {
                     let g = GrantTx {
                         rights: rights_t,
                         by_resource,
@@ -703,7 +723,7 @@ impl GrantStore for SledMeta {
                         ))));
                         }
                     }
-                    Ok(())
+                    webhooks::write_staged(out, None)
                 },
             )?;
         self.flush()
@@ -778,17 +798,25 @@ impl GrantStore for SledMeta {
             &self.rights_by_member,
             &self.rights_wildcard,
             &self.rights_counters,
+            &self.webhook_outbox,
         )
-            .transaction(|(rights, by_resource, by_member, wildcard, counters)| {
-                GrantTx {
-                    rights,
-                    by_resource,
-                    by_member,
-                    wildcard,
-                    counters,
-                }
-                .remove(&id.to_bytes())
-            })?;
+            .transaction(
+                |(rights, by_resource, by_member, wildcard, counters, out)| {
+                    let removed = GrantTx {
+                        rights,
+                        by_resource,
+                        by_member,
+                        wildcard,
+                        counters,
+                    }
+                    .remove(&id.to_bytes())?;
+                    // Only a revoke that removed a grant is an event.
+                    if removed {
+                        webhooks::write_staged(out, None)?;
+                    }
+                    Ok(removed)
+                },
+            )?;
         self.flush()?;
         Ok(removed)
     }

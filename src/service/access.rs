@@ -126,6 +126,11 @@ impl Service {
             // concurrent requests cannot overshoot it together. A grant may replace (narrow) an
             // existing one: cached decisions die once it is stored.
             let _stale = svc.hot.change(super::hot::Scope::Grants);
+            let _events = svc.right_events(
+                &p.account,
+                crate::meta::webhooks::WebhookEvent::AccessGranted,
+                &rights,
+            )?;
             svc.meta
                 .put_rights(&rights, svc.config.max_grants_per_account)?;
             Ok(rights)
@@ -187,6 +192,11 @@ impl Service {
                 return Err(missing());
             }
             let _stale = svc.hot.change(super::hot::Scope::Grants);
+            let _events = svc.right_events(
+                &p.account,
+                crate::meta::webhooks::WebhookEvent::AccessRevoked,
+                std::slice::from_ref(&right),
+            )?;
             svc.meta.delete_right(id)?;
             Ok(right)
         })

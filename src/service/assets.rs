@@ -337,7 +337,11 @@ impl Service {
     /// Records why an asset's upload failed (its status becomes `ASSET_ERROR_UPLOAD`).
     pub(crate) async fn fail_asset(self: &Arc<Self>, id: SessionId, why: String) {
         let svc = self.clone();
-        let res = blocking(move || svc.meta.set_session_error(id, Some(&why))).await;
+        let res = blocking(move || {
+            let _events = svc.upload_failed_events(id, &why)?;
+            svc.meta.set_session_error(id, Some(&why))
+        })
+        .await;
         if let Err(e) = res {
             tracing::warn!(session = %id, error = %e.chain(), "cannot record an asset's failure");
         }
@@ -483,7 +487,7 @@ impl Service {
             .file
             .ok_or_else(|| Error::Internal("asset session without an id".into()))?;
         if super::reupload::is_reupload(&s) {
-            let file = self.replace_with_staged(id, staged).await?;
+            let file = self.replace_with_staged(&s.account, id, staged).await?;
             // Single use: the session ends with the replacement.
             let svc = self.clone();
             blocking(move || svc.meta.delete_session(s.id).map(|_| ())).await?;
@@ -505,6 +509,11 @@ impl Service {
             }
             let (file, image) = asset_file(id, &s, &stored);
             svc.within_directory(s.instance, &s.account, &s.directory, &[], || {
+                let _events = svc.file_events(
+                    &s.account,
+                    crate::meta::webhooks::WebhookEvent::FileCreated,
+                    [&file],
+                )?;
                 svc.meta
                     .confirm_session(s.id, &file, image.as_ref(), &FileExtras::default())
             })?;

@@ -75,6 +75,11 @@ impl Service {
                     is_stared: None,
                     is_sharable: None,
                 };
+                let _events = svc.file_events(
+                    &p.account,
+                    crate::meta::webhooks::WebhookEvent::FileCreated,
+                    [&file],
+                )?;
                 svc.meta.insert_files(&[(file.clone(), None)])?;
                 Ok(file)
             })

@@ -377,7 +377,7 @@ impl Service {
             if !empty {
                 return;
             }
-            if let Err(e) = self.remove_file(&d) {
+            if let Err(e) = self.remove_file(&d.created_by, &d) {
                 tracing::warn!(directory = %path, error = %e, "could not remove a directory made for a failed write");
                 return;
             }
@@ -577,13 +577,18 @@ impl Service {
             let _stale = svc.hot.change(hot::Scope::All);
             tree.moving(|| {
                 super::failpoint_error("tree-move")?;
+                let _events = svc.file_events(
+                    &p.account,
+                    crate::meta::webhooks::WebhookEvent::FileUpdated,
+                    changes.iter().map(|(_, g)| g).filter(|g| !g.is_directory()),
+                )?;
                 svc.meta.replace_files(&changes)
             })?;
             // The replaced files go once the move is stored (a failed move leaves both; a
             // failed delete leaves both at one path, which uploads of one name make too).
             if on_conflict == OnConflict::Replace {
                 for f in &clash {
-                    svc.remove_file(f)?;
+                    svc.remove_file(&p.account, f)?;
                 }
             }
             Ok(moved)
@@ -635,7 +640,7 @@ impl Service {
         all.push(dir.clone());
         let mut n = 0;
         for f in &all {
-            if self.remove_file(f)? {
+            if self.remove_file(&p.account, f)? {
                 n += 1;
             }
         }
@@ -698,6 +703,11 @@ impl Service {
             }
         }
         let _stale = self.hot.change(hot::Scope::All);
+        let _events = self.file_events(
+            &p.account,
+            crate::meta::webhooks::WebhookEvent::FileUpdated,
+            changes.iter().map(|(_, g)| g).filter(|g| !g.is_directory()),
+        )?;
         self.meta.replace_files(&changes)?;
         Ok(true)
     }
@@ -818,6 +828,11 @@ impl Service {
             f.is_sharable = Some(on);
             f.updated = now_millis();
             let _stale = svc.hot.change(hot::Scope::File(id));
+            let _events = svc.file_events(
+                &p.account,
+                crate::meta::webhooks::WebhookEvent::FileUpdated,
+                [&f],
+            )?;
             svc.meta.update_file(&f)?;
             Ok(f)
         })

@@ -5,7 +5,7 @@ use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
 use crate::meta::{FileRecord, FileScope, ImageRecord, Instance, Page};
 use crate::store::BlobHandle;
-use crate::types::{now_millis, FileId, InstanceId, Millis};
+use crate::types::{now_millis, AccountId, FileId, InstanceId, Millis};
 use std::sync::Arc;
 
 /// Files up to this size are read in the same blocking call that authorises the download.
@@ -261,7 +261,7 @@ impl Service {
             }
             if file.is_directory() {
                 svc.remove_tree(&p, &file)?;
-            } else if !svc.remove_file(&file)? {
+            } else if !svc.remove_file(&p.account, &file)? {
                 return Err(Error::not_found());
             }
             Ok(file)
@@ -271,9 +271,16 @@ impl Service {
 
     /// Removes a file's record, then its blob when nothing references it any more. False when
     /// the record was already gone. The caller has checked the right to delete.
-    pub(super) fn remove_file(&self, file: &FileRecord) -> Result<bool> {
+    /// `actor` is who the deletion is attributed to (webhooks' `file.deleted`).
+    pub(super) fn remove_file(&self, actor: &AccountId, file: &FileRecord) -> Result<bool> {
         let guard = self.lock_blobs([&file.sha256])?;
         let _stale = self.hot.change(hot::Scope::File(file.id));
+        let deleted = [file].into_iter().filter(|f| !f.is_directory());
+        let _events = self.file_events(
+            actor,
+            crate::meta::webhooks::WebhookEvent::FileDeleted,
+            deleted,
+        )?;
         let Some((file, left)) = self.meta.delete_file(file.id)? else {
             return Ok(false);
         };

@@ -291,8 +291,9 @@ impl Service {
             }
         }
         for id in stale {
-            self.meta
-                .set_session_error(id, Some("the ingest was interrupted and ran out of time"))?;
+            let why = "the ingest was interrupted and ran out of time";
+            let _events = self.upload_failed_events(id, why)?;
+            self.meta.set_session_error(id, Some(why))?;
         }
         for s in todo {
             let key = (s.instance, s.account.0.clone());
@@ -355,6 +356,11 @@ impl Service {
                         "the temp file has expired".into(),
                     ));
                 }
+                let _events = svc.file_events(
+                    &p.account,
+                    crate::meta::webhooks::WebhookEvent::FileCreated,
+                    [&file],
+                )?;
                 svc.meta.insert_files(&[(file.clone(), image)])
             })?;
             Ok(file)

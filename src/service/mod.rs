@@ -22,6 +22,7 @@ pub mod temp_multipart;
 pub mod transform;
 pub mod tus;
 pub mod upload;
+pub mod webhooks;
 
 use crate::auth::{Caller, Keys};
 use crate::config::Config;
@@ -56,6 +57,8 @@ pub struct Service {
     pub(crate) ingests: ingest_remote::Runtime,
     /// Image transforms: the rules and the variants being computed (see `transform`).
     pub(crate) transforms: transform::Runtime,
+    /// Webhook deliveries: the fetcher and the worker's signals (see `webhooks`).
+    pub(crate) webhooks: webhooks::Runtime,
 }
 
 impl Service {
@@ -70,6 +73,7 @@ impl Service {
             hot: Arc::new(hot::HotFiles::new(config.download_cache_bytes)),
             ingests: ingest_remote::Runtime::from_config(&config),
             transforms: transform::Runtime::from_config(&config),
+            webhooks: webhooks::Runtime::from_config(&config),
             tree: dirs::TreeLock::new(meta.clone()),
             config,
             meta,

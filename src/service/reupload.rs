@@ -14,7 +14,7 @@ use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
 use crate::media;
 use crate::meta::{FileRecord, SessionKind};
-use crate::types::{now_millis, FileId};
+use crate::types::{now_millis, AccountId, FileId};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -51,11 +51,13 @@ impl Service {
     /// Makes staged bytes the content of file `id` (access already checked).
     pub(crate) async fn replace_with_staged(
         self: &Arc<Self>,
+        actor: &AccountId,
         id: FileId,
         staged: StagedPart,
     ) -> Result<FileRecord> {
         let content = staged.stored(staged.mime().to_string());
         let svc = self.clone();
+        let actor = actor.clone();
         blocking(move || {
             let sha = content.sha;
             let old = svc
@@ -68,6 +70,12 @@ impl Service {
             let _stale = svc.hot.change(hot::Scope::File(id));
             staged.commit_blob()?;
             let image = media::is_image(&content.mime);
+            let _events = svc.webhook_events(
+                old.instance,
+                &actor,
+                crate::meta::webhooks::WebhookEvent::FileUpdated,
+                vec![crate::meta::webhooks::Subject::Written],
+            )?;
             match svc.meta.replace_content(id, &content, image, now_millis()) {
                 Ok(Some((new, old, left))) => {
                     if left == 0 && old.sha256 != sha {

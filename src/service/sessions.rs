@@ -551,6 +551,11 @@ impl Service {
             // Like every File, it lands in an existing directory (made if missing), under
             // the tree lock so a concurrent move or trash of that directory is not missed.
             svc.within_directory(s.instance, &s.account, &s.directory, &[], || {
+                let _events = svc.file_events(
+                    &s.account,
+                    crate::meta::webhooks::WebhookEvent::FileCreated,
+                    [&file],
+                )?;
                 svc.meta
                     .confirm_session(s.id, &file, image.as_ref(), &extras)
             })

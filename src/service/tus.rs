@@ -742,6 +742,11 @@ impl Service {
             metadata: TusFields::of(s).extra,
         };
         self.within_directory(s.instance, &s.account, &s.directory, &[], || {
+            let _events = self.file_events(
+                &s.account,
+                crate::meta::webhooks::WebhookEvent::FileCreated,
+                [&file],
+            )?;
             self.meta
                 .confirm_session(s.id, &file, image.as_ref(), &extras)
         })?;

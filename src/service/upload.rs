@@ -205,6 +205,11 @@ impl Service {
                 }
                 super::failpoint("after-blob-commit");
                 super::failpoint_error("file-insert")?;
+                let _events = svc.file_events(
+                    &owner,
+                    crate::meta::webhooks::WebhookEvent::FileCreated,
+                    records.iter().map(|(f, _)| f),
+                )?;
                 svc.meta.insert_files(&records)?;
                 Ok(keys
                     .into_iter()

@@ -227,6 +227,7 @@ impl InstanceStore for PgMeta {
 impl FileStore for PgMeta {
     fn insert_files(&self, files: &[(FileRecord, Option<ImageRecord>)]) -> Result<()> {
         let files = files.to_vec();
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
             in_tx!(pool, |tx| {
                 for (f, img) in &files {
@@ -234,6 +235,7 @@ impl FileStore for PgMeta {
                 }
                 let shas: Vec<Sha256> = files.iter().map(|(f, _)| f.sha256).collect();
                 add_refs(&tx, &shas).await?;
+                super::webhooks::write_outbox(&tx, &staged).await?;
                 Ok(())
             })
         })
@@ -304,24 +306,27 @@ impl FileStore for PgMeta {
 
     fn update_file(&self, file: &FileRecord) -> Result<()> {
         let f = file.clone();
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
-            let c = pool.get().await.map_err(pool_err)?;
-            // Only a record that still exists: an update never resurrects a deleted file.
-            let n = c
-                .execute(
-                    "UPDATE files SET record = $2 WHERE id = $1",
-                    &[&f.id.to_bytes().as_slice(), &json(&f)?],
-                )
-                .await
-                .map_err(db_err)?;
-            if n == 0 {
-                return Err(Error::not_found());
-            }
-            Ok(())
+            in_tx!(pool, |tx| {
+                // Only a record that still exists: an update never resurrects a deleted file.
+                let n = tx
+                    .execute(
+                        "UPDATE files SET record = $2 WHERE id = $1",
+                        &[&f.id.to_bytes().as_slice(), &json(&f)?],
+                    )
+                    .await?;
+                if n == 0 {
+                    return Err(Error::not_found().into());
+                }
+                super::webhooks::write_outbox(&tx, &staged).await?;
+                Ok(())
+            })
         })
     }
 
     fn delete_file(&self, id: FileId) -> Result<Option<(FileRecord, u64)>> {
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
             in_tx!(pool, |tx| {
                 // The DELETE takes the row lock a grant's FOR KEY SHARE waits on (see mod.rs).
@@ -343,6 +348,7 @@ impl FileStore for PgMeta {
                 )
                 .await?;
                 let left = drop_ref(&tx, &f.sha256).await?;
+                super::webhooks::write_outbox(&tx, &staged).await?;
                 Ok(Some((f, left)))
             })
         })
@@ -525,6 +531,7 @@ impl DirectoryStore for PgMeta {
         let mut changes = changes.to_vec();
         // Rows locked in id order: two rewrites cannot deadlock.
         changes.sort_by_key(|(old, _)| old.id);
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
             in_tx!(pool, |tx| {
                 for (old, new) in &changes {
@@ -556,6 +563,7 @@ impl DirectoryStore for PgMeta {
                     )
                     .await?;
                 }
+                super::webhooks::write_outbox(&tx, &staged).await?;
                 Ok(())
             })
         })

@@ -58,6 +58,7 @@ impl GrantStore for PgMeta {
             .collect();
         grantors.sort_by(|a, b| (a.0, &a.1 .0).cmp(&(b.0, &b.1 .0)));
         grantors.dedup();
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
             in_tx!(pool, |tx| {
                 // One writer per grantor at a time: the cap counts rows that a row lock could not
@@ -132,6 +133,7 @@ impl GrantStore for PgMeta {
                         .into());
                     }
                 }
+                super::webhooks::write_outbox(&tx, &staged).await?;
                 Ok(())
             })
         })
@@ -199,16 +201,21 @@ impl GrantStore for PgMeta {
     }
 
     fn delete_right(&self, id: RightId) -> Result<bool> {
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
-            let c = pool.get().await.map_err(pool_err)?;
-            let n = c
-                .execute(
-                    "DELETE FROM rights WHERE id = $1",
-                    &[&id.to_bytes().as_slice()],
-                )
-                .await
-                .map_err(db_err)?;
-            Ok(n > 0)
+            in_tx!(pool, |tx| {
+                let n = tx
+                    .execute(
+                        "DELETE FROM rights WHERE id = $1",
+                        &[&id.to_bytes().as_slice()],
+                    )
+                    .await?;
+                // Only a revoke that removed a grant is an event.
+                if n > 0 {
+                    super::webhooks::write_outbox(&tx, &staged).await?;
+                }
+                Ok(n > 0)
+            })
         })
     }
 }

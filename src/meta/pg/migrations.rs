@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "session creation rate", V2),
     (3, "change notifications", V3),
     (4, "image variants", V4),
+    (5, "webhooks", V5),
 ];
 
 /// Text columns that are compared or range-scanned use the "C" collation: byte order, like the
@@ -148,6 +149,32 @@ CREATE TABLE variants (
 );
 CREATE INDEX variants_by_source ON variants (source, key);
 CREATE INDEX variants_by_sha ON variants (sha256);
+"#;
+
+/// Webhooks (issue 15) and their outbox: one row per delivery of an event to a webhook, written
+/// in the transaction of the change it describes; `seq` is the commit order deliveries go in;
+/// `lease_until` is the claim of the node delivering it (see `webhooks.rs`). No foreign key
+/// to `webhooks`: a change must not fail because a webhook was deleted meanwhile (its orphan
+/// deliveries are never claimed).
+const V5: &str = r#"
+CREATE TABLE webhooks (
+    id bytea PRIMARY KEY,
+    instance bytea NOT NULL,
+    record jsonb NOT NULL
+);
+CREATE INDEX webhooks_by_instance ON webhooks (instance, id);
+
+CREATE TABLE webhook_deliveries (
+    seq bigserial PRIMARY KEY,
+    id bytea NOT NULL UNIQUE,
+    webhook bytea NOT NULL,
+    pending boolean NOT NULL,
+    next_attempt bigint NOT NULL,
+    lease_until bigint NOT NULL DEFAULT 0,
+    record jsonb NOT NULL
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook, seq) WHERE pending;
 "#;
 
 impl PgMeta {

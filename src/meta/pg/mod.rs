@@ -81,6 +81,7 @@ mod migrations;
 mod notify;
 mod sessions;
 mod variants;
+mod webhooks;
 
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -180,6 +180,7 @@ impl UploadSessionStore for PgMeta {
         extras: &FileExtras,
     ) -> Result<FileId> {
         let (file, image, extras) = (file.clone(), image.cloned(), extras.clone());
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
             in_tx!(pool, |tx| {
                 let Some(mut s) = locked(&tx, id).await? else {
@@ -210,6 +211,8 @@ impl UploadSessionStore for PgMeta {
                 s.state = SessionState::Confirmed;
                 s.file = Some(file.id);
                 store(&tx, &s).await?;
+                // Only the confirm that made the File announces it.
+                super::webhooks::write_outbox(&tx, &staged).await?;
                 Ok(file.id)
             })
         })
@@ -284,6 +287,7 @@ impl UploadSessionStore for PgMeta {
 
     fn set_session_error(&self, id: SessionId, error: Option<&str>) -> Result<()> {
         let error = error.map(str::to_string);
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
             in_tx!(pool, |tx| {
                 let Some(mut s) = locked(&tx, id).await? else {
@@ -291,6 +295,7 @@ impl UploadSessionStore for PgMeta {
                 };
                 s.error = error.clone();
                 store(&tx, &s).await?;
+                super::webhooks::write_outbox(&tx, &staged).await?;
                 Ok(())
             })
         })
@@ -321,6 +326,7 @@ impl UploadSessionStore for PgMeta {
         updated: Millis,
     ) -> Result<Option<(FileRecord, FileRecord, u64)>> {
         let content = content.clone();
+        let staged = crate::meta::webhooks::staged(None);
         self.run(move |pool| async move {
             in_tx!(pool, |tx| {
                 let fid = id.to_bytes();
@@ -390,6 +396,8 @@ impl UploadSessionStore for PgMeta {
                     add_refs(&tx, &[new.sha256]).await?;
                     left
                 };
+                let staged = crate::meta::webhooks::with_written(&staged, &new);
+                super::webhooks::write_outbox(&tx, &staged).await?;
                 Ok(Some((new.clone(), old.clone(), left)))
             })
         })

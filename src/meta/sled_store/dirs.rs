@@ -73,8 +73,10 @@ impl DirectoryStore for SledMeta {
             &self.by_dir,
             &self.by_path,
             &self.files_sorted,
+            &self.webhook_outbox,
         )
-            .transaction(|(tf, o, i, d, p, s)| {
+            .transaction(|(tf, o, i, d, p, s, out)| {
+                super::webhooks::write_staged(out, None)?;
                 let index = FileIndexTx([o, i, d, p, s]);
                 for ((old, new), json) in changes.iter().zip(&encoded) {
                     let id = old.id.to_bytes();

@@ -55,6 +55,11 @@ impl Service {
                 f.trashed = on.then(now_millis);
                 f.updated = now_millis();
                 let _stale = svc.hot.change(crate::service::hot::Scope::File(f.id));
+                let _events = svc.file_events(
+                    &actor_of(&view.caller),
+                    crate::meta::webhooks::WebhookEvent::FileUpdated,
+                    [&f],
+                )?;
                 svc.meta.update_file(&f)?;
                 n += 1;
             }
@@ -95,7 +100,7 @@ impl Service {
                                 if svc.remove_tree(p, &f)? > 0 {
                                     n += 1;
                                 }
-                            } else if svc.remove_file(&f)? {
+                            } else if svc.remove_file(&actor_of(&ctx.caller), &f)? {
                                 n += 1;
                             }
                         }
@@ -105,6 +110,11 @@ impl Service {
                     for node in svc.matching(&ctx, &view, kind, &q, None, Walk::default())? {
                         if let Node::AccessRight(r) = node {
                             let _stale = svc.hot.change(crate::service::hot::Scope::Grants);
+                            let _events = svc.right_events(
+                                &actor_of(&ctx.caller),
+                                crate::meta::webhooks::WebhookEvent::AccessRevoked,
+                                std::slice::from_ref(&r),
+                            )?;
                             if svc.meta.delete_right(r.id)? {
                                 n += 1;
                             }
@@ -115,5 +125,14 @@ impl Service {
             Ok(n)
         })
         .await
+    }
+}
+
+/// Who a change is attributed to in webhook events (`actor`): the caller's account, or
+/// `anonymous`.
+fn actor_of(caller: &Caller) -> crate::types::AccountId {
+    match caller {
+        Caller::User(p) => p.account.clone(),
+        Caller::Anonymous => crate::types::AccountId("anonymous".into()),
     }
 }
