@@ -105,6 +105,46 @@ pub struct Config {
     pub tus: TusConfig,
     /// Image transforms on download (`?w=320&h=240&fit=cover&format=webp`).
     pub transforms: TransformsConfig,
+    /// Default quotas (issue 15); an admin overrides them per instance over the API.
+    pub quotas: QuotasConfig,
+}
+
+/// Default quotas: per instance (all accounts together) and per account. Absent = unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Bytes an instance may store (files and the image variants charged to its accounts).
+    pub instance_max_bytes: Option<u64>,
+    /// Files an instance may store.
+    pub instance_max_files: Option<u64>,
+    /// Bytes an instance may upload per UTC day.
+    pub instance_max_upload_bytes_per_day: Option<u64>,
+    /// Bytes one account may store.
+    pub account_max_bytes: Option<u64>,
+    /// Files one account may store.
+    pub account_max_files: Option<u64>,
+    /// Bytes one account may upload per UTC day.
+    pub account_max_upload_bytes_per_day: Option<u64>,
+}
+
+impl QuotasConfig {
+    /// The instance limits as configured.
+    pub fn instance_limits(&self) -> crate::meta::QuotaLimits {
+        crate::meta::QuotaLimits {
+            max_bytes: self.instance_max_bytes,
+            max_files: self.instance_max_files,
+            max_upload_bytes_per_day: self.instance_max_upload_bytes_per_day,
+        }
+    }
+
+    /// The account limits as configured.
+    pub fn account_limits(&self) -> crate::meta::QuotaLimits {
+        crate::meta::QuotaLimits {
+            max_bytes: self.account_max_bytes,
+            max_files: self.account_max_files,
+            max_upload_bytes_per_day: self.account_max_upload_bytes_per_day,
+        }
+    }
 }
 
 /// tus 1.0 resumable uploads.
@@ -383,6 +423,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             tus: TusConfig::default(),
             transforms: TransformsConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod model;
 pub mod pg;
 pub mod session;
 mod sled_store;
+pub mod usage;
 pub mod variants;
 
 pub use dirs::DirectoryStore;
@@ -16,6 +17,7 @@ pub use session::{
     CompletedParts, FileExtras, SessionKind, SessionState, StoredBytes, UploadSession,
 };
 pub use sled_store::{SledMeta, Star};
+pub use usage::{QuotaLimits, QuotaScope, UsageStore};
 pub use variants::{VariantKey, VariantRecord, VariantStore};
 
 use crate::error::Result;
@@ -338,6 +340,7 @@ pub trait MetaStore:
     + VariantStore
     + DirectoryStore
     + NodeLocks
+    + UsageStore
     + Send
     + Sync
     + 'static
@@ -353,6 +356,7 @@ impl<T> MetaStore for T where
         + VariantStore
         + DirectoryStore
         + NodeLocks
+        + UsageStore
         + Send
         + Sync
         + 'static

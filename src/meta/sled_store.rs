@@ -1,5 +1,6 @@
 //! The embedded metadata store: sled 0.34, one tree per record kind plus index trees.
 
+use super::usage::UsageDelta;
 use super::{
     AccessRight, FileOrder, FileRecord, FileScope, FileStore, GrantStore, ImageRecord, Instance,
     InstanceStore, MaintenanceStore, Records,
@@ -15,6 +16,7 @@ mod dirs;
 mod export;
 mod file_index;
 mod log_sync;
+mod usage;
 mod variants;
 
 pub use export::Star;
@@ -435,6 +437,7 @@ impl FileStore for SledMeta {
                     index.add(f)?;
                     let n = read_count(tr.get(f.sha256.0)?);
                     tr.insert(&f.sha256.0, &(n + 1).to_be_bytes())?;
+                    usage::apply_tx(tr, f.instance, &f.created_by, &UsageDelta::added(f))?;
                 }
                 Ok(())
             })?;
@@ -572,6 +575,7 @@ impl FileStore for SledMeta {
                         } else {
                             tr.insert(&f.sha256.0, &left.to_be_bytes())?;
                         }
+                        usage::apply_tx(tr, f.instance, &f.created_by, &UsageDelta::removed(&f))?;
                         let g = GrantTx {
                             rights,
                             by_resource: by_res,
@@ -806,6 +810,9 @@ impl MaintenanceStore for SledMeta {
         let mut out = Vec::new();
         for kv in self.blob_refs.iter() {
             let (k, v) = kv?;
+            if usage::is_counter_key(&k) {
+                continue;
+            }
             let sha = <[u8; 32]>::try_from(k.as_ref())
                 .map_err(|_| Error::Internal("malformed blob reference key".into()))?;
             out.push((Sha256(sha), read_count(Some(v))));

@@ -13,6 +13,7 @@ pub mod ingest_remote;
 pub mod maintenance;
 pub mod names;
 pub mod query;
+pub mod quota;
 pub mod ready;
 pub mod redirect;
 pub mod reupload;
@@ -22,6 +23,7 @@ pub mod temp_multipart;
 pub mod transform;
 pub mod tus;
 pub mod upload;
+pub mod usage;
 
 use crate::auth::{Caller, Keys};
 use crate::config::Config;
@@ -56,6 +58,8 @@ pub struct Service {
     pub(crate) ingests: ingest_remote::Runtime,
     /// Image transforms: the rules and the variants being computed (see `transform`).
     pub(crate) transforms: transform::Runtime,
+    /// Quota admissions (see `quota`).
+    pub(crate) quotas: quota::Runtime,
 }
 
 impl Service {
@@ -77,6 +81,7 @@ impl Service {
             keys,
             blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             sessions: sessions::Runtime::default(),
+            quotas: quota::Runtime::default(),
         }
     }
 

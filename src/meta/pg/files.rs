@@ -8,6 +8,8 @@ use crate::meta::{
     MaintenanceStore, Records,
 };
 use crate::types::{now_millis, AccountId, FileId, InstanceId, Sha256};
+use super::usage::apply_usage;
+use crate::meta::usage::UsageDelta;
 use deadpool_postgres::Transaction;
 use std::collections::VecDeque;
 
@@ -234,6 +236,11 @@ impl FileStore for PgMeta {
                 }
                 let shas: Vec<Sha256> = files.iter().map(|(f, _)| f.sha256).collect();
                 add_refs(&tx, &shas).await?;
+                let changes: Vec<_> = files
+                    .iter()
+                    .map(|(f, _)| (f.instance, &f.created_by, UsageDelta::added(f)))
+                    .collect();
+                apply_usage(&tx, &changes).await?;
                 Ok(())
             })
         })
@@ -343,6 +350,8 @@ impl FileStore for PgMeta {
                 )
                 .await?;
                 let left = drop_ref(&tx, &f.sha256).await?;
+                let delta = UsageDelta::removed(&f);
+                apply_usage(&tx, &[(f.instance, &f.created_by, delta)]).await?;
                 Ok(Some((f, left)))
             })
         })

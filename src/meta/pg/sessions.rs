@@ -2,6 +2,8 @@
 //! moves), an expiry index for the sweep, open-session caps under an advisory lock.
 
 use super::files::{add_refs, drop_ref, insert_file, Pages};
+use super::usage::apply_usage;
+use crate::meta::usage::UsageDelta;
 use super::{big, count, db_err, in_tx, json, lock_key, pool_err, record, PgMeta, TxResult};
 use crate::error::{Error, Result, SessionFault};
 use crate::meta::{
@@ -206,6 +208,8 @@ impl UploadSessionStore for PgMeta {
                     &[&file.id.to_bytes().as_slice(), &json(&extras)?],
                 )
                 .await?;
+                let delta = UsageDelta::added(&file);
+                apply_usage(&tx, &[(file.instance, &file.created_by, delta)]).await?;
                 // The session's blob reference is now the file's: the count stays.
                 s.state = SessionState::Confirmed;
                 s.file = Some(file.id);
@@ -390,6 +394,8 @@ impl UploadSessionStore for PgMeta {
                     add_refs(&tx, &[new.sha256]).await?;
                     left
                 };
+                let delta = UsageDelta::replaced(&old, &new);
+                apply_usage(&tx, &[(new.instance, &new.created_by, delta)]).await?;
                 Ok(Some((new.clone(), old.clone(), left)))
             })
         })
