@@ -29,6 +29,9 @@ pub async fn upload(
     let _slot = state
         .uploads
         .acquire(&principal.instance, &principal.account)?;
+    // A full quota refuses before the body (the size is known only as the parts arrive; the
+    // authoritative check is at commit).
+    state.service.precheck(&principal, None).await?;
     let limits = PartLimits {
         header_bytes: config.max_part_header_bytes,
         parts: config.max_parts,
@@ -58,7 +61,11 @@ pub async fn upload(
                 }
                 body.insert(key, super::views::file(&file));
             }
-            Ok(HttpResponse::Ok().json(Value::Object(body)))
+            let mut ok = HttpResponse::Ok();
+            if let Some(a) = state.service.allowance(&principal).await? {
+                super::quota::allowance_headers(&mut ok, &a);
+            }
+            Ok(ok.json(Value::Object(body)))
         }
         // A stalled, too slow or too large body gets its answer at once: reading more of it
         // is pointless.

@@ -355,6 +355,7 @@ impl Service {
                         "the temp file has expired".into(),
                     ));
                 }
+                let _room = svc.admit(instance.id, &p.account, super::quota::Incoming::file(file.size))?;
                 svc.meta.insert_files(&[(file.clone(), image)])
             })?;
             Ok(file)

@@ -162,8 +162,9 @@ impl Service {
         Ok(Permit { _lock: Some(lock) })
     }
 
-    /// Refuses, before any byte is sent, an upload of `size` bytes that cannot fit now. The
-    /// authoritative check is [`Service::admit`]'s, when the record is written.
+    /// Refuses, before any byte is sent, an upload of `size` bytes (unknown: `None`) that
+    /// cannot fit now. The authoritative check is [`Service::admit`]'s, when the record is
+    /// written.
     pub async fn precheck(self: &Arc<Self>, p: &Principal, size: Option<u64>) -> Result<()> {
         let svc = self.clone();
         let p = p.clone();
@@ -176,22 +177,32 @@ impl Service {
                 };
                 return precheck_empty(&limits, size);
             };
-            let limits = svc.applicable_limits(instance.id, &p.account)?;
-            if limits.is_unlimited() {
-                return Ok(());
-            }
-            let incoming = match size {
-                Some(s) => Incoming::file(s),
-                // Unknown size: only a full quota refuses it now.
-                None => Incoming {
-                    bytes: 0,
-                    files: 1,
-                    uploaded: 0,
-                },
-            };
-            svc.check(instance.id, &p.account, &limits, incoming)
+            svc.precheck_in(instance.id, &p.account, size)
         })
         .await
+    }
+
+    /// [`Service::precheck`] for a known instance. Blocks.
+    pub(crate) fn precheck_in(
+        &self,
+        instance: InstanceId,
+        account: &AccountId,
+        size: Option<u64>,
+    ) -> Result<()> {
+        let limits = self.applicable_limits(instance, account)?;
+        if limits.is_unlimited() {
+            return Ok(());
+        }
+        let incoming = match size {
+            Some(s) => Incoming::file(s),
+            // Unknown size: only a full quota refuses it now.
+            None => Incoming {
+                bytes: 0,
+                files: 1,
+                uploaded: 0,
+            },
+        };
+        self.check(instance, account, &limits, incoming)
     }
 
     /// What `p`'s quota leaves now (the tightest limit), `None` when no limit applies: for the

@@ -363,6 +363,11 @@ impl Service {
             )));
         }
         let d = declared(req.metadata.as_deref())?;
+        // Upload-Length over what the quota leaves: refused at creation (checked again when
+        // the upload completes). A partial upload is counted when its final one is made.
+        if !matches!(req.concat, Concat::Partial) {
+            self.precheck(p, req.length).await?;
+        }
         let svc = self.clone();
         let p = p.clone();
         let ttl = self.config.tus.expiry_secs;
@@ -742,6 +747,7 @@ impl Service {
             metadata: TusFields::of(s).extra,
         };
         self.within_directory(s.instance, &s.account, &s.directory, &[], || {
+            let _room = self.admit(s.instance, &s.account, super::quota::Incoming::file(file.size))?;
             self.meta
                 .confirm_session(s.id, &file, image.as_ref(), &extras)
         })?;

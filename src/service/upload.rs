@@ -162,6 +162,10 @@ impl Service {
             // Every directory of the path exists (created once) and stays put until the
             // records are written; the blobs' lock stripes are held as well.
             svc.within_directory(instance.id, &owner, &directory, &shas, || {
+                // Room for every part, held until the records are written (else no blob is
+                // committed: the staged parts go when dropped).
+                let incoming = super::quota::Incoming::new_files(parts.iter().map(|p| p.size()));
+                let _room = svc.admit(instance.id, &owner, incoming)?;
                 let mut records = Vec::with_capacity(parts.len());
                 let mut keys = Vec::with_capacity(parts.len());
                 for part in parts {
