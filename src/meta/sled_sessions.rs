@@ -2,8 +2,8 @@
 //! per-account count of open sessions by kind, and Foir's extra File fields.
 
 use super::{abort, decode, owner_key, read_count, usage, FileIndexTx, SledMeta, TxResult};
-use crate::meta::usage::UsageDelta;
 use crate::error::{Error, Result, SessionFault};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{
     FileExtras, FileRecord, ImageRecord, Records, SessionState, StoredBytes, UploadSession,
     UploadSessionStore,
@@ -201,7 +201,12 @@ impl UploadSessionStore for SledMeta {
                 }
                 tx.insert(&fid, xjson.as_slice())?;
                 FileIndexTx([o, i, d, p, srt]).add(file)?;
-                usage::apply_tx(tr, file.instance, &file.created_by, &UsageDelta::added(file))?;
+                usage::apply_tx(
+                    tr,
+                    file.instance,
+                    &file.created_by,
+                    &UsageDelta::added(file),
+                )?;
                 // The session's blob reference is now the file's: the count stays.
                 s.state = SessionState::Confirmed;
                 s.file = Some(file.id);

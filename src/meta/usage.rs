@@ -198,8 +198,12 @@ pub enum QuotaScope {
 pub trait UsageStore {
     /// The counters of one account (`Some`) or of the whole instance (`None`), with the upload
     /// bytes of `day`.
-    fn usage(&self, instance: InstanceId, account: Option<&AccountId>, day: UtcDay)
-        -> Result<Usage>;
+    fn usage(
+        &self,
+        instance: InstanceId,
+        account: Option<&AccountId>,
+        day: UtcDay,
+    ) -> Result<Usage>;
     /// Accounts of an instance with counters, in account order, strictly after `after`, at
     /// most `limit` of them.
     fn usage_page(

@@ -505,7 +505,11 @@ impl Service {
             }
             let (file, image) = asset_file(id, &s, &stored);
             svc.within_directory(s.instance, &s.account, &s.directory, &[], || {
-                let _room = svc.admit(s.instance, &s.account, super::quota::Incoming::file(file.size))?;
+                let _room = svc.admit(
+                    s.instance,
+                    &s.account,
+                    super::quota::Incoming::file(file.size),
+                )?;
                 svc.meta
                     .confirm_session(s.id, &file, image.as_ref(), &FileExtras::default())
             })?;

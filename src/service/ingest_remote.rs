@@ -355,7 +355,11 @@ impl Service {
                         "the temp file has expired".into(),
                     ));
                 }
-                let _room = svc.admit(instance.id, &p.account, super::quota::Incoming::file(file.size))?;
+                let _room = svc.admit(
+                    instance.id,
+                    &p.account,
+                    super::quota::Incoming::file(file.size),
+                )?;
                 svc.meta.insert_files(&[(file.clone(), image)])
             })?;
             Ok(file)

@@ -555,7 +555,11 @@ impl Service {
             // Like every File, it lands in an existing directory (made if missing), under
             // the tree lock so a concurrent move or trash of that directory is not missed.
             svc.within_directory(s.instance, &s.account, &s.directory, &[], || {
-                let _room = svc.admit(s.instance, &s.account, super::quota::Incoming::file(file.size))?;
+                let _room = svc.admit(
+                    s.instance,
+                    &s.account,
+                    super::quota::Incoming::file(file.size),
+                )?;
                 svc.meta
                     .confirm_session(s.id, &file, image.as_ref(), &extras)
             })

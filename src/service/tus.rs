@@ -747,7 +747,11 @@ impl Service {
             metadata: TusFields::of(s).extra,
         };
         self.within_directory(s.instance, &s.account, &s.directory, &[], || {
-            let _room = self.admit(s.instance, &s.account, super::quota::Incoming::file(file.size))?;
+            let _room = self.admit(
+                s.instance,
+                &s.account,
+                super::quota::Incoming::file(file.size),
+            )?;
             self.meta
                 .confirm_session(s.id, &file, image.as_ref(), &extras)
         })?;

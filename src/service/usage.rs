@@ -4,11 +4,11 @@
 use super::{blocking, Service};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::meta::usage::{parse_limit, QuotaLimits, QuotaScope, Usage, UtcDay};
 use crate::meta::usage::Counters;
+use crate::meta::usage::{parse_limit, QuotaLimits, QuotaScope, Usage, UtcDay};
 use crate::types::{now_millis, AccountId, InstanceId};
-use std::collections::{HashMap, HashSet};
 use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Most accounts one usage page lists.
@@ -345,8 +345,7 @@ impl Service {
         for (instance, account, c) in self.meta.all_counters()? {
             have.insert((instance, account), c);
         }
-        let keys: HashSet<Key> =
-            want.keys().chain(have.keys()).cloned().collect();
+        let keys: HashSet<Key> = want.keys().chain(have.keys()).cloned().collect();
         let mut drift = Vec::new();
         for key in keys {
             let w = want.get(&key).copied().unwrap_or_default();

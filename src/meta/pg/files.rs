@@ -1,15 +1,15 @@
 //! Instances, files (with images, refcounts and scans), maintenance walks and the directory
 //! tree on PostgreSQL.
 
+use super::usage::apply_usage;
 use super::{big, count, db_err, in_tx, json, pool_err, record, PgMeta, TxResult};
 use crate::error::{Error, Result};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{
     DirectoryStore, FileRecord, FileScope, FileStore, ImageRecord, Instance, InstanceStore,
     MaintenanceStore, Records,
 };
 use crate::types::{now_millis, AccountId, FileId, InstanceId, Sha256};
-use super::usage::apply_usage;
-use crate::meta::usage::UsageDelta;
 use deadpool_postgres::Transaction;
 use std::collections::VecDeque;
 

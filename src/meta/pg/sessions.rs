@@ -3,9 +3,9 @@
 
 use super::files::{add_refs, drop_ref, insert_file, Pages};
 use super::usage::apply_usage;
-use crate::meta::usage::UsageDelta;
 use super::{big, count, db_err, in_tx, json, lock_key, pool_err, record, PgMeta, TxResult};
 use crate::error::{Error, Result, SessionFault};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{
     FileExtras, FileRecord, ImageRecord, Records, SessionState, StoredBytes, UploadSession,
     UploadSessionStore,

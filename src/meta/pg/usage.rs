@@ -12,7 +12,8 @@ use crate::meta::Page;
 use crate::types::{AccountId, InstanceId};
 use deadpool_postgres::Transaction;
 
-/// Applies usage changes inside `tx`: the accounts' rows first, in (instance, account) order,
+/// Applies usage changes inside `tx` (a row that reaches zero stays, unlisted: deleting it
+/// would race another transaction's upsert of it): the accounts' rows first, in (instance, account) order,
 /// then each instance's total, so two transactions never wait on each other's rows in a cycle.
 pub(crate) async fn apply_usage(
     tx: &Transaction<'_>,
@@ -35,11 +36,11 @@ pub(crate) async fn apply_usage(
         let clamp = |n: i128| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX });
         tx.execute(
             "INSERT INTO usage_totals (instance, account, bytes, files, variant_bytes)
-             VALUES ($1, $2, greatest($3, 0), greatest($4, 0), greatest($5, 0))
+             VALUES ($1, $2, greatest($3::bigint, 0), greatest($4::bigint, 0), greatest($5::bigint, 0))
              ON CONFLICT (instance, account) DO UPDATE SET
-                 bytes = greatest(usage_totals.bytes + $3, 0),
-                 files = greatest(usage_totals.files + $4, 0),
-                 variant_bytes = greatest(usage_totals.variant_bytes + $5, 0)",
+                 bytes = greatest(usage_totals.bytes + $3::bigint, 0),
+                 files = greatest(usage_totals.files + $4::bigint, 0),
+                 variant_bytes = greatest(usage_totals.variant_bytes + $5::bigint, 0)",
             &[
                 &instance.to_bytes().as_slice(),
                 &who,
@@ -132,8 +133,14 @@ impl UsageStore for PgMeta {
                      LEFT JOIN usage_daily d ON d.instance = t.instance
                           AND d.account = t.account AND d.day = $3
                      WHERE t.instance = $1 AND t.account > $2 COLLATE \"C\"
+                       AND (t.bytes > 0 OR t.files > 0 OR t.variant_bytes > 0)
                      ORDER BY t.account COLLATE \"C\" LIMIT $4",
-                    &[&instance.to_bytes().as_slice(), &after, &i64::from(day.0), &take],
+                    &[
+                        &instance.to_bytes().as_slice(),
+                        &after,
+                        &i64::from(day.0),
+                        &take,
+                    ],
                 )
                 .await
                 .map_err(db_err)?;
@@ -217,6 +224,7 @@ impl UsageStore for PgMeta {
             let rows = c
                 .query(
                     "SELECT instance, account, bytes, files, variant_bytes FROM usage_totals
+                     WHERE bytes > 0 OR files > 0 OR variant_bytes > 0
                      ORDER BY instance, account COLLATE \"C\"",
                     &[],
                 )

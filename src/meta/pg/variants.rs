@@ -3,9 +3,9 @@
 
 use super::files::{add_refs, drop_ref, Pages, PAGE};
 use super::usage::apply_usage;
-use crate::meta::usage::UsageDelta;
 use super::{db_err, in_tx, json, pool_err, record, PgMeta, TxResult};
 use crate::error::{Error, Result};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{Records, VariantKey, VariantRecord, VariantStore};
 use crate::types::Sha256;
 

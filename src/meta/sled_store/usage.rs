@@ -89,7 +89,10 @@ pub(super) fn apply_tx(
     }
     for who in [Some(account), None] {
         let key = total_key(instance, who);
-        let old = tr.get(&key)?.map(|v| decode_counters(&v)).unwrap_or_default();
+        let old = tr
+            .get(&key)?
+            .map(|v| decode_counters(&v))
+            .unwrap_or_default();
         let new = delta.apply(old);
         if new == Counters::default() {
             tr.remove(key)?;
@@ -130,7 +133,8 @@ impl SledMeta {
             .get(total_key(instance, account))?
             .map(|v| decode_counters(&v))
             .unwrap_or_default();
-        let uploaded_today = super::read_count(self.blob_refs.get(day_key(instance, day, account))?);
+        let uploaded_today =
+            super::read_count(self.blob_refs.get(day_key(instance, day, account))?);
         Ok(Usage {
             counters,
             uploaded_today,
@@ -236,9 +240,9 @@ impl UsageStore for SledMeta {
             let account = if account.is_empty() {
                 None
             } else {
-                Some(AccountId(String::from_utf8(account.to_vec()).map_err(|_| {
-                    Error::Internal("malformed usage counter key".into())
-                })?))
+                Some(AccountId(String::from_utf8(account.to_vec()).map_err(
+                    |_| Error::Internal("malformed usage counter key".into()),
+                )?))
             };
             out.push((InstanceId::from_bytes(id), account, decode_counters(&v)));
         }

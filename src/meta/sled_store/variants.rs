@@ -3,8 +3,8 @@
 
 use super::{abort, read_count, SledMeta};
 use crate::error::{Error, Result};
-use crate::meta::{Records, VariantKey, VariantRecord, VariantStore};
 use crate::meta::usage::UsageDelta;
+use crate::meta::{Records, VariantKey, VariantRecord, VariantStore};
 use crate::types::Sha256;
 use sled::Transactional;
 
@@ -33,7 +33,12 @@ impl VariantStore for SledMeta {
                 let n = read_count(tr.get(v.sha.0)?);
                 tr.insert(&v.sha.0, &(n + 1).to_be_bytes())?;
                 if let Some((instance, account)) = &v.charged_to {
-                    super::usage::apply_tx(tr, *instance, account, &UsageDelta::variant(v.size, true))?;
+                    super::usage::apply_tx(
+                        tr,
+                        *instance,
+                        account,
+                        &UsageDelta::variant(v.size, true),
+                    )?;
                 }
                 Ok((v.clone(), true))
             },
