@@ -94,15 +94,23 @@ pub enum Error {
     },
 }
 
-/// What a quota leaves an account: the tightest of its byte limits, sent as the
-/// `RateLimit-Limit`, `RateLimit-Remaining` and (for a daily limit) `RateLimit-Reset` headers.
+/// What an account's quotas leave, one entry per limit that applies (the one that refused an
+/// upload first), sent as the IETF RateLimit draft's `RateLimit-Policy` and `RateLimit`
+/// headers (see `http::quota`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allowance(pub Vec<Remaining>);
+
+/// One limit and what is left of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Allowance {
-    /// The limit, in bytes (or files, when the file count is the tightest).
+pub struct Remaining {
+    /// The policy's name: `account-bytes`, `account-files`, `account-upload-day`, and the
+    /// same with `instance-`.
+    pub policy: &'static str,
+    /// The limit (bytes, or files).
     pub limit: u64,
     /// What is left of it.
     pub remaining: u64,
-    /// Seconds until the limit resets (the UTC day ends), for the daily upload limit.
+    /// For a daily limit: seconds until the UTC day ends and the limit starts over.
     pub reset_secs: Option<u64>,
 }
 

@@ -14,14 +14,30 @@ async fn json_body(state: &AppState, payload: web::Payload) -> Result<Value> {
     serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-/// Adds what a quota leaves as `RateLimit-Limit`, `RateLimit-Remaining` and (for a daily
-/// limit) `RateLimit-Reset` (seconds), the headers of the IETF RateLimit draft's first form.
+/// Adds what the quotas leave as the IETF RateLimit draft's structured headers (not the
+/// `RateLimit-Limit`/`-Remaining` pair, which the request rate limits use):
+/// `RateLimit-Policy: "account-bytes";q=1000, "account-upload-day";q=500;w=86400` and
+/// `RateLimit: "account-bytes";r=400, "account-upload-day";r=100;t=3600`.
 pub fn allowance_headers(b: &mut HttpResponseBuilder, a: &Allowance) {
-    b.insert_header(("RateLimit-Limit", a.limit.to_string()));
-    b.insert_header(("RateLimit-Remaining", a.remaining.to_string()));
-    if let Some(reset) = a.reset_secs {
-        b.insert_header(("RateLimit-Reset", reset.to_string()));
+    if a.0.is_empty() {
+        return;
     }
+    let policy: Vec<String> =
+        a.0.iter()
+            .map(|r| match r.reset_secs {
+                Some(_) => format!("\"{}\";q={};w=86400", r.policy, r.limit),
+                None => format!("\"{}\";q={}", r.policy, r.limit),
+            })
+            .collect();
+    let left: Vec<String> =
+        a.0.iter()
+            .map(|r| match r.reset_secs {
+                Some(t) => format!("\"{}\";r={};t={t}", r.policy, r.remaining),
+                None => format!("\"{}\";r={}", r.policy, r.remaining),
+            })
+            .collect();
+    b.insert_header(("RateLimit-Policy", policy.join(", ")));
+    b.insert_header(("RateLimit", left.join(", ")));
 }
 
 /// `GET /instances/{domain}/quotas` (admins).

@@ -19,11 +19,15 @@
 
 use super::{blocking, Service};
 use crate::auth::Principal;
-use crate::error::{Allowance, Error, Result};
+use crate::error::{Allowance, Error, Remaining, Result};
 use crate::meta::usage::{QuotaLimits, QuotaScope, Usage, UtcDay};
 use crate::meta::FileRecord;
 use crate::types::{now_millis, AccountId, InstanceId};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Policy names (bytes, files, upload bytes per day) in the `RateLimit-*` headers.
+const ACCOUNT: [&str; 3] = ["account-bytes", "account-files", "account-upload-day"];
+const INSTANCE: [&str; 3] = ["instance-bytes", "instance-files", "instance-upload-day"];
 
 /// Lock stripes over instances for [`Service::admit`].
 const STRIPES: usize = 16;
@@ -99,6 +103,7 @@ pub struct Permit<'a> {
 
 /// One limit checked against what is used.
 struct Check {
+    policy: &'static str,
     what: &'static str,
     whose: &'static str,
     limit: u64,
@@ -205,8 +210,8 @@ impl Service {
         self.check(instance, account, &limits, incoming)
     }
 
-    /// What `p`'s quota leaves now (the tightest limit), `None` when no limit applies: for the
-    /// headers of a successful upload.
+    /// What `p`'s quotas leave now, `None` when no limit applies: for the headers of a
+    /// successful upload.
     pub async fn allowance(self: &Arc<Self>, p: &Principal) -> Result<Option<Allowance>> {
         let svc = self.clone();
         let p = p.clone();
@@ -219,7 +224,7 @@ impl Service {
                 return Ok(None);
             }
             let checks = svc.checks(instance.id, &p.account, &limits, Incoming::default())?;
-            Ok(tightest(&checks))
+            Ok(Some(allowance(&checks, None)))
         })
         .await
     }
@@ -236,13 +241,14 @@ impl Service {
         let mine = self.meta.usage(instance, Some(account), day)?;
         let all = self.meta.usage(instance, None, day)?;
         let mut checks = Vec::new();
-        for (whose, l, u) in [
-            ("the account", &limits.account, &mine),
-            ("the instance", &limits.instance, &all),
+        for (whose, names, l, u) in [
+            ("the account", ACCOUNT, &limits.account, &mine),
+            ("the instance", INSTANCE, &limits.instance, &all),
         ] {
             let u: &Usage = u;
             if let Some(limit) = l.max_bytes {
                 checks.push(Check {
+                    policy: names[0],
                     what: "stored bytes",
                     whose,
                     limit,
@@ -254,6 +260,7 @@ impl Service {
             }
             if let Some(limit) = l.max_upload_bytes_per_day {
                 checks.push(Check {
+                    policy: names[2],
                     what: "upload bytes today",
                     whose,
                     limit,
@@ -265,6 +272,7 @@ impl Service {
             }
             if let Some(limit) = l.max_files {
                 checks.push(Check {
+                    policy: names[1],
                     what: "files",
                     whose,
                     limit,
@@ -290,16 +298,34 @@ impl Service {
     }
 }
 
+/// Every limit as headers describe it, `first` (the one that refused) leading.
+fn allowance(checks: &[Check], first: Option<usize>) -> Allowance {
+    let now = now_millis();
+    let mut order: Vec<usize> = (0..checks.len()).collect();
+    if let Some(f) = first {
+        order.retain(|&i| i != f);
+        order.insert(0, f);
+    }
+    Allowance(
+        order
+            .into_iter()
+            .map(|i| {
+                let c = &checks[i];
+                Remaining {
+                    policy: c.policy,
+                    limit: c.limit,
+                    remaining: c.remaining(),
+                    reset_secs: c.daily.then(|| UtcDay::of(now).seconds_left(now)),
+                }
+            })
+            .collect(),
+    )
+}
+
 /// The first limit the checks break, as the error to answer with.
 fn refuse(checks: &[Check]) -> Result<()> {
-    let now = now_millis();
-    let allowance = |c: &Check| Allowance {
-        limit: c.limit,
-        remaining: c.remaining(),
-        reset_secs: c.daily.then(|| UtcDay::of(now).seconds_left(now)),
-    };
     // "Can never fit" first: no waiting or deleting makes room for it.
-    for c in checks {
+    for (i, c) in checks.iter().enumerate() {
         if c.bytes && c.add > i128::from(c.limit) {
             return Err(Error::OverQuota {
                 message: format!(
@@ -307,11 +333,11 @@ fn refuse(checks: &[Check]) -> Result<()> {
                     c.add, c.whose, c.limit, c.what
                 ),
                 never_fits: true,
-                allowance: allowance(c),
+                allowance: allowance(checks, Some(i)),
             });
         }
     }
-    for c in checks {
+    for (i, c) in checks.iter().enumerate() {
         if c.add > 0 && i128::from(c.used) + c.add > i128::from(c.limit) {
             return Err(Error::OverQuota {
                 message: format!(
@@ -323,41 +349,33 @@ fn refuse(checks: &[Check]) -> Result<()> {
                     c.add
                 ),
                 never_fits: false,
-                allowance: allowance(c),
+                allowance: allowance(checks, Some(i)),
             });
         }
     }
     Ok(())
 }
 
-/// The check leaving the least room, as headers describe it.
-fn tightest(checks: &[Check]) -> Option<Allowance> {
-    let now = now_millis();
-    checks
-        .iter()
-        .filter(|c| c.bytes)
-        .min_by_key(|c| c.remaining())
-        .map(|c| Allowance {
-            limit: c.limit,
-            remaining: c.remaining(),
-            reset_secs: c.daily.then(|| UtcDay::of(now).seconds_left(now)),
-        })
-}
-
 /// [`Service::precheck`] for an instance that stores nothing yet.
 fn precheck_empty(limits: &Applicable, size: Option<u64>) -> Result<()> {
     let size = size.unwrap_or(0);
     let mut checks = Vec::new();
-    for (whose, l) in [
-        ("the account", &limits.account),
-        ("the instance", &limits.instance),
+    for (whose, names, l) in [
+        ("the account", ACCOUNT, &limits.account),
+        ("the instance", INSTANCE, &limits.instance),
     ] {
-        for (what, limit, daily) in [
-            ("stored bytes", l.max_bytes, false),
-            ("upload bytes today", l.max_upload_bytes_per_day, true),
+        for (policy, what, limit, daily) in [
+            (names[0], "stored bytes", l.max_bytes, false),
+            (
+                names[2],
+                "upload bytes today",
+                l.max_upload_bytes_per_day,
+                true,
+            ),
         ] {
             if let Some(limit) = limit {
                 checks.push(Check {
+                    policy,
                     what,
                     whose,
                     limit,
@@ -370,6 +388,7 @@ fn precheck_empty(limits: &Applicable, size: Option<u64>) -> Result<()> {
         }
         if let Some(limit) = l.max_files {
             checks.push(Check {
+                policy: names[1],
                 what: "files",
                 whose,
                 limit,
