@@ -9,7 +9,11 @@
 //! Every flow that creates bytes asks [`Service::admit`] right before it writes the record (a
 //! file inserted, a session confirmed, a file's bytes replaced) and holds the [`Permit`] until
 //! the record is written: permits of one instance are taken one at a time (in this process), so
-//! two uploads racing for the last bytes cannot both get in. Flows that know a size before the
+//! two uploads racing for the last bytes cannot both get in. Several nodes sharing a PostgreSQL
+//! store each admit on their own: together they can overshoot a limit by at most one upload per
+//! node in flight at that moment. (Taking a cross-node lock here, through the blob-lock pool,
+//! while callers already hold blob locks from that pool could exhaust it; the exact multi-node
+//! check belongs inside the record's SQL transaction, and is not done yet.) Flows that know a size before the
 //! bytes arrive (tus `Upload-Length`, a presigned or multipart upload's declared size) also ask
 //! [`Service::precheck`] first, so a client is refused before it sends anything.
 //!

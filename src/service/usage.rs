@@ -273,13 +273,23 @@ impl Service {
             }
             let total = svc.meta.usage(id, None, day)?;
             let page = svc.meta.usage_page(id, after.as_ref(), limit, day)?;
+            // The defaults once; each account adds one read (its own limits).
+            let defaults = svc
+                .meta
+                .quota_limits(id, &QuotaScope::AccountDefault)?
+                .unwrap_or_default()
+                .or(svc.config.quotas.account_limits());
             let mut accounts = Vec::with_capacity(page.items.len());
             for (a, u) in &page.items {
-                let limits = svc.applicable_limits(id, a)?;
+                let limits = svc
+                    .meta
+                    .quota_limits(id, &QuotaScope::Account(a.clone()))?
+                    .unwrap_or_default()
+                    .or(defaults);
                 let mut row = Map::new();
                 row.insert("account".into(), a.0.clone().into());
                 row.insert("usage".into(), usage_json(u));
-                row.insert("limits".into(), limits_json(&limits.account));
+                row.insert("limits".into(), limits_json(&limits));
                 accounts.push(Value::Object(row));
             }
             let next = match (page.has_more, page.items.last()) {
