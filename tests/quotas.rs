@@ -627,3 +627,54 @@ fn config_defaults_and_fsck() {
     assert!(ok, "{out}");
     assert!(!out.contains("usage drift"), "{out}");
 }
+
+/// The same rules with PostgreSQL metadata: racing uploads stay within the limit, usage and
+/// deletes are exact, and the counters survive a restart (they live in the database).
+#[test]
+fn quotas_on_postgres() {
+    let Some(url) = pg_or_skip("quotas_on_postgres") else {
+        return;
+    };
+    let url = url_in_new_schema(&url, "quotas");
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DEPOT_META_KIND", "postgres"),
+        ("DEPOT_META_URL", url.as_str()),
+        ("DEPOT_META_POOL_SIZE", "8"),
+    ];
+    let s = Arc::new(Server::spawn(dir.path(), &env, &[]).expect("server on PostgreSQL"));
+    set_account(&s, "alice", json!({"maxBytes": 1000}));
+    let a = alice(&s);
+    let results: Vec<Result<Value, String>> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let (s, a) = (s.clone(), a.clone());
+                scope.spawn(move || {
+                    let c = client();
+                    s.try_upload(&c, &a, "/upload/", &format!("{i}.bin"), &bytes(300, i))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let done: Vec<&Value> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(done.len(), 3, "{results:?}");
+    let u = usage_of(&s, &a, "");
+    assert_eq!(
+        (u["usage"]["bytes"].as_u64(), u["usage"]["files"].as_u64()),
+        (Some(900), Some(3))
+    );
+    delete(&s, &a, done[0]);
+    drop(s);
+    let s = Server::spawn(dir.path(), &env, &[]).expect("restarted");
+    let u = usage_of(&s, &a, "");
+    assert_eq!(u["usage"]["bytes"], 600);
+    assert_eq!(
+        u["limits"]["maxBytes"], 1000,
+        "limits are stored in the database too"
+    );
+    let (st, _, v) = upload(&s, &a, "big.bin", &bytes(500, 9));
+    assert_eq!((st, code(&v)), (429, "QUOTA_EXCEEDED"), "{v}");
+    let (st, _, _) = upload(&s, &a, "fits.bin", &bytes(400, 10));
+    assert_eq!(st, 200);
+}
