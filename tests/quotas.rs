@@ -678,3 +678,49 @@ fn quotas_on_postgres() {
     let (st, _, _) = upload(&s, &a, "fits.bin", &bytes(400, 10));
     assert_eq!(st, 200);
 }
+
+/// fsck finds counters that disagree with the records (as a crash of an older version, or a
+/// hand edit, could leave them), and `--repair` rewrites them from the records.
+#[test]
+fn fsck_repairs_usage_drift() {
+    use depot::meta::usage::{Counters, UtcDay};
+    use depot::meta::{InstanceStore, SledMeta, UsageStore};
+    use depot::types::AccountId;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::spawn(dir.path(), &[], &[]).expect("server starts");
+    let a = alice(&s);
+    s.upload_one(&a, "1.bin", &bytes(100, 1));
+    s.upload_one(&a, "2.bin", &bytes(50, 2));
+    drop(s);
+    {
+        let meta = SledMeta::open(&dir.path().join("meta")).unwrap();
+        let id = meta.instance_by_domain(INSTANCE).unwrap().unwrap().id;
+        let alice = AccountId("alice".into());
+        let wrong = Counters {
+            bytes: 7,
+            files: 9,
+            variant_bytes: 0,
+        };
+        meta.set_counters(id, Some(&alice), &wrong).unwrap();
+        let u = meta.usage(id, Some(&alice), UtcDay(0)).unwrap();
+        assert_eq!(u.counters, wrong);
+    }
+    let (ok, out) = depot(&["fsck"], dir.path());
+    assert!(!ok, "drift is damage: {out}");
+    assert!(out.contains("usage drift: usage of account alice"), "{out}");
+    assert!(out.contains("counted 7 bytes, 9 files"), "{out}");
+    let (ok, out) = depot(&["fsck", "--repair"], dir.path());
+    assert!(
+        out.contains("repaired: rewrote the usage of account alice"),
+        "{out}"
+    );
+    let _ = ok;
+    let (ok, out) = depot(&["fsck"], dir.path());
+    assert!(ok, "clean after repair: {out}");
+    let s = Server::spawn(dir.path(), &[], &[]).expect("restarts");
+    let u = usage_of(&s, &alice(&s), "");
+    assert_eq!(
+        (u["usage"]["bytes"].as_u64(), u["usage"]["files"].as_u64()),
+        (Some(150), Some(2))
+    );
+}

@@ -87,6 +87,49 @@ impl Incoming {
     }
 }
 
+/// What the byte limits leave one request, for stopping a part as soon as it crosses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// The least any byte limit leaves.
+    left: u64,
+    /// The smallest byte limit: a part larger can never fit.
+    cap: u64,
+    /// The limits as the request found them, for the refusal's headers.
+    allowance: Allowance,
+}
+
+impl Room {
+    /// What is left once `used` more bytes are taken.
+    pub fn after(self, used: u64) -> Room {
+        Room {
+            left: self.left.saturating_sub(used),
+            ..self
+        }
+    }
+
+    /// The answer for a part that reached `size` bytes, if it no longer fits.
+    pub fn refuse(&self, size: u64) -> Option<Error> {
+        if size > self.cap {
+            return Some(Error::OverQuota {
+                message: format!(
+                    "this upload is larger than a quota's limit of {} bytes",
+                    self.cap
+                ),
+                never_fits: true,
+                allowance: self.allowance.clone(),
+            });
+        }
+        (size > self.left).then(|| Error::OverQuota {
+            message: format!(
+                "over quota: this upload is larger than the {} bytes the quotas leave",
+                self.left
+            ),
+            never_fits: false,
+            allowance: self.allowance.clone(),
+        })
+    }
+}
+
 /// The limits that apply to one upload: the instance's and the account's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applicable {
@@ -212,6 +255,36 @@ impl Service {
             },
         };
         self.check(instance, account, &limits, incoming)
+    }
+
+    /// What `p`'s byte limits leave now, `None` when none applies: a bound for the parts of an
+    /// upload on their way in.
+    pub async fn upload_room(self: &Arc<Self>, p: &Principal) -> Result<Option<Room>> {
+        let svc = self.clone();
+        let p = p.clone();
+        blocking(move || {
+            let Some(instance) = svc.meta.instance_by_domain(&p.instance)? else {
+                return Ok(None);
+            };
+            let limits = svc.applicable_limits(instance.id, &p.account)?;
+            if limits.is_unlimited() {
+                return Ok(None);
+            }
+            let checks = svc.checks(instance.id, &p.account, &limits, Incoming::default())?;
+            let bytes = || checks.iter().enumerate().filter(|(_, c)| c.bytes);
+            let Some((tightest, left)) = bytes()
+                .map(|(i, c)| (i, c.remaining()))
+                .min_by_key(|&(_, left)| left)
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Room {
+                left,
+                cap: bytes().map(|(_, c)| c.limit).min().unwrap_or(left),
+                allowance: allowance(&checks, Some(tightest)),
+            }))
+        })
+        .await
     }
 
     /// What `p`'s quotas leave now, `None` when no limit applies: for the headers of a
