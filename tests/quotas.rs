@@ -724,3 +724,33 @@ fn fsck_repairs_usage_drift() {
         (Some(150), Some(2))
     );
 }
+
+/// A Hypi upload is refused as soon as a part crosses what the quota allows: the client gets
+/// its 413 (larger than the 1000-byte limit itself) without sending the rest of a 2 MiB body
+/// (without the early stop the server would wait for the body and answer 408 when it stalls),
+/// and nothing is kept.
+#[test]
+fn over_quota_part_is_stopped_before_the_rest_arrives() {
+    let s = Server::start_with(&[
+        ("DEPOT_BODY_TIMEOUT_SECS", "2"),
+        ("DEPOT_BODY_MIN_RATE", "0"),
+    ]);
+    set_account(&s, "alice", json!({"maxBytes": 1000}));
+    let a = alice(&s);
+    let t = Trickle::open(&s, &a, "big.bin", &bytes(2 << 20, 1), 64 * 1024);
+    let mut conn = t.conn;
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn, &mut out);
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("FILE_TOO_LARGE"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("ratelimit-policy: \"account-bytes\";q=1000"),
+        "{answer}"
+    );
+    s.eventually("no temp files", || s.temp_files() == 0);
+    assert_eq!(s.blob_count(), 0);
+    assert_eq!(usage_of(&s, &a, "")["usage"]["bytes"], 0);
+}
