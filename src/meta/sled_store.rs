@@ -24,8 +24,9 @@ pub use export::Star;
 use file_index::FileIndexTx;
 
 /// The layout version this code writes. Opening an older store rebuilds the grant indexes
-/// (before 2) and the file indexes (before 3: the sort index and the compact records).
-const SCHEMA_VERSION: u64 = 3;
+/// (before 2), the file indexes (before 3: the sort index and the compact records) and the
+/// usage counters (before 4).
+const SCHEMA_VERSION: u64 = 4;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// sled-backed [`super::MetaStore`].
@@ -294,7 +295,13 @@ impl SledMeta {
         }
         // Before 3 there was no sort index and the instance index held no compact records:
         // build what is missing from the records (a crash midway redoes it on the next open).
-        let fixed = self.check_indexes(true)?;
+        let fixed = if version < 3 {
+            self.check_indexes(true)?
+        } else {
+            Vec::new()
+        };
+        // Before 4 no usage counters were kept (issue 15): count the records once.
+        self.rebuild_usage_counters()?;
         self.schema
             .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         self.flush()?;

@@ -11,9 +11,10 @@ use crate::error::{Error, Result};
 use crate::meta::usage::{
     Counters, QuotaLimits, QuotaScope, Usage, UsageDelta, UsageStore, UtcDay,
 };
-use crate::meta::Page;
+use crate::meta::{FileRecord, Page, VariantRecord};
 use crate::types::{AccountId, InstanceId};
 use sled::transaction::TransactionalTree;
+use std::collections::HashMap;
 
 /// The first bytes of every counter key: 17 bytes, so that with an instance id a key is always
 /// longer than a blob key.
@@ -122,6 +123,44 @@ fn scope_key(instance: InstanceId, scope: &QuotaScope) -> Vec<u8> {
 }
 
 impl SledMeta {
+    /// Counts every file and variant record into the running totals, replacing what they
+    /// held: a store written before the counters were kept gets them on its first open (before
+    /// anything is served; a crash midway redoes it all on the next open). The daily upload
+    /// counters start at zero: the past days' uploads are not known.
+    pub(super) fn rebuild_usage_counters(&self) -> Result<usize> {
+        let mut want: HashMap<(InstanceId, Option<AccountId>), Counters> = HashMap::new();
+        for v in self.files.iter().values() {
+            let f: FileRecord = serde_json::from_slice(&v?)?;
+            if f.is_directory() {
+                continue;
+            }
+            for who in [Some(f.created_by.clone()), None] {
+                let c = want.entry((f.instance, who)).or_default();
+                c.bytes += f.size;
+                c.files += 1;
+            }
+        }
+        for v in self.variants.iter().values() {
+            let v: VariantRecord = serde_json::from_slice(&v?)?;
+            if let Some((instance, account)) = v.charged_to {
+                for who in [Some(account.clone()), None] {
+                    want.entry((instance, who)).or_default().variant_bytes += v.size;
+                }
+            }
+        }
+        for k in self.blob_refs.scan_prefix(PREFIX).keys() {
+            let k = k?;
+            if k.get(PREFIX.len() + 16) == Some(&TOTAL) {
+                self.blob_refs.remove(k)?;
+            }
+        }
+        for ((instance, account), c) in &want {
+            self.blob_refs
+                .insert(total_key(*instance, account.as_ref()), encode_counters(c))?;
+        }
+        Ok(want.len())
+    }
+
     fn read_usage(
         &self,
         instance: InstanceId,
@@ -262,5 +301,48 @@ impl UsageStore for SledMeta {
             self.blob_refs.insert(key, encode_counters(counters))?;
         }
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::contract::file;
+    use crate::meta::{FileStore, InstanceStore, MaintenanceStore};
+
+    /// A store from before the counters (schema 3, none kept) gets them, exact, on open.
+    #[test]
+    fn an_older_store_gets_its_counters_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = {
+            let m = SledMeta::open(dir.path()).unwrap();
+            let i = m.ensure_instance("a.test").unwrap().id;
+            m.insert_files(&[
+                (file(i, "alice", "/", "a.txt", 1), None),
+                (file(i, "bob", "/", "b.txt", 1), None),
+            ])
+            .unwrap();
+            let keys: Vec<_> = m.blob_refs.scan_prefix(PREFIX).keys().collect();
+            for k in keys {
+                m.blob_refs.remove(k.unwrap()).unwrap();
+            }
+            m.schema
+                .insert(super::super::SCHEMA_KEY, &3u64.to_be_bytes())
+                .unwrap();
+            m.flush().unwrap();
+            assert_eq!(m.usage(i, None, UtcDay(0)).unwrap().counters.files, 0);
+            i
+        };
+        let m = SledMeta::open(dir.path()).unwrap();
+        let alice = AccountId("alice".into());
+        let u = m.usage(instance, Some(&alice), UtcDay(0)).unwrap();
+        assert_eq!((u.counters.bytes, u.counters.files), (3, 1));
+        let all = m.usage(instance, None, UtcDay(0)).unwrap();
+        assert_eq!((all.counters.bytes, all.counters.files), (6, 2));
+        assert_eq!(
+            m.all_blob_refs().unwrap().len(),
+            1,
+            "one blob, no counter among them"
+        );
     }
 }
