@@ -107,6 +107,8 @@ pub struct Config {
     pub transforms: TransformsConfig,
     /// Webhook deliveries (issue 15): timeouts, retries, bounds.
     pub webhooks: WebhooksConfig,
+    /// Default quotas (issue 15); an admin overrides them per instance over the API.
+    pub quotas: QuotasConfig,
 }
 
 /// Webhook deliveries: each event is retried with exponential backoff and jitter (from
@@ -145,6 +147,45 @@ impl Default for WebhooksConfig {
             log_size: 100,
             concurrency: 8,
             poll_ms: 1000,
+        }
+    }
+}
+
+
+/// Default quotas: per instance (all accounts together) and per account. Absent = unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Bytes an instance may store (files and the image variants charged to its accounts).
+    pub instance_max_bytes: Option<u64>,
+    /// Files an instance may store.
+    pub instance_max_files: Option<u64>,
+    /// Bytes an instance may upload per UTC day.
+    pub instance_max_upload_bytes_per_day: Option<u64>,
+    /// Bytes one account may store.
+    pub account_max_bytes: Option<u64>,
+    /// Files one account may store.
+    pub account_max_files: Option<u64>,
+    /// Bytes one account may upload per UTC day.
+    pub account_max_upload_bytes_per_day: Option<u64>,
+}
+
+impl QuotasConfig {
+    /// The instance limits as configured.
+    pub fn instance_limits(&self) -> crate::meta::QuotaLimits {
+        crate::meta::QuotaLimits {
+            max_bytes: self.instance_max_bytes,
+            max_files: self.instance_max_files,
+            max_upload_bytes_per_day: self.instance_max_upload_bytes_per_day,
+        }
+    }
+
+    /// The account limits as configured.
+    pub fn account_limits(&self) -> crate::meta::QuotaLimits {
+        crate::meta::QuotaLimits {
+            max_bytes: self.account_max_bytes,
+            max_files: self.account_max_files,
+            max_upload_bytes_per_day: self.account_max_upload_bytes_per_day,
         }
     }
 }
@@ -426,6 +467,7 @@ impl Default for Config {
             tus: TusConfig::default(),
             transforms: TransformsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }

@@ -74,6 +74,15 @@ pub enum Error {
     /// has its own code.
     #[error("{1}")]
     Transform(TransformFault, String),
+    /// An upload over a quota (see `service::quota`): 413 `FILE_TOO_LARGE` when the upload can
+    /// never fit (larger than the limit itself), else 429 `QUOTA_EXCEEDED`. Carries what is
+    /// left, for the `RateLimit-*` headers.
+    #[error("{message}")]
+    OverQuota {
+        message: String,
+        never_fits: bool,
+        allowance: Allowance,
+    },
     /// The service cannot take work now (a readiness check failed): 503.
     #[error("{0}")]
     Unavailable(String),
@@ -86,6 +95,26 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+}
+
+/// What an account's quotas leave, one entry per limit that applies (the one that refused an
+/// upload first), sent as the IETF RateLimit draft's `RateLimit-Policy` and `RateLimit`
+/// headers (see `http::quota`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allowance(pub Vec<Remaining>);
+
+/// One limit and what is left of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remaining {
+    /// The policy's name: `account-bytes`, `account-files`, `account-upload-day`, and the
+    /// same with `instance-`.
+    pub policy: &'static str,
+    /// The limit (bytes, or files).
+    pub limit: u64,
+    /// What is left of it.
+    pub remaining: u64,
+    /// For a daily limit: seconds until the UTC day ends and the limit starts over.
+    pub reset_secs: Option<u64>,
 }
 
 /// Why a signed URL or an upload session refused a request; each has its own code.
@@ -206,6 +235,8 @@ pub const FILE_TOO_LARGE: Class = class(413, "FILE_TOO_LARGE");
 pub const PAYLOAD_TOO_LARGE: Class = class(413, "PAYLOAD_TOO_LARGE");
 pub const RANGE_NOT_SATISFIABLE: Class = class(416, "RANGE_NOT_SATISFIABLE");
 pub const TOO_MANY_REQUESTS: Class = class(429, "TOO_MANY_REQUESTS");
+/// An account's or instance's quota (bytes, files, upload bytes today) has no room left.
+pub const QUOTA_EXCEEDED: Class = class(429, "QUOTA_EXCEEDED");
 /// A record without its bytes: the message (which names no internals) is shown, so a client
 /// can report it; the operator finds the file id in the log.
 pub const CONTENT_MISSING: Class = class(500, "CONTENT_MISSING");
@@ -289,6 +320,13 @@ impl Error {
                 S3Fault::MalformedXml => MALFORMED_XML,
                 S3Fault::InvalidArgument => INVALID_ARGUMENT,
             },
+            Error::OverQuota { never_fits, .. } => {
+                if *never_fits {
+                    FILE_TOO_LARGE
+                } else {
+                    QUOTA_EXCEEDED
+                }
+            }
             Error::Unavailable(_) => UNAVAILABLE,
             Error::TreeTooLarge(_) => TREE_TOO_LARGE,
             Error::InvalidWebhook(_) => INVALID_WEBHOOK,

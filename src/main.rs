@@ -303,6 +303,9 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
             for drift in &r.index_drift {
                 println!("index drift: {drift}");
             }
+            for drift in &r.usage_drift {
+                println!("usage drift: {drift}");
+            }
             for fix in &r.repaired {
                 println!("repaired: {fix}");
             }

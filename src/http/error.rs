@@ -21,6 +21,9 @@ impl ResponseError for Error {
             Error::RangeNotSatisfiable(_, len) => {
                 builder.insert_header(("Content-Range", format!("bytes */{len}")));
             }
+            Error::OverQuota { allowance, .. } => {
+                super::quota::allowance_headers(&mut builder, allowance);
+            }
             _ => {}
         }
         let mut error = json!({"code": self.code(), "message": message});

@@ -16,6 +16,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod multipart;
+mod quota;
 pub mod range;
 pub mod rate_limit;
 pub mod request_id;
@@ -207,6 +208,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/access-rights/{id}")
                 .route(web::delete().to(access::delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/instances/{domain}/quotas")
+                .route(web::get().to(quota::get_quotas))
+                .route(web::put().to(quota::put_quotas))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/instances/{domain}/accounts/{account}/quota")
+                .route(web::get().to(quota::get_account_quota))
+                .route(web::put().to(quota::put_account_quota))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/instances/{domain}/usage")
+                .route(web::get().to(quota::get_usage))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -3,6 +3,7 @@
 
 use super::multipart::{PartLimits, Parts};
 use super::{caller, AppState};
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::service::names;
 use crate::service::upload::StagedPart;
@@ -29,6 +30,9 @@ pub async fn upload(
     let _slot = state
         .uploads
         .acquire(&principal.instance, &principal.account)?;
+    // A full quota refuses before the body (the size is known only as the parts arrive; the
+    // authoritative check is at commit).
+    state.service.precheck(&principal, None).await?;
     let limits = PartLimits {
         header_bytes: config.max_part_header_bytes,
         parts: config.max_parts,
@@ -37,7 +41,7 @@ pub async fn upload(
     let outcome = async {
         let raw = req.path().strip_prefix("/upload").unwrap_or("");
         let directory = names::normalize_directory(raw)?;
-        let parts = receive(&state, &mut mp).await?;
+        let parts = receive(&state, &principal, &mut mp).await?;
         state
             .service
             .commit_upload(&principal, directory, parts)
@@ -58,7 +62,11 @@ pub async fn upload(
                 }
                 body.insert(key, super::views::file(&file));
             }
-            Ok(HttpResponse::Ok().json(Value::Object(body)))
+            let mut ok = HttpResponse::Ok();
+            if let Some(a) = state.service.allowance(&principal).await? {
+                super::quota::allowance_headers(&mut ok, &a);
+            }
+            Ok(ok.json(Value::Object(body)))
         }
         // A stalled, too slow or too large body gets its answer at once: reading more of it
         // is pointless.
@@ -81,7 +89,10 @@ pub async fn upload(
 /// Streams every file part to the store's temp area. Any failure drops the staged parts, which
 /// removes their temp files: a failed request leaves nothing behind. Stalls and slow bodies are
 /// cut by the body guard (limits.rs), which ends the read with an error.
-async fn receive(state: &AppState, mp: &mut Parts) -> Result<Vec<StagedPart>> {
+async fn receive(state: &AppState, p: &Principal, mp: &mut Parts) -> Result<Vec<StagedPart>> {
+    // What the quotas leave: a part that crosses it stops at once instead of being written in
+    // full and refused at commit (which stays the authoritative check).
+    let mut room = state.service.upload_room(p).await?;
     let mut staged = Vec::new();
     while let Some(field) = mp.next().await {
         let mut field = field?;
@@ -100,11 +111,16 @@ async fn receive(state: &AppState, mp: &mut Parts) -> Result<Vec<StagedPart>> {
             continue;
         };
         let mut writer = state.service.begin_part(&filename);
+        if let Some(r) = &room {
+            writer.within(r.clone());
+        }
         while let Some(chunk) = mp.chunk(&mut field).await {
             // A stream error is a truncated body, never the end of the file.
             writer.write(chunk?).await?;
         }
-        staged.push(writer.finish().await?);
+        let part = writer.finish().await?;
+        room = room.map(|r| r.after(part.size()));
+        staged.push(part);
     }
     if staged.is_empty() {
         return Err(Error::BadRequest("the request has no file part".into()));

@@ -12,6 +12,7 @@ use crate::types::{AccountId, FileId, InstanceId, RightId, SessionId, Sha256};
 
 pub mod assets;
 pub mod dirs;
+pub mod usage;
 pub mod variants;
 pub mod webhooks;
 
@@ -103,6 +104,17 @@ pub fn cases() -> Vec<Case> {
             "variants_hold_references_and_go_with_their_source",
             variants::variants_hold_references_and_go_with_their_source,
         ),
+        // UsageStore (contract/usage.rs).
+        (
+            "usage_follows_inserts_and_deletes",
+            usage::usage_follows_inserts_and_deletes,
+        ),
+        (
+            "usage_follows_confirms_and_reuploads",
+            usage::usage_follows_confirms_and_reuploads,
+        ),
+        ("usage_counts_variants", usage::usage_counts_variants),
+        ("quota_limits_round_trip", usage::quota_limits_round_trip),
     ]
 }
 
@@ -189,7 +201,7 @@ fn put(m: &dyn MetaStore, rights: &[AccessRight]) {
     m.put_rights(rights, u64::MAX).expect("put_rights");
 }
 
-fn inst(m: &dyn MetaStore, domain: &str) -> InstanceId {
+pub(crate) fn inst(m: &dyn MetaStore, domain: &str) -> InstanceId {
     m.ensure_instance(domain).expect("ensure_instance").id
 }
 

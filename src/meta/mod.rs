@@ -7,6 +7,7 @@ pub mod model;
 pub mod pg;
 pub mod session;
 mod sled_store;
+pub mod usage;
 pub mod variants;
 pub mod webhooks;
 
@@ -17,6 +18,7 @@ pub use session::{
     CompletedParts, FileExtras, SessionKind, SessionState, StoredBytes, UploadSession,
 };
 pub use sled_store::{SledMeta, Star};
+pub use usage::{QuotaLimits, QuotaScope, UsageStore};
 pub use variants::{VariantKey, VariantRecord, VariantStore};
 pub use webhooks::WebhookStore;
 
@@ -341,6 +343,7 @@ pub trait MetaStore:
     + DirectoryStore
     + NodeLocks
     + WebhookStore
+    + UsageStore
     + Send
     + Sync
     + 'static
@@ -357,6 +360,7 @@ impl<T> MetaStore for T where
         + DirectoryStore
         + NodeLocks
         + WebhookStore
+        + UsageStore
         + Send
         + Sync
         + 'static

@@ -1,8 +1,9 @@
 //! [`UploadSessionStore`] on sled: the session records, an expiry index for the sweep, a
 //! per-account count of open sessions by kind, and Foir's extra File fields.
 
-use super::{abort, decode, owner_key, read_count, FileIndexTx, SledMeta, TxResult};
+use super::{abort, decode, owner_key, read_count, usage, FileIndexTx, SledMeta, TxResult};
 use crate::error::{Error, Result, SessionFault};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{
     FileExtras, FileRecord, ImageRecord, Records, SessionState, StoredBytes, UploadSession,
     UploadSessionStore,
@@ -174,8 +175,9 @@ impl UploadSessionStore for SledMeta {
             &self.by_path,
             &self.files_sorted,
             &self.webhook_outbox,
+            &self.blob_refs,
         )
-            .transaction(|(ts, tc, tf, ti, tx, o, i, d, p, srt, out)| {
+            .transaction(|(ts, tc, tf, ti, tx, o, i, d, p, srt, out, tr)| {
                 let Some(mut s) = load(ts, &key)? else {
                     return Err(abort(gone()));
                 };
@@ -200,6 +202,12 @@ impl UploadSessionStore for SledMeta {
                 }
                 tx.insert(&fid, xjson.as_slice())?;
                 FileIndexTx([o, i, d, p, srt]).add(file)?;
+                usage::apply_tx(
+                    tr,
+                    file.instance,
+                    &file.created_by,
+                    &UsageDelta::added(file),
+                )?;
                 // The session's blob reference is now the file's: the count stays.
                 s.state = SessionState::Confirmed;
                 s.file = Some(file.id);
@@ -379,6 +387,8 @@ impl UploadSessionStore for SledMeta {
                     tr.insert(&old.sha256.0, &left.to_be_bytes())?;
                 }
                 super::webhooks::write_staged(hooks, Some(&new))?;
+                let delta = UsageDelta::replaced(&old, &new);
+                usage::apply_tx(tr, new.instance, &new.created_by, &delta)?;
                 Ok(Some((new, old, left)))
             })?;
         if out.is_some() {

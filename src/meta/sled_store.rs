@@ -1,5 +1,6 @@
 //! The embedded metadata store: sled 0.34, one tree per record kind plus index trees.
 
+use super::usage::UsageDelta;
 use super::{
     AccessRight, FileOrder, FileRecord, FileScope, FileStore, GrantStore, ImageRecord, Instance,
     InstanceStore, MaintenanceStore, Records,
@@ -15,6 +16,7 @@ mod dirs;
 mod export;
 mod file_index;
 mod log_sync;
+mod usage;
 mod variants;
 mod webhooks;
 
@@ -23,8 +25,9 @@ pub use export::Star;
 use file_index::FileIndexTx;
 
 /// The layout version this code writes. Opening an older store rebuilds the grant indexes
-/// (before 2) and the file indexes (before 3: the sort index and the compact records).
-const SCHEMA_VERSION: u64 = 3;
+/// (before 2), the file indexes (before 3: the sort index and the compact records) and the
+/// usage counters (before 4).
+const SCHEMA_VERSION: u64 = 4;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// sled-backed [`super::MetaStore`].
@@ -302,7 +305,13 @@ impl SledMeta {
         }
         // Before 3 there was no sort index and the instance index held no compact records:
         // build what is missing from the records (a crash midway redoes it on the next open).
-        let fixed = self.check_indexes(true)?;
+        let fixed = if version < 3 {
+            self.check_indexes(true)?
+        } else {
+            Vec::new()
+        };
+        // Before 4 no usage counters were kept (issue 15): count the records once.
+        self.rebuild_usage_counters()?;
         self.schema
             .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         self.flush()?;
@@ -447,6 +456,7 @@ impl FileStore for SledMeta {
                     index.add(f)?;
                     let n = read_count(tr.get(f.sha256.0)?);
                     tr.insert(&f.sha256.0, &(n + 1).to_be_bytes())?;
+                    usage::apply_tx(tr, f.instance, &f.created_by, &UsageDelta::added(f))?;
                 }
                 Ok(())
             })?;
@@ -591,6 +601,7 @@ impl FileStore for SledMeta {
                 } else {
                     tr.insert(&f.sha256.0, &left.to_be_bytes())?;
                 }
+                usage::apply_tx(tr, f.instance, &f.created_by, &UsageDelta::removed(&f))?;
                 let g = GrantTx {
                     rights,
                     by_resource: by_res,
@@ -834,6 +845,9 @@ impl MaintenanceStore for SledMeta {
         let mut out = Vec::new();
         for kv in self.blob_refs.iter() {
             let (k, v) = kv?;
+            if usage::is_counter_key(&k) {
+                continue;
+            }
             let sha = <[u8; 32]>::try_from(k.as_ref())
                 .map_err(|_| Error::Internal("malformed blob reference key".into()))?;
             out.push((Sha256(sha), read_count(Some(v))));

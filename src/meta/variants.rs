@@ -6,7 +6,7 @@
 
 use super::Records;
 use crate::error::Result;
-use crate::types::{Millis, Sha256};
+use crate::types::{AccountId, InstanceId, Millis, Sha256};
 use serde::{Deserialize, Serialize};
 
 /// A variant's identity: `<source sha hex>/<normalized parameters>`, e.g.
@@ -36,13 +36,16 @@ pub struct VariantRecord {
     pub source: Sha256,
     /// The variant's own blob (its ETag).
     pub sha: Sha256,
-    /// The variant's size in bytes: what it costs its source's owners (a usage report sums the
-    /// sizes of [`VariantStore::variants_of`] a source).
+    /// The variant's size in bytes: counted in the usage of [`VariantRecord::charged_to`].
     pub size: u64,
     pub mime: String,
     pub width: u32,
     pub height: u32,
     pub created: Millis,
+    /// The account whose usage this variant counts in (the owner of the file it was first
+    /// computed for); `None` for variants recorded before usage was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_to: Option<(InstanceId, AccountId)>,
 }
 
 /// Variant records and the blob references they hold. Narrow on purpose: the download path
@@ -50,13 +53,15 @@ pub struct VariantRecord {
 pub trait VariantStore {
     /// The variant with this key, if computed.
     fn variant(&self, key: &VariantKey) -> Result<Option<VariantRecord>>;
-    /// Records a variant and counts one reference on its blob, atomically. When a record with
+    /// Records a variant and counts one reference on its blob (and its size in the usage of
+    /// the account it is charged to), atomically. When a record with
     /// that key exists already, nothing changes and the existing record is the answer (so a
     /// second node computing the same variant adds no reference); else `v` is.
     fn put_variant(&self, v: &VariantRecord) -> Result<VariantRecord>;
     /// Every variant of a source blob, in key order.
     fn variants_of(&self, source: &Sha256) -> Result<Vec<VariantRecord>>;
-    /// Removes every variant of `source` and drops the reference each held, atomically;
+    /// Removes every variant of `source` and drops the reference each held (and its size from
+    /// the usage it counted in), atomically;
     /// returns them with the references their blobs have left (the caller removes a blob at 0).
     fn delete_variants_of(&self, source: &Sha256) -> Result<Vec<(VariantRecord, u64)>>;
     /// Every variant record (fsck counts the references they hold).

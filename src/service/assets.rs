@@ -514,6 +514,11 @@ impl Service {
                     crate::meta::webhooks::WebhookEvent::FileCreated,
                     [&file],
                 )?;
+                let _room = svc.admit(
+                    s.instance,
+                    &s.account,
+                    super::quota::Incoming::file(file.size),
+                )?;
                 svc.meta
                     .confirm_session(s.id, &file, image.as_ref(), &FileExtras::default())
             })?;

@@ -55,6 +55,8 @@ impl Service {
             let staged = writer.finish()?;
             let (sha, size) = (staged.sha(), staged.size());
             svc.within_directory(instance.id, &p.account, &directory, &[sha], || {
+                let _room =
+                    svc.admit(instance.id, &p.account, super::quota::Incoming::file(size))?;
                 staged.commit()?;
                 let now = now_millis();
                 let file = FileRecord {

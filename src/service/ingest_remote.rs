@@ -361,6 +361,11 @@ impl Service {
                     crate::meta::webhooks::WebhookEvent::FileCreated,
                     [&file],
                 )?;
+                let _room = svc.admit(
+                    instance.id,
+                    &p.account,
+                    super::quota::Incoming::file(file.size),
+                )?;
                 svc.meta.insert_files(&[(file.clone(), image)])
             })?;
             Ok(file)

@@ -40,6 +40,9 @@ pub struct FsckReport {
     /// Metadata index entries that disagree with the records (missing, stale or out of date):
     /// queries would miss or misorder those files. `--repair` rebuilds them.
     pub index_drift: Vec<String>,
+    /// Usage counters that disagree with the records (see `meta::usage`); `--repair` rewrites
+    /// them.
+    pub usage_drift: Vec<String>,
     /// What `--repair` changed.
     pub repaired: Vec<String>,
 }
@@ -52,6 +55,7 @@ impl FsckReport {
             && self.size_mismatches.is_empty()
             && self.refcount_mismatches.is_empty()
             && self.index_drift.is_empty()
+            && self.usage_drift.is_empty()
     }
 }
 
@@ -184,6 +188,7 @@ impl Service {
                     .push(format!("reference count of {sha}: {have} -> {want}"));
             }
         }
+        report.usage_drift = self.check_usage_counters(repair, &mut report.repaired)?;
         report.index_drift = self.meta.check_file_indexes(repair)?;
         if repair {
             let fixed = report.index_drift.iter().map(|d| format!("rebuilt: {d}"));

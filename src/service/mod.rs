@@ -13,6 +13,7 @@ pub mod ingest_remote;
 pub mod maintenance;
 pub mod names;
 pub mod query;
+pub mod quota;
 pub mod ready;
 pub mod redirect;
 pub mod reupload;
@@ -23,6 +24,7 @@ pub mod transform;
 pub mod tus;
 pub mod upload;
 pub mod webhooks;
+pub mod usage;
 
 use crate::auth::{Caller, Keys};
 use crate::config::Config;
@@ -59,6 +61,8 @@ pub struct Service {
     pub(crate) transforms: transform::Runtime,
     /// Webhook deliveries: the fetcher and the worker's signals (see `webhooks`).
     pub(crate) webhooks: webhooks::Runtime,
+    /// Quota admissions (see `quota`).
+    pub(crate) quotas: quota::Runtime,
 }
 
 impl Service {
@@ -81,6 +85,7 @@ impl Service {
             keys,
             blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             sessions: sessions::Runtime::default(),
+            quotas: quota::Runtime::default(),
         }
     }
 

@@ -68,6 +68,8 @@ impl Service {
             let blobs = svc.lock_blobs([&sha, &old.sha256])?;
             // Declared after the locks: dropped first, once the change is stored.
             let _stale = svc.hot.change(hot::Scope::File(id));
+            let incoming = super::quota::Incoming::replacing(&old, content.size);
+            let _room = svc.admit(old.instance, &old.created_by, incoming)?;
             staged.commit_blob()?;
             let image = media::is_image(&content.mime);
             let _events = svc.webhook_events(

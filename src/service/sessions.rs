@@ -313,6 +313,8 @@ impl Service {
             }
         }
         let name = foir_filename(&req.filename);
+        // Refused before any byte is sent when it cannot fit (checked again at confirm).
+        self.precheck(p, Some(size)).await?;
         let svc = self.clone();
         let p = p.clone();
         let ttl = self.config.sessions.upload_url_ttl_secs;
@@ -346,6 +348,8 @@ impl Service {
     /// Amplience's `createTempFileUploadUrl`: a session for one PUT of up to
     /// `sessions.temp_file_max_size` bytes, served back until `sessions.temp_file_ttl_secs`.
     pub async fn create_temp_file(self: &Arc<Self>, p: &Principal) -> Result<UploadSession> {
+        // Size unknown yet: refused now only when the quota is full.
+        self.precheck(p, None).await?;
         let svc = self.clone();
         let p = p.clone();
         let cfg = self.config.sessions.clone();
@@ -555,6 +559,11 @@ impl Service {
                     &s.account,
                     crate::meta::webhooks::WebhookEvent::FileCreated,
                     [&file],
+                )?;
+                let _room = svc.admit(
+                    s.instance,
+                    &s.account,
+                    super::quota::Incoming::file(file.size),
                 )?;
                 svc.meta
                     .confirm_session(s.id, &file, image.as_ref(), &extras)

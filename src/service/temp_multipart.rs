@@ -215,6 +215,7 @@ impl Service {
             )));
         }
         self.part_store()?;
+        self.precheck(p, Some(size)).await?;
         let layout = PartLayout::for_size(size, cfg.multipart_max_part_size);
         let svc = self.clone();
         let p = p.clone();
@@ -378,6 +379,8 @@ impl Service {
         let svc = self.clone();
         blocking(move || {
             let (_claim, _inflight) = (claim, inflight);
+            // The file must still fit (the quota may have filled since the upload began).
+            svc.precheck_in(session.instance, &session.account, Some(declared))?;
             let id = session.id;
             let name = id.to_string();
             let parts = svc.part_store()?;

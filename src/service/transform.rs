@@ -285,6 +285,7 @@ impl Service {
             width: out.width,
             height: out.height,
             created: now_millis(),
+            charged_to: Some((file.instance, file.created_by.clone())),
         };
         {
             // The source's lock: it cannot lose its last reference (and its variants) while

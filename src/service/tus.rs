@@ -363,6 +363,11 @@ impl Service {
             )));
         }
         let d = declared(req.metadata.as_deref())?;
+        // Upload-Length over what the quota leaves: refused at creation (checked again when
+        // the upload completes). A partial upload is counted when its final one is made.
+        if !matches!(req.concat, Concat::Partial) {
+            self.precheck(p, req.length).await?;
+        }
         let svc = self.clone();
         let p = p.clone();
         let ttl = self.config.tus.expiry_secs;
@@ -746,6 +751,11 @@ impl Service {
                 &s.account,
                 crate::meta::webhooks::WebhookEvent::FileCreated,
                 [&file],
+            )?;
+            let _room = self.admit(
+                s.instance,
+                &s.account,
+                super::quota::Incoming::file(file.size),
             )?;
             self.meta
                 .confirm_session(s.id, &file, image.as_ref(), &extras)

@@ -39,6 +39,8 @@ pub struct PartWriter {
     head: Vec<u8>,
     size: u64,
     max: u64,
+    /// What the quotas leave this request, when any applies.
+    room: Option<super::quota::Room>,
 }
 
 /// A store writer that [`Feed`] streams into: a new blob's, or a stored part's (multipart).
@@ -141,6 +143,7 @@ impl Service {
             head: Vec::new(),
             size: 0,
             max: self.config.max_file_size,
+            room: None,
         }
     }
 
@@ -162,6 +165,10 @@ impl Service {
             // Every directory of the path exists (created once) and stays put until the
             // records are written; the blobs' lock stripes are held as well.
             svc.within_directory(instance.id, &owner, &directory, &shas, || {
+                // Room for every part, held until the records are written (else no blob is
+                // committed: the staged parts go when dropped).
+                let incoming = super::quota::Incoming::new_files(parts.iter().map(|p| p.size()));
+                let _room = svc.admit(instance.id, &owner, incoming)?;
                 let mut records = Vec::with_capacity(parts.len());
                 let mut keys = Vec::with_capacity(parts.len());
                 for part in parts {
@@ -222,9 +229,19 @@ impl Service {
 }
 
 impl PartWriter {
-    /// Appends a chunk. Fails with FILE_TOO_LARGE as soon as the part crosses the limit.
+    /// Bounds the part by what the quotas leave (see [`super::quota::Room`]).
+    pub fn within(&mut self, room: super::quota::Room) {
+        self.room = Some(room);
+    }
+
+    /// Appends a chunk. Fails with FILE_TOO_LARGE as soon as the part crosses the limit (or
+    /// a quota's, with its own answer).
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.size += chunk.len() as u64;
+        if let Some(e) = self.room.as_ref().and_then(|r| r.refuse(self.size)) {
+            self.feed.abort(); // the writer thread removes the temp file
+            return Err(e);
+        }
         if self.size > self.max {
             self.feed.abort(); // the writer thread removes the temp file
             return Err(Error::FileTooLarge(format!(

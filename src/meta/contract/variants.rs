@@ -14,6 +14,7 @@ fn variant(source: u8, params: &str, blob: u8) -> VariantRecord {
         width: 320,
         height: 240,
         created: 1,
+        charged_to: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! Instances, files (with images, refcounts and scans), maintenance walks and the directory
 //! tree on PostgreSQL.
 
+use super::usage::apply_usage;
 use super::{big, count, db_err, in_tx, json, pool_err, record, PgMeta, TxResult};
 use crate::error::{Error, Result};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{
     DirectoryStore, FileRecord, FileScope, FileStore, ImageRecord, Instance, InstanceStore,
     MaintenanceStore, Records,
@@ -236,6 +238,11 @@ impl FileStore for PgMeta {
                 let shas: Vec<Sha256> = files.iter().map(|(f, _)| f.sha256).collect();
                 add_refs(&tx, &shas).await?;
                 super::webhooks::write_outbox(&tx, &staged).await?;
+                let changes: Vec<_> = files
+                    .iter()
+                    .map(|(f, _)| (f.instance, &f.created_by, UsageDelta::added(f)))
+                    .collect();
+                apply_usage(&tx, &changes).await?;
                 Ok(())
             })
         })
@@ -349,6 +356,8 @@ impl FileStore for PgMeta {
                 .await?;
                 let left = drop_ref(&tx, &f.sha256).await?;
                 super::webhooks::write_outbox(&tx, &staged).await?;
+                let delta = UsageDelta::removed(&f);
+                apply_usage(&tx, &[(f.instance, &f.created_by, delta)]).await?;
                 Ok(Some((f, left)))
             })
         })

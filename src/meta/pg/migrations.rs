@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "change notifications", V3),
     (4, "image variants", V4),
     (5, "webhooks", V5),
+    (6, "usage counters and quotas", V6),
 ];
 
 /// Text columns that are compared or range-scanned use the "C" collation: byte order, like the
@@ -175,6 +176,40 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
 CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook, seq) WHERE pending;
+"#;
+
+/// Usage counters and quota limits (issue 15): totals per account (the empty account is the
+/// instance's), upload bytes per UTC day, and the limits an admin set. Existing records are
+/// counted once here, so an upgraded database starts exact.
+const V6: &str = r#"
+CREATE TABLE usage_totals (
+    instance bytea NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    bytes bigint NOT NULL DEFAULT 0,
+    files bigint NOT NULL DEFAULT 0,
+    variant_bytes bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (instance, account)
+);
+CREATE TABLE usage_daily (
+    instance bytea NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    day bigint NOT NULL,
+    bytes bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (instance, account, day)
+);
+CREATE TABLE quota_limits (
+    instance bytea NOT NULL,
+    kind text NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    limits jsonb NOT NULL,
+    PRIMARY KEY (instance, kind, account)
+);
+INSERT INTO usage_totals (instance, account, bytes, files)
+    SELECT instance, owner, sum((record->>'size')::bigint), count(*) FROM files
+    WHERE record->>'mime' <> 'inode/directory' GROUP BY instance, owner;
+INSERT INTO usage_totals (instance, account, bytes, files)
+    SELECT instance, '', sum((record->>'size')::bigint), count(*) FROM files
+    WHERE record->>'mime' <> 'inode/directory' GROUP BY instance;
 "#;
 
 impl PgMeta {

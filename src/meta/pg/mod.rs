@@ -80,6 +80,7 @@ pub use import::RecordCounts;
 mod migrations;
 mod notify;
 mod sessions;
+mod usage;
 mod variants;
 mod webhooks;
 

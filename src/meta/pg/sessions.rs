@@ -2,8 +2,10 @@
 //! moves), an expiry index for the sweep, open-session caps under an advisory lock.
 
 use super::files::{add_refs, drop_ref, insert_file, Pages};
+use super::usage::apply_usage;
 use super::{big, count, db_err, in_tx, json, lock_key, pool_err, record, PgMeta, TxResult};
 use crate::error::{Error, Result, SessionFault};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{
     FileExtras, FileRecord, ImageRecord, Records, SessionState, StoredBytes, UploadSession,
     UploadSessionStore,
@@ -207,6 +209,8 @@ impl UploadSessionStore for PgMeta {
                     &[&file.id.to_bytes().as_slice(), &json(&extras)?],
                 )
                 .await?;
+                let delta = UsageDelta::added(&file);
+                apply_usage(&tx, &[(file.instance, &file.created_by, delta)]).await?;
                 // The session's blob reference is now the file's: the count stays.
                 s.state = SessionState::Confirmed;
                 s.file = Some(file.id);
@@ -398,6 +402,8 @@ impl UploadSessionStore for PgMeta {
                 };
                 let staged = crate::meta::webhooks::with_written(&staged, &new);
                 super::webhooks::write_outbox(&tx, &staged).await?;
+                let delta = UsageDelta::replaced(&old, &new);
+                apply_usage(&tx, &[(new.instance, &new.created_by, delta)]).await?;
                 Ok(Some((new.clone(), old.clone(), left)))
             })
         })

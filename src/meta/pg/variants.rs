@@ -2,8 +2,10 @@
 //! reference is counted in `blob_refs` in the same transaction.
 
 use super::files::{add_refs, drop_ref, Pages, PAGE};
+use super::usage::apply_usage;
 use super::{db_err, in_tx, json, pool_err, record, PgMeta, TxResult};
 use crate::error::{Error, Result};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{Records, VariantKey, VariantRecord, VariantStore};
 use crate::types::Sha256;
 
@@ -36,6 +38,10 @@ impl VariantStore for PgMeta {
                     .await?;
                 if inserted == 1 {
                     add_refs(&tx, &[v.sha]).await?;
+                    if let Some((instance, account)) = &v.charged_to {
+                        let delta = UsageDelta::variant(v.size, true);
+                        apply_usage(&tx, &[(*instance, account, delta)]).await?;
+                    }
                     return Ok(v.clone());
                 }
                 let row = tx
@@ -86,6 +92,14 @@ impl VariantStore for PgMeta {
                     let left = drop_ref(&tx, &v.sha).await?;
                     out.push((v, left));
                 }
+                let changes: Vec<_> = out
+                    .iter()
+                    .filter_map(|(v, _)| {
+                        let (instance, account) = v.charged_to.as_ref()?;
+                        Some((*instance, account, UsageDelta::variant(v.size, false)))
+                    })
+                    .collect();
+                apply_usage(&tx, &changes).await?;
                 Ok(out)
             })
         })

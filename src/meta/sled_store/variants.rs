@@ -3,6 +3,7 @@
 
 use super::{abort, read_count, SledMeta};
 use crate::error::{Error, Result};
+use crate::meta::usage::UsageDelta;
 use crate::meta::{Records, VariantKey, VariantRecord, VariantStore};
 use crate::types::Sha256;
 use sled::Transactional;
@@ -31,6 +32,14 @@ impl VariantStore for SledMeta {
                 ts.insert(source_key(v), &[])?;
                 let n = read_count(tr.get(v.sha.0)?);
                 tr.insert(&v.sha.0, &(n + 1).to_be_bytes())?;
+                if let Some((instance, account)) = &v.charged_to {
+                    super::usage::apply_tx(
+                        tr,
+                        *instance,
+                        account,
+                        &UsageDelta::variant(v.size, true),
+                    )?;
+                }
                 Ok((v.clone(), true))
             },
         )?;
@@ -79,6 +88,10 @@ impl VariantStore for SledMeta {
                         tr.remove(&v.sha.0)?;
                     } else {
                         tr.insert(&v.sha.0, &left.to_be_bytes())?;
+                    }
+                    if let Some((instance, account)) = &v.charged_to {
+                        let delta = UsageDelta::variant(v.size, false);
+                        super::usage::apply_tx(tr, *instance, account, &delta)?;
                     }
                     gone.push((v, left));
                 }

@@ -1,0 +1,132 @@
+//! `/instances/{domain}/quotas`, `/instances/{domain}/accounts/{account}/quota` and
+//! `/instances/{domain}/usage` (issue 15), and the `RateLimit-*` headers of quota answers.
+
+use super::{caller, limits, AppState};
+use crate::error::{Allowance, Error, Result};
+use crate::service::usage::UsageQuery;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Reads a JSON body of at most `max_body_bytes` (after the caller is known).
+async fn json_body(state: &AppState, payload: web::Payload) -> Result<Value> {
+    let body = limits::read_body(payload, state.service.config.max_body_bytes).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Adds what the quotas leave as the IETF RateLimit draft's structured headers (not the
+/// `RateLimit-Limit`/`-Remaining` pair, which the request rate limits use):
+/// `RateLimit-Policy: "account-bytes";q=1000, "account-upload-day";q=500;w=86400` and
+/// `RateLimit: "account-bytes";r=400, "account-upload-day";r=100;t=3600`.
+pub fn allowance_headers(b: &mut HttpResponseBuilder, a: &Allowance) {
+    if a.0.is_empty() {
+        return;
+    }
+    let policy: Vec<String> =
+        a.0.iter()
+            .map(|r| match r.reset_secs {
+                Some(_) => format!("\"{}\";q={};w=86400", r.policy, r.limit),
+                None => format!("\"{}\";q={}", r.policy, r.limit),
+            })
+            .collect();
+    let left: Vec<String> =
+        a.0.iter()
+            .map(|r| match r.reset_secs {
+                Some(t) => format!("\"{}\";r={};t={t}", r.policy, r.remaining),
+                None => format!("\"{}\";r={}", r.policy, r.remaining),
+            })
+            .collect();
+    b.insert_header(("RateLimit-Policy", policy.join(", ")));
+    b.insert_header(("RateLimit", left.join(", ")));
+}
+
+/// `GET /instances/{domain}/quotas` (admins).
+pub async fn get_quotas(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    domain: web::Path<String>,
+) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let v = state.service.quota_settings(p, &domain).await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// `PUT /instances/{domain}/quotas` (admins).
+pub async fn put_quotas(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    domain: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let body = json_body(&state, payload).await?;
+    let v = state.service.set_quota_settings(p, &domain, body).await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// `GET /instances/{domain}/accounts/{account}/quota` (admins, or the account itself).
+pub async fn get_account_quota(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let (domain, account) = path.into_inner();
+    let v = state.service.account_quota(p, &domain, &account).await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// `PUT /instances/{domain}/accounts/{account}/quota` (admins).
+pub async fn put_account_quota(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let (domain, account) = path.into_inner();
+    let body = json_body(&state, payload).await?;
+    let v = state
+        .service
+        .set_account_quota(p, &domain, &account, body)
+        .await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// The query of `GET /instances/{domain}/usage`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    account: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /instances/{domain}/usage`.
+pub async fn get_usage(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    domain: web::Path<String>,
+    q: web::Query<UsageParams>,
+) -> Result<HttpResponse> {
+    let caller = caller(&req, &state)?;
+    let p = caller.require()?;
+    let q = q.into_inner();
+    let v = state
+        .service
+        .usage_report(
+            p,
+            &domain,
+            UsageQuery {
+                account: q.account,
+                after: q.after,
+                limit: q.limit,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(v))
+}
