@@ -193,3 +193,72 @@ fn the_document_is_public_fixed_and_read_only() {
     let res = s.client.get(s.url("/openapi.json/x")).send().unwrap();
     assert_eq!(res.status(), 404);
 }
+
+/// Found by schemathesis (`unsupported_method`): a 405 named no allowed methods, and `/health`,
+/// `/ready` and `/metrics` answered other methods with 404. A 405 now carries `Allow` (RFC 9110)
+/// with the methods `ROUTES` (and so the document) lists for the path.
+#[test]
+fn a_method_a_path_does_not_serve_is_405_with_allow() {
+    let s = Server::start();
+    let token = s.token("alice", INSTANCE, false);
+    let trace = reqwest::Method::from_bytes(b"TRACE").unwrap();
+    for (method, path, allow) in [
+        (trace.clone(), "/health", "GET"),
+        (reqwest::Method::POST, "/ready", "GET"),
+        (reqwest::Method::DELETE, "/metrics", "GET"),
+        (trace.clone(), "/openapi.json", "GET"),
+        (
+            reqwest::Method::PUT,
+            "/files/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "GET, DELETE",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/file/01ARZ3NDEKTSV4RRFFQ69G5FAV.txt",
+            "GET, HEAD",
+        ),
+        (trace.clone(), "/upload/some/dir", "POST"),
+        (reqwest::Method::PUT, "/tus/", "POST, OPTIONS"),
+        (
+            trace.clone(),
+            "/tus/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "HEAD, GET, PATCH, DELETE, POST, OPTIONS",
+        ),
+    ] {
+        let res = s
+            .client
+            .request(method.clone(), s.url(path))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(
+            res.headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_string()),
+            Some(allow.to_string()),
+            "{method} {path}"
+        );
+        if path.starts_with("/tus") {
+            assert_eq!(res.headers()["tus-resumable"], "1.0.0");
+        }
+        let body: Value = res.json().unwrap();
+        assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED", "{method} {path}");
+    }
+    // Every method a path serves is in its Allow: the document and the router agree.
+    let doc = document(&s);
+    let res = s
+        .client
+        .request(trace, s.url("/access-rights"))
+        .send()
+        .unwrap();
+    let allow = res.headers()["allow"].to_str().unwrap().to_string();
+    for m in METHODS {
+        let documented = doc["paths"]["/access-rights"].get(*m).is_some();
+        assert_eq!(
+            allow.split(", ").any(|a| a.eq_ignore_ascii_case(m)),
+            documented,
+            "{m} in {allow}"
+        );
+    }
+}

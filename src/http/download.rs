@@ -80,7 +80,7 @@ fn http_date(h: Option<&str>) -> Option<u64> {
 )]
 pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(super::method_not_allowed().await);
+        return Ok(super::method_not_allowed(req).await);
     }
     let name = req.path().strip_prefix("/file/").unwrap_or("");
     if name.is_empty() || name.contains('/') {

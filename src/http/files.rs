@@ -58,6 +58,7 @@ pub async fn list(
 #[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// `foir`: exactly Foir's File (`url` the absolute URL, Hypi's path as `urlPath`).
+    #[param(pattern = "^(hypi|foir)$")]
     shape: Option<String>,
 }
 

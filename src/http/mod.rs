@@ -29,6 +29,7 @@ pub mod views;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::service::Service;
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::Arc;
 
@@ -56,7 +57,10 @@ impl AppState {
     request_body(content = openapi::AnyJson, description = "One GraphQL request: `{query, variables, operationName}`"),
     security((), ("bearer" = [], "hypiDomain" = [])),
     responses(
-        (status = 200, description = "The GraphQL response (errors inside it)", body = openapi::AnyJson),
+        (status = 200, description = "The GraphQL response (errors inside it)", content(
+            (openapi::AnyJson = "application/graphql-response+json"),
+            (openapi::AnyJson = "application/json"),
+        )),
         (status = 400, description = "Not a GraphQL request, or a multipart one"),
         (status = 401, description = "Bad token"),
     ),
@@ -116,8 +120,40 @@ async fn not_found() -> Result<HttpResponse> {
     Err(Error::NotFound("no such route".into()))
 }
 
-pub(crate) async fn method_not_allowed() -> HttpResponse {
-    actix_web::ResponseError::error_response(&Error::method_not_allowed())
+/// 405 for a known path asked with a method it does not serve, with `Allow` naming the ones it
+/// does (RFC 9110 section 15.5.6), from [`ROUTES`].
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    with_allow(
+        &req,
+        actix_web::ResponseError::error_response(&Error::method_not_allowed()),
+    )
+}
+
+/// Adds `Allow` to a 405 answer of `req`'s route: the methods [`ROUTES`] lists for its path.
+pub(crate) fn with_allow(req: &HttpRequest, mut res: HttpResponse) -> HttpResponse {
+    let path = route_path(req.match_pattern().as_deref().unwrap_or(req.path()));
+    let methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(_, p)| *p == path)
+        .map(|(m, _)| *m)
+        .collect();
+    if let Ok(allow) = header::HeaderValue::from_str(&methods.join(", ")) {
+        if !methods.is_empty() {
+            res.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
+    res
+}
+
+/// An actix route pattern in [`ROUTES`]' (OpenAPI's) spelling.
+fn route_path(actix: &str) -> String {
+    match actix.trim_end_matches('/') {
+        // The download scope reads the name itself (download.rs).
+        p if p == "/file" || p.starts_with("/file/") => "/file/{name}".into(),
+        "/upload/{tail:.*}" => "/upload/{directory}".into(),
+        "/dirs/{tail:.*}" => "/dirs/{path}".into(),
+        p => p.to_string(),
+    }
 }
 
 /// A JSON body that could not be read: too large (413), too slow (408) or malformed (400).
@@ -216,10 +252,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(openapi::openapi_json))
                 .default_service(web::to(method_not_allowed)),
         )
-        .route("/health", web::get().to(health::live))
+        .service(
+            web::resource("/health")
+                .route(web::get().to(health::live))
+                .default_service(web::to(method_not_allowed)),
+        )
         .app_data(web::Data::new(health::ReadyCache::default()))
-        .route("/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(metrics::scrape))
+        .service(
+            web::resource("/ready")
+                .route(web::get().to(health::ready))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics::scrape))
+                .default_service(web::to(method_not_allowed)),
+        )
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql))
@@ -406,6 +454,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use super::ROUTES;
+    // `route_path` is how a registered pattern is spelled in ROUTES.
     use std::collections::BTreeSet;
 
     /// The (method, path) pairs `configure` registers, read from its source: a route added
@@ -464,16 +513,6 @@ mod tests {
         out
     }
 
-    /// An actix pattern in OpenAPI's spelling, as ROUTES writes it.
-    fn openapi_path(actix: &str) -> String {
-        match actix.trim_end_matches('/') {
-            "/file" => "/file/{name}".into(),
-            "/upload/{tail:.*}" => "/upload/{directory}".into(),
-            "/dirs/{tail:.*}" => "/dirs/{path}".into(),
-            p => p.to_string(),
-        }
-    }
-
     #[test]
     fn routes_list_matches_the_router() {
         let listed: BTreeSet<(String, String)> = ROUTES
@@ -485,7 +524,7 @@ mod tests {
         assert!(found.len() > 40, "the scan found too few routes: {found:?}");
         let router: BTreeSet<(String, String)> = found
             .iter()
-            .map(|(m, p)| (m.clone(), openapi_path(p)))
+            .map(|(m, p)| (m.clone(), super::route_path(p)))
             .collect();
         let unlisted: Vec<_> = router.difference(&listed).collect();
         assert!(unlisted.is_empty(), "routes missing from ROUTES: {unlisted:?}");

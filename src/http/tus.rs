@@ -543,11 +543,11 @@ pub async fn overridden(
     match method.as_deref() {
         Some("PATCH") => answer(patch_upload(&req, &state, &id, payload).await),
         Some("DELETE") => delete(req, state, id).await,
-        _ => not_allowed().await,
+        _ => not_allowed(req).await,
     }
 }
 
 /// Any other method on a tus route: 405, with `Tus-Resumable`.
-pub async fn not_allowed() -> HttpResponse {
-    answer(Err(Error::method_not_allowed()))
+pub async fn not_allowed(req: HttpRequest) -> HttpResponse {
+    super::with_allow(&req, answer(Err(Error::method_not_allowed())))
 }
