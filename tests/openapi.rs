@@ -110,7 +110,7 @@ fn every_error_response_has_a_body_schema_and_security_is_declared() {
         );
     }
     assert!(doc["paths"]["/files"]["get"].get("security").is_none());
-    assert!(doc["security"].as_array().unwrap().len() >= 1);
+    assert!(!doc["security"].as_array().unwrap().is_empty());
 }
 
 /// A required property of a schema (following `$ref` and `allOf`).
@@ -140,7 +140,10 @@ fn documented_shapes_match_real_answers() {
     // The upload's answer: a map of stored name -> File.
     let file_schema = &doc["components"]["schemas"]["File"];
     for k in required(&doc, file_schema) {
-        assert!(record.get(&k).is_some(), "upload answer lacks {k}: {record}");
+        assert!(
+            record.get(&k).is_some(),
+            "upload answer lacks {k}: {record}"
+        );
     }
     // GET /files/{id}: Hypi's fields and Foir's.
     let got: Value = s.get(&format!("/files/{id}"), Some(&token)).json().unwrap();
@@ -179,7 +182,11 @@ fn the_document_is_public_fixed_and_read_only() {
         .unwrap();
     assert_eq!(first, again, "the document is built once");
     // Other methods are refused with the JSON error shape, not a 500.
-    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
         let res = s
             .client
             .request(method.clone(), s.url("/openapi.json"))
@@ -243,7 +250,10 @@ fn a_method_a_path_does_not_serve_is_405_with_allow() {
             assert_eq!(res.headers()["tus-resumable"], "1.0.0");
         }
         let body: Value = res.json().unwrap();
-        assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED", "{method} {path}");
+        assert_eq!(
+            body["error"]["code"], "METHOD_NOT_ALLOWED",
+            "{method} {path}"
+        );
     }
     // Every method a path serves is in its Allow: the document and the router agree.
     let doc = document(&s);
@@ -279,7 +289,10 @@ fn schemathesis_finds_nothing_against_a_live_server() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "scripts/openapi-check failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "scripts/openapi-check failed:\n{text}"
+    );
     // Every operation was exercised, not a filtered subset.
     let ops = depot::http::ROUTES.len();
     assert!(

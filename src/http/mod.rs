@@ -468,7 +468,11 @@ mod tests {
             .unwrap_or("");
         let mut out = BTreeSet::new();
         let quoted = |s: &str| -> Vec<String> {
-            s.split('"').skip(1).step_by(2).map(str::to_string).collect()
+            s.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
         };
         // Each registration starts at `web::resource(`, `web::scope(` or `.route("`.
         let mut rest = body;
@@ -527,8 +531,14 @@ mod tests {
             .map(|(m, p)| (m.clone(), super::route_path(p)))
             .collect();
         let unlisted: Vec<_> = router.difference(&listed).collect();
-        assert!(unlisted.is_empty(), "routes missing from ROUTES: {unlisted:?}");
+        assert!(
+            unlisted.is_empty(),
+            "routes missing from ROUTES: {unlisted:?}"
+        );
         let stale: Vec<_> = listed.difference(&router).collect();
-        assert!(stale.is_empty(), "ROUTES entries the router lacks: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "ROUTES entries the router lacks: {stale:?}"
+        );
     }
 }

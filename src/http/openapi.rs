@@ -206,8 +206,8 @@ pub struct FoirFile {
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum FileRecordView {
-    Hypi(FileDetail),
-    Foir(FoirFile),
+    Hypi(Box<FileDetail>),
+    Foir(Box<FoirFile>),
 }
 
 /// An edge of a page.
@@ -326,7 +326,7 @@ pub struct AccessRightInput {
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum AccessRightsInput {
-    One(AccessRightInput),
+    One(Box<AccessRightInput>),
     Many(Vec<AccessRightInput>),
 }
 
@@ -335,7 +335,7 @@ pub enum AccessRightsInput {
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum AccessRightsCreated {
-    One(AccessRight),
+    One(Box<AccessRight>),
     Many(Vec<AccessRight>),
 }
 
@@ -536,13 +536,12 @@ impl Modify for ErrorBodies {
                 // method and path instead, which are unique by construction.
                 op.operation_id = Some(operation_id(method, path));
                 for (status, description) in COMMON_ERRORS {
-                    let key = status.to_string();
-                    if !op.responses.responses.contains_key(&key) {
-                        op.responses.responses.insert(
-                            key,
-                            RefOr::T(ResponseBuilder::new().description(*description).build()),
-                        );
-                    }
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            RefOr::T(ResponseBuilder::new().description(*description).build())
+                        });
                 }
                 for (status, response) in op.responses.responses.iter_mut() {
                     let RefOr::T(response) = response else {
