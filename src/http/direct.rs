@@ -238,8 +238,7 @@ async fn receive_put(
     put, path = "/uploads/put/{instance}/{id}", tag = "presigned uploads",
     params(("instance" = String, Path, description = "The instance id"),
         ("id" = String, Path, description = "The session id"),
-        ("expires" = u64, Query, description = "Expiry, Unix seconds (signed)"),
-        ("sig" = String, Query, description = "The URL's signature"),),
+        super::openapi::Signature,),
     request_body(content = super::openapi::Bytes, content_type = "application/octet-stream", description = "The bytes; Content-Type and length as declared"),
     security(()),
     responses(
@@ -274,8 +273,7 @@ pub async fn put_upload(
     put, path = "/temp-files/{instance}/{id}/upload", tag = "temp files",
     params(("instance" = String, Path, description = "The instance id"),
         ("id" = String, Path, description = "The session id"),
-        ("expires" = u64, Query, description = "Expiry, Unix seconds (signed)"),
-        ("sig" = String, Query, description = "The URL's signature"),),
+        super::openapi::Signature,),
     request_body(content = super::openapi::Bytes, content_type = "application/octet-stream"),
     security(()),
     responses(
@@ -323,8 +321,7 @@ fn stored(s: &UploadSession) -> HttpResponse {
     get, path = "/temp-files/{instance}/{id}", tag = "temp files",
     params(("instance" = String, Path, description = "The instance id"),
         ("id" = String, Path, description = "The session id"),
-        ("expires" = u64, Query, description = "Expiry, Unix seconds (signed)"),
-        ("sig" = String, Query, description = "The URL's signature"), ("Range" = Option<String>, Header)),
+        super::openapi::Signature, ("Range" = Option<String>, Header)),
     security(()),
     responses(
         (status = 200, description = "The temp file's bytes", content_type = "*/*", body = super::openapi::Bytes),
@@ -433,8 +430,7 @@ pub async fn delete_link(
     get, path = "/links/{instance}/{id}", tag = "links",
     params(("instance" = String, Path, description = "The instance id"),
         ("id" = String, Path, description = "The session id"),
-        ("expires" = u64, Query, description = "Expiry, Unix seconds (signed)"),
-        ("sig" = String, Query, description = "The URL's signature"), ("Range" = Option<String>, Header)),
+        super::openapi::Signature, ("Range" = Option<String>, Header)),
     security(()),
     responses(
         (status = 200, description = "The linked file's bytes", content_type = "*/*", body = super::openapi::Bytes),

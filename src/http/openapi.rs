@@ -500,6 +500,50 @@ pub struct AssetForm {
 #[allow(dead_code)]
 pub struct AnyJson(());
 
+/// The signature of a signed URL: its query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct Signature {
+    /// Expiry, Unix seconds (signed).
+    expires: u64,
+    /// The URL's signature.
+    sig: String,
+}
+
+/// The errors of the signed multipart URLs: S3's XML (`<Error><Code>..`), each status with the
+/// S3 codes it carries (temp_multipart.rs `s3_code`).
+pub struct S3Errors;
+
+impl utoipa::IntoResponses for S3Errors {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        const S3: &[(u16, &str)] = &[
+            (
+                400,
+                "MalformedXML, InvalidPart, EntityTooLarge, InvalidRequest, ...",
+            ),
+            (403, "SignatureDoesNotMatch"),
+            (404, "NoSuchUpload"),
+            (409, "OperationAborted"),
+            (500, "InternalError"),
+            (503, "SlowDown, ServiceUnavailable"),
+            (507, "InsufficientStorage"),
+        ];
+        S3.iter()
+            .map(|(status, codes)| {
+                let xml = ContentBuilder::new()
+                    .schema(Some(<String as utoipa::PartialSchema>::schema()))
+                    .build();
+                let response = ResponseBuilder::new()
+                    .description(format!("S3's error XML ({codes})"))
+                    .content("application/xml", xml)
+                    .build();
+                (status.to_string(), RefOr::T(response))
+            })
+            .collect()
+    }
+}
+
 /// Fills in what every operation shares: the error body on every error response without
 /// content, the [`COMMON_ERRORS`], and the security schemes.
 pub struct ErrorBodies;
@@ -644,7 +688,7 @@ pub mod aliases {
         head, path = "/temp-files/{instance}/{id}", tag = "temp files",
         params(
             ("instance" = String, Path), ("id" = String, Path),
-            ("expires" = u64, Query), ("sig" = String, Query),
+            Signature,
         ),
         security(()),
         responses(
@@ -663,7 +707,7 @@ pub mod aliases {
         head, path = "/links/{instance}/{id}", tag = "links",
         params(
             ("instance" = String, Path), ("id" = String, Path),
-            ("expires" = u64, Query), ("sig" = String, Query),
+            Signature,
         ),
         security(()),
         responses(

@@ -84,18 +84,12 @@ fn urls_json(u: &MultipartUrls) -> Value {
 #[utoipa::path(
     put, path = "/temp-files/{instance}/{id}/parts/{number}", tag = "temp files",
     params(("instance" = String, Path), ("id" = String, Path), ("number" = u32, Path, description = "The part number, from 1"),
-        ("expires" = u64, Query), ("sig" = String, Query)),
+        super::openapi::Signature),
     request_body(content = super::openapi::Bytes, content_type = "application/octet-stream"),
     security(()),
     responses(
         (status = 200, description = "Stored: ETag (MD5) and x-amz-checksum-sha256 headers"),
-        (status = 400, description = "S3's error XML (EntityTooLarge, InvalidRequest, ...)", content_type = "application/xml", body = String),
-        (status = 403, description = "S3's error XML (SignatureDoesNotMatch)", content_type = "application/xml", body = String),
-        (status = 404, description = "S3's error XML (NoSuchUpload)", content_type = "application/xml", body = String),
-        (status = 409, description = "S3's error XML (OperationAborted)", content_type = "application/xml", body = String),
-        (status = 500, description = "S3's error XML (InternalError)", content_type = "application/xml", body = String),
-        (status = 503, description = "S3's error XML (SlowDown, ServiceUnavailable)", content_type = "application/xml", body = String),
-        (status = 507, description = "S3's error XML (InsufficientStorage)", content_type = "application/xml", body = String),
+        super::openapi::S3Errors,
     ),
 )]
 pub async fn put_part(
@@ -154,19 +148,12 @@ async fn receive_part(
     post, path = "/temp-files/{instance}/{id}/complete", tag = "temp files",
     params(("instance" = String, Path, description = "The instance id"),
         ("id" = String, Path, description = "The session id"),
-        ("expires" = u64, Query, description = "Expiry, Unix seconds (signed)"),
-        ("sig" = String, Query, description = "The URL's signature"),),
+        super::openapi::Signature,),
     request_body(content = String, content_type = "application/xml", description = "S3's `<CompleteMultipartUpload>` with its `<Part>`s"),
     security(()),
     responses(
         (status = 200, description = "S3's `<CompleteMultipartUploadResult>`", content_type = "application/xml", body = String),
-        (status = 400, description = "S3's error XML (MalformedXML, InvalidPart, ...)", content_type = "application/xml", body = String),
-        (status = 403, description = "S3's error XML (SignatureDoesNotMatch)", content_type = "application/xml", body = String),
-        (status = 404, description = "S3's error XML (NoSuchUpload)", content_type = "application/xml", body = String),
-        (status = 409, description = "S3's error XML (OperationAborted)", content_type = "application/xml", body = String),
-        (status = 500, description = "S3's error XML (InternalError)", content_type = "application/xml", body = String),
-        (status = 503, description = "S3's error XML (SlowDown, ServiceUnavailable)", content_type = "application/xml", body = String),
-        (status = 507, description = "S3's error XML (InsufficientStorage)", content_type = "application/xml", body = String),
+        super::openapi::S3Errors,
     ),
 )]
 pub async fn complete(
