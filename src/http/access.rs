@@ -19,6 +19,18 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 /// Creates one grant (object body) or several (array body).
+#[utoipa::path(
+    post, path = "/access-rights", tag = "access",
+    request_body = super::openapi::AccessRightsInput,
+    responses(
+        (status = 201, description = "The grant (object body) or grants (array body)", body = super::openapi::AccessRightsCreated),
+        (status = 400, description = "Bad body"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not the owner or an admin"),
+        (status = 404, description = "No such file"),
+        (status = 409, description = "Too many grants, or the id is taken"),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -39,13 +51,25 @@ pub async fn create(
 }
 
 /// Query of a grant listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RightsQuery {
     resource: String,
 }
 
 /// Grants on one resource.
+#[utoipa::path(
+    get, path = "/access-rights", tag = "access",
+    params(RightsQuery),
+    responses(
+        (status = 200, description = "Grants on the resource", body = Vec<super::openapi::AccessRight>),
+        (status = 400, description = "Bad query"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such resource"),
+    ),
+)]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -58,6 +82,16 @@ pub async fn list(
 }
 
 /// Revokes a grant.
+#[utoipa::path(
+    delete, path = "/access-rights/{id}", tag = "access",
+    params(("id" = String, Path, description = "The grant's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such grant"),
+    ),
+)]
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -73,13 +107,25 @@ pub async fn delete(
 }
 
 /// Body of `PUT /instances/{domain}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceSettings {
     anonymous_requests: bool,
 }
 
 /// Changes an instance's settings (admins of that instance).
+#[utoipa::path(
+    put, path = "/instances/{domain}", tag = "access",
+    params(("domain" = String, Path, description = "The instance's domain")),
+    request_body = InstanceSettings,
+    responses(
+        (status = 200, description = "The instance's settings", body = super::openapi::Instance),
+        (status = 400, description = "Bad body"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "No such instance"),
+    ),
+)]
 pub async fn put_instance(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -97,6 +143,16 @@ pub async fn put_instance(
 }
 
 /// An instance's settings (members of that instance).
+#[utoipa::path(
+    get, path = "/instances/{domain}", tag = "access",
+    params(("domain" = String, Path, description = "The instance's domain")),
+    responses(
+        (status = 200, description = "The instance's settings", body = super::openapi::Instance),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not a member of that instance"),
+        (status = 404, description = "No such instance"),
+    ),
+)]
 pub async fn get_instance(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -24,6 +24,17 @@ use tokio::time::timeout;
 const MAX_FIELD_BYTES: usize = 16 * 1024;
 
 /// `POST /assets`: creates an asset.
+#[utoipa::path(
+    post, path = "/assets", tag = "assets",
+    request_body = super::openapi::AssetCreateInput,
+    responses(
+        (status = 201, description = "The asset (pending with its upload form, or fetched)", body = super::openapi::Asset),
+        (status = 400, description = "Bad body or URL"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 409, description = "Too many open sessions"),
+    ),
+)]
 pub async fn create_asset(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -36,6 +47,16 @@ pub async fn create_asset(
 }
 
 /// `GET /assets/{id}`: an asset the caller may see.
+#[utoipa::path(
+    get, path = "/assets/{id}", tag = "assets",
+    params(("id" = String, Path, description = "The asset's id")),
+    security((), ("bearer" = [], "hypiDomain" = [])),
+    responses(
+        (status = 200, description = "The asset", body = super::openapi::Asset),
+        (status = 401, description = "Bad token"),
+        (status = 404, description = "No such asset, or not visible to the caller"),
+    ),
+)]
 pub async fn get_asset(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -48,6 +69,19 @@ pub async fn get_asset(
 }
 
 /// `POST /assets/{id}/reupload`: new content for an asset (`updateAsset`).
+#[utoipa::path(
+    post, path = "/assets/{id}/reupload", tag = "assets",
+    params(("id" = String, Path, description = "The asset's id")),
+    request_body = super::openapi::AssetUpdateInput,
+    responses(
+        (status = 200, description = "The asset (pending with a new upload form, or fetched)", body = super::openapi::Asset),
+        (status = 400, description = "Bad body or URL"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such asset"),
+        (status = 409, description = "Too many open sessions"),
+    ),
+)]
 pub async fn reupload_asset(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -62,6 +96,19 @@ pub async fn reupload_asset(
 
 /// `PUT /files/{id}/content`: the body (streamed, at most `max_file_size`) becomes the file's
 /// content; the answer is the file's record. Only its owner or an admin may.
+#[utoipa::path(
+    put, path = "/files/{id}/content", tag = "files",
+    params(("id" = String, Path, description = "The file's id")),
+    request_body(content = super::openapi::Bytes, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "The file with its new content", body = super::openapi::File),
+        (status = 400, description = "Bad body"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not the owner or an admin"),
+        (status = 404, description = "No such file"),
+        (status = 409, description = "A directory has no content"),
+    ),
+)]
 pub async fn put_content(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -99,6 +146,19 @@ pub async fn put_content(
 
 /// `POST /assets/upload`: the form's fields are read (bounded) until `file`; the policy is
 /// checked before a byte of the file is read; the file streams into the ingest.
+#[utoipa::path(
+    post, path = "/assets/upload", tag = "assets",
+    request_body(content = super::openapi::AssetForm, content_type = "multipart/form-data", description = "The fields of `upload.requestPostData`, then `file`"),
+    security(()),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "Bad form, no file, or a mismatch with the policy"),
+        (status = 403, description = "Bad signature or policy"),
+        (status = 404, description = "No such asset upload"),
+        (status = 409, description = "Already uploaded"),
+        (status = 410, description = "The form has expired"),
+    ),
+)]
 pub async fn upload_form(
     req: HttpRequest,
     state: web::Data<AppState>,

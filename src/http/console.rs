@@ -76,12 +76,30 @@ fn enabled(state: &AppState) -> Result<()> {
 }
 
 /// `GET /console`: the page. Without a token in the tab it shows the sign-in form.
+#[utoipa::path(
+    get, path = "/console", tag = "console",
+    security(()),
+    responses(
+        (status = 200, description = "The web console", content_type = "text/html", body = String),
+        (status = 404, description = "The console is off"),
+    ),
+)]
 pub async fn page(state: web::Data<AppState>) -> Result<HttpResponse> {
     enabled(&state)?;
     Ok(embedded::page(CSP, BUNDLE.page.as_str()))
 }
 
 /// `GET /console/assets/{version}/{name}`: one embedded file.
+#[utoipa::path(
+    get, path = "/console/assets/{version}/{name}", tag = "console",
+    params(("version" = String, Path), ("name" = String, Path)),
+    security(()),
+    responses(
+        (status = 200, description = "An embedded file of the console", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such asset, or the console is off"),
+    ),
+)]
 pub async fn asset(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

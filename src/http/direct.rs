@@ -74,17 +74,29 @@ pub fn hypi_and_foir_json(
 }
 
 /// `createFileUpload`'s arguments as a JSON body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUploadBody {
     filename: String,
     mime_type: String,
     size: i64,
     folder: Option<String>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
 /// `POST /uploads/presigned`: `{uploadId, uploadUrl}`.
+#[utoipa::path(
+    post, path = "/uploads/presigned", tag = "presigned uploads",
+    request_body = CreateUploadBody,
+    responses(
+        (status = 200, description = "The upload id and the URL to PUT the bytes to", body = super::openapi::PresignedUpload),
+        (status = 400, description = "Bad body"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 409, description = "Too many open sessions"),
+    ),
+)]
 pub async fn create_upload(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -113,6 +125,18 @@ pub async fn create_upload(
 }
 
 /// `POST /uploads/{id}/confirm`: the File.
+#[utoipa::path(
+    post, path = "/uploads/{id}/confirm", tag = "presigned uploads",
+    params(("id" = String, Path, description = "The upload id")),
+    responses(
+        (status = 200, description = "The File, in Foir's shape", body = super::openapi::FoirFile),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such upload"),
+        (status = 409, description = "The bytes have not arrived yet"),
+        (status = 410, description = "The upload has expired"),
+    ),
+)]
 pub async fn confirm_upload(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -124,6 +148,15 @@ pub async fn confirm_upload(
 }
 
 /// `POST /temp-files`: `{uploadUrl, downloadUrl}`.
+#[utoipa::path(
+    post, path = "/temp-files", tag = "temp files",
+    responses(
+        (status = 200, description = "The signed upload and download URLs", body = super::openapi::TempUrls),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 409, description = "Too many open sessions"),
+    ),
+)]
 pub async fn create_temp(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
     let p = caller(&req, &state)?.require()?.clone();
     let s = state.service.create_temp_file(&p).await?;
@@ -201,6 +234,22 @@ async fn receive_put(
 }
 
 /// `PUT /uploads/put/{instance}/{id}`: a presigned upload's bytes (Foir's `uploadUrl`).
+#[utoipa::path(
+    put, path = "/uploads/put/{instance}/{id}", tag = "presigned uploads",
+    params(("instance" = String, Path, description = "The instance id"),
+        ("id" = String, Path, description = "The session id"),
+        super::openapi::Signature,),
+    request_body(content = super::openapi::Bytes, content_type = "application/octet-stream", description = "The bytes; Content-Type and length as declared"),
+    security(()),
+    responses(
+        (status = 200, description = "Stored (ETag: the SHA-256)", body = super::openapi::StoredPut),
+        (status = 400, description = "Length, type or content do not match the declaration"),
+        (status = 403, description = "Bad signature"),
+        (status = 404, description = "No such upload"),
+        (status = 409, description = "Already uploaded"),
+        (status = 410, description = "The URL has expired"),
+    ),
+)]
 pub async fn put_upload(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -220,6 +269,22 @@ pub async fn put_upload(
 }
 
 /// `PUT /temp-files/{instance}/{id}/upload`: a temp file's bytes (Amplience's `uploadUrl`).
+#[utoipa::path(
+    put, path = "/temp-files/{instance}/{id}/upload", tag = "temp files",
+    params(("instance" = String, Path, description = "The instance id"),
+        ("id" = String, Path, description = "The session id"),
+        super::openapi::Signature,),
+    request_body(content = super::openapi::Bytes, content_type = "application/octet-stream"),
+    security(()),
+    responses(
+        (status = 200, description = "Stored (ETag: the SHA-256)", body = super::openapi::StoredPut),
+        (status = 400, description = "Bad body"),
+        (status = 403, description = "Bad signature"),
+        (status = 404, description = "No such temp file"),
+        (status = 409, description = "Already uploaded"),
+        (status = 410, description = "The URL has expired"),
+    ),
+)]
 pub async fn put_temp(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -252,6 +317,23 @@ fn stored(s: &UploadSession) -> HttpResponse {
 }
 
 /// `GET /temp-files/{instance}/{id}`: a temp file's bytes (Amplience's `downloadUrl`).
+#[utoipa::path(
+    get, path = "/temp-files/{instance}/{id}", tag = "temp files",
+    params(("instance" = String, Path, description = "The instance id"),
+        ("id" = String, Path, description = "The session id"),
+        super::openapi::Signature, ("Range" = Option<String>, Header)),
+    security(()),
+    responses(
+        (status = 200, description = "The temp file's bytes", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 304, description = "Not modified"),
+        (status = 403, description = "Bad signature"),
+        (status = 404, description = "No such temp file (or not uploaded yet)"),
+        (status = 410, description = "The URL has expired"),
+        (status = 412, description = "A precondition failed"),
+        (status = 416, description = "Range not satisfiable"),
+    ),
+)]
 pub async fn get_temp(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -274,7 +356,7 @@ pub async fn get_temp(
 }
 
 /// `expiresIn` of a new link: a duration such as `1h`, `30m`, `90s`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LinkBody {
     expires_in: String,
@@ -296,6 +378,19 @@ fn file_id(raw: &str) -> Result<FileId> {
 }
 
 /// `POST /files/{id}/links` `{"expiresIn":"1h"}`: a signed download link.
+#[utoipa::path(
+    post, path = "/files/{id}/links", tag = "links",
+    params(("id" = String, Path, description = "The file's id")),
+    request_body = LinkBody,
+    responses(
+        (status = 201, description = "The signed link", body = super::openapi::Link),
+        (status = 400, description = "Bad expiresIn"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such file"),
+        (status = 409, description = "Too many links"),
+    ),
+)]
 pub async fn create_link(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -309,6 +404,16 @@ pub async fn create_link(
 }
 
 /// `DELETE /files/{id}/links/{link}`: revokes a link at once.
+#[utoipa::path(
+    delete, path = "/files/{id}/links/{link}", tag = "links",
+    params(("id" = String, Path, description = "The file's id"), ("link" = String, Path, description = "The link's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such file or link"),
+    ),
+)]
 pub async fn delete_link(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -321,6 +426,23 @@ pub async fn delete_link(
 }
 
 /// `GET /links/{instance}/{id}`: the linked file, without a token.
+#[utoipa::path(
+    get, path = "/links/{instance}/{id}", tag = "links",
+    params(("instance" = String, Path, description = "The instance id"),
+        ("id" = String, Path, description = "The session id"),
+        super::openapi::Signature, ("Range" = Option<String>, Header)),
+    security(()),
+    responses(
+        (status = 200, description = "The linked file's bytes", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 304, description = "Not modified"),
+        (status = 403, description = "Bad signature"),
+        (status = 404, description = "No such link or file"),
+        (status = 410, description = "The link has expired"),
+        (status = 412, description = "A precondition failed"),
+        (status = 416, description = "Range not satisfiable"),
+    ),
+)]
 pub async fn get_link(
     req: HttpRequest,
     state: web::Data<AppState>,

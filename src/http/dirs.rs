@@ -23,6 +23,18 @@ fn file_id(raw: &str) -> Result<FileId> {
 }
 
 /// Creates a directory and its missing ancestors: 201, or 200 when it existed.
+#[utoipa::path(
+    post, path = "/dirs/{path}", tag = "directories",
+    params(("path" = String, Path, description = "The directory (slashes allowed)")),
+    responses(
+        (status = 200, description = "It existed", body = super::openapi::File),
+        (status = 201, description = "Created", body = super::openapi::File),
+        (status = 400, description = "Bad path"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 409, description = "A file has that name"),
+    ),
+)]
 pub async fn create(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
@@ -37,7 +49,8 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
 }
 
 /// Query of a directory listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     arcql: Option<String>,
@@ -46,6 +59,18 @@ pub struct ListQuery {
 }
 
 /// The directory, its totals (computed from its subtree) and a page of its entries.
+#[utoipa::path(
+    get, path = "/dirs/{path}", tag = "directories",
+    params(("path" = String, Path, description = "The directory (slashes allowed)"), ListQuery),
+    security((), ("bearer" = [], "hypiDomain" = [])),
+    responses(
+        (status = 200, description = "The directory, totals, a page of entries", body = super::openapi::DirListing),
+        (status = 400, description = "Bad path or query"),
+        (status = 401, description = "Bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such directory"),
+    ),
+)]
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -79,16 +104,32 @@ pub async fn get(
 }
 
 /// Body of a move.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MoveBody {
     directory: Option<String>,
     name: Option<String>,
+    /// `fail` (the default), `rename` or `replace`.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     on_conflict: OnConflict,
 }
 
 /// Moves and/or renames a file or a directory with its subtree.
+#[utoipa::path(
+    post, path = "/files/{id}/move", tag = "directories",
+    params(("id" = String, Path, description = "A file's or directory's id")),
+    request_body = MoveBody,
+    responses(
+        (status = 200, description = "Moved", body = super::openapi::File),
+        (status = 400, description = "Bad body or target"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such file"),
+        (status = 409, description = "The target name is taken"),
+        (status = 422, description = "The subtree is too large to move at once"),
+    ),
+)]
 pub async fn move_entry(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -109,6 +150,16 @@ pub async fn move_entry(
 }
 
 /// Stars a file for the caller.
+#[utoipa::path(
+    put, path = "/files/{id}/star", tag = "directories",
+    params(("id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 200, description = "Starred", body = super::openapi::File),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such file"),
+    ),
+)]
 pub async fn star(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -118,6 +169,16 @@ pub async fn star(
 }
 
 /// Takes the caller's star off a file.
+#[utoipa::path(
+    delete, path = "/files/{id}/star", tag = "directories",
+    params(("id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 200, description = "Unstarred", body = super::openapi::File),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such file"),
+    ),
+)]
 pub async fn unstar(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -48,9 +48,39 @@ fn http_date(h: Option<&str>) -> Option<u64> {
 ///
 /// Mounted as the default service of the `/file` scope and reading the name from the path
 /// itself: a `{name}` route would run a regex on every download.
+#[utoipa::path(
+    get, path = "/file/{name}", tag = "files",
+    params(
+        ("name" = String, Path, description = "`<instanceId>-<fileId>.<ext>` (the upload's `url.path`)"),
+        ("w" = Option<u32>, Query, description = "Transform: width"),
+        ("h" = Option<u32>, Query, description = "Transform: height"),
+        ("fit" = Option<String>, Query, description = "Transform: cover, contain, fill or inside"),
+        ("format" = Option<String>, Query, description = "Transform: jpeg, png, webp or avif"),
+        ("q" = Option<u32>, Query, description = "Transform: quality 1-100"),
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=a-b`"),
+        ("If-None-Match" = Option<String>, Header),
+        ("If-Modified-Since" = Option<String>, Header),
+        ("If-Match" = Option<String>, Header),
+        ("If-Unmodified-Since" = Option<String>, Header),
+        ("If-Range" = Option<String>, Header),
+    ),
+    security((), ("bearer" = [], "hypiDomain" = [])),
+    responses(
+        (status = 200, description = "The bytes (Content-Type is the file's)", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 303, description = "Redirect to the object store (large files, when configured)"),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "A bad transform"),
+        (status = 401, description = "Bad token"),
+        (status = 404, description = "No such file, or not visible to the caller"),
+        (status = 412, description = "A precondition failed"),
+        (status = 416, description = "Range not satisfiable"),
+        (status = 422, description = "The image is too large or does not decode"),
+    ),
+)]
 pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(super::method_not_allowed().await);
+        return Ok(super::method_not_allowed(req).await);
     }
     let name = req.path().strip_prefix("/file/").unwrap_or("");
     if name.is_empty() || name.contains('/') {

@@ -7,7 +7,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 /// Query of a listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     directory: Option<String>,
@@ -20,6 +21,16 @@ fn file_id(raw: &str) -> Result<FileId> {
 }
 
 /// The caller's files, a page at a time.
+#[utoipa::path(
+    get, path = "/files", tag = "files",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the caller's files", body = super::openapi::FilePage),
+        (status = 400, description = "Bad query"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+    ),
+)]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -43,14 +54,27 @@ pub async fn list(
 }
 
 /// Query of `GET /files/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// `foir`: exactly Foir's File (`url` the absolute URL, Hypi's path as `urlPath`).
+    #[param(pattern = "^(hypi|foir)$")]
     shape: Option<String>,
 }
 
 /// One file record, for whoever may read the file (anonymous callers through a grant): Hypi's
 /// fields (with the Image) and Foir's beside them, or Foir's shape with `?shape=foir`.
+#[utoipa::path(
+    get, path = "/files/{id}", tag = "files",
+    params(("id" = String, Path, description = "The file's id"), GetQuery),
+    security((), ("bearer" = [], "hypiDomain" = [])),
+    responses(
+        (status = 200, description = "The file: Hypi's fields with Foir's beside them, or Foir's shape with `shape=foir`", body = super::openapi::FileRecordView),
+        (status = 400, description = "Bad shape"),
+        (status = 401, description = "Bad token"),
+        (status = 404, description = "No such file, or not visible to the caller"),
+    ),
+)]
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -79,6 +103,18 @@ pub async fn get(
 }
 
 /// Deletes a file.
+#[utoipa::path(
+    delete, path = "/files/{id}", tag = "files",
+    params(("id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The root directory cannot be deleted"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such file, or not visible to the caller"),
+        (status = 409, description = "A directory that is not empty"),
+    ),
+)]
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -80,6 +80,14 @@ static BUNDLE: LazyLock<Bundle> = LazyLock::new(|| {
 });
 
 /// Serves the page when enabled; otherwise `GET /graphql` is a method this path does not serve.
+#[utoipa::path(
+    get, path = "/graphql", tag = "graphql",
+    security(()),
+    responses(
+        (status = 200, description = "The GraphiQL page", content_type = "text/html", body = String),
+        (status = 405, description = "GraphiQL is off"),
+    ),
+)]
 pub async fn page(state: web::Data<AppState>) -> Result<HttpResponse> {
     if !state.service.config.graphiql {
         return Err(Error::MethodNotAllowed(
@@ -90,6 +98,16 @@ pub async fn page(state: web::Data<AppState>) -> Result<HttpResponse> {
 }
 
 /// `GET /graphql/assets/{version}/{name}`: one embedded file.
+#[utoipa::path(
+    get, path = "/graphql/assets/{version}/{name}", tag = "graphql",
+    params(("version" = String, Path), ("name" = String, Path)),
+    security(()),
+    responses(
+        (status = 200, description = "An embedded file of the GraphiQL page", content_type = "*/*", body = super::openapi::Bytes),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such asset, or GraphiQL is off"),
+    ),
+)]
 pub async fn asset(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -17,12 +17,25 @@ pub const READY_TTL: Duration = Duration::from_secs(1);
 pub struct ReadyCache(tokio::sync::Mutex<Option<(Instant, Option<String>)>>);
 
 /// `GET /health`: 200 while the process serves requests.
+#[utoipa::path(
+    get, path = "/health", tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process serves requests", body = super::openapi::Health)),
+)]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// `GET /ready`: 200 when a tiny write and delete go through both stores, else 503
 /// `UNAVAILABLE` naming the store (the cause goes to the log, not to the tokenless caller).
+#[utoipa::path(
+    get, path = "/ready", tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Both stores take a write", body = super::openapi::Ready),
+        (status = 503, description = "A store cannot be written (`UNAVAILABLE`)"),
+    ),
+)]
 pub async fn ready(
     state: web::Data<AppState>,
     cache: web::Data<ReadyCache>,

@@ -199,6 +199,15 @@ impl<B: MessageBody> MessageBody for Counted<B> {
 
 /// `GET /metrics` on the main address: only with `Authorization: Bearer <metrics_token>`.
 /// Without a configured token the route does not exist (404); a missing or wrong token is 401.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "Missing or wrong metrics token"),
+        (status = 404, description = "No metrics token is configured: the route does not exist"),
+    ),
+)]
 pub async fn scrape(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
     let Some(token) = state.service.config.metrics_token.as_deref() else {
         return Err(Error::NotFound("no such route".into()));

@@ -16,6 +16,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod multipart;
+pub mod openapi;
 mod quota;
 pub mod range;
 pub mod rate_limit;
@@ -30,6 +31,7 @@ pub mod webhooks;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::service::Service;
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::Arc;
 
@@ -52,6 +54,19 @@ impl AppState {
     }
 }
 
+#[utoipa::path(
+    post, path = "/graphql", tag = "graphql",
+    request_body(content = openapi::AnyJson, description = "One GraphQL request: `{query, variables, operationName}`"),
+    security((), ("bearer" = [], "hypiDomain" = [])),
+    responses(
+        (status = 200, description = "The GraphQL response (errors inside it)", content(
+            (openapi::AnyJson = "application/graphql-response+json"),
+            (openapi::AnyJson = "application/json"),
+        )),
+        (status = 400, description = "Not a GraphQL request, or a multipart one"),
+        (status = 401, description = "Bad token"),
+    ),
+)]
 /// `POST /graphql`: the caller comes from the same headers as REST; a bad token is a 401,
 /// answered before a byte of the body is read. The body is one JSON GraphQL request of at most
 /// `max_body_bytes`; GraphQL multipart (file uploads) is refused: files go through `/upload`,
@@ -107,8 +122,40 @@ async fn not_found() -> Result<HttpResponse> {
     Err(Error::NotFound("no such route".into()))
 }
 
-pub(crate) async fn method_not_allowed() -> HttpResponse {
-    actix_web::ResponseError::error_response(&Error::method_not_allowed())
+/// 405 for a known path asked with a method it does not serve, with `Allow` naming the ones it
+/// does (RFC 9110 section 15.5.6), from [`ROUTES`].
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    with_allow(
+        &req,
+        actix_web::ResponseError::error_response(&Error::method_not_allowed()),
+    )
+}
+
+/// Adds `Allow` to a 405 answer of `req`'s route: the methods [`ROUTES`] lists for its path.
+pub(crate) fn with_allow(req: &HttpRequest, mut res: HttpResponse) -> HttpResponse {
+    let path = route_path(req.match_pattern().as_deref().unwrap_or(req.path()));
+    let methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(_, p)| *p == path)
+        .map(|(m, _)| *m)
+        .collect();
+    if let Ok(allow) = header::HeaderValue::from_str(&methods.join(", ")) {
+        if !methods.is_empty() {
+            res.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
+    res
+}
+
+/// An actix route pattern in [`ROUTES`]' (OpenAPI's) spelling.
+fn route_path(actix: &str) -> String {
+    match actix.trim_end_matches('/') {
+        // The download scope reads the name itself (download.rs).
+        p if p == "/file" || p.starts_with("/file/") => "/file/{name}".into(),
+        "/upload/{tail:.*}" => "/upload/{directory}".into(),
+        "/dirs/{tail:.*}" => "/dirs/{path}".into(),
+        p => p.to_string(),
+    }
 }
 
 /// A JSON body that could not be read: too large (413), too slow (408) or malformed (400).
@@ -122,6 +169,69 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> Error {
         other => Error::BadRequest(format!("invalid JSON body: {other}")),
     }
 }
+
+/// Every (method, path) [`configure`] serves, paths in OpenAPI's spelling (`{tail:.*}` is one
+/// named parameter; `/tus/` and `/console/` are aliases of the paths listed). Each must be an
+/// operation of the OpenAPI document (tests/openapi.rs); a path `configure` registers that is
+/// missing here fails `routes_list_matches_the_router` below. See http/openapi.rs for how to
+/// document a new route.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/openapi.json"),
+    ("GET", "/file/{name}"),
+    ("HEAD", "/file/{name}"),
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("POST", "/graphql"),
+    ("GET", "/graphql"),
+    ("GET", "/graphql/assets/{version}/{name}"),
+    ("GET", "/console"),
+    ("GET", "/console/assets/{version}/{name}"),
+    ("POST", "/upload"),
+    ("POST", "/upload/{directory}"),
+    ("GET", "/files"),
+    ("GET", "/files/{id}"),
+    ("DELETE", "/files/{id}"),
+    ("POST", "/dirs"),
+    ("GET", "/dirs"),
+    ("POST", "/dirs/{path}"),
+    ("GET", "/dirs/{path}"),
+    ("POST", "/files/{id}/move"),
+    ("PUT", "/files/{id}/star"),
+    ("DELETE", "/files/{id}/star"),
+    ("POST", "/access-rights"),
+    ("GET", "/access-rights"),
+    ("DELETE", "/access-rights/{id}"),
+    ("PUT", "/instances/{domain}"),
+    ("GET", "/instances/{domain}"),
+    ("POST", "/uploads/presigned"),
+    ("PUT", "/uploads/put/{instance}/{id}"),
+    ("POST", "/uploads/{id}/confirm"),
+    ("POST", "/temp-files"),
+    ("POST", "/temp-files/multipart"),
+    ("PUT", "/temp-files/{instance}/{id}/parts/{number}"),
+    ("POST", "/temp-files/{instance}/{id}/complete"),
+    ("PUT", "/temp-files/{instance}/{id}/upload"),
+    ("GET", "/temp-files/{instance}/{id}"),
+    ("HEAD", "/temp-files/{instance}/{id}"),
+    ("POST", "/files/{id}/links"),
+    ("DELETE", "/files/{id}/links/{link}"),
+    ("GET", "/links/{instance}/{id}"),
+    ("HEAD", "/links/{instance}/{id}"),
+    ("POST", "/assets"),
+    ("POST", "/assets/upload"),
+    ("GET", "/assets/{id}"),
+    ("POST", "/assets/{id}/reupload"),
+    ("PUT", "/files/{id}/content"),
+    ("POST", "/tus"),
+    ("OPTIONS", "/tus"),
+    ("HEAD", "/tus/{id}"),
+    ("GET", "/tus/{id}"),
+    ("PATCH", "/tus/{id}"),
+    ("DELETE", "/tus/{id}"),
+    ("POST", "/tus/{id}"),
+    ("OPTIONS", "/tus/{id}"),
+];
 
 /// Registers every route, and JSON errors for bodies, queries and paths that do not parse.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -139,10 +249,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(path_cfg)
         // Downloads first: routes are tried in order, and this is the hot path.
         .service(web::scope("/file").default_service(web::to(download::download)))
-        .route("/health", web::get().to(health::live))
+        .service(
+            web::resource("/openapi.json")
+                .route(web::get().to(openapi::openapi_json))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/health")
+                .route(web::get().to(health::live))
+                .default_service(web::to(method_not_allowed)),
+        )
         .app_data(web::Data::new(health::ReadyCache::default()))
-        .route("/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(metrics::scrape))
+        .service(
+            web::resource("/ready")
+                .route(web::get().to(health::ready))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics::scrape))
+                .default_service(web::to(method_not_allowed)),
+        )
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql))
@@ -342,4 +469,96 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(tus::not_allowed)),
         )
         .default_service(web::to(not_found));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROUTES;
+    // `route_path` is how a registered pattern is spelled in ROUTES.
+    use std::collections::BTreeSet;
+
+    /// The (method, path) pairs `configure` registers, read from its source: a route added
+    /// there but not to [`ROUTES`] (and so, by tests/openapi.rs, not documented) fails here.
+    fn registered() -> BTreeSet<(String, String)> {
+        let src = include_str!("mod.rs");
+        let body = src
+            .split("pub fn configure(")
+            .nth(1)
+            .and_then(|b| b.split("\n}\n").next())
+            .unwrap_or("");
+        let mut out = BTreeSet::new();
+        let quoted = |s: &str| -> Vec<String> {
+            s.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        // Each registration starts at `web::resource(`, `web::scope(` or `.route("`.
+        let mut rest = body;
+        while let Some(at) = ["web::resource(", "web::scope(", ".route(\""]
+            .iter()
+            .filter_map(|k| rest.find(k).map(|i| (i, *k)))
+            .min()
+        {
+            let (i, key) = at;
+            let after = &rest[i + key.len()..];
+            let next = ["web::resource(", "web::scope(", ".route(\""]
+                .iter()
+                .filter_map(|k| after.find(k))
+                .min()
+                .unwrap_or(after.len());
+            let chunk = &after[..next];
+            let head = chunk.split(')').next().unwrap_or("");
+            let paths: Vec<String> = if key == ".route(\"" {
+                vec![chunk.split('"').next().unwrap_or("").to_string()]
+            } else {
+                quoted(head)
+            };
+            let mut methods: Vec<String> = ["get", "post", "put", "delete", "patch", "head"]
+                .iter()
+                .filter(|m| chunk.contains(&format!("web::{m}()")))
+                .map(|m| m.to_uppercase())
+                .collect();
+            if chunk.contains("Method::OPTIONS") {
+                methods.push("OPTIONS".into());
+            }
+            if key == "web::scope(" {
+                // The download scope serves GET and HEAD of any name under it.
+                methods = vec!["GET".into(), "HEAD".into()];
+            }
+            for p in paths {
+                for m in &methods {
+                    out.insert((m.clone(), p.clone()));
+                }
+            }
+            rest = &after[next..];
+        }
+        out
+    }
+
+    #[test]
+    fn routes_list_matches_the_router() {
+        let listed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(listed.len(), ROUTES.len(), "ROUTES lists a pair twice");
+        let found = registered();
+        assert!(found.len() > 40, "the scan found too few routes: {found:?}");
+        let router: BTreeSet<(String, String)> = found
+            .iter()
+            .map(|(m, p)| (m.clone(), super::route_path(p)))
+            .collect();
+        let unlisted: Vec<_> = router.difference(&listed).collect();
+        assert!(
+            unlisted.is_empty(),
+            "routes missing from ROUTES: {unlisted:?}"
+        );
+        let stale: Vec<_> = listed.difference(&router).collect();
+        assert!(
+            stale.is_empty(),
+            "ROUTES entries the router lacks: {stale:?}"
+        );
+    }
 }

@@ -34,7 +34,7 @@ const XML_BASE: usize = 4096;
 const XML_DEPTH: usize = 3;
 
 /// `createTempFileMultipartUploadUrl`'s input as a JSON body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// The file's size in bytes (Amplience's `filesize`; `fileSize` is accepted too).
@@ -43,6 +43,17 @@ pub struct CreateBody {
 }
 
 /// `POST /temp-files/multipart`: the part URLs, complete URL and download URL.
+#[utoipa::path(
+    post, path = "/temp-files/multipart", tag = "temp files",
+    request_body = CreateBody,
+    responses(
+        (status = 200, description = "Signed part URLs, complete URL, download URL", body = super::openapi::MultipartUrls),
+        (status = 400, description = "Bad size"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 409, description = "Too many open sessions"),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -70,6 +81,17 @@ fn urls_json(u: &MultipartUrls) -> Value {
 }
 
 /// `PUT /temp-files/{instance}/{id}/parts/{n}`: one part's bytes, answered as S3's UploadPart.
+#[utoipa::path(
+    put, path = "/temp-files/{instance}/{id}/parts/{number}", tag = "temp files",
+    params(("instance" = String, Path), ("id" = String, Path), ("number" = u32, Path, description = "The part number, from 1"),
+        super::openapi::Signature),
+    request_body(content = super::openapi::Bytes, content_type = "application/octet-stream"),
+    security(()),
+    responses(
+        (status = 200, description = "Stored: ETag (MD5) and x-amz-checksum-sha256 headers"),
+        super::openapi::S3Errors,
+    ),
+)]
 pub async fn put_part(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -122,6 +144,18 @@ async fn receive_part(
 }
 
 /// `POST /temp-files/{instance}/{id}/complete`: S3's CompleteMultipartUpload.
+#[utoipa::path(
+    post, path = "/temp-files/{instance}/{id}/complete", tag = "temp files",
+    params(("instance" = String, Path, description = "The instance id"),
+        ("id" = String, Path, description = "The session id"),
+        super::openapi::Signature,),
+    request_body(content = String, content_type = "application/xml", description = "S3's `<CompleteMultipartUpload>` with its `<Part>`s"),
+    security(()),
+    responses(
+        (status = 200, description = "S3's `<CompleteMultipartUploadResult>`", content_type = "application/xml", body = String),
+        super::openapi::S3Errors,
+    ),
+)]
 pub async fn complete(
     req: HttpRequest,
     state: web::Data<AppState>,

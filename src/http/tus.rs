@@ -163,6 +163,11 @@ fn upload_headers(b: &mut HttpResponseBuilder, u: &TusUpload, with_meta: bool) {
 }
 
 /// `OPTIONS /tus/...`: what this server speaks. No token needed (tus clients probe first).
+#[utoipa::path(
+    options, path = "/tus", tag = "tus",
+    security(()),
+    responses((status = 204, description = "Tus-Version, Tus-Extension, Tus-Max-Size headers")),
+)]
 pub async fn options(state: web::Data<AppState>) -> HttpResponse {
     answer(Ok(HttpResponse::NoContent()
         .insert_header(("Tus-Version", TUS_VERSION))
@@ -210,6 +215,24 @@ fn concat(h: &HeaderMap) -> Result<Concat> {
 
 /// `POST /tus/`: creates an upload (with its first bytes when the body is an upload stream);
 /// 201 with `Location`.
+#[utoipa::path(
+    post, path = "/tus", tag = "tus",
+    params(("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Length" = Option<u64>, Header), ("Upload-Defer-Length" = Option<String>, Header),
+        ("Upload-Metadata" = Option<String>, Header), ("Upload-Concat" = Option<String>, Header),
+        ("Upload-Checksum" = Option<String>, Header)),
+    request_body(content = super::openapi::Bytes, content_type = "application/offset+octet-stream", description = "Optional first bytes (creation-with-upload)"),
+    responses(
+        (status = 201, description = "Created; Location is the upload's URL, Upload-Offset what arrived"),
+        (status = 400, description = "Bad tus headers"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 412, description = "Tus-Resumable missing or not 1.0.0"),
+        (status = 409, description = "Too many uploads in flight"),
+        (status = 415, description = "A body that is not application/offset+octet-stream"),
+        (status = 460, description = "Checksum mismatch"),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -326,6 +349,19 @@ async fn receive(
 }
 
 /// `HEAD /tus/<id>`: the offset (and length, metadata, expiry); never cached.
+#[utoipa::path(
+    head, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, description = "`1.0.0`")),
+    responses(
+        (status = 200, description = "Upload-Offset, Upload-Length, Upload-Metadata headers"),
+        (status = 400, description = "Bad tus headers"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 412, description = "Tus-Resumable missing or not 1.0.0"),
+        (status = 404, description = "No such upload"),
+        (status = 410, description = "The upload has expired"),
+    ),
+)]
 pub async fn head(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -345,6 +381,20 @@ pub async fn head(
 }
 
 /// `GET /tus/<id>`: the File a complete upload became (Hypi's shape); 409 before.
+#[utoipa::path(
+    get, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, description = "`1.0.0`")),
+    responses(
+        (status = 200, description = "The File the complete upload became", body = super::openapi::File),
+        (status = 409, description = "Not complete yet"),
+        (status = 400, description = "Bad tus headers"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 412, description = "Tus-Resumable missing or not 1.0.0"),
+        (status = 404, description = "No such upload"),
+        (status = 410, description = "The upload has expired"),
+    ),
+)]
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -378,6 +428,23 @@ pub async fn get(
 
 /// `PATCH /tus/<id>`: appends the body at `Upload-Offset`; 204 with the new offset (and, when
 /// it was the last byte, the File's id and path).
+#[utoipa::path(
+    patch, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, description = "`1.0.0`"), ("Upload-Offset" = u64, Header), ("Upload-Length" = Option<u64>, Header), ("Upload-Checksum" = Option<String>, Header)),
+    request_body(content = super::openapi::Bytes, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Appended; Upload-Offset is the new offset"),
+        (status = 400, description = "Bad tus headers"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 412, description = "Tus-Resumable missing or not 1.0.0"),
+        (status = 404, description = "No such upload"),
+        (status = 409, description = "Upload-Offset is not the upload's offset"),
+        (status = 410, description = "The upload has expired"),
+        (status = 415, description = "Not application/offset+octet-stream"),
+        (status = 460, description = "Checksum mismatch"),
+    ),
+)]
 pub async fn patch(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -414,6 +481,19 @@ async fn patch_upload(
 }
 
 /// `DELETE /tus/<id>` (termination): 204; the upload is gone (404) from then on.
+#[utoipa::path(
+    delete, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, description = "`1.0.0`")),
+    responses(
+        (status = 204, description = "Terminated"),
+        (status = 400, description = "Bad tus headers"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 412, description = "Tus-Resumable missing or not 1.0.0"),
+        (status = 404, description = "No such upload"),
+        (status = 410, description = "The upload has expired"),
+    ),
+)]
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -431,6 +511,24 @@ pub async fn delete(
 
 /// `POST /tus/<id>` with `X-HTTP-Method-Override: PATCH` or `DELETE`, for clients behind
 /// proxies that drop those methods (tus-js-client's `overridePatchMethod`).
+#[utoipa::path(
+    post, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, description = "`1.0.0`"), ("X-HTTP-Method-Override" = String, Header, description = "`PATCH` or `DELETE`"), ("Upload-Offset" = Option<u64>, Header)),
+    request_body(content = super::openapi::Bytes, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Appended; Upload-Offset is the new offset"),
+        (status = 400, description = "Bad tus headers"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not allowed"),
+        (status = 412, description = "Tus-Resumable missing or not 1.0.0"),
+        (status = 404, description = "No such upload"),
+        (status = 409, description = "Upload-Offset is not the upload's offset"),
+        (status = 410, description = "The upload has expired"),
+        (status = 415, description = "Not application/offset+octet-stream"),
+        (status = 460, description = "Checksum mismatch"),
+        (status = 405, description = "No or another override"),
+    ),
+)]
 pub async fn overridden(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -445,11 +543,11 @@ pub async fn overridden(
     match method.as_deref() {
         Some("PATCH") => answer(patch_upload(&req, &state, &id, payload).await),
         Some("DELETE") => delete(req, state, id).await,
-        _ => not_allowed().await,
+        _ => not_allowed(req).await,
     }
 }
 
 /// Any other method on a tus route: 405, with `Tus-Resumable`.
-pub async fn not_allowed() -> HttpResponse {
-    answer(Err(Error::method_not_allowed()))
+pub async fn not_allowed(req: HttpRequest) -> HttpResponse {
+    super::with_allow(&req, answer(Err(Error::method_not_allowed())))
 }

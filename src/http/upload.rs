@@ -17,6 +17,16 @@ const MAX_FIELD_BYTES: usize = 64 * 1024;
 
 /// Handles an upload. The caller is authenticated and given an upload slot before any of the
 /// body is read; the body's size, stall and rate bounds come from the guard in limits.rs.
+#[utoipa::path(
+    post, path = "/upload", tag = "files",
+    request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The stored files, keyed by stored name", body = super::openapi::Uploaded),
+        (status = 400, description = "Not a multipart form, no file, or a bad directory"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "The token may not write to this instance"),
+    ),
+)]
 pub async fn upload(
     req: HttpRequest,
     state: web::Data<AppState>,
