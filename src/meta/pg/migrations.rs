@@ -176,6 +176,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, seq);
 CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook, seq) WHERE pending;
+-- The log to trim, apart from a backlog of pending deliveries.
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (webhook, seq) WHERE NOT pending;
 "#;
 
 /// Usage counters and quota limits (issue 15): totals per account (the empty account is the

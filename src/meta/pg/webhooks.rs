@@ -130,10 +130,13 @@ impl WebhookStore for PgMeta {
             // never claimed: the join leaves them out.
             let rows = c
                 .query(
+                    // One index probe per webhook, however long a backlog is.
                     "WITH heads AS ( \
-                         SELECT DISTINCT ON (d.webhook) d.seq, d.next_attempt, d.lease_until \
-                         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook \
-                         WHERE d.pending ORDER BY d.webhook, d.seq) \
+                         SELECT h.seq, h.next_attempt, h.lease_until FROM webhooks w \
+                         CROSS JOIN LATERAL ( \
+                             SELECT d.seq, d.next_attempt, d.lease_until \
+                             FROM webhook_deliveries d WHERE d.webhook = w.id AND d.pending \
+                             ORDER BY d.seq LIMIT 1) h) \
                      UPDATE webhook_deliveries d SET lease_until = $2 \
                      FROM (SELECT seq FROM heads WHERE next_attempt <= $1 AND lease_until <= $1 \
                            ORDER BY seq LIMIT $3) h \

@@ -4,7 +4,9 @@
 //! `webhook_outbox`, one tree so a change's transaction adds a single tree:
 //! - `'d' ++ webhook ++ seq` -> the delivery (its log entry once finished);
 //! - `'p' ++ webhook ++ seq` -> empty while it is pending;
-//! - `'i' ++ webhook ++ delivery id` -> seq, to find a delivery by its id.
+//! - `'i' ++ webhook ++ delivery id` -> seq, to find a delivery by its id;
+//! - `'f' ++ webhook ++ seq` -> empty once it is finished (the log to trim, apart from a
+//!   backlog of pending ones, so trimming costs what the log holds).
 //!
 //! `seq` is sled's monotonic id (big-endian), so a webhook's deliveries sort in commit order.
 
@@ -19,6 +21,7 @@ use std::sync::Mutex;
 const DELIVERY: u8 = b'd';
 const PENDING: u8 = b'p';
 const BY_ID: u8 = b'i';
+const FINISHED: u8 = b'f';
 
 /// Orders webhook creations, so the per-instance cap holds (sled transactions cannot scan).
 static CREATING: Mutex<()> = Mutex::new(());
@@ -124,7 +127,7 @@ impl WebhookStore for SledMeta {
         // The outbox entries of a webhook that is gone are never delivered (the worker drops
         // them), so removing them after the record needs no common transaction.
         let mut batch = sled::Batch::default();
-        for tag in [DELIVERY, PENDING, BY_ID] {
+        for tag in [DELIVERY, PENDING, BY_ID, FINISHED] {
             for k in self.webhook_outbox.scan_prefix(key(tag, id, &[])).keys() {
                 batch.remove(k?);
             }
@@ -180,6 +183,7 @@ impl WebhookStore for SledMeta {
             tx.insert(key(DELIVERY, delivery.webhook, &seq), json.as_slice())?;
             if done {
                 tx.remove(key(PENDING, delivery.webhook, &seq))?;
+                tx.insert(key(FINISHED, delivery.webhook, &seq), &[])?;
             }
             Ok(())
         })?;
@@ -214,25 +218,25 @@ impl WebhookStore for SledMeta {
 impl SledMeta {
     /// Removes a webhook's oldest finished deliveries beyond the newest `keep`.
     fn trim_log(&self, webhook: WebhookId, keep: usize) -> Result<()> {
-        let prefix = key(DELIVERY, webhook, &[]);
-        let mut finished = Vec::new();
-        for kv in self.webhook_outbox.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            let mut p = k.to_vec();
-            p[0] = PENDING;
-            if !self.webhook_outbox.contains_key(&p)? {
-                finished.push((k, v));
-            }
-        }
-        if finished.len() <= keep {
-            return Ok(());
-        }
-        let extra = finished.len() - keep;
+        // Newest first: everything past the first `keep` goes.
+        let prefix = key(FINISHED, webhook, &[]);
         let mut batch = sled::Batch::default();
-        for (k, v) in finished.into_iter().take(extra) {
-            if let Ok(d) = serde_json::from_slice::<Delivery>(&v) {
-                batch.remove(key(BY_ID, webhook, &d.id.to_bytes()));
+        for k in self
+            .webhook_outbox
+            .scan_prefix(&prefix)
+            .keys()
+            .rev()
+            .skip(keep)
+        {
+            let k = k?;
+            let mut d = k.to_vec();
+            d[0] = DELIVERY;
+            if let Some(v) = self.webhook_outbox.get(&d)? {
+                if let Ok(d) = serde_json::from_slice::<Delivery>(&v) {
+                    batch.remove(key(BY_ID, webhook, &d.id.to_bytes()));
+                }
             }
+            batch.remove(d);
             batch.remove(k);
         }
         self.webhook_outbox.apply_batch(batch)?;
