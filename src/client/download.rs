@@ -71,9 +71,10 @@ pub async fn download(
     let url = target.resolve(what)?;
     let out = match output {
         Some(o) => o,
-        None => PathBuf::from(url_file_name(&url).ok_or_else(|| {
-            ClientError::Usage(format!("{url} names no file; give -o FILE"))
-        })?),
+        None => PathBuf::from(
+            url_file_name(&url)
+                .ok_or_else(|| ClientError::Usage(format!("{url} names no file; give -o FILE")))?,
+        ),
     };
     let name = out
         .file_name()

@@ -88,7 +88,8 @@ impl Target {
     pub fn resolve(&self, path_or_url: &str) -> Result<String> {
         let s = path_or_url.trim();
         if s.starts_with("http://") || s.starts_with("https://") {
-            url::Url::parse(s).map_err(|e| ClientError::Usage(format!("{s:?} is not a URL: {e}")))?;
+            url::Url::parse(s)
+                .map_err(|e| ClientError::Usage(format!("{s:?} is not a URL: {e}")))?;
             return Ok(s.to_string());
         }
         if s.is_empty() {
@@ -210,7 +211,11 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use KiB, MiB or GiB)"
+            ))
+        }
     };
     match n.checked_mul(mult) {
         Some(0) => Err(format!("{s:?}: must be more than 0 bytes")),

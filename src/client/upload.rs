@@ -332,7 +332,16 @@ async fn send_rest(
             .map_err(io("cannot read"))?;
         file.read_exact(&mut buf).await.map_err(io("cannot read"))?;
         empty_sent = true;
-        match patch(target, url, status.offset, Bytes::from(buf), progress, &pacer).await {
+        match patch(
+            target,
+            url,
+            status.offset,
+            Bytes::from(buf),
+            progress,
+            &pacer,
+        )
+        .await
+        {
             Ok(next) if next.offset > status.offset || next.complete || len == 0 => {
                 failures = 0;
                 status = next;
@@ -346,11 +355,15 @@ async fn send_rest(
             Err(e) if retryable(&e) && failures < RETRIES => {
                 failures += 1;
                 tokio::time::sleep(Duration::from_secs(1 << failures.min(3))).await;
-                status = head(target, url).await?.ok_or_else(|| ClientError::Server {
-                    status: 404,
-                    code: "NOT_FOUND".into(),
-                    message: format!("the upload {url} is gone (expired or removed) after: {e}"),
-                })?;
+                status = head(target, url)
+                    .await?
+                    .ok_or_else(|| ClientError::Server {
+                        status: 404,
+                        code: "NOT_FOUND".into(),
+                        message: format!(
+                            "the upload {url} is gone (expired or removed) after: {e}"
+                        ),
+                    })?;
             }
             Err(e) => return Err(e),
         }
