@@ -434,3 +434,53 @@ fn a_file_over_the_size_limit_is_413() {
     assert!(err.contains("depot: upload big.bin: 413 "), "{err}");
     assert!(listing(&s, &token).is_empty());
 }
+
+#[test]
+fn a_connection_cut_mid_upload_is_retried_from_the_servers_offset() {
+    let s = Server::start();
+    let token = s.token("alice", INSTANCE, false);
+    let cli = Cli::new();
+    let size = 8 * 1024 * 1024;
+    let content = bytes(size, 9);
+    cli.write("cut.bin", &content);
+    // The proxy closes every connection once 3 MiB went through it, and refuses new ones
+    // until it is restored: a network outage in the middle of the upload.
+    let proxy = Proxy::start(&s.base);
+    proxy
+        .budget
+        .store(3 * 1024 * 1024, std::sync::atomic::Ordering::SeqCst);
+    let child = cli
+        .command(
+            &s,
+            Some(&token),
+            &["upload", "cut.bin", "--chunk-size", "1MiB"],
+        )
+        .env("DEPOT_URL", &proxy.addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the cut", || {
+        proxy
+            .down
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+    });
+    proxy
+        .budget
+        .store(i64::MAX, std::sync::atomic::Ordering::SeqCst);
+    proxy.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("retrying from the server's offset"),
+        "{}",
+        stderr(&out)
+    );
+    let got = files(&out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["sha256"], sha256_hex(&content));
+    let path = got[0]["url"]["path"].as_str().unwrap();
+    assert!(download_bytes(&s, &token, path) == content);
+    assert_eq!(listing(&s, &token).len(), 1);
+}

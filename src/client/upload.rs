@@ -175,7 +175,16 @@ async fn upload_one(
                 (url, status)
             }
         };
-        send_rest(target, &url, &abs, size, status, opts, &progress).await?;
+        send_rest(
+            target,
+            &url,
+            Source { abs: &abs, size },
+            status,
+            opts,
+            &progress,
+            bars,
+        )
+        .await?;
         let file = finished(target, &url).await?;
         state.remove(KIND, &key);
         Ok(file)
@@ -210,16 +219,16 @@ async fn resume(
     }
 }
 
+/// A tus request: the caller's headers and `Tus-Resumable`.
+fn tus(target: &Target, method: Method, url: &str) -> reqwest::RequestBuilder {
+    target
+        .request(method, url)
+        .header("Tus-Resumable", super::TUS_VERSION)
+}
+
 /// `HEAD` of an upload: its status, or `None` when the server no longer has it.
 async fn head(target: &Target, url: &str) -> Result<Option<Status>> {
-    let res = target
-        .send(
-            target
-                .request(Method::HEAD, url)
-                .header("Tus-Resumable", super::TUS_VERSION),
-            url,
-        )
-        .await?;
+    let res = target.send(tus(target, Method::HEAD, url), url).await?;
     match res.status().as_u16() {
         200 | 204 => status_of(&res).map(Some),
         404 | 410 => Ok(None),
@@ -249,9 +258,7 @@ async fn create(
     let endpoint = format!("{}/tus/", target.base);
     let res = target
         .send(
-            target
-                .request(Method::POST, &endpoint)
-                .header("Tus-Resumable", super::TUS_VERSION)
+            tus(target, Method::POST, &endpoint)
                 .header("Upload-Length", size.to_string())
                 .header("Upload-Metadata", metadata.join(",")),
             &endpoint,
@@ -288,16 +295,23 @@ fn retryable(e: &ClientError) -> bool {
     }
 }
 
+/// The local side of one upload: the file and its size when it was looked at.
+struct Source<'a> {
+    abs: &'a Path,
+    size: u64,
+}
+
 /// PATCHes the bytes from the server's offset to the end.
 async fn send_rest(
     target: &Target,
     url: &str,
-    abs: &Path,
-    size: u64,
+    src: Source<'_>,
     mut status: Status,
     opts: &UploadOptions,
     progress: &Progress,
+    bars: &Bars,
 ) -> Result<()> {
+    let Source { abs, size } = src;
     let io = |what: &'static str| {
         move |source| ClientError::Io {
             what,
@@ -354,22 +368,40 @@ async fn send_rest(
             }
             Err(e) if retryable(&e) && failures < RETRIES => {
                 failures += 1;
-                tokio::time::sleep(Duration::from_secs(1 << failures.min(3))).await;
-                status = head(target, url)
-                    .await?
-                    .ok_or_else(|| ClientError::Server {
-                        status: 404,
-                        code: "NOT_FOUND".into(),
-                        message: format!(
-                            "the upload {url} is gone (expired or removed) after: {e}"
-                        ),
-                    })?;
+                if !opts.quiet {
+                    bars.note(&format!(
+                        "depot: {}: {e}; retrying from the server's offset",
+                        abs.display()
+                    ));
+                }
+                status = resync(target, url, e).await?;
             }
             Err(e) => return Err(e),
         }
     }
     progress.set(size);
     Ok(())
+}
+
+/// After a failed PATCH: waits, then asks the server where the upload is; a server that is
+/// restarting gets a few tries (2, 4, 8, 8, 8 s apart) before `last` is the answer.
+async fn resync(target: &Target, url: &str, mut last: ClientError) -> Result<Status> {
+    for attempt in 1..=RETRIES {
+        tokio::time::sleep(Duration::from_secs(1 << attempt.min(3))).await;
+        match head(target, url).await {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {
+                return Err(ClientError::Server {
+                    status: 404,
+                    code: "NOT_FOUND".into(),
+                    message: format!("the upload {url} is gone (expired or removed) after: {last}"),
+                })
+            }
+            Err(e) if retryable(&e) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 /// One PATCH of `data` at `offset`, streamed in slices (progress, `--limit-rate`) with its
@@ -398,9 +430,7 @@ async fn patch(
             Some((Ok::<_, std::io::Error>(data.slice(at..end)), end))
         }
     });
-    let res = target
-        .request(Method::PATCH, url)
-        .header("Tus-Resumable", super::TUS_VERSION)
+    let res = tus(target, Method::PATCH, url)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/offset+octet-stream",
@@ -420,14 +450,7 @@ async fn patch(
 
 /// `GET` of a complete upload: the File it became.
 async fn finished(target: &Target, url: &str) -> Result<serde_json::Value> {
-    let res = target
-        .send(
-            target
-                .request(Method::GET, url)
-                .header("Tus-Resumable", super::TUS_VERSION),
-            url,
-        )
-        .await?;
+    let res = target.send(tus(target, Method::GET, url), url).await?;
     if res.status().as_u16() != 200 {
         return Err(server_error(res).await);
     }
