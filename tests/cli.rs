@@ -484,3 +484,72 @@ fn a_connection_cut_mid_upload_is_retried_from_the_servers_offset() {
     assert!(download_bytes(&s, &token, path) == content);
     assert_eq!(listing(&s, &token).len(), 1);
 }
+
+/// Starts a paced download of `path` to `out` and kills it (SIGKILL) once some bytes are in
+/// `out.part`; answers how many.
+fn kill_download_midway(s: &Server, cli: &Cli, token: &str, path: &str, out: &str) -> u64 {
+    let mut child = cli
+        .command(
+            s,
+            Some(token),
+            &["download", path, "-o", out, "--limit-rate", "1MiB"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = cli.path(&format!("{out}.part"));
+    wait_for("bytes in the .part", || {
+        std::fs::metadata(&part)
+            .ok()
+            .filter(|m| m.len() > 0 && !cli.states("downloads").is_empty())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::metadata(&part).unwrap().len()
+}
+
+#[test]
+fn a_killed_download_resumes_unless_the_file_changed() {
+    let s = Server::start();
+    let token = s.token("alice", INSTANCE, false);
+    let cli = Cli::new();
+    let size = 6 * 1024 * 1024;
+    let content = bytes(size, 11);
+    let f = s.upload_one(&token, "video.bin", &content);
+    let path = f["url"]["path"].as_str().unwrap().to_string();
+
+    // Killed at 1 MiB/s, run again: it goes on from the .part (with If-Range: the saved ETag).
+    let kept = kill_download_midway(&s, &cli, &token, &path, "video.bin");
+    assert!(kept > 0 && kept < size as u64, "{kept}");
+    let out = cli.run(&s, Some(&token), &["download", &path, "-o", "video.bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from: u64 = stderr(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("depot: resuming download of video.bin at byte "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in {}", stderr(&out)));
+    assert_eq!(from, kept);
+    assert!(std::fs::read(cli.path("video.bin")).unwrap() == content);
+
+    // Killed again, and the File's bytes replaced before the rerun: the server's ETag no
+    // longer matches If-Range, so the whole new content comes (no splice of old and new).
+    kill_download_midway(&s, &cli, &token, &path, "again.bin");
+    let id = f["hypi"]["id"].as_str().unwrap();
+    let new = bytes(size, 12);
+    let r = s
+        .client
+        .put(s.url(&format!("/files/{id}/content")))
+        .header("Authorization", &token)
+        .header("hypi-domain", INSTANCE)
+        .body(new.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let out = cli.run(&s, Some(&token), &["download", &path, "-o", "again.bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("resuming"), "{}", stderr(&out));
+    assert!(std::fs::read(cli.path("again.bin")).unwrap() == new);
+    assert!(cli.states("downloads").is_empty());
+}
