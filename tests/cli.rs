@@ -187,6 +187,25 @@ fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
     let cli = Cli::new();
     cli.write("a.txt", b"first");
     cli.write("b.txt", b"second");
+    // Resume state of an upload abandoned 8 days ago is swept; a recent one is kept.
+    let states = cli.cache.path().join("depot").join("uploads");
+    std::fs::create_dir_all(&states).unwrap();
+    let stale = states.join("stale.json");
+    let recent = states.join("recent.json");
+    for p in [&stale, &recent] {
+        std::fs::write(
+            p,
+            br#"{"upload_url":"http://127.0.0.1:1/tus/x","path":"/x","size":1}"#,
+        )
+        .unwrap();
+    }
+    let eight_days = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(eight_days)
+        .unwrap();
     // A wrong DEPOT_URL in the environment; --url and --token on the command line win.
     let out = cli
         .command(&s, Some("not-a-token"), &["upload", "-q", "a.txt", "b.txt"])
@@ -201,6 +220,7 @@ fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
     assert!(lines.iter().all(|l| l.starts_with("/file/")), "{lines:?}");
     assert_eq!(download_bytes(&s, &token, &lines[0]), b"first");
     assert_eq!(download_bytes(&s, &token, &lines[1]), b"second");
+    assert!(!stale.exists() && recent.exists());
     // A full URL downloads as well as a path; -o defaults to the URL's file name.
     let d = cli.run(
         &s,

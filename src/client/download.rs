@@ -98,6 +98,7 @@ pub async fn download(
         target.instance.as_deref().unwrap_or(""),
         &abs_out.to_string_lossy(),
     ]);
+    state.sweep(KIND);
     let bars = Bars::new(opts.progress, 1, 0);
     let progress = bars.file(&name.to_string_lossy(), 0);
     let mut restarted = false;

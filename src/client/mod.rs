@@ -224,6 +224,10 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     }
 }
 
+/// How long a transfer's resume state is kept (depot keeps an unfinished tus upload a day by
+/// default, `tus.expiry_secs`).
+pub const STATE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The client's resume state: small JSON files under `$XDG_CACHE_HOME/depot/` (else
 /// `~/.cache/depot/`), one per transfer, named by a hash of what identifies the transfer.
 pub struct StateDir {
@@ -290,6 +294,26 @@ impl StateDir {
         let json = serde_json::to_vec(value).map_err(|e| io(std::io::Error::other(e)))?;
         std::fs::write(&tmp, json).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Removes `kind`'s states older than [`STATE_MAX_AGE`]: transfers abandoned, or of files
+    /// that changed since (their key changed with them). No server keeps an unfinished upload
+    /// that long by default, so nothing resumable is lost.
+    pub fn sweep(&self, kind: &str) {
+        let Ok(entries) = std::fs::read_dir(self.root.join(kind)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STATE_MAX_AGE);
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Forgets a transfer's state (done, or no longer valid).

@@ -93,6 +93,7 @@ pub async fn upload_files(
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
+    state.sweep(KIND);
     let bars = Bars::new(opts.progress, files.len(), total);
     let results = futures_util::stream::iter(
         files
