@@ -485,6 +485,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A `map_err` for an I/O failure on `path` ("cannot read", "cannot write", ...).
+    pub fn io<'a>(
+        what: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> ClientError + 'a {
+        move |source| ClientError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// The process exit code: 2 usage, 3 unreachable, 4 not authorised (401/403), 5 not found
     /// (404/410), 6 too large (413), 7 rate limited (429), 8 a verification failure, 1 any
     /// other failure.

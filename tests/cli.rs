@@ -120,11 +120,26 @@ fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-#[test]
-fn uploads_several_files_into_a_directory_and_downloads_them_back() {
+/// A server, a token of alice's, and a place to run the CLI.
+fn start() -> (Server, String, Cli) {
     let s = Server::start();
     let token = s.token("alice", INSTANCE, false);
-    let cli = Cli::new();
+    (s, token, Cli::new())
+}
+
+/// The byte a rerun said it resumed at (`<prefix>N of M`).
+fn resumed_at(o: &Output, prefix: &str) -> u64 {
+    let err = stderr(o);
+    err.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {err:?}"))
+}
+
+#[test]
+fn uploads_several_files_into_a_directory_and_downloads_them_back() {
+    let (s, token, cli) = start();
     let big = bytes(3 * 1024 * 1024 + 17, 1);
     let small = b"hello from the command line\n".to_vec();
     cli.write("big.bin", &big);
@@ -182,9 +197,7 @@ fn uploads_several_files_into_a_directory_and_downloads_them_back() {
 
 #[test]
 fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
-    let s = Server::start();
-    let token = s.token("alice", INSTANCE, false);
-    let cli = Cli::new();
+    let (s, token, cli) = start();
     cli.write("a.txt", b"first");
     cli.write("b.txt", b"second");
     // Resume state of an upload abandoned 8 days ago is swept; a recent one is kept.
@@ -234,9 +247,7 @@ fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
 
 #[test]
 fn a_killed_upload_resumes_from_the_servers_offset() {
-    let s = Server::start();
-    let token = s.token("alice", INSTANCE, false);
-    let cli = Cli::new();
+    let (s, token, cli) = start();
     let size = 48 * 1024 * 1024;
     let content = bytes(size, 48);
     let src = cli.write("big.bin", &content);
@@ -281,12 +292,7 @@ fn a_killed_upload_resumes_from_the_servers_offset() {
     assert!(out.status.success(), "{}", stderr(&out));
     // The rerun went on from where the server was, not from 0.
     let err = stderr(&out);
-    let from: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("depot: resuming big.bin at byte "))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no resume line in {err:?}"));
+    let from = resumed_at(&out, "depot: resuming big.bin at byte ");
     assert!(
         from >= before && from < size as u64,
         "resumed at {from}, server had {before}"
@@ -318,9 +324,7 @@ fn a_killed_upload_resumes_from_the_servers_offset() {
 
 #[test]
 fn download_resumes_from_a_part_file_and_refuses_foreign_bytes() {
-    let s = Server::start();
-    let token = s.token("alice", INSTANCE, false);
-    let cli = Cli::new();
+    let (s, token, cli) = start();
     let content = bytes(3 * 1024 * 1024, 7);
     let f = s.upload_one(&token, "data.bin", &content);
     let path = f["url"]["path"].as_str().unwrap();
@@ -371,9 +375,7 @@ fn failure(o: &Output) -> (i32, String) {
 
 #[test]
 fn failures_are_one_clear_line_with_an_exit_code() {
-    let s = Server::start();
-    let token = s.token("alice", INSTANCE, false);
-    let cli = Cli::new();
+    let (s, token, cli) = start();
     cli.write("a.txt", b"a");
 
     // A token the server refuses: 401 with its code and message, exit 4.
@@ -457,9 +459,7 @@ fn a_file_over_the_size_limit_is_413() {
 
 #[test]
 fn a_connection_cut_mid_upload_is_retried_from_the_servers_offset() {
-    let s = Server::start();
-    let token = s.token("alice", INSTANCE, false);
-    let cli = Cli::new();
+    let (s, token, cli) = start();
     let size = 8 * 1024 * 1024;
     let content = bytes(size, 9);
     cli.write("cut.bin", &content);
@@ -531,9 +531,7 @@ fn kill_download_midway(s: &Server, cli: &Cli, token: &str, path: &str, out: &st
 
 #[test]
 fn a_killed_download_resumes_unless_the_file_changed() {
-    let s = Server::start();
-    let token = s.token("alice", INSTANCE, false);
-    let cli = Cli::new();
+    let (s, token, cli) = start();
     let size = 6 * 1024 * 1024;
     let content = bytes(size, 11);
     let f = s.upload_one(&token, "video.bin", &content);
@@ -544,12 +542,7 @@ fn a_killed_download_resumes_unless_the_file_changed() {
     assert!(kept > 0 && kept < size as u64, "{kept}");
     let out = cli.run(&s, Some(&token), &["download", &path, "-o", "video.bin"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let from: u64 = stderr(&out)
-        .lines()
-        .find_map(|l| l.strip_prefix("depot: resuming download of video.bin at byte "))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no resume line in {}", stderr(&out)));
+    let from = resumed_at(&out, "depot: resuming download of video.bin at byte ");
     assert_eq!(from, kept);
     assert!(std::fs::read(cli.path("video.bin")).unwrap() == content);
 

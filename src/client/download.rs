@@ -220,13 +220,7 @@ async fn receive(
     progress: &super::Progress,
 ) -> Result<(u64, Option<String>)> {
     use sha2::Digest;
-    let io = |what: &'static str| {
-        move |source| ClientError::Io {
-            what,
-            path: part.to_path_buf(),
-            source,
-        }
-    };
+    let io = |what: &'static str| ClientError::io(what, part);
     let mut hasher = sha2::Sha256::new();
     let mut len = 0u64;
     if append {

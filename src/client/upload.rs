@@ -115,13 +115,7 @@ async fn upload_one(
     opts: &UploadOptions,
     bars: &Bars,
 ) -> Result<serde_json::Value> {
-    let io = |what: &'static str| {
-        move |source| ClientError::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
+    let io = |what: &'static str| ClientError::io(what, path);
     let abs = std::fs::canonicalize(path).map_err(io("cannot read"))?;
     let meta = std::fs::metadata(&abs).map_err(io("cannot read"))?;
     if !meta.is_file() {
@@ -313,13 +307,7 @@ async fn send_rest(
     bars: &Bars,
 ) -> Result<()> {
     let Source { abs, size } = src;
-    let io = |what: &'static str| {
-        move |source| ClientError::Io {
-            what,
-            path: abs.to_path_buf(),
-            source,
-        }
-    };
+    let io = |what: &'static str| ClientError::io(what, abs);
     let mut file = tokio::fs::File::open(abs)
         .await
         .map_err(io("cannot read"))?;
