@@ -128,16 +128,22 @@ fn instance_from_token(token: &str) -> Option<String> {
 /// sending request").
 pub(crate) fn network(url: &str, e: &reqwest::Error) -> ClientError {
     use std::error::Error as _;
-    let mut message = e.to_string();
+    // reqwest's own line repeats the URL ("error sending request for url (...)"), which the
+    // message names already: its causes say what happened.
+    let mut causes = Vec::new();
     let mut next = e.source();
     while let Some(cause) = next {
         let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
+        if !causes.iter().any(|c: &String| c.contains(&text)) {
+            causes.push(text);
         }
         next = cause.source();
     }
+    let message = if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    };
     ClientError::Network {
         url: url.to_string(),
         message,
