@@ -493,6 +493,73 @@ pub enum StartError {
     Service(#[from] Error),
 }
 
+/// Why `depot upload` / `depot download` failed: one line for the user (server errors show the
+/// server's own code and message) and an exit code per kind ([`ClientError::exit_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A command line that cannot work (a bad URL, a missing option).
+    #[error("{0}")]
+    Usage(String),
+    /// A local file that cannot be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server could not be reached, or the connection broke.
+    #[error("cannot reach {url}: {message}")]
+    Network { url: String, message: String },
+    /// The server answered an error (its JSON `error.code` and `error.message` when it sent
+    /// them).
+    #[error("{status} {code}: {message}")]
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// An answer that does not follow the protocol (a missing header, a wrong offset).
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+    /// Bytes that arrived do not match what the server said they are (length or SHA-256).
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+impl ClientError {
+    /// A `map_err` for an I/O failure on `path` ("cannot read", "cannot write", ...).
+    pub fn io<'a>(
+        what: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> ClientError + 'a {
+        move |source| ClientError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The process exit code: 2 usage, 3 unreachable, 4 not authorised (401/403), 5 not found
+    /// (404/410), 6 too large (413), 7 rate limited (429), 8 a verification failure, 1 any
+    /// other failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Network { .. } => 3,
+            Self::Server { status, .. } => match status {
+                401 | 403 => 4,
+                404 | 410 => 5,
+                413 => 6,
+                429 => 7,
+                _ => 1,
+            },
+            Self::Mismatch(_) => 8,
+            Self::Io { .. } | Self::Protocol(_) => 1,
+        }
+    }
+}
+
 impl StartError {
     /// This error and its causes, `: `-separated, as `depot` prints it.
     pub fn chain(&self) -> String {

@@ -33,11 +33,14 @@
 //! - `media/`: type sniffing and image dimensions from a file's first bytes.
 //! - `error.rs`: the one error catalogue (variant -> code, status) and `StartError` for start-up.
 //! - `config.rs`, `types.rs`: typed configuration and the domain newtypes.
+//! - `client/`: the `depot upload` (tus, resumable) and `depot download` (Range resume)
+//!   commands, an HTTP client of a running server.
 //! - `fetch/`: SSRF-safe outbound HTTP (remote URL ingest, webhooks): public addresses only
 //!   (`addr.rs`) unless `remote_fetch.allow_hosts` names the host, vetted on every redirect,
 //!   size-capped and timed.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod fetch;

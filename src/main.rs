@@ -1,4 +1,5 @@
-//! The `depot` command: `serve` runs the service, `token` issues a JWT.
+//! The `depot` command: `serve` runs the service, `token` issues a JWT, `upload` and
+//! `download` are a client of a running server.
 
 use clap::{Parser, Subcommand};
 use depot::config::{Config, Overrides};
@@ -27,8 +28,69 @@ struct Common {
     data_dir: Option<PathBuf>,
 }
 
+/// Where and as whom `upload` and `download` talk, and how they report.
+#[derive(clap::Args)]
+struct Remote {
+    /// The server's base URL.
+    #[arg(long, env = "DEPOT_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The token (a JWT, bare or `Bearer <jwt>`); none: anonymous.
+    #[arg(long, env = "DEPOT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The instance domain sent as `hypi-domain` (default: the token's `instance` claim).
+    #[arg(long, env = "DEPOT_INSTANCE")]
+    instance: Option<String>,
+    /// Most bytes per second per file, e.g. 2MiB.
+    #[arg(long, value_name = "BYTES", value_parser = depot::client::parse_bytes)]
+    limit_rate: Option<u64>,
+    /// No progress bars or notes; `upload` prints only each File's `url.path`.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The largest `--chunk-size` (each chunk of each parallel file is held in memory once).
+const MAX_CHUNK: u64 = 256 << 20;
+
+fn chunk_size(s: &str) -> Result<u64, String> {
+    let n = depot::client::parse_bytes(s)?;
+    if n > MAX_CHUNK {
+        return Err(format!("{s:?} is larger than the 256MiB limit"));
+    }
+    Ok(n)
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Upload files over the resumable (tus) protocol, printing each File as JSON (one line
+    /// per file, in the order given). An interrupted upload resumes when run again.
+    Upload {
+        #[command(flatten)]
+        remote: Remote,
+        /// The files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The directory the files go to, e.g. /avatars.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<String>,
+        /// Files uploaded at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
+        /// Bytes per PATCH request (up to 256MiB).
+        #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = chunk_size)]
+        chunk_size: u64,
+    },
+    /// Download a File by its `url.path` (or a full URL); an interrupted download resumes from
+    /// FILE.part when run again.
+    Download {
+        #[command(flatten)]
+        remote: Remote,
+        /// `/file/<instanceId>-<fileId>.<ext>`, or a full URL.
+        #[arg(value_name = "PATH")]
+        path: String,
+        /// Where to write it (default: the URL's file name, here).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Run the HTTP service.
     Serve {
         #[command(flatten)]
@@ -251,8 +313,113 @@ fn init_logging(filter: &str, format: &str) {
     depot::http::error::client_errors::report_client_errors(std::time::Duration::from_secs(60));
 }
 
+/// Prints a client failure on one line; its kind's exit code.
+fn client_failure(what: &str, e: &depot::error::ClientError) -> ExitCode {
+    eprintln!("depot: {what}: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+/// Runs a client command on its own small runtime.
+fn client_runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(StartError::Server)
+}
+
+/// Progress bars are for a person watching: a terminal on stderr, and no `--quiet`.
+fn show_progress(quiet: bool) -> bool {
+    !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+fn client_target(
+    remote: &Remote,
+) -> Result<(depot::client::Target, depot::client::StateDir), depot::error::ClientError> {
+    Ok((
+        depot::client::Target::new(&remote.url, remote.token.clone(), remote.instance.clone())?,
+        depot::client::StateDir::from_env()?,
+    ))
+}
+
+fn upload(
+    remote: Remote,
+    files: Vec<PathBuf>,
+    opts: depot::client::upload::UploadOptions,
+) -> Result<ExitCode, StartError> {
+    let (target, state) = match client_target(&remote) {
+        Ok(t) => t,
+        Err(e) => return Ok(client_failure("upload", &e)),
+    };
+    let results = client_runtime()?.block_on(depot::client::upload::upload_files(
+        &target, &state, &files, &opts,
+    ));
+    let mut code = ExitCode::SUCCESS;
+    let mut failed = false;
+    for (file, result) in files.iter().zip(results) {
+        match result {
+            Ok(f) if remote.quiet => println!("{}", f["url"]["path"].as_str().unwrap_or("")),
+            Ok(f) => println!("{f}"),
+            Err(e) => {
+                let c = client_failure(&format!("upload {}", file.display()), &e);
+                if !failed {
+                    failed = true;
+                    code = c;
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn download(remote: Remote, path: String, output: Option<PathBuf>) -> Result<ExitCode, StartError> {
+    let (target, state) = match client_target(&remote) {
+        Ok(t) => t,
+        Err(e) => return Ok(client_failure("download", &e)),
+    };
+    let opts = depot::client::download::DownloadOptions {
+        limit_rate: remote.limit_rate,
+        quiet: remote.quiet,
+        progress: show_progress(remote.quiet),
+    };
+    let done = client_runtime()?.block_on(depot::client::download::download(
+        &target, &state, &path, output, &opts,
+    ));
+    Ok(match done {
+        Ok((out, len)) => {
+            if !remote.quiet {
+                eprintln!("depot: saved {} ({len} bytes)", out.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_failure(&format!("download {path}"), &e),
+    })
+}
+
 fn run(cli: Cli) -> Result<ExitCode, StartError> {
     match cli.command {
+        Command::Upload {
+            remote,
+            files,
+            dir,
+            parallel,
+            chunk_size,
+        } => {
+            let opts = depot::client::upload::UploadOptions {
+                directory: dir,
+                parallel: usize::from(parallel),
+                chunk_size,
+                limit_rate: remote.limit_rate,
+                quiet: remote.quiet,
+                progress: show_progress(remote.quiet),
+            };
+            upload(remote, files, opts)
+        }
+        Command::Download {
+            remote,
+            path,
+            output,
+        } => download(remote, path, output),
         Command::Serve { common, listen } => {
             let config = Config::load(&Overrides {
                 config: common.config,
