@@ -188,10 +188,7 @@ impl Service {
 
     fn part_store(&self) -> Result<&dyn PartStore> {
         self.blobs.parts().ok_or_else(|| {
-            Error::BadRequest(
-                "multipart uploads need a blob store with part storage (store.kind = \"local\")"
-                    .into(),
-            )
+            Error::BadRequest("multipart uploads need a blob store with part storage".into())
         })
     }
 

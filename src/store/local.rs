@@ -274,7 +274,7 @@ impl BlobStore for LocalStore {
 impl LocalStore {
     /// The directory of a session's parts. Session names become path components, so only
     /// plain names are accepted (no separators, no dots).
-    fn session_dir(&self, session: &str) -> Result<PathBuf> {
+    pub(super) fn session_dir(&self, session: &str) -> Result<PathBuf> {
         let plain = !session.is_empty()
             && session.len() <= 128
             && session
@@ -289,7 +289,7 @@ impl LocalStore {
     }
 
     /// Stored parts of a session as (info, file path), by number.
-    fn part_files(&self, session: &str) -> Result<Vec<(PartInfo, PathBuf)>> {
+    pub(super) fn part_files(&self, session: &str) -> Result<Vec<(PartInfo, PathBuf)>> {
         let dir = self.session_dir(session)?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -429,37 +429,9 @@ impl PartStore for LocalStore {
                 }
             }
         }
+        let files = chosen_files(&parts, numbers)?;
         let mut writer = self.writer()?;
-        for n in numbers {
-            let Some((_, path)) = parts.iter().find(|(p, _)| p.number == *n) else {
-                return Err(Error::BadRequest(format!("part {n} was not uploaded")));
-            };
-            let file = fs::File::open(path).map_err(io("reading part"))?;
-            let mut pos = 0u64;
-            let mut failed = None;
-            let written = {
-                let mut chunks = std::iter::from_fn(|| {
-                    let mut buf = vec![0u8; READ_CHUNK];
-                    match read_full(&file, pos, &mut buf) {
-                        Ok(0) => None,
-                        Ok(k) => {
-                            buf.truncate(k);
-                            pos += k as u64;
-                            Some(Bytes::from(buf))
-                        }
-                        Err(e) => {
-                            failed = Some(e);
-                            None
-                        }
-                    }
-                });
-                writer.write(&mut chunks)
-            };
-            written?;
-            if let Some(e) = failed {
-                return Err(Error::from_io("reading part", e));
-            }
-        }
+        feed_files(&files, &mut |chunks| writer.write(chunks))?;
         writer.finish()
     }
 
@@ -478,6 +450,56 @@ impl PartStore for LocalStore {
             Err(e) => Err(Error::from_io("dropping upload session", e)),
         }
     }
+}
+
+/// The files of the parts `numbers`, in that order; a number not stored is 400.
+pub(super) fn chosen_files(parts: &[(PartInfo, PathBuf)], numbers: &[u32]) -> Result<Vec<PathBuf>> {
+    numbers
+        .iter()
+        .map(|n| {
+            parts
+                .iter()
+                .find(|(p, _)| p.number == *n)
+                .map(|(_, path)| path.clone())
+                .ok_or_else(|| Error::BadRequest(format!("part {n} was not uploaded")))
+        })
+        .collect()
+}
+
+/// Reads `files` one after the other in [`READ_CHUNK`] chunks and hands them to `sink` (a
+/// writer's or a hasher's `write`), so assembling never holds more than a chunk of a part.
+pub(super) fn feed_files(
+    files: &[PathBuf],
+    sink: &mut dyn FnMut(&mut dyn Iterator<Item = Bytes>) -> Result<()>,
+) -> Result<()> {
+    for path in files {
+        let file = fs::File::open(path).map_err(io("reading part"))?;
+        let mut pos = 0u64;
+        let mut failed = None;
+        let written = {
+            let mut chunks = std::iter::from_fn(|| {
+                let mut buf = vec![0u8; READ_CHUNK];
+                match read_full(&file, pos, &mut buf) {
+                    Ok(0) => None,
+                    Ok(k) => {
+                        buf.truncate(k);
+                        pos += k as u64;
+                        Some(Bytes::from(buf))
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                }
+            });
+            sink(&mut chunks)
+        };
+        written?;
+        if let Some(e) = failed {
+            return Err(Error::from_io("reading part", e));
+        }
+    }
+    Ok(())
 }
 
 impl BlobMaintenance for LocalStore {

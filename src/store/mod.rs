@@ -19,6 +19,7 @@ mod local;
 pub mod metered;
 mod migrate;
 mod s3;
+mod s3_parts;
 
 pub use hash::BlobHasher;
 pub use local::LocalStore;
@@ -30,7 +31,9 @@ pub use s3::{S3Store, MAX_COPY_SIZE as S3_MAX_FILE_SIZE};
 pub fn open_configured(config: &crate::config::Config) -> Result<std::sync::Arc<dyn BlobStore>> {
     Ok(match config.store.kind {
         crate::config::StoreKind::Local => std::sync::Arc::new(LocalStore::open(&config.data_dir)?),
-        crate::config::StoreKind::S3 => std::sync::Arc::new(S3Store::open(&config.store)?),
+        crate::config::StoreKind::S3 => std::sync::Arc::new(
+            S3Store::open(&config.store)?.with_part_staging(&config.data_dir.join("s3-parts"))?,
+        ),
     })
 }
 
