@@ -3,7 +3,7 @@
 
 use super::{
     BlobHandle, BlobHasher, BlobInfo, BlobMaintenance, BlobStore, BlobWriter, ByteStream, Md5,
-    PartInfo, PartStore, PartWriter, StagedBlob,
+    PartDigests, PartInfo, PartStore, PartWriter, StagedBlob,
 };
 use crate::error::{Error, Result};
 use crate::types::Sha256;
@@ -26,7 +26,7 @@ struct Dirs {
     tmp: PathBuf,
     blobs: PathBuf,
     quarantine: PathBuf,
-    /// `<parts>/<session>/<number>.<sha256 hex>.<md5 hex>`: parts of upload sessions.
+    /// `<parts>/<session>/<number>.<sha256 hex>.<md5 hex or ->`: parts of upload sessions.
     parts: PathBuf,
     /// Held while a part is moved into place and the part it replaces removed, so two parts
     /// of one number finished at once leave exactly one (the last renamed).
@@ -304,7 +304,10 @@ impl LocalStore {
                 let mut fields = n.split('.');
                 let number = fields.next()?.parse::<u32>().ok()?;
                 let sha = fields.next()?.parse::<Sha256>().ok()?;
-                let md5 = fields.next()?.parse::<Md5>().ok()?;
+                let md5 = match fields.next()? {
+                    NO_MD5 => None,
+                    hex => Some(hex.parse::<Md5>().ok()?),
+                };
                 fields.next().is_none().then_some((number, sha, md5))
             });
             // Anything else (a crash's leftovers are in tmp/, not here) is not a part.
@@ -334,9 +337,13 @@ struct LocalPartWriter {
     number: u32,
     temp: TempBlob,
     hasher: BlobHasher,
-    /// S3's part ETag, hashed on the writing thread (SHA-256 has its own helper thread).
-    md5: md5::Md5,
+    /// S3's part ETag, hashed on the writing thread (SHA-256 has its own helper thread), when
+    /// the caller wants it.
+    md5: Option<md5::Md5>,
 }
+
+/// The MD5 field of a part file's name when the part has none.
+const NO_MD5: &str = "-";
 
 impl PartWriter for LocalPartWriter {
     fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
@@ -344,7 +351,9 @@ impl PartWriter for LocalPartWriter {
         let (temp, md5) = (&mut self.temp, &mut self.md5);
         self.hasher
             .burst(chunks, |chunk| {
-                md5.update(chunk);
+                if let Some(m) = md5.as_mut() {
+                    m.update(chunk);
+                }
                 temp.write_all(chunk)
             })
             .map_err(io("writing part"))
@@ -359,8 +368,12 @@ impl PartWriter for LocalPartWriter {
         }
         let size = self.hasher.size();
         let sha = std::mem::take(&mut self.hasher).finish();
-        let md5 = Md5(md5::Digest::finalize(std::mem::take(&mut self.md5)).into());
-        let dest = dir.join(format!("{}.{}.{}", self.number, sha.to_hex(), md5.to_hex()));
+        let md5 = self
+            .md5
+            .take()
+            .map(|m| Md5(md5::Digest::finalize(m).into()));
+        let md5_field = md5.map_or_else(|| NO_MD5.to_string(), |m| m.to_hex());
+        let dest = dir.join(format!("{}.{}.{md5_field}", self.number, sha.to_hex()));
         self.temp.file.take();
         let _swap = self
             .store
@@ -388,7 +401,12 @@ impl PartWriter for LocalPartWriter {
 }
 
 impl PartStore for LocalStore {
-    fn part_writer(&self, session: &str, number: u32) -> Result<Box<dyn PartWriter>> {
+    fn part_writer(
+        &self,
+        session: &str,
+        number: u32,
+        digests: PartDigests,
+    ) -> Result<Box<dyn PartWriter>> {
         self.session_dir(session)?;
         Ok(Box::new(LocalPartWriter {
             store: LocalStore {
@@ -398,7 +416,7 @@ impl PartStore for LocalStore {
             number,
             temp: self.create_temp()?,
             hasher: BlobHasher::new(),
-            md5: Default::default(),
+            md5: (digests == PartDigests::WithMd5).then(Default::default),
         }))
     }
 
@@ -466,40 +484,74 @@ pub(super) fn chosen_files(parts: &[(PartInfo, PathBuf)], numbers: &[u32]) -> Re
         .collect()
 }
 
+/// Chunks read ahead of the sink while assembling (8 MiB in flight).
+const READ_AHEAD: usize = 8;
+
 /// Reads `files` one after the other in [`READ_CHUNK`] chunks and hands them to `sink` (a
-/// writer's or a hasher's `write`), so assembling never holds more than a chunk of a part.
+/// writer's or a hasher's `write`), so assembling never holds more than a few chunks. The reads
+/// run on a helper thread ahead of the sink: a part written with O_DIRECT is not in the page
+/// cache, and reading it in the sink's thread left the disk idle during every write and the
+/// writes waiting during every read (assembly took the sum of both).
 pub(super) fn feed_files(
     files: &[PathBuf],
     sink: &mut dyn FnMut(&mut dyn Iterator<Item = Bytes>) -> Result<()>,
 ) -> Result<()> {
-    for path in files {
-        let file = fs::File::open(path).map_err(io("reading part"))?;
-        let mut pos = 0u64;
-        let mut failed = None;
-        let written = {
-            let mut chunks = std::iter::from_fn(|| {
-                let mut buf = vec![0u8; READ_CHUNK];
-                match read_full(&file, pos, &mut buf) {
-                    Ok(0) => None,
-                    Ok(k) => {
-                        buf.truncate(k);
-                        pos += k as u64;
-                        Some(Bytes::from(buf))
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        None
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Bytes>>(READ_AHEAD);
+        let reader = std::thread::Builder::new()
+            .name("depot-read".into())
+            .spawn_scoped(scope, move || {
+                for path in files {
+                    let file = match fs::File::open(path) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let mut pos = 0u64;
+                    loop {
+                        let mut buf = vec![0u8; READ_CHUNK];
+                        let item = match read_full(&file, pos, &mut buf) {
+                            Ok(0) => break,
+                            Ok(k) => {
+                                buf.truncate(k);
+                                pos += k as u64;
+                                Ok(Bytes::from(buf))
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let failed = item.is_err();
+                        // The sink stopped (it failed): nothing more to read.
+                        if tx.send(item).is_err() || failed {
+                            return;
+                        }
                     }
                 }
+            })
+            .map_err(io("starting a reader thread"))?;
+        let mut failed = None;
+        let written = {
+            let mut chunks = std::iter::from_fn(|| match rx.recv() {
+                Ok(Ok(b)) => Some(b),
+                Ok(Err(e)) => {
+                    failed = Some(e);
+                    None
+                }
+                Err(_) => None,
             });
             sink(&mut chunks)
         };
-        written?;
-        if let Some(e) = failed {
-            return Err(Error::from_io("reading part", e));
+        drop(rx);
+        if reader.join().is_err() {
+            return Err(Error::Internal("the part reader panicked".into()));
         }
-    }
-    Ok(())
+        written?;
+        match failed {
+            Some(e) => Err(Error::from_io("reading part", e)),
+            None => Ok(()),
+        }
+    })
 }
 
 impl BlobMaintenance for LocalStore {

@@ -31,7 +31,7 @@
 
 use super::local::{chosen_files, feed_files};
 use super::s3::{blob_key, is_not_found, unavailable, Inner, S3Staged, Staged};
-use super::{BlobHasher, LocalStore, PartInfo, PartStore, PartWriter, StagedBlob};
+use super::{BlobHasher, LocalStore, PartDigests, PartInfo, PartStore, PartWriter, StagedBlob};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use object_store::multipart::{MultipartStore, PartId};
@@ -317,11 +317,16 @@ impl PartWriter for S3PartWriter {
 }
 
 impl PartStore for Arc<S3Parts> {
-    fn part_writer(&self, session: &str, number: u32) -> Result<Box<dyn PartWriter>> {
+    fn part_writer(
+        &self,
+        session: &str,
+        number: u32,
+        digests: PartDigests,
+    ) -> Result<Box<dyn PartWriter>> {
         Ok(Box::new(S3PartWriter {
             parts: self.clone(),
             session: session.to_string(),
-            local: self.local.part_writer(session, number)?,
+            local: self.local.part_writer(session, number, digests)?,
         }))
     }
 
