@@ -252,8 +252,10 @@ fn the_sweep_aborts_the_s3_uploads_of_abandoned_sessions() {
         &env,
         &data_dir,
         &[
-            ("DEPOT_TEMP_FILE_TTL_SECS", "4"),
-            ("DEPOT_TUS_EXPIRY_SECS", "4"),
+            // Long enough that both sessions hold their S3 uploads before either expires on a
+            // loaded machine (4 s was not: the first session was swept before the second began).
+            ("DEPOT_TEMP_FILE_TTL_SECS", "20"),
+            ("DEPOT_TUS_EXPIRY_SECS", "20"),
             ("DEPOT_SESSION_SWEEP_INTERVAL_SECS", "1"),
         ],
     );
@@ -283,10 +285,16 @@ fn the_sweep_aborts_the_s3_uploads_of_abandoned_sessions() {
         6,
         "part, ETag file, upload id: twice"
     );
-    s.eventually(
-        "expired sessions' S3 uploads are aborted, staging emptied",
-        || uploads_in_progress(&env) == 0 && staged_files(&data_dir) == 0,
-    );
+    // The sessions expire 20 s after creation; the sweep runs every second after that.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !(uploads_in_progress(&env) == 0 && staged_files(&data_dir) == 0) {
+        assert!(
+            std::time::Instant::now() < end,
+            "expired sessions' S3 uploads were not aborted:\n{}",
+            s.log.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(blobs_in(&env.store()).is_empty(), "nothing became a blob");
     // A part for the swept session is refused.
     let (st, _, body) = put_part(&s, &parts[1], b"late");
