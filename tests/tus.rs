@@ -377,6 +377,23 @@ fn completion_makes_the_file_post_upload_would() {
     assert_eq!(tus(&s, "GET", &path, Some(&bob), &[V], b"").status(), 404);
 }
 
+/// `Upload-Expires` is the creation deadline: PATCHes do not move it (as tusd).
+#[test]
+fn patches_do_not_extend_upload_expires() {
+    let s = Server::start();
+    let alice = s.token("alice", INSTANCE, false);
+    let path = create(&s, &alice, Some(10), &[]);
+    let expires = |r: &Response| header(r, "Upload-Expires").expect("Upload-Expires");
+    let before = expires(&tus(&s, "HEAD", &path, Some(&alice), &[V], b""));
+    // Past a second boundary, so an extension would show in the HTTP date.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = patch(&s, &alice, &path, 0, b"abcd");
+    assert_eq!(r.status(), 204);
+    assert_eq!(expires(&r), before, "the PATCH answer keeps the deadline");
+    let after = expires(&tus(&s, "HEAD", &path, Some(&alice), &[V], b""));
+    assert_eq!(after, before);
+}
+
 #[test]
 fn an_empty_upload_is_a_file_at_once() {
     let s = Server::start();

@@ -135,7 +135,10 @@ async fn receive_part(
     let part = put.finish().await?;
     use base64::Engine;
     Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, format!("\"{}\"", part.md5.to_hex())))
+        .insert_header((
+            header::ETAG,
+            format!("\"{}\"", part.md5.map(|m| m.to_hex()).unwrap_or_default()),
+        ))
         .insert_header((
             "x-amz-checksum-sha256",
             base64::engine::general_purpose::STANDARD.encode(part.sha.0),

@@ -13,6 +13,10 @@
 //! `Uploaded`; a final upload copies its partials' blobs, in order, into its own.
 //!
 //! PATCHes to one upload are serialised by the session claim (a second one in flight is 409).
+//!
+//! `Upload-Expires` is the creation deadline (`tus.expiry_secs` after `POST`) and PATCHes do
+//! not extend it, as in tusd: the deadline a client was told never moves, and a client that
+//! keeps trickling bytes cannot hold an upload's storage past it.
 
 use super::sessions::{is_media_type, normalize_mime, Claim};
 use super::upload::{Feed, PartSink};
@@ -808,7 +812,7 @@ impl TusPatch {
                 blobs
                     .parts()
                     .ok_or_else(|| Error::Unavailable("the blob store takes no parts".into()))?
-                    .part_writer(&session, number)
+                    .part_writer(&session, number, crate::store::PartDigests::Sha256)
                     .map(PartSink)
             }));
         }

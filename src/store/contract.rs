@@ -5,7 +5,7 @@
 //!
 //! Failures panic with the case's name, like any test assertion.
 
-use super::{write_bytes, BlobStore, BlobWriter, ByteStream, PartInfo, PartStore};
+use super::{write_bytes, BlobStore, BlobWriter, ByteStream, PartDigests, PartInfo, PartStore};
 use crate::types::Sha256;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -258,14 +258,16 @@ pub async fn interleaved_writers(store: &dyn BlobStore) {
 
 /// Writes part `number` of `session` in one call.
 fn put_part(parts: &dyn PartStore, session: &str, number: u32, data: &[u8]) -> PartInfo {
-    let mut w = parts.part_writer(session, number).expect("part writer");
+    let mut w = parts
+        .part_writer(session, number, PartDigests::WithMd5)
+        .expect("part writer");
     let chunks: Vec<Bytes> = data.chunks(65_536).map(Bytes::copy_from_slice).collect();
     w.write(&mut chunks.into_iter()).expect("write part");
     let info = w.finish().expect("finish part");
     assert_eq!(info.number, number);
     assert_eq!(info.size, data.len() as u64);
     assert_eq!(info.sha, sha_of(data), "part sha256");
-    assert_eq!(info.md5, md5_of(data), "part md5 (S3's ETag)");
+    assert_eq!(info.md5, Some(md5_of(data)), "part md5 (S3's ETag)");
     info
 }
 
@@ -282,8 +284,12 @@ pub async fn parts_same_number_race(store: &dyn BlobStore) {
     };
     for round in 0..20u64 {
         let (a, b) = (pattern(70_000, round), pattern(50_000, round + 100));
-        let mut wa = parts.part_writer("session-race", 1).expect("part writer");
-        let mut wb = parts.part_writer("session-race", 1).expect("part writer");
+        let mut wa = parts
+            .part_writer("session-race", 1, PartDigests::WithMd5)
+            .expect("part writer");
+        let mut wb = parts
+            .part_writer("session-race", 1, PartDigests::WithMd5)
+            .expect("part writer");
         wa.write(&mut std::iter::once(Bytes::from(a.clone())))
             .expect("write");
         wb.write(&mut std::iter::once(Bytes::from(b.clone())))
@@ -368,9 +374,14 @@ pub async fn parts_failures(store: &dyn BlobStore) {
     assert!(parts.assemble("never-started", &[1]).is_err());
     assert!(parts.list_parts("never-started").expect("list").is_empty());
     for bad in ["", "../x", "a/b", ".", "..", "a.b"] {
-        assert!(parts.part_writer(bad, 1).is_err(), "session name {bad:?}");
+        assert!(
+            parts.part_writer(bad, 1, PartDigests::WithMd5).is_err(),
+            "session name {bad:?}"
+        );
     }
-    let mut w = parts.part_writer("session-c", 2).expect("part writer");
+    let mut w = parts
+        .part_writer("session-c", 2, PartDigests::WithMd5)
+        .expect("part writer");
     w.write(&mut std::iter::once(Bytes::from_static(b"two")))
         .expect("write");
     drop(w);

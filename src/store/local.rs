@@ -3,7 +3,7 @@
 
 use super::{
     BlobHandle, BlobHasher, BlobInfo, BlobMaintenance, BlobStore, BlobWriter, ByteStream, Md5,
-    PartInfo, PartStore, PartWriter, StagedBlob,
+    PartDigests, PartInfo, PartStore, PartWriter, StagedBlob,
 };
 use crate::error::{Error, Result};
 use crate::types::Sha256;
@@ -26,7 +26,7 @@ struct Dirs {
     tmp: PathBuf,
     blobs: PathBuf,
     quarantine: PathBuf,
-    /// `<parts>/<session>/<number>.<sha256 hex>.<md5 hex>`: parts of upload sessions.
+    /// `<parts>/<session>/<number>.<sha256 hex>.<md5 hex or ->`: parts of upload sessions.
     parts: PathBuf,
     /// Held while a part is moved into place and the part it replaces removed, so two parts
     /// of one number finished at once leave exactly one (the last renamed).
@@ -274,7 +274,7 @@ impl BlobStore for LocalStore {
 impl LocalStore {
     /// The directory of a session's parts. Session names become path components, so only
     /// plain names are accepted (no separators, no dots).
-    fn session_dir(&self, session: &str) -> Result<PathBuf> {
+    pub(super) fn session_dir(&self, session: &str) -> Result<PathBuf> {
         let plain = !session.is_empty()
             && session.len() <= 128
             && session
@@ -289,7 +289,7 @@ impl LocalStore {
     }
 
     /// Stored parts of a session as (info, file path), by number.
-    fn part_files(&self, session: &str) -> Result<Vec<(PartInfo, PathBuf)>> {
+    pub(super) fn part_files(&self, session: &str) -> Result<Vec<(PartInfo, PathBuf)>> {
         let dir = self.session_dir(session)?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -304,7 +304,10 @@ impl LocalStore {
                 let mut fields = n.split('.');
                 let number = fields.next()?.parse::<u32>().ok()?;
                 let sha = fields.next()?.parse::<Sha256>().ok()?;
-                let md5 = fields.next()?.parse::<Md5>().ok()?;
+                let md5 = match fields.next()? {
+                    NO_MD5 => None,
+                    hex => Some(hex.parse::<Md5>().ok()?),
+                };
                 fields.next().is_none().then_some((number, sha, md5))
             });
             // Anything else (a crash's leftovers are in tmp/, not here) is not a part.
@@ -334,9 +337,13 @@ struct LocalPartWriter {
     number: u32,
     temp: TempBlob,
     hasher: BlobHasher,
-    /// S3's part ETag, hashed on the writing thread (SHA-256 has its own helper thread).
-    md5: md5::Md5,
+    /// S3's part ETag, hashed on the writing thread (SHA-256 has its own helper thread), when
+    /// the caller wants it.
+    md5: Option<md5::Md5>,
 }
+
+/// The MD5 field of a part file's name when the part has none.
+const NO_MD5: &str = "-";
 
 impl PartWriter for LocalPartWriter {
     fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
@@ -344,7 +351,9 @@ impl PartWriter for LocalPartWriter {
         let (temp, md5) = (&mut self.temp, &mut self.md5);
         self.hasher
             .burst(chunks, |chunk| {
-                md5.update(chunk);
+                if let Some(m) = md5.as_mut() {
+                    m.update(chunk);
+                }
                 temp.write_all(chunk)
             })
             .map_err(io("writing part"))
@@ -359,8 +368,12 @@ impl PartWriter for LocalPartWriter {
         }
         let size = self.hasher.size();
         let sha = std::mem::take(&mut self.hasher).finish();
-        let md5 = Md5(md5::Digest::finalize(std::mem::take(&mut self.md5)).into());
-        let dest = dir.join(format!("{}.{}.{}", self.number, sha.to_hex(), md5.to_hex()));
+        let md5 = self
+            .md5
+            .take()
+            .map(|m| Md5(md5::Digest::finalize(m).into()));
+        let md5_field = md5.map_or_else(|| NO_MD5.to_string(), |m| m.to_hex());
+        let dest = dir.join(format!("{}.{}.{md5_field}", self.number, sha.to_hex()));
         self.temp.file.take();
         let _swap = self
             .store
@@ -388,7 +401,12 @@ impl PartWriter for LocalPartWriter {
 }
 
 impl PartStore for LocalStore {
-    fn part_writer(&self, session: &str, number: u32) -> Result<Box<dyn PartWriter>> {
+    fn part_writer(
+        &self,
+        session: &str,
+        number: u32,
+        digests: PartDigests,
+    ) -> Result<Box<dyn PartWriter>> {
         self.session_dir(session)?;
         Ok(Box::new(LocalPartWriter {
             store: LocalStore {
@@ -398,7 +416,7 @@ impl PartStore for LocalStore {
             number,
             temp: self.create_temp()?,
             hasher: BlobHasher::new(),
-            md5: Default::default(),
+            md5: (digests == PartDigests::WithMd5).then(Default::default),
         }))
     }
 
@@ -429,37 +447,9 @@ impl PartStore for LocalStore {
                 }
             }
         }
+        let files = chosen_files(&parts, numbers)?;
         let mut writer = self.writer()?;
-        for n in numbers {
-            let Some((_, path)) = parts.iter().find(|(p, _)| p.number == *n) else {
-                return Err(Error::BadRequest(format!("part {n} was not uploaded")));
-            };
-            let file = fs::File::open(path).map_err(io("reading part"))?;
-            let mut pos = 0u64;
-            let mut failed = None;
-            let written = {
-                let mut chunks = std::iter::from_fn(|| {
-                    let mut buf = vec![0u8; READ_CHUNK];
-                    match read_full(&file, pos, &mut buf) {
-                        Ok(0) => None,
-                        Ok(k) => {
-                            buf.truncate(k);
-                            pos += k as u64;
-                            Some(Bytes::from(buf))
-                        }
-                        Err(e) => {
-                            failed = Some(e);
-                            None
-                        }
-                    }
-                });
-                writer.write(&mut chunks)
-            };
-            written?;
-            if let Some(e) = failed {
-                return Err(Error::from_io("reading part", e));
-            }
-        }
+        feed_files(&files, &mut |chunks| writer.write(chunks))?;
         writer.finish()
     }
 
@@ -478,6 +468,58 @@ impl PartStore for LocalStore {
             Err(e) => Err(Error::from_io("dropping upload session", e)),
         }
     }
+}
+
+/// The files of the parts `numbers`, in that order; a number not stored is 400.
+pub(super) fn chosen_files(parts: &[(PartInfo, PathBuf)], numbers: &[u32]) -> Result<Vec<PathBuf>> {
+    numbers
+        .iter()
+        .map(|n| {
+            parts
+                .iter()
+                .find(|(p, _)| p.number == *n)
+                .map(|(_, path)| path.clone())
+                .ok_or_else(|| Error::BadRequest(format!("part {n} was not uploaded")))
+        })
+        .collect()
+}
+
+/// Reads `files` one after the other in [`READ_CHUNK`] chunks and hands them to `sink` (a
+/// writer's or a hasher's `write`), so assembling never holds more than a chunk of a part.
+/// (Reading on a helper thread ahead of the sink was tried: no change in the 1 GiB multipart
+/// bench under load, 12 MiB more peak RSS.)
+pub(super) fn feed_files(
+    files: &[PathBuf],
+    sink: &mut dyn FnMut(&mut dyn Iterator<Item = Bytes>) -> Result<()>,
+) -> Result<()> {
+    for path in files {
+        let file = fs::File::open(path).map_err(io("reading part"))?;
+        let mut pos = 0u64;
+        let mut failed = None;
+        let written = {
+            let mut chunks = std::iter::from_fn(|| {
+                let mut buf = vec![0u8; READ_CHUNK];
+                match read_full(&file, pos, &mut buf) {
+                    Ok(0) => None,
+                    Ok(k) => {
+                        buf.truncate(k);
+                        pos += k as u64;
+                        Some(Bytes::from(buf))
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                }
+            });
+            sink(&mut chunks)
+        };
+        written?;
+        if let Some(e) = failed {
+            return Err(Error::from_io("reading part", e));
+        }
+    }
+    Ok(())
 }
 
 impl BlobMaintenance for LocalStore {

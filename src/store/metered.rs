@@ -211,9 +211,14 @@ impl<S: BlobStore + ?Sized> BlobMaintenance for Metered<S> {
 }
 
 impl<S: BlobStore + ?Sized> PartStore for Metered<S> {
-    fn part_writer(&self, session: &str, number: u32) -> Result<Box<dyn PartWriter>> {
+    fn part_writer(
+        &self,
+        session: &str,
+        number: u32,
+        digests: super::PartDigests,
+    ) -> Result<Box<dyn PartWriter>> {
         match self.inner.parts() {
-            Some(p) => p.part_writer(session, number),
+            Some(p) => p.part_writer(session, number, digests),
             None => Err(no_parts()),
         }
     }

@@ -25,9 +25,10 @@
 //! threads, even an async worker of a multi-threaded runtime). Streamed reads run their GET on
 //! that runtime too and hand chunks over a bounded channel.
 
+use super::s3_parts::S3Parts;
 use super::{
     BlobHandle, BlobHasher, BlobInfo, BlobMaintenance, BlobStore, BlobWriter, ByteStream,
-    StagedBlob,
+    PartStore, StagedBlob,
 };
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -57,10 +58,12 @@ const TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
 /// [`BlobStore`] on an S3 bucket.
 pub struct S3Store {
     inner: Arc<Inner>,
+    /// Upload-session parts, when a staging dir was given ([`S3Store::with_part_staging`]).
+    parts: Option<Arc<S3Parts>>,
 }
 
-struct Inner {
-    store: Arc<AmazonS3>,
+pub(super) struct Inner {
+    pub(super) store: Arc<AmazonS3>,
     handle: tokio::runtime::Handle,
     /// Owned here so it lives as long as any writer or handle; shut down without blocking.
     runtime: Option<tokio::runtime::Runtime>,
@@ -76,22 +79,25 @@ impl Drop for Inner {
 }
 
 /// The object store failed or did not answer: 503 for the client, the cause for the log.
-fn unavailable(context: &str, e: object_store::Error) -> Error {
+pub(super) fn unavailable(context: &str, e: object_store::Error) -> Error {
     Error::StorageUnavailable(format!("{context}: {e}").into())
 }
 
-fn is_not_found(e: &object_store::Error) -> bool {
+pub(super) fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
 
-fn blob_key(sha: &Sha256) -> Path {
+pub(super) fn blob_key(sha: &Sha256) -> Path {
     let hex = sha.to_hex();
     Path::from(format!("sha256/{}/{}/{hex}", &hex[0..2], &hex[2..4]))
 }
 
 impl Inner {
     /// Runs `fut` on the store's runtime and waits for it from this (any) thread.
-    fn block<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+    pub(super) fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
             let _ = tx.send(fut.await);
@@ -101,12 +107,12 @@ impl Inner {
     }
 
     /// Runs `fut` on the store's runtime without waiting (cleanup on drop).
-    fn detach(&self, fut: impl Future<Output = ()> + Send + 'static) {
+    pub(super) fn detach(&self, fut: impl Future<Output = ()> + Send + 'static) {
         self.handle.spawn(fut);
     }
 
     /// The object's size, `None` when it does not exist.
-    fn head(&self, key: &Path) -> Result<Option<u64>> {
+    pub(super) fn head(&self, key: &Path) -> Result<Option<u64>> {
         let (store, key) = (self.store.clone(), key.clone());
         match self.block(async move { store.head(&key).await })? {
             Ok(meta) => Ok(Some(meta.size)),
@@ -183,19 +189,32 @@ impl S3Store {
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
             }),
+            parts: None,
+        })
+    }
+
+    /// Takes upload-session parts (multipart, tus), staged under `dir` before they are sent
+    /// to the bucket (see [`super::s3_parts`]).
+    pub fn with_part_staging(mut self, dir: &std::path::Path) -> Result<Self> {
+        self.parts = Some(Arc::new(S3Parts::open(dir, self.inner.clone())?));
+        Ok(self)
+    }
+
+    /// A new blob's writer on `inner`'s bucket.
+    pub(super) fn writer_on(inner: &Arc<Inner>) -> Box<dyn BlobWriter> {
+        Box::new(S3Writer {
+            inner: inner.clone(),
+            hasher: BlobHasher::new(),
+            buf: Vec::new(),
+            buf_len: 0,
+            upload: None,
         })
     }
 }
 
 impl BlobStore for S3Store {
     fn writer(&self) -> Result<Box<dyn BlobWriter>> {
-        Ok(Box::new(S3Writer {
-            inner: self.inner.clone(),
-            hasher: BlobHasher::new(),
-            buf: Vec::new(),
-            buf_len: 0,
-            upload: None,
-        }))
+        Ok(Self::writer_on(&self.inner))
     }
 
     fn open(&self, sha: &Sha256) -> Result<Option<Box<dyn BlobHandle>>> {
@@ -215,6 +234,10 @@ impl BlobStore for S3Store {
 
     fn maintenance(&self) -> Option<&dyn BlobMaintenance> {
         Some(self)
+    }
+
+    fn parts(&self) -> Option<&dyn PartStore> {
+        self.parts.as_ref().map(|p| p as &dyn PartStore)
     }
 
     fn presigned_get(
@@ -394,7 +417,7 @@ impl Drop for S3Writer {
     }
 }
 
-enum Staged {
+pub(super) enum Staged {
     /// A small blob, still in memory: put on commit.
     Memory(Vec<Bytes>),
     /// A completed temp object: copied to the content key on commit, deleted either way.
@@ -405,11 +428,11 @@ enum Staged {
     Done,
 }
 
-struct S3Staged {
-    inner: Arc<Inner>,
-    sha: Sha256,
-    size: u64,
-    state: Staged,
+pub(super) struct S3Staged {
+    pub(super) inner: Arc<Inner>,
+    pub(super) sha: Sha256,
+    pub(super) size: u64,
+    pub(super) state: Staged,
 }
 
 impl StagedBlob for S3Staged {
@@ -600,7 +623,10 @@ impl BlobMaintenance for S3Store {
             })?
             .map_err(|e| unavailable("listing temp objects", e))?;
         let now = SystemTime::now();
-        let mut swept = 0;
+        let mut swept = match &self.parts {
+            Some(p) => p.sweep_temp()?,
+            None => 0,
+        };
         for m in metas {
             let age = now
                 .duration_since(SystemTime::from(m.last_modified))
