@@ -67,7 +67,10 @@ fn small_uploads_live_inline_and_survive_kill_and_restart() {
     s.stop();
     let s = Server::spawn(dir.path(), &[INLINE_ON], &[]).unwrap();
     let t = s.token("alice", INSTANCE, false);
-    assert_eq!(s.get(&path(&a), Some(&t)).bytes().unwrap().as_ref(), &small[..]);
+    assert_eq!(
+        s.get(&path(&a), Some(&t)).bytes().unwrap().as_ref(),
+        &small[..]
+    );
 
     // One of two references deleted: the bytes stay for the other; the last one takes them.
     let del = |f: &Value| {
@@ -81,12 +84,18 @@ fn small_uploads_live_inline_and_survive_kill_and_restart() {
             .as_u16()
     };
     assert!(matches!(del(&a), 200 | 204));
-    assert_eq!(s.get(&path(&b), Some(&t)).bytes().unwrap().as_ref(), &small[..]);
+    assert_eq!(
+        s.get(&path(&b), Some(&t)).bytes().unwrap().as_ref(),
+        &small[..]
+    );
     assert!(matches!(del(&b), 200 | 204));
     assert_eq!(s.get(&path(&b), Some(&t)).status(), 404);
     // Uploaded again after its blob went: stored again, served again.
     let c = s.upload_one(&t, "c.bin", &small);
-    assert_eq!(s.get(&path(&c), Some(&t)).bytes().unwrap().as_ref(), &small[..]);
+    assert_eq!(
+        s.get(&path(&c), Some(&t)).bytes().unwrap().as_ref(),
+        &small[..]
+    );
     s.stop();
 
     // fsck reads the inline blobs like files: every record finds its bytes, intact.
@@ -99,7 +108,10 @@ fn small_uploads_live_inline_and_survive_kill_and_restart() {
     // A server started with inline blobs off still reads the ones stored before.
     let s = Server::spawn(dir.path(), &[(INLINE_ENV, "0")], &[]).unwrap();
     let t = s.token("alice", INSTANCE, false);
-    assert_eq!(s.get(&path(&c), Some(&t)).bytes().unwrap().as_ref(), &small[..]);
+    assert_eq!(
+        s.get(&path(&c), Some(&t)).bytes().unwrap().as_ref(),
+        &small[..]
+    );
     assert_eq!(
         s.get(&path(&over), Some(&t)).bytes().unwrap().as_ref(),
         &bytes(65537, 9)[..]

@@ -15,10 +15,10 @@ pub use pg::{PgMeta, PgOptions};
 pub use session::{
     CompletedParts, FileExtras, SessionKind, SessionState, StoredBytes, UploadSession,
 };
-pub use sled_store::{SledMeta, Star};
 /// Durable, group-committed flushes of a sled database (the local blob store keeps its small
 /// blobs in one too).
 pub(crate) use sled_store::log_sync::LogSync;
+pub use sled_store::{SledMeta, Star};
 pub use variants::{VariantKey, VariantRecord, VariantStore};
 
 use crate::error::Result;

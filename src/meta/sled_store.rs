@@ -1,8 +1,8 @@
 //! The embedded metadata store: sled 0.34, one tree per record kind plus index trees.
 
 use super::{
-    AccessRight, FileOrder, FileRecord, FileScope, FileStore, SizeFilter, GrantStore, ImageRecord, Instance,
-    InstanceStore, MaintenanceStore, Records,
+    AccessRight, FileOrder, FileRecord, FileScope, FileStore, GrantStore, ImageRecord, Instance,
+    InstanceStore, MaintenanceStore, Records, SizeFilter,
 };
 use crate::error::{Error, Result};
 use crate::types::{now_millis, AccountId, FileId, InstanceId, RightId, Sha256};

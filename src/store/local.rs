@@ -198,7 +198,9 @@ impl LocalWriter {
             self.buf = Vec::new();
             self.temp = Some(temp);
         }
-        self.temp.as_mut().ok_or_else(|| std::io::Error::other("temp file missing"))
+        self.temp
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("temp file missing"))
     }
 }
 
@@ -220,8 +222,8 @@ impl BlobWriter for LocalWriter {
     }
 
     fn finish(mut self: Box<Self>) -> Result<Box<dyn StagedBlob>> {
-        // No bytes yet and no inline store: an empty file blob, as before.
-        if self.inline.is_none() {
+        // Inline blobs off: even an empty blob is a file, as before.
+        if self.inline.as_ref().is_none_or(|i| i.max == 0) {
             self.spill().map_err(io("writing blob"))?;
         }
         if let Some(temp) = self.temp.as_mut() {
@@ -295,7 +297,9 @@ impl StagedBlob for LocalStaged {
         let mut temp = match body {
             Body::Inline(bytes) => {
                 let Some(i) = &inline else {
-                    return Err(Error::Internal("inline bytes without an inline store".into()));
+                    return Err(Error::Internal(
+                        "inline bytes without an inline store".into(),
+                    ));
                 };
                 return i.put(&sha, &bytes);
             }
@@ -349,7 +353,11 @@ impl BlobHandle for InlineHandle {
             .unwrap_or(usize::MAX)
             .min(b.len());
         let chunk = Bytes::copy_from_slice(&b[start..end.max(start)]);
-        let items: Vec<Result<Bytes>> = if chunk.is_empty() { vec![] } else { vec![Ok(chunk)] };
+        let items: Vec<Result<Bytes>> = if chunk.is_empty() {
+            vec![]
+        } else {
+            vec![Ok(chunk)]
+        };
         Box::pin(futures_util::stream::iter(items))
     }
 }
@@ -755,12 +763,19 @@ impl BlobMaintenance for LocalStore {
     fn quarantine(&self, sha: &Sha256) -> Result<()> {
         let q = &self.dirs.quarantine;
         fs::create_dir_all(q).map_err(io("creating quarantine dir"))?;
-        if let Some(v) = self.inline.as_ref().map(|i| i.get(sha)).transpose()?.flatten() {
+        if let Some(v) = self
+            .inline
+            .as_ref()
+            .map(|i| i.get(sha))
+            .transpose()?
+            .flatten()
+        {
             // Moved aside as a file like any other blob: written and synced before the inline
             // copy goes, so the bytes exist somewhere at every moment.
             let dest = q.join(sha.to_hex());
             let mut f = fs::File::create(&dest).map_err(io("quarantining blob"))?;
-            std::io::Write::write_all(&mut f, &v[INLINE_HEADER..]).map_err(io("quarantining blob"))?;
+            std::io::Write::write_all(&mut f, &v[INLINE_HEADER..])
+                .map_err(io("quarantining blob"))?;
             f.sync_all().map_err(io("quarantining blob"))?;
             sync_dir(q).map_err(io("syncing quarantine dir"))?;
             if let Some(i) = &self.inline {
@@ -1063,7 +1078,12 @@ mod tests {
         let a = put(b"first inline blob");
         let b = put(b"second");
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        let mut listed: Vec<_> = store.list().unwrap().iter().map(|i| (i.sha, i.len)).collect();
+        let mut listed: Vec<_> = store
+            .list()
+            .unwrap()
+            .iter()
+            .map(|i| (i.sha, i.len))
+            .collect();
         listed.sort();
         let mut want = vec![(a, 17), (b, 6)];
         want.sort();

@@ -674,10 +674,19 @@ fn terms_on_a_field_are_those_anded_at_the_top() {
     assert!(!t.admits(num(4990.0)));
     assert!(!t.admits(num(5000.0)));
     assert!(!t.admits(None), "a record without the field fails `>`");
-    assert!(q.terms_on("name").is_none(), "a term under OR decides nothing alone");
-    assert!(parse("size > 1 OR name = 'a'").unwrap().terms_on("size").is_none());
+    assert!(
+        q.terms_on("name").is_none(),
+        "a term under OR decides nothing alone"
+    );
+    assert!(parse("size > 1 OR name = 'a'")
+        .unwrap()
+        .terms_on("size")
+        .is_none());
     assert!(parse("*").unwrap().terms_on("size").is_none());
-    let t = parse("NOT EXIST size AND name = 'x'").unwrap().terms_on("size").unwrap();
+    let t = parse("NOT EXIST size AND name = 'x'")
+        .unwrap()
+        .terms_on("size")
+        .unwrap();
     assert!(t.admits(None));
     assert!(!t.admits(num(1.0)));
 }
