@@ -852,7 +852,14 @@ mod props {
 
     /// `e` with every path renamed to `size` or `name`.
     fn on_two_paths(e: Expr) -> Expr {
-        let rename = |p: String| if p.len() % 2 == 0 { "size" } else { "name" }.to_string();
+        let rename = |p: String| {
+            if p.len().is_multiple_of(2) {
+                "size"
+            } else {
+                "name"
+            }
+            .to_string()
+        };
         match e {
             Expr::And(l, r) => Expr::And(Box::new(on_two_paths(*l)), Box::new(on_two_paths(*r))),
             Expr::Or(l, r) => Expr::Or(Box::new(on_two_paths(*l)), Box::new(on_two_paths(*r))),
