@@ -518,6 +518,10 @@ pub struct StoreConfig {
     pub redirect_downloads: bool,
     /// How long such a presigned GET stays valid, in seconds (default 300, at most 7 days).
     pub redirect_ttl_secs: Option<u64>,
+    /// `local` only: blobs of at most this many bytes are kept inline in a sled database
+    /// (`<data>/blobs/inline`), made durable by one group-committed fdatasync instead of a
+    /// file's fsyncs (default 65536; 0 = every blob is a file; at most 262144).
+    pub inline_max: Option<u64>,
 }
 
 /// How long a download redirect's presigned GET stays valid when unset.
@@ -545,6 +549,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("allow_http", &self.allow_http)
             .field("redirect_downloads", &self.redirect_downloads)
             .field("redirect_ttl_secs", &self.redirect_ttl_secs)
+            .field("inline_max", &self.inline_max)
             .finish()
     }
 }
@@ -853,6 +858,9 @@ impl Config {
         if let Some(v) = get("DEPOT_STORE_REDIRECT_TTL_SECS") {
             self.store.redirect_ttl_secs = Some(num("DEPOT_STORE_REDIRECT_TTL_SECS", v)?);
         }
+        if let Some(v) = get("DEPOT_STORE_INLINE_MAX") {
+            self.store.inline_max = Some(num("DEPOT_STORE_INLINE_MAX", v)?);
+        }
         // [meta]
         if let Some(v) = get("DEPOT_META_KIND") {
             self.meta.kind = match v.trim() {
@@ -983,6 +991,12 @@ impl Config {
             return Err(StartError::Config(
                 "store.redirect_ttl_secs must be between 1 and 604800 (7 days, S3's limit)".into(),
             ));
+        }
+        if self.store.inline_max.unwrap_or(0) > 4 * crate::store::INLINE_MAX {
+            return Err(StartError::Config(format!(
+                "store.inline_max must be at most {} (larger values leave sled's log segments)",
+                4 * crate::store::INLINE_MAX
+            )));
         }
         if self.store.kind == StoreKind::S3 {
             if self.store.bucket.as_deref().unwrap_or("").is_empty() {

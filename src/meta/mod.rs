@@ -17,6 +17,9 @@ pub use pg::{PgMeta, PgOptions};
 pub use session::{
     CompletedParts, FileExtras, SessionKind, SessionState, StoredBytes, UploadSession,
 };
+/// Durable, group-committed flushes of a sled database (the local blob store keeps its small
+/// blobs in one too).
+pub(crate) use sled_store::log_sync::LogSync;
 pub use sled_store::{SledMeta, Star};
 pub use usage::{QuotaLimits, QuotaScope, UsageStore};
 pub use variants::{VariantKey, VariantRecord, VariantStore};
@@ -88,6 +91,9 @@ pub struct FileOrder {
 /// A lazily read run of records.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T>> + Send + 'a>;
 
+/// A test of a file's size, applied by [`FileStore::scan_files_sized`].
+pub type SizeFilter<'a> = Box<dyn Fn(u64) -> bool + Send + Sync + 'a>;
+
 /// Instances (tenants), addressed by domain or id.
 pub trait InstanceStore {
     /// The instance for `domain`, created (with anonymous requests off) if new.
@@ -113,6 +119,21 @@ pub trait FileStore {
         scope: FileScope<'a>,
         after: Option<FileId>,
     ) -> Records<'a, FileRecord>;
+    /// As [`FileStore::scan_files`], without the records whose size `keep` refuses. A store
+    /// that can read a record's size before decoding the rest skips those records cheaply
+    /// (sled's compact records); the default filters decoded records.
+    fn scan_files_sized<'a>(
+        &'a self,
+        instance: InstanceId,
+        scope: FileScope<'a>,
+        after: Option<FileId>,
+        keep: SizeFilter<'a>,
+    ) -> Records<'a, FileRecord> {
+        Box::new(
+            self.scan_files(instance, scope, after)
+                .filter(move |f| f.as_ref().map_or(true, |f| keep(f.size))),
+        )
+    }
     /// Files of one instance in `order`, strictly after `from`'s place in it (`from` is a
     /// record of that instance), read from an index so a walk that stops early costs what it
     /// read. `None` when this store keeps no such index: the caller sorts by itself.

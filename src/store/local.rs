@@ -1,11 +1,25 @@
 //! Blobs on the local filesystem: `<data>/blobs/sha256/ab/cd/<hex>`, written via `<data>/tmp/`
-//! with O_DIRECT past the first MiB.
+//! with O_DIRECT past the first MiB; blobs of at most [`INLINE_MAX`] bytes are kept inline in a
+//! sled database of their own, `<data>/blobs/inline/`.
+//!
+//! Why small blobs live in sled (issue 14): a file blob costs a temp file created, fsynced,
+//! renamed and its directory fsynced (two more directory fsyncs when its fan-out directory is
+//! new): three or four journal commits and device cache flushes per upload, most of a 4 KiB
+//! upload's time. An inline blob is one append to sled's log and one group-committed
+//! `fdatasync` of it ([`LogSync`]), shared by every upload committing at the same time.
+//!
+//! Durability is the same as a file blob's: [`StagedBlob::commit`] returns only once the bytes
+//! are in sled's log file and that file is fdatasynced (sled's flush writes them; the
+//! fdatasync makes them and the file's size survive power loss, and flushes the device
+//! cache). The caller writes the record that references the blob only after that, so a
+//! record that survives a crash always finds its bytes, as with files.
 
 use super::{
     BlobHandle, BlobHasher, BlobInfo, BlobMaintenance, BlobStore, BlobWriter, ByteStream, Md5,
     PartDigests, PartInfo, PartStore, PartWriter, StagedBlob,
 };
 use crate::error::{Error, Result};
+use crate::meta::LogSync;
 use crate::types::Sha256;
 use bytes::Bytes;
 use std::fs;
@@ -20,6 +34,61 @@ const READ_CHUNK: usize = 1 << 20;
 /// atomic.
 pub struct LocalStore {
     dirs: Arc<Dirs>,
+    /// Small blobs; `None` when inline blobs are off (`open_with(.., 0)`).
+    inline: Option<Arc<Inline>>,
+}
+
+/// Blobs kept inline up to this size by default: a 64 KiB value stays in sled's log segments
+/// (larger ones become files of sled's own, with syncs of their own), and a writer buffers at
+/// most this much in memory before it falls back to a temp file.
+pub const INLINE_MAX: u64 = 64 * 1024;
+
+/// Memory sled may use to cache the inline blobs' pages (its default is 1 GiB).
+const INLINE_CACHE: u64 = 16 * 1024 * 1024;
+
+/// The inline blobs: key the SHA-256, value the time stored (milliseconds since the epoch, u64
+/// big-endian) followed by the bytes.
+struct Inline {
+    db: sled::Db,
+    sync: LogSync,
+    /// Largest blob kept here.
+    max: u64,
+}
+
+/// Bytes of an inline value before the blob's own.
+const INLINE_HEADER: usize = 8;
+
+fn inline_err(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) => Error::from_io("inline blob store", io),
+        other => Error::Internal(format!("inline blob store: {other}")),
+    }
+}
+
+impl Inline {
+    fn get(&self, sha: &Sha256) -> Result<Option<sled::IVec>> {
+        let v = self.db.get(sha.0).map_err(inline_err)?;
+        Ok(v.filter(|v| v.len() >= INLINE_HEADER))
+    }
+
+    /// Stores `bytes` under `sha` and makes them durable before returning.
+    fn put(&self, sha: &Sha256, bytes: &[u8]) -> Result<()> {
+        let mut v = Vec::with_capacity(INLINE_HEADER + bytes.len());
+        v.extend_from_slice(&crate::types::now_millis().to_be_bytes());
+        v.extend_from_slice(bytes);
+        self.db.insert(sha.0, v).map_err(inline_err)?;
+        self.sync.sync(&self.db)?;
+        Ok(())
+    }
+
+    /// Removes `sha`; true when it was here. Durable before returning when it was.
+    fn remove(&self, sha: &Sha256) -> Result<bool> {
+        if self.db.remove(sha.0).map_err(inline_err)?.is_none() {
+            return Ok(false);
+        }
+        self.sync.sync(&self.db)?;
+        Ok(true)
+    }
 }
 
 struct Dirs {
@@ -37,6 +106,16 @@ fn io(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::from_io(context, e)
 }
 
+/// A new temp file in `tmp`.
+fn create_temp(tmp: &Path) -> std::io::Result<TempBlob> {
+    let path = tmp.join(format!("{}.part", ulid::Ulid::new()));
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok(TempBlob::new(path, file))
+}
+
 /// fsync a directory so a rename or create inside it survives a crash.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
@@ -51,15 +130,39 @@ impl Dirs {
 }
 
 impl LocalStore {
-    /// Opens the store under `data_dir`, creating its directories.
+    /// Opens the store under `data_dir`, creating its directories; blobs of at most
+    /// [`INLINE_MAX`] bytes are kept inline.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, INLINE_MAX)
+    }
+
+    /// As [`LocalStore::open`], keeping blobs of at most `inline_max` bytes inline (0: none;
+    /// at most [`INLINE_MAX`] * 4). Inline blobs stored earlier stay readable whatever the
+    /// setting.
+    pub fn open_with(data_dir: &Path, inline_max: u64) -> Result<Self> {
         let tmp = data_dir.join("tmp");
         let blobs = data_dir.join("blobs").join("sha256");
         fs::create_dir_all(&tmp).map_err(io("creating temp dir"))?;
         fs::create_dir_all(&blobs).map_err(io("creating blob dir"))?;
         let quarantine = data_dir.join("quarantine");
         let parts = data_dir.join("parts");
+        let inline_dir = data_dir.join("blobs").join("inline");
+        let inline = if inline_max > 0 || inline_dir.exists() {
+            let db = sled::Config::new()
+                .path(&inline_dir)
+                .cache_capacity(INLINE_CACHE)
+                .open()
+                .map_err(inline_err)?;
+            Some(Arc::new(Inline {
+                sync: LogSync::open(&inline_dir)?,
+                db,
+                max: inline_max.min(4 * INLINE_MAX),
+            }))
+        } else {
+            None
+        };
         Ok(Self {
+            inline,
             dirs: Arc::new(Dirs {
                 tmp,
                 blobs,
@@ -71,47 +174,95 @@ impl LocalStore {
     }
 
     fn create_temp(&self) -> Result<TempBlob> {
-        let path = self.dirs.tmp.join(format!("{}.part", ulid::Ulid::new()));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io("creating temp file"))?;
-        Ok(TempBlob::new(path, file))
+        create_temp(&self.dirs.tmp).map_err(io("creating temp file"))
     }
 }
 
-/// [`BlobWriter`] of the local store: a temp file, hashed while written.
+/// [`BlobWriter`] of the local store: the bytes are buffered in memory while they fit an inline
+/// blob, then go to a temp file; hashed while written.
 struct LocalWriter {
     dirs: Arc<Dirs>,
-    temp: TempBlob,
+    inline: Option<Arc<Inline>>,
+    /// The bytes so far, while they fit inline (and no temp file exists).
+    buf: Vec<u8>,
+    temp: Option<TempBlob>,
     hasher: BlobHasher,
+}
+
+impl LocalWriter {
+    /// The temp file, made (with what was buffered so far) on first need.
+    fn spill(&mut self) -> std::io::Result<&mut TempBlob> {
+        if self.temp.is_none() {
+            let mut temp = create_temp(&self.dirs.tmp)?;
+            temp.write_all(&self.buf)?;
+            self.buf = Vec::new();
+            self.temp = Some(temp);
+        }
+        self.temp
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("temp file missing"))
+    }
 }
 
 impl BlobWriter for LocalWriter {
     fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()> {
-        let temp = &mut self.temp;
-        self.hasher
-            .burst(chunks, |chunk| temp.write_all(chunk))
-            .map_err(io("writing blob"))
+        let max = self.inline.as_ref().map_or(0, |i| i.max);
+        let mut hasher = std::mem::take(&mut self.hasher);
+        let res = hasher.burst(chunks, |chunk| {
+            let fits = self.temp.is_none() && (self.buf.len() + chunk.len()) as u64 <= max;
+            if fits {
+                self.buf.extend_from_slice(chunk);
+                Ok(())
+            } else {
+                self.spill()?.write_all(chunk)
+            }
+        });
+        self.hasher = hasher;
+        res.map_err(io("writing blob"))
     }
 
     fn finish(mut self: Box<Self>) -> Result<Box<dyn StagedBlob>> {
-        self.temp.sync().map_err(io("writing blob"))?;
-        let LocalWriter { dirs, temp, hasher } = *self;
+        // Inline blobs off: even an empty blob is a file, as before.
+        if self.inline.as_ref().is_none_or(|i| i.max == 0) {
+            self.spill().map_err(io("writing blob"))?;
+        }
+        if let Some(temp) = self.temp.as_mut() {
+            temp.sync().map_err(io("writing blob"))?;
+        }
+        let LocalWriter {
+            dirs,
+            inline,
+            buf,
+            temp,
+            hasher,
+        } = *self;
+        let body = match temp {
+            Some(t) => Body::File(t),
+            None => Body::Inline(buf),
+        };
         Ok(Box::new(LocalStaged {
             dirs,
+            inline,
             size: hasher.size(),
             sha: hasher.finish(),
-            temp,
+            body,
         }))
     }
 }
 
-/// A written and fsynced temp file, removed on drop unless committed.
+/// Where staged bytes wait.
+enum Body {
+    /// A written and fsynced temp file.
+    File(TempBlob),
+    /// Bytes in memory, small enough for the inline store.
+    Inline(Vec<u8>),
+}
+
+/// Written bytes not yet visible; a temp file is removed on drop unless committed.
 struct LocalStaged {
     dirs: Arc<Dirs>,
-    temp: TempBlob,
+    inline: Option<Arc<Inline>>,
+    body: Body,
     sha: Sha256,
     size: u64,
 }
@@ -125,11 +276,35 @@ impl StagedBlob for LocalStaged {
         self.size
     }
 
-    fn commit(mut self: Box<Self>) -> Result<()> {
-        let dest = self.dirs.blob_path(&self.sha);
+    fn commit(self: Box<Self>) -> Result<()> {
+        let LocalStaged {
+            dirs,
+            inline,
+            body,
+            sha,
+            ..
+        } = *self;
+        let dest = dirs.blob_path(&sha);
+        // Same content stored once, wherever it is: the staged bytes are dropped.
         if dest.exists() {
-            return Ok(()); // dropping `temp` removes the duplicate bytes
+            return Ok(());
         }
+        if let Some(i) = &inline {
+            if i.get(&sha)?.is_some() {
+                return Ok(());
+            }
+        }
+        let mut temp = match body {
+            Body::Inline(bytes) => {
+                let Some(i) = &inline else {
+                    return Err(Error::Internal(
+                        "inline bytes without an inline store".into(),
+                    ));
+                };
+                return i.put(&sha, &bytes);
+            }
+            Body::File(temp) => temp,
+        };
         let (Some(dir), Some(fan)) = (dest.parent(), dest.parent().and_then(Path::parent)) else {
             return Err(Error::Internal("blob path without parent dirs".into()));
         };
@@ -137,15 +312,53 @@ impl StagedBlob for LocalStaged {
             fs::create_dir_all(dir).map_err(io("creating blob dir"))?;
             // The new fan-out dirs must themselves be durable entries of their parents.
             sync_dir(fan).map_err(io("syncing dir"))?;
-            sync_dir(&self.dirs.blobs).map_err(io("syncing dir"))?;
+            sync_dir(&dirs.blobs).map_err(io("syncing dir"))?;
         }
-        self.temp.file.take();
+        temp.file.take();
         // Two writers of the same bytes may race here: rename replaces atomically, and either
         // file holds the same content.
-        fs::rename(&self.temp.path, &dest).map_err(io("moving blob into place"))?;
-        self.temp.path = PathBuf::new(); // committed: nothing for Drop to remove
+        fs::rename(&temp.path, &dest).map_err(io("moving blob into place"))?;
+        temp.path = PathBuf::new(); // committed: nothing for Drop to remove
         sync_dir(dir).map_err(io("syncing blob dir"))?;
         Ok(())
+    }
+}
+
+/// An inline blob's bytes (sled shares them; nothing is copied to open one).
+struct InlineHandle(sled::IVec);
+
+impl InlineHandle {
+    fn bytes(&self) -> &[u8] {
+        &self.0[INLINE_HEADER..]
+    }
+}
+
+impl BlobHandle for InlineHandle {
+    fn len(&self) -> u64 {
+        self.bytes().len() as u64
+    }
+
+    fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        let b = self.bytes();
+        let from = usize::try_from(pos).unwrap_or(usize::MAX).min(b.len());
+        let n = (b.len() - from).min(buf.len());
+        buf[..n].copy_from_slice(&b[from..from + n]);
+        Ok(n)
+    }
+
+    fn into_stream(self: Box<Self>, from: u64, len: u64) -> ByteStream {
+        let b = self.bytes();
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(b.len());
+        let end = usize::try_from(from.saturating_add(len))
+            .unwrap_or(usize::MAX)
+            .min(b.len());
+        let chunk = Bytes::copy_from_slice(&b[start..end.max(start)]);
+        let items: Vec<Result<Bytes>> = if chunk.is_empty() {
+            vec![]
+        } else {
+            vec![Ok(chunk)]
+        };
+        Box::pin(futures_util::stream::iter(items))
     }
 }
 
@@ -227,14 +440,22 @@ fn read_full(file: &fs::File, pos: u64, buf: &mut [u8]) -> std::io::Result<usize
 
 impl BlobStore for LocalStore {
     fn writer(&self) -> Result<Box<dyn BlobWriter>> {
+        // No file yet: small blobs never get one (see `LocalWriter`).
         Ok(Box::new(LocalWriter {
             dirs: self.dirs.clone(),
-            temp: self.create_temp()?,
+            inline: self.inline.clone(),
+            buf: Vec::new(),
+            temp: None,
             hasher: BlobHasher::new(),
         }))
     }
 
     fn open(&self, sha: &Sha256) -> Result<Option<Box<dyn BlobHandle>>> {
+        if let Some(i) = &self.inline {
+            if let Some(v) = i.get(sha)? {
+                return Ok(Some(Box::new(InlineHandle(v))));
+            }
+        }
         match fs::File::open(self.dirs.blob_path(sha)) {
             Ok(f) => {
                 let len = f.metadata().map_err(io("reading blob"))?.len();
@@ -249,6 +470,11 @@ impl BlobStore for LocalStore {
     }
 
     fn remove(&self, sha: &Sha256) -> Result<()> {
+        if let Some(i) = &self.inline {
+            if i.remove(sha)? {
+                return Ok(());
+            }
+        }
         let path = self.dirs.blob_path(sha);
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -411,6 +637,7 @@ impl PartStore for LocalStore {
         Ok(Box::new(LocalPartWriter {
             store: LocalStore {
                 dirs: self.dirs.clone(),
+                inline: self.inline.clone(),
             },
             session: session.to_string(),
             number,
@@ -440,7 +667,8 @@ impl PartStore for LocalStore {
                     let file = fs::File::open(&tmp).map_err(io("staging part"))?;
                     return Ok(Box::new(LocalStaged {
                         dirs: self.dirs.clone(),
-                        temp: TempBlob::new(tmp, file),
+                        inline: self.inline.clone(),
+                        body: Body::File(TempBlob::new(tmp, file)),
                         sha: info.sha,
                         size: info.size,
                     }));
@@ -553,12 +781,50 @@ impl BlobMaintenance for LocalStore {
                 }
             }
         }
+        if let Some(i) = &self.inline {
+            for kv in i.db.iter() {
+                let (k, v) = kv.map_err(inline_err)?;
+                let (Ok(key), Some(stored)) = (
+                    <[u8; 32]>::try_from(k.as_ref()),
+                    v.get(..INLINE_HEADER)
+                        .and_then(|h| <[u8; 8]>::try_from(h).ok()),
+                ) else {
+                    continue;
+                };
+                out.push(BlobInfo {
+                    sha: Sha256(key),
+                    len: (v.len() - INLINE_HEADER) as u64,
+                    modified: std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(u64::from_be_bytes(stored)),
+                });
+            }
+        }
         Ok(out)
     }
 
     fn quarantine(&self, sha: &Sha256) -> Result<()> {
         let q = &self.dirs.quarantine;
         fs::create_dir_all(q).map_err(io("creating quarantine dir"))?;
+        if let Some(v) = self
+            .inline
+            .as_ref()
+            .map(|i| i.get(sha))
+            .transpose()?
+            .flatten()
+        {
+            // Moved aside as a file like any other blob: written and synced before the inline
+            // copy goes, so the bytes exist somewhere at every moment.
+            let dest = q.join(sha.to_hex());
+            let mut f = fs::File::create(&dest).map_err(io("quarantining blob"))?;
+            std::io::Write::write_all(&mut f, &v[INLINE_HEADER..])
+                .map_err(io("quarantining blob"))?;
+            f.sync_all().map_err(io("quarantining blob"))?;
+            sync_dir(q).map_err(io("syncing quarantine dir"))?;
+            if let Some(i) = &self.inline {
+                i.remove(sha)?;
+            }
+            return Ok(());
+        }
         fs::rename(self.dirs.blob_path(sha), q.join(sha.to_hex()))
             .map_err(io("quarantining blob"))?;
         sync_dir(q).map_err(io("syncing quarantine dir"))
@@ -822,5 +1088,61 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         let cases = crate::store::contract::run_all(&store).await;
         assert_eq!(cases, 15, "every case ran");
+    }
+
+    /// The same with every blob a file (`inline_max = 0`), and with every blob the contract
+    /// writes inline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_store_passes_the_contract_with_and_without_inline_blobs() {
+        for max in [0, 4 * INLINE_MAX] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = LocalStore::open_with(dir.path(), max).unwrap();
+            let cases = crate::store::contract::run_all(&store).await;
+            assert_eq!(cases, 15, "every case ran, inline_max {max}");
+            assert_eq!(dir.path().join("blobs/inline").exists(), max > 0);
+        }
+    }
+
+    /// An inline blob is listed with its size, quarantined to a file that holds its bytes (and
+    /// then is no longer served), and a removed one is gone.
+    #[test]
+    fn inline_blobs_are_listed_quarantined_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let put = |data: &'static [u8]| {
+            let mut w = store.writer().unwrap();
+            crate::store::write_bytes(w.as_mut(), Bytes::from_static(data)).unwrap();
+            let staged = w.finish().unwrap();
+            let sha = staged.sha();
+            staged.commit().unwrap();
+            sha
+        };
+        let a = put(b"first inline blob");
+        let b = put(b"second");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let mut listed: Vec<_> = store
+            .list()
+            .unwrap()
+            .iter()
+            .map(|i| (i.sha, i.len))
+            .collect();
+        listed.sort();
+        let mut want = vec![(a, 17), (b, 6)];
+        want.sort();
+        assert_eq!(listed, want);
+        store.quarantine(&a).unwrap();
+        assert_eq!(
+            fs::read(dir.path().join("quarantine").join(a.to_hex())).unwrap(),
+            b"first inline blob"
+        );
+        assert!(store.open(&a).unwrap().is_none());
+        let mut h = store.open(&b).unwrap().unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(h.read_at(2, &mut buf).unwrap(), 4);
+        assert_eq!(&buf, b"cond");
+        assert_eq!(h.read_at(6, &mut buf).unwrap(), 0);
+        store.remove(&b).unwrap();
+        assert!(store.open(&b).unwrap().is_none());
+        assert!(store.list().unwrap().is_empty());
     }
 }

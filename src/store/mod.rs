@@ -22,7 +22,7 @@ mod s3;
 mod s3_parts;
 
 pub use hash::BlobHasher;
-pub use local::LocalStore;
+pub use local::{LocalStore, INLINE_MAX};
 pub use metered::Metered;
 pub use migrate::{migrate, MigrateReport};
 pub use s3::{S3Store, MAX_COPY_SIZE as S3_MAX_FILE_SIZE};
@@ -30,7 +30,10 @@ pub use s3::{S3Store, MAX_COPY_SIZE as S3_MAX_FILE_SIZE};
 /// The blob store `config` names (`[store] kind`).
 pub fn open_configured(config: &crate::config::Config) -> Result<std::sync::Arc<dyn BlobStore>> {
     Ok(match config.store.kind {
-        crate::config::StoreKind::Local => std::sync::Arc::new(LocalStore::open(&config.data_dir)?),
+        crate::config::StoreKind::Local => std::sync::Arc::new(LocalStore::open_with(
+            &config.data_dir,
+            config.store.inline_max.unwrap_or(INLINE_MAX),
+        )?),
         crate::config::StoreKind::S3 => std::sync::Arc::new(
             S3Store::open(&config.store)?.with_part_staging(&config.data_dir.join("s3-parts"))?,
         ),

@@ -31,7 +31,7 @@ pub fn data_paths(data: &Path) -> Vec<PathBuf> {
 
 /// The blob files in a data dir's content-addressed store.
 pub fn blob_files(data: &Path) -> Vec<PathBuf> {
-    walk(&data.join("blobs"))
+    walk(&data.join("blobs").join("sha256"))
         .into_iter()
         .filter(|p| !p.is_dir())
         .collect()

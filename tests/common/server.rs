@@ -19,6 +19,11 @@ pub fn client() -> Client {
         .expect("HTTP client")
 }
 
+/// Small blobs are files in the harness's servers and commands unless a test sets this itself:
+/// the suite's checks of what is on disk (blob files counted, damaged, removed) read files.
+/// `tests/inline_blobs.rs` runs with inline blobs, the default of a real deployment.
+pub const INLINE_ENV: &str = "DEPOT_STORE_INLINE_MAX";
+
 /// Runs `depot <args> --data-dir <data>`: (exit success, stdout + stderr).
 pub fn depot(args: &[&str], data: &Path) -> (bool, String) {
     depot_with(&[], args, data)
@@ -30,6 +35,7 @@ pub fn depot_with(env: &[(String, String)], args: &[&str], data: &Path) -> (bool
         .args(args)
         .arg("--data-dir")
         .arg(data)
+        .env(INLINE_ENV, "0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run depot");
@@ -74,6 +80,7 @@ impl Server {
             .arg(data)
             .args(args)
             .env("DEPOT_LOG", "info")
+            .env(INLINE_ENV, "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

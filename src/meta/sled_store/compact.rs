@@ -101,6 +101,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Where the size sits in an encoded record: after the version byte, id, instance, created and
+/// updated.
+const SIZE_AT: usize = 1 + 16 + 16 + 8 + 8;
+
+/// The size field of an encoded record, read without decoding the rest (a scan filtering on
+/// size skips most records this way, without their string allocations); `None` where
+/// [`decode`] would refuse the version or the record is too short to hold it.
+pub(super) fn size_of(v: &[u8]) -> Option<u64> {
+    if v.first() != Some(&VERSION) {
+        return None;
+    }
+    let b = v.get(SIZE_AT..SIZE_AT + 8)?;
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
 /// Decodes what [`encode`] wrote; `None` for anything else (an empty value of an older layout,
 /// a damaged one): the caller reads the JSON record instead.
 pub(super) fn decode(v: &[u8]) -> Option<FileRecord> {
@@ -159,6 +174,8 @@ mod tests {
     fn round_trips_every_field_and_refuses_damage() {
         let mut f = crate::meta::contract::file(InstanceId::new(), "alice", "/a b", "ü.txt", 42);
         assert_eq!(decode(&encode(&f)), Some(f.clone()));
+        f.size = 4_990_123;
+        assert_eq!(size_of(&encode(&f)), Some(4_990_123));
         f.trashed = Some(7);
         f.width = Some(640);
         f.height = Some(480);
@@ -177,8 +194,10 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(decode(&longer), None);
+        assert_eq!(size_of(&bytes[..SIZE_AT + 7]), None);
         let mut other = bytes;
         other[0] = 9;
         assert_eq!(decode(&other), None);
+        assert_eq!(size_of(&other), None);
     }
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Syncs sled's files after `Db::flush`; see the module docs.
-pub(super) struct LogSync {
+pub(crate) struct LogSync {
     /// sled's log file, opened for syncing only.
     log: std::fs::File,
     blobs: PathBuf,
@@ -42,7 +42,7 @@ pub(super) struct LogSync {
 
 impl LogSync {
     /// Opens the sync handle of the sled store in `dir` (after sled has created its files).
-    pub(super) fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         let log = std::fs::File::open(dir.join("db"))
             .map_err(|e| Error::from_io("opening the metadata log for syncing", e))?;
         Ok(Self {
@@ -56,7 +56,7 @@ impl LogSync {
 
     /// Makes every write to `db` that completed before this call durable. Returns how many
     /// fdatasyncs this call ran (0 when another caller's sync covered it), for tests.
-    pub(super) fn sync(&self, db: &sled::Db) -> Result<u32> {
+    pub(crate) fn sync(&self, db: &sled::Db) -> Result<u32> {
         let ticket = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
         let mut last_blob = self
             .lock

@@ -7,7 +7,7 @@ use super::{Ctx, Kind, Node};
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::error::Result;
-use crate::meta::{AccessRight, FileOrder, FileRecord, FileScope, SortField};
+use crate::meta::{AccessRight, FileOrder, FileRecord, FileScope, SizeFilter, SortField};
 use crate::service::Service;
 use crate::types::{FileId, RightId};
 use std::collections::BTreeMap;
@@ -73,8 +73,16 @@ impl Service {
         if let Some(d) = q.equality_on("directory") {
             return Ok(self.meta.scan_files(inst, FileScope::Directory(d), after));
         }
+        // Size terms are tested on each record's size before the record is decoded, where
+        // the store can (a selective `size > n` then skips most of a scan's work).
+        let keep = size_filter(q);
         if whole_instance(view) {
-            return Ok(self.meta.scan_files(inst, FileScope::All, after));
+            return Ok(match keep {
+                Some(keep) => self
+                    .meta
+                    .scan_files_sized(inst, FileScope::All, after, keep),
+                None => self.meta.scan_files(inst, FileScope::All, after),
+            });
         }
         // Everyone else: their own files plus what grants naming them reach.
         let mut owners = Vec::new();
@@ -93,9 +101,11 @@ impl Service {
             if let Caller::User(p) = &view.caller {
                 // Only the caller's own files: walk its owner index lazily.
                 if owners[0] == p.account {
-                    return Ok(self
-                        .meta
-                        .scan_files(inst, FileScope::Owner(&p.account), after));
+                    let scope = FileScope::Owner(&p.account);
+                    return Ok(match keep {
+                        Some(keep) => self.meta.scan_files_sized(inst, scope, after, keep),
+                        None => self.meta.scan_files(inst, scope, after),
+                    });
                 }
             }
         }
@@ -301,6 +311,17 @@ impl Service {
         }
         Ok(out.into_values().collect())
     }
+}
+
+/// A test of a file's size that every File `q` matches passes (its `size` terms AND-ed at the
+/// top), for the scan to apply before decoding a record; `None` when `q` has no such terms.
+fn size_filter(q: &Query) -> Option<SizeFilter<'static>> {
+    let terms = q.terms_on("size")?;
+    // A File's `size` reads as this field (see `FILE_FIELDS`): the same value the filter
+    // itself compares, so a record refused here is one the filter refuses.
+    Some(Box::new(move |size| {
+        terms.admits(super::fields::Cell::Int(size).arcql())
+    }))
 }
 
 /// Whether the caller's candidates are every file of the instance: an admin, or a holder of

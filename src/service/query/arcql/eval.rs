@@ -93,6 +93,38 @@ impl Matcher<'_> {
     }
 }
 
+/// Terms of a filter on one field (see [`Query::terms_on`]).
+#[derive(Debug, Clone)]
+pub struct FieldTerms {
+    path: String,
+    terms: Vec<Expr>,
+}
+
+impl FieldTerms {
+    /// Whether a record whose field has `value` (`None`: absent) passes every term: exactly
+    /// what the filter's own evaluation answers for those terms, as each reads that field only.
+    pub fn admits(&self, value: Option<Field>) -> bool {
+        let one = OneField {
+            path: &self.path,
+            value,
+        };
+        let none = Globs::default();
+        self.terms.iter().all(|e| eval_leaf(e, &one, &none))
+    }
+}
+
+/// A record with one field.
+struct OneField<'a> {
+    path: &'a str,
+    value: Option<Field>,
+}
+
+impl Record for OneField<'_> {
+    fn field(&self, path: &str) -> Option<Field> {
+        (path == self.path).then(|| self.value.clone()).flatten()
+    }
+}
+
 fn eval_leaf<R: Record>(e: &Expr, r: &R, globs: &Globs) -> bool {
     match e {
         Expr::Exist(path) => r.field(path).is_some(),
@@ -288,6 +320,32 @@ impl Query {
             }
         }
         out
+    }
+
+    /// The filter's terms on `path` that are AND-ed at its top (at any depth, never under an
+    /// OR), so every record the filter matches passes each of them; `None` when there are
+    /// none. A caller tests a record's value at `path` against them before building the
+    /// record, and still applies the whole filter to the records that pass.
+    pub fn terms_on(&self, path: &str) -> Option<FieldTerms> {
+        let mut stack: Vec<&Expr> = self.filter.iter().collect();
+        let mut terms = Vec::new();
+        while let Some(e) = stack.pop() {
+            match e {
+                Expr::And(l, r) => {
+                    stack.push(r);
+                    stack.push(l);
+                }
+                Expr::Cmp { path: p, .. } | Expr::Range { path: p, .. } if p == path => {
+                    terms.push(e.clone())
+                }
+                Expr::Exist(p) | Expr::NotExist(p) if p == path => terms.push(e.clone()),
+                _ => {}
+            }
+        }
+        (!terms.is_empty()).then(|| FieldTerms {
+            path: path.to_string(),
+            terms,
+        })
     }
 
     /// If the filter is, or is AND-ed (at any depth) with, `path = 'v'` for

@@ -26,7 +26,7 @@ mod parser;
 #[cfg(test)]
 mod tests;
 
-pub use eval::Matcher;
+pub use eval::{FieldTerms, Matcher};
 pub use parser::parse;
 
 /// Longest query accepted, in bytes; keeps parse and evaluation cost bounded

@@ -665,6 +665,32 @@ fn wildcard_edge_cases() {
     assert!(!glob::matches(&format!("{}b", "*a".repeat(30)), &text));
 }
 
+#[test]
+fn terms_on_a_field_are_those_anded_at_the_top() {
+    let q = parse("size > 4990 AND (name ~ 'a' OR size < 3) AND size IN (0, 5000)").unwrap();
+    let t = q.terms_on("size").expect("size terms");
+    let num = |x: f64| Some(Field::Num(x));
+    assert!(t.admits(num(4991.0)));
+    assert!(!t.admits(num(4990.0)));
+    assert!(!t.admits(num(5000.0)));
+    assert!(!t.admits(None), "a record without the field fails `>`");
+    assert!(
+        q.terms_on("name").is_none(),
+        "a term under OR decides nothing alone"
+    );
+    assert!(parse("size > 1 OR name = 'a'")
+        .unwrap()
+        .terms_on("size")
+        .is_none());
+    assert!(parse("*").unwrap().terms_on("size").is_none());
+    let t = parse("NOT EXIST size AND name = 'x'")
+        .unwrap()
+        .terms_on("size")
+        .unwrap();
+    assert!(t.admits(None));
+    assert!(!t.admits(num(1.0)));
+}
+
 // ---- property tests ---------------------------------------------------
 
 mod props {
@@ -824,6 +850,40 @@ mod props {
         })
     }
 
+    /// `e` with every path renamed to `size` or `name`.
+    fn on_two_paths(e: Expr) -> Expr {
+        let rename = |p: String| {
+            if p.len().is_multiple_of(2) {
+                "size"
+            } else {
+                "name"
+            }
+            .to_string()
+        };
+        match e {
+            Expr::And(l, r) => Expr::And(Box::new(on_two_paths(*l)), Box::new(on_two_paths(*r))),
+            Expr::Or(l, r) => Expr::Or(Box::new(on_two_paths(*l)), Box::new(on_two_paths(*r))),
+            Expr::Cmp { path, op, value } => Expr::Cmp {
+                path: rename(path),
+                op,
+                value,
+            },
+            Expr::Range {
+                path,
+                lo,
+                hi,
+                inclusive,
+            } => Expr::Range {
+                path: rename(path),
+                lo,
+                hi,
+                inclusive,
+            },
+            Expr::Exist(p) => Expr::Exist(rename(p)),
+            Expr::NotExist(p) => Expr::NotExist(rename(p)),
+        }
+    }
+
     fn field_strategy() -> impl Strategy<Value = Field> {
         prop_oneof![
             "[0-9a-c.]{0,3}".prop_map(Field::Str),
@@ -885,6 +945,31 @@ mod props {
             let pc: Vec<char> = p.chars().collect();
             let tc: Vec<char> = t.chars().collect();
             prop_assert_eq!(glob::matches(&p, &t), naive_wildcard(&pc, &tc));
+        }
+
+        #[test]
+        fn field_terms_admit_every_value_a_matching_record_has(
+            e in expr_strategy(),
+            size in prop::option::of(field_strategy()),
+            name in prop::option::of(field_strategy()),
+        ) {
+            // Two paths only, so the filter's terms meet the record's fields often.
+            let e = on_two_paths(e);
+            let mut r = Rec::default();
+            if let Some(v) = &size {
+                r.0.insert("size".into(), v.clone());
+            }
+            if let Some(v) = &name {
+                r.0.insert("name".into(), v.clone());
+            }
+            let q = filter(e);
+            if q.matches(&r) {
+                for path in ["size", "name"] {
+                    if let Some(t) = q.terms_on(path) {
+                        prop_assert!(t.admits(r.field(path)), "{} refused by {:?}", path, q);
+                    }
+                }
+            }
         }
 
         #[test]
