@@ -958,3 +958,108 @@ fn webhooks_in_graphql() {
         json!([])
     );
 }
+
+/// Uploads that expire before they become a File send `upload.failed` once (presigned PUT with
+/// no bytes, a presigned PUT never confirmed, a tus upload stopped half-way); a confirmed upload
+/// and a finished tus upload expire without one.
+#[test]
+fn expired_uploads_send_upload_failed_once() {
+    let rx = Receiver::start();
+    let mut vars = FAST.to_vec();
+    vars.extend([
+        ("DEPOT_UPLOAD_URL_TTL_SECS", "2"),
+        ("DEPOT_TUS_EXPIRY_SECS", "2"),
+        ("DEPOT_SESSION_SWEEP_INTERVAL_SECS", "1"),
+    ]);
+    let s = Server::start_with(&vars);
+    let admin = s.token("root", INSTANCE, true);
+    let alice = s.token("alice", INSTANCE, false);
+    hook(&s, &admin, &rx.url(), &["upload.failed"]);
+
+    // Never sent.
+    let (never, _) = s
+        .create_file_upload(&alice, "never.bin", "application/octet-stream", 4, "")
+        .unwrap();
+    // Sent, never confirmed.
+    let (unconfirmed, url) = s
+        .create_file_upload(&alice, "late.bin", "application/octet-stream", 4, "")
+        .unwrap();
+    assert_eq!(
+        s.put_bytes(&url, "application/octet-stream", b"abcd")
+            .status(),
+        200
+    );
+    // Sent and confirmed: a File, no failure.
+    let (done, url) = s
+        .create_file_upload(&alice, "done.bin", "application/octet-stream", 4, "")
+        .unwrap();
+    assert_eq!(
+        s.put_bytes(&url, "application/octet-stream", b"wxyz")
+            .status(),
+        200
+    );
+    let confirmed = s.confirm_file_upload(&alice, &done);
+    let file_id = confirmed["data"]["confirmFileUpload"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{confirmed}"))
+        .to_string();
+    // A tus upload of 10 bytes stopped after 4.
+    let tus = |method: reqwest::Method, url: &str| {
+        s.client
+            .request(method, url)
+            .header("Authorization", &alice)
+            .header("hypi-domain", INSTANCE)
+            .header("Tus-Resumable", "1.0.0")
+    };
+    let r = tus(reqwest::Method::POST, &s.url("/tus/"))
+        .header("Upload-Length", "10")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let tus_url = if location.starts_with("http") {
+        location.clone()
+    } else {
+        s.url(&location)
+    };
+    let r = tus(reqwest::Method::PATCH, &tus_url)
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(b"0123".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let tus_id = tus_url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    s.eventually("three upload.failed events", || {
+        rx.of("upload.failed").len() >= 3
+    });
+    // Later sweeps send nothing more (each session went once).
+    std::thread::sleep(Duration::from_secs(3));
+    let failed: Vec<Value> = rx.of("upload.failed").iter().map(Got::json).collect();
+    let mut ids: Vec<&str> = failed
+        .iter()
+        .map(|b| b["upload"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![never.as_str(), unconfirmed.as_str(), tus_id.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want, "{failed:?}");
+    for b in &failed {
+        assert!(
+            b["upload"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("expired")),
+            "{b}"
+        );
+        assert_eq!(b["actor"]["hypi"]["id"], "alice", "{b}");
+    }
+    // The confirmed upload's File is there, untouched.
+    let r = s.get(&format!("/files/{file_id}"), Some(&alice));
+    assert_eq!(r.status(), 200);
+}

@@ -912,6 +912,7 @@ impl Service {
                 let Some(_doom) = self.sessions.leases.doom(s.id) else {
                     continue;
                 };
+                self.note_abandoned(&s)?;
                 self.remove_session(&s)?;
                 removed += 1;
                 progress = true;
@@ -919,6 +920,31 @@ impl Service {
             if !full || !progress {
                 return Ok(removed);
             }
+        }
+    }
+
+    /// An upload that expired before it became a File failed: its `upload.failed` webhook
+    /// event is written together with the session's error, before the session goes, so a sweep
+    /// interrupted between the two does not send it twice (the error is set). Temp files and
+    /// completed multipart temp files simply reached the end of their life; download links are
+    /// not uploads; a remote ingest or asset that failed earlier has its event already.
+    fn note_abandoned(&self, s: &UploadSession) -> Result<()> {
+        let abandoned = match s.kind {
+            SessionKind::PresignedPut | SessionKind::AssetPost | SessionKind::RemoteIngest => {
+                s.state != SessionState::Confirmed
+            }
+            SessionKind::Tus | SessionKind::MultipartTempFile => s.state == SessionState::Open,
+            SessionKind::TempFile | SessionKind::DownloadLink => false,
+        };
+        if !abandoned || s.error.is_some() {
+            return Ok(());
+        }
+        let why = "the upload expired before it was completed";
+        let _events = self.upload_failed_events(s.id, why)?;
+        match self.meta.set_session_error(s.id, Some(why)) {
+            // Removed meanwhile (a DELETE of a tus upload): nothing failed.
+            Err(Error::NotFound(_)) => Ok(()),
+            other => other,
         }
     }
 
