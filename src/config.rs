@@ -151,7 +151,6 @@ impl Default for WebhooksConfig {
     }
 }
 
-
 /// Default quotas: per instance (all accounts together) and per account. Absent = unlimited.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -23,8 +23,8 @@ pub mod temp_multipart;
 pub mod transform;
 pub mod tus;
 pub mod upload;
-pub mod webhooks;
 pub mod usage;
+pub mod webhooks;
 
 use crate::auth::{Caller, Keys};
 use crate::config::Config;
