@@ -11,8 +11,8 @@ use crate::types::rfc3339;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use serde::Serialize;
 
-/// A webhook; `secret` only in the answer that created it. Also the REST answer's schema
-/// (utoipa).
+/// A webhook; `secret` only in the answer that created it.
+// ToSchema: the REST answers are these types, so the OpenAPI document describes them too.
 #[derive(SimpleObject, Serialize, Debug, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {

@@ -628,6 +628,27 @@ pub enum UsageReport {
     Instance(InstanceUsagePage),
 }
 
+/// The instance a route is about (`/instances/{domain}/...`): the caller's own. The example
+/// is the instance scripts/openapi-check seeds, so schemathesis reaches the answers too.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct DomainParam {
+    /// The instance's domain.
+    #[param(example = "acme.test")]
+    domain: String,
+}
+
+/// An account of the instance (`.../accounts/{account}/...`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct AccountParam {
+    /// The account's id (1 to 512 bytes).
+    #[param(example = "alice")]
+    account: String,
+}
+
 /// The signature of a signed URL: its query.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -43,7 +43,7 @@ pub fn allowance_headers(b: &mut HttpResponseBuilder, a: &Allowance) {
 /// `GET /instances/{domain}/quotas` (admins).
 #[utoipa::path(
     get, path = "/instances/{domain}/quotas", tag = "quotas",
-    params(("domain" = String, Path, description = "The instance's domain")),
+    params(super::openapi::DomainParam),
     responses(
         (status = 200, description = "The stored limits and those that apply", body = super::openapi::QuotaSettings),
         (status = 401, description = "No or bad token"),
@@ -66,7 +66,7 @@ pub async fn get_quotas(
 /// replacing that scope's stored limits; a scope left out is unchanged.
 #[utoipa::path(
     put, path = "/instances/{domain}/quotas", tag = "quotas",
-    params(("domain" = String, Path, description = "The instance's domain")),
+    params(super::openapi::DomainParam),
     request_body = super::openapi::QuotaSettingsInput,
     responses(
         (status = 200, description = "The stored limits and those that apply", body = super::openapi::QuotaSettings),
@@ -92,7 +92,7 @@ pub async fn put_quotas(
 /// `GET /instances/{domain}/accounts/{account}/quota` (admins, or the account itself).
 #[utoipa::path(
     get, path = "/instances/{domain}/accounts/{account}/quota", tag = "quotas",
-    params(("domain" = String, Path, description = "The instance's domain"), ("account" = String, Path, description = "The account's id (1 to 512 bytes)")),
+    params(super::openapi::DomainParam, super::openapi::AccountParam),
     responses(
         (status = 200, description = "The account's own limits and those that apply", body = super::openapi::AccountQuota),
         (status = 400, description = "A bad account id"),
@@ -117,7 +117,7 @@ pub async fn get_account_quota(
 /// the account's stored limits (absent or `null`: the instance's account defaults apply).
 #[utoipa::path(
     put, path = "/instances/{domain}/accounts/{account}/quota", tag = "quotas",
-    params(("domain" = String, Path, description = "The instance's domain"), ("account" = String, Path, description = "The account's id (1 to 512 bytes)")),
+    params(super::openapi::DomainParam, super::openapi::AccountParam),
     request_body = super::openapi::QuotaLimits,
     responses(
         (status = 200, description = "The account's own limits and those that apply", body = super::openapi::AccountQuota),
@@ -153,7 +153,8 @@ pub struct UsageParams {
     account: Option<String>,
     /// Page cursor: the `next` of the previous page.
     after: Option<String>,
-    /// Accounts per page, 1 to 1000 (default 100).
+    /// Accounts per page (default 100; at most `service::usage::MAX_USAGE_PAGE`).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -161,7 +162,7 @@ pub struct UsageParams {
 /// accounts (or one account with `account`); anyone else their own.
 #[utoipa::path(
     get, path = "/instances/{domain}/usage", tag = "quotas",
-    params(("domain" = String, Path, description = "The instance's domain"), UsageParams),
+    params(super::openapi::DomainParam, UsageParams),
     responses(
         (status = 200, description = "One account's usage, or the instance's with a page of accounts", body = super::openapi::UsageReport),
         (status = 400, description = "Bad query (limit out of range, bad account id or cursor)"),

@@ -91,7 +91,7 @@ fn webhook_id(raw: &str) -> Result<WebhookId> {
 /// Creates a webhook (admins of the instance); the answer is the only one holding its secret.
 #[utoipa::path(
     post, path = "/instances/{domain}/webhooks", tag = "webhooks",
-    params(("domain" = String, Path, description = "The instance's domain")),
+    params(super::openapi::DomainParam),
     request_body = WebhookBody,
     responses(
         (status = 201, description = "The webhook, with its secret", body = crate::graphql::webhooks::Webhook),
@@ -136,7 +136,7 @@ pub async fn create(
 /// The instance's webhooks (admins), without their secrets.
 #[utoipa::path(
     get, path = "/instances/{domain}/webhooks", tag = "webhooks",
-    params(("domain" = String, Path, description = "The instance's domain")),
+    params(super::openapi::DomainParam),
     responses(
         (status = 200, description = "The webhooks, in creation order", body = Vec<crate::graphql::webhooks::Webhook>),
         (status = 401, description = "No or bad token"),
@@ -163,7 +163,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/instances/{domain}/webhooks/{id}", tag = "webhooks",
     params(
-        ("domain" = String, Path, description = "The instance's domain"),
+        super::openapi::DomainParam,
         ("id" = String, Path, description = "The webhook's id"),
     ),
     responses(
@@ -189,7 +189,7 @@ pub async fn get(
 #[utoipa::path(
     delete, path = "/instances/{domain}/webhooks/{id}", tag = "webhooks",
     params(
-        ("domain" = String, Path, description = "The instance's domain"),
+        super::openapi::DomainParam,
         ("id" = String, Path, description = "The webhook's id"),
     ),
     responses(
@@ -227,7 +227,7 @@ pub struct LogQuery {
 #[utoipa::path(
     get, path = "/instances/{domain}/webhooks/{id}/deliveries", tag = "webhooks",
     params(
-        ("domain" = String, Path, description = "The instance's domain"),
+        super::openapi::DomainParam,
         ("id" = String, Path, description = "The webhook's id"),
         LogQuery,
     ),
@@ -259,7 +259,7 @@ pub async fn deliveries(
 #[utoipa::path(
     post, path = "/instances/{domain}/webhooks/{id}/deliveries/{delivery}/redeliver", tag = "webhooks",
     params(
-        ("domain" = String, Path, description = "The instance's domain"),
+        super::openapi::DomainParam,
         ("id" = String, Path, description = "The webhook's id"),
         ("delivery" = String, Path, description = "The delivery's id"),
     ),
