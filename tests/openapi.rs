@@ -281,6 +281,7 @@ fn webhooks_and_quotas_answer_as_documented() {
     for bad in [
         json!({"instance": {"maxBytes": -1}}),
         json!({"other": {}}),
+        json!({"instance": null}),
         json!([]),
     ] {
         let (st, _, v) = documented(&s, &doc, ("put", quotas, &quotas_url), &admin, Some(bad));
@@ -296,7 +297,9 @@ fn webhooks_and_quotas_answer_as_documented() {
     assert_eq!(st, 404);
 
     // An account's quota: set by an admin, read by the account itself.
-    let limits = json!({"maxFiles": 5});
+    // A whole number written as a float is one (JSON Schema's `integer`; found by
+    // schemathesis's positive_data_acceptance); a fraction is not.
+    let limits = json!({"maxFiles": 5.0});
     let (st, _, v) = documented(&s, &doc, ("put", account, &alice_url), &admin, Some(limits));
     assert_eq!((st, &v["limits"]["maxFiles"]), (200, &json!(5)));
     let (st, _, v) = documented(&s, &doc, ("get", account, &alice_url), &alice, None);
@@ -309,9 +312,14 @@ fn webhooks_and_quotas_answer_as_documented() {
         Some(json!({})),
     );
     assert_eq!(st, 403);
-    let bad = json!({"maxFiles": "five"});
-    let (st, _, _) = documented(&s, &doc, ("put", account, &alice_url), &admin, Some(bad));
-    assert_eq!(st, 400);
+    for bad in [
+        json!({"maxFiles": "five"}),
+        json!({"maxFiles": 1.5}),
+        json!(null),
+    ] {
+        let (st, _, _) = documented(&s, &doc, ("put", account, &alice_url), &admin, Some(bad));
+        assert_eq!(st, 400);
+    }
 
     // Webhooks: created, listed, read.
     let hooks = "/instances/{domain}/webhooks";

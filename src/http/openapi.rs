@@ -559,8 +559,11 @@ pub struct QuotaSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct QuotaSettingsInput {
-    instance: Option<QuotaLimits>,
-    account_default: Option<QuotaLimits>,
+    // Either may be left out (that scope is unchanged), but not `null`.
+    #[schema(required = false)]
+    instance: QuotaLimits,
+    #[schema(required = false)]
+    account_default: QuotaLimits,
 }
 
 /// One account's own limits and the limits that apply to it.
@@ -645,7 +648,7 @@ pub struct DomainParam {
 #[allow(dead_code)]
 pub struct AccountParam {
     /// The account's id (1 to 512 bytes).
-    #[param(example = "alice")]
+    #[param(example = "alice", max_length = 512)]
     account: String,
 }
 

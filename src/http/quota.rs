@@ -150,8 +150,10 @@ pub async fn put_account_quota(
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// One account's usage (another's than the caller's: admins only).
+    #[param(min_length = 1, max_length = 512)]
     account: Option<String>,
     /// Page cursor: the `next` of the previous page.
+    #[param(min_length = 1, max_length = 512)]
     after: Option<String>,
     /// Accounts per page (default 100; at most `service::usage::MAX_USAGE_PAGE`).
     #[param(minimum = 1, maximum = 1000)]

@@ -43,11 +43,34 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct WebhookBody {
     /// Where deliveries are POSTed: http(s), reachable under the remote fetch rules.
+    #[schema(format = "uri", max_length = 2048)]
     url: String,
-    /// The signing secret; made (`whsec_...`) when left out, and shown only in this answer.
+    /// The signing secret, no control characters; made (`whsec_...`) when left out, and shown
+    /// only in this answer.
+    #[schema(min_length = 16, max_length = 256)]
     secret: Option<String>,
-    /// Event names (`file.created`, `file.deleted`, `upload.failed`, ...).
+    /// The events delivered.
+    #[schema(value_type = Vec<EventName>, min_items = 1)]
     events: Vec<String>,
+}
+
+/// An event a webhook subscribes to (schema only: `meta::webhooks::WebhookEvent` parses them;
+/// a unit test below keeps the two lists equal).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum EventName {
+    #[serde(rename = "file.created")]
+    FileCreated,
+    #[serde(rename = "file.updated")]
+    FileUpdated,
+    #[serde(rename = "file.deleted")]
+    FileDeleted,
+    #[serde(rename = "access.granted")]
+    AccessGranted,
+    #[serde(rename = "access.revoked")]
+    AccessRevoked,
+    #[serde(rename = "upload.failed")]
+    UploadFailed,
 }
 
 /// The JSON body of a delivery: the event, when, where, by whom, and what it is about in its
@@ -286,4 +309,22 @@ pub async fn redeliver(
         .redeliver(p, domain, webhook_id(&id)?, delivery)
         .await?;
     Ok(HttpResponse::Accepted().json(delivery_view(&again)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::meta::webhooks::WebhookEvent;
+
+    /// The documented event names are the ones the service parses.
+    #[test]
+    fn documented_events_are_the_known_ones() {
+        let schema = <super::EventName as utoipa::PartialSchema>::schema();
+        let json = serde_json::to_value(&schema).unwrap_or_default();
+        let documented: Vec<&str> = json["enum"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let known: Vec<&str> = WebhookEvent::ALL.iter().map(|e| e.name()).collect();
+        assert_eq!(documented, known);
+    }
 }
