@@ -21,6 +21,9 @@
 //!    [`utoipa::ToSchema`]; answer shapes built with `json!` get a schema-only struct here) in
 //!    `components(schemas(...))`. One handler serving two paths (an alias, another method) gets
 //!    a doc-only function here ([`aliases`]).
+//! 4. Routes under `/instances/{domain}` take [`DomainParam`] (and [`AccountParam`]): their
+//!    examples are what scripts/openapi-check seeds, so schemathesis reaches real answers. An
+//!    upload route whose answers carry the quota headers goes into [`QUOTA_HEADER_ROUTES`].
 //!
 //! tests/openapi.rs checks the served document lists every `ROUTES` entry, and
 //! `scripts/openapi-check` validates the document and runs schemathesis against a live server
