@@ -12,9 +12,11 @@ use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use serde::Serialize;
 
 /// A webhook; `secret` only in the answer that created it.
-#[derive(SimpleObject, Serialize, Debug, Clone)]
+// ToSchema: the REST answers are these types, so the OpenAPI document describes them too.
+#[derive(SimpleObject, Serialize, Debug, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
+    #[schema(value_type = String)]
     pub id: ID,
     pub url: String,
     pub events: Vec<String>,
@@ -25,7 +27,7 @@ pub struct Webhook {
 }
 
 /// One attempt at a delivery.
-#[derive(SimpleObject, Serialize, Debug, Clone)]
+#[derive(SimpleObject, Serialize, Debug, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookAttempt {
     pub at: String,
@@ -36,9 +38,10 @@ pub struct WebhookAttempt {
 }
 
 /// One event's delivery to a webhook, with its last attempts.
-#[derive(SimpleObject, Serialize, Debug, Clone)]
+#[derive(SimpleObject, Serialize, Debug, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookDelivery {
+    #[schema(value_type = String)]
     pub id: ID,
     /// `Depot-Event-Id`: the same on a redelivery.
     pub event_id: String,

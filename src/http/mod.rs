@@ -204,6 +204,21 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/access-rights/{id}"),
     ("PUT", "/instances/{domain}"),
     ("GET", "/instances/{domain}"),
+    ("GET", "/instances/{domain}/quotas"),
+    ("PUT", "/instances/{domain}/quotas"),
+    ("GET", "/instances/{domain}/accounts/{account}/quota"),
+    ("PUT", "/instances/{domain}/accounts/{account}/quota"),
+    ("GET", "/instances/{domain}/usage"),
+    // Registered by webhooks::routes.
+    ("POST", "/instances/{domain}/webhooks"),
+    ("GET", "/instances/{domain}/webhooks"),
+    ("GET", "/instances/{domain}/webhooks/{id}"),
+    ("DELETE", "/instances/{domain}/webhooks/{id}"),
+    ("GET", "/instances/{domain}/webhooks/{id}/deliveries"),
+    (
+        "POST",
+        "/instances/{domain}/webhooks/{id}/deliveries/{delivery}/redeliver",
+    ),
     ("POST", "/uploads/presigned"),
     ("PUT", "/uploads/put/{instance}/{id}"),
     ("POST", "/uploads/{id}/confirm"),
@@ -477,16 +492,27 @@ mod tests {
     // `route_path` is how a registered pattern is spelled in ROUTES.
     use std::collections::BTreeSet;
 
-    /// The (method, path) pairs `configure` registers, read from its source: a route added
-    /// there but not to [`ROUTES`] (and so, by tests/openapi.rs, not documented) fails here.
+    /// The (method, path) pairs `configure` registers, read from its source and from the
+    /// route functions it hands on to (`.configure(webhooks::routes)`): a route added there but
+    /// not to [`ROUTES`] (and so, by tests/openapi.rs, not documented) fails here.
     fn registered() -> BTreeSet<(String, String)> {
-        let src = include_str!("mod.rs");
-        let body = src
-            .split("pub fn configure(")
-            .nth(1)
-            .and_then(|b| b.split("\n}\n").next())
-            .unwrap_or("");
         let mut out = BTreeSet::new();
+        for (src, function) in [
+            (include_str!("mod.rs"), "pub fn configure("),
+            (include_str!("webhooks.rs"), "pub fn routes("),
+        ] {
+            let body = src
+                .split(function)
+                .nth(1)
+                .and_then(|b| b.split("\n}\n").next())
+                .unwrap_or("");
+            scan(body, &mut out);
+        }
+        out
+    }
+
+    /// Adds the (method, path) pairs the registrations in `body` make.
+    fn scan(body: &str, out: &mut BTreeSet<(String, String)>) {
         let quoted = |s: &str| -> Vec<String> {
             s.split('"')
                 .skip(1)
@@ -534,7 +560,6 @@ mod tests {
             }
             rest = &after[next..];
         }
-        out
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //!    [`utoipa::ToSchema`]; answer shapes built with `json!` get a schema-only struct here) in
 //!    `components(schemas(...))`. One handler serving two paths (an alias, another method) gets
 //!    a doc-only function here ([`aliases`]).
+//! 4. Routes under `/instances/{domain}` take [`DomainParam`] (and [`AccountParam`]): their
+//!    examples are what scripts/openapi-check seeds, so schemathesis reaches real answers. An
+//!    upload route whose answers carry the quota headers goes into [`QUOTA_HEADER_ROUTES`].
 //!
 //! tests/openapi.rs checks the served document lists every `ROUTES` entry, and
 //! `scripts/openapi-check` validates the document and runs schemathesis against a live server
@@ -30,6 +33,7 @@ use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes as ByteBuf;
 use std::sync::OnceLock;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -46,6 +50,26 @@ pub const COMMON_ERRORS: &[(u16, &str)] = &[
     (500, "An internal failure (the log has the cause)"),
     (503, "A backing store is unavailable; retry later"),
     (507, "Not enough storage"),
+];
+
+/// The operations whose answers carry what the quotas leave (`http::quota::allowance_headers`):
+/// the upload's success, and its 413/429 when a quota refused it.
+pub const QUOTA_HEADER_ROUTES: &[(&str, &str)] =
+    &[("post", "/upload"), ("post", "/upload/{directory}")];
+
+/// The quota headers (IETF RateLimit draft, structured fields), by name, with what they hold.
+const QUOTA_HEADERS: &[(&str, &str)] = &[
+    (
+        "RateLimit-Policy",
+        "The quotas that apply, when any does: `\"account-bytes\";q=1000, \
+         \"account-upload-day\";q=500;w=86400` (q: the limit, bytes or files; w: its window, \
+         seconds)",
+    ),
+    (
+        "RateLimit",
+        "What they leave: `\"account-bytes\";r=400, \"account-upload-day\";r=100;t=3600` \
+         (r: remaining; t: seconds until a daily limit starts over)",
+    ),
 ];
 
 /// The JSON error answer of every route (but S3's XML on the signed multipart URLs).
@@ -500,6 +524,137 @@ pub struct AssetForm {
 #[allow(dead_code)]
 pub struct AnyJson(());
 
+/// Quota limits of one scope (service/usage.rs `limits_json`): `null` is no limit. As a body,
+/// a field left out is `null`.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct QuotaLimits {
+    /// Bytes stored (files and their variants).
+    max_bytes: Option<u64>,
+    /// Files stored.
+    max_files: Option<u64>,
+    /// Bytes uploaded per UTC day.
+    max_upload_bytes_per_day: Option<u64>,
+}
+
+/// The limits that apply to an instance and to its accounts (stored, else the config's).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct EffectiveQuotas {
+    instance: QuotaLimits,
+    account_default: QuotaLimits,
+}
+
+/// An instance's quota settings: what is stored, and what applies.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct QuotaSettings {
+    instance: QuotaLimits,
+    account_default: QuotaLimits,
+    effective: EffectiveQuotas,
+}
+
+/// `PUT /instances/{domain}/quotas`: each scope given replaces its stored limits.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct QuotaSettingsInput {
+    // Either may be left out (that scope is unchanged), but not `null`.
+    #[schema(required = false)]
+    instance: QuotaLimits,
+    #[schema(required = false)]
+    account_default: QuotaLimits,
+}
+
+/// One account's own limits and the limits that apply to it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AccountQuota {
+    account: String,
+    limits: QuotaLimits,
+    effective: QuotaLimits,
+}
+
+/// Usage counters.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct UsageCounters {
+    /// Bytes of the files.
+    bytes: u64,
+    files: u64,
+    /// Bytes of stored variants (image transforms).
+    variant_bytes: u64,
+    /// `bytes + variantBytes`.
+    stored_bytes: u64,
+    /// Bytes uploaded since the UTC day began.
+    upload_bytes_today: u64,
+}
+
+/// One account's usage and the limits that apply to it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AccountUsage {
+    account: String,
+    usage: UsageCounters,
+    limits: QuotaLimits,
+}
+
+/// An instance's usage and the limits that apply to it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct InstanceUsage {
+    domain: String,
+    usage: UsageCounters,
+    limits: QuotaLimits,
+}
+
+/// An instance's usage with a page of its accounts.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct InstanceUsagePage {
+    instance: InstanceUsage,
+    accounts: Vec<AccountUsage>,
+    has_more: bool,
+    /// The `after` of the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// `GET /instances/{domain}/usage`: one account's (`account`, or a non-admin caller), or the
+/// instance's with a page of accounts (admins).
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum UsageReport {
+    Account(AccountUsage),
+    Instance(InstanceUsagePage),
+}
+
+/// The instance a route is about (`/instances/{domain}/...`): the caller's own. The example
+/// is the instance scripts/openapi-check seeds, so schemathesis reaches the answers too.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct DomainParam {
+    /// The instance's domain.
+    #[param(example = "acme.test")]
+    domain: String,
+}
+
+/// An account of the instance (`.../accounts/{account}/...`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct AccountParam {
+    /// The account's id (1 to 512 bytes).
+    #[param(example = "alice", max_length = 512)]
+    account: String,
+}
+
 /// The signature of a signed URL: its query.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -587,10 +742,18 @@ impl Modify for ErrorBodies {
                             RefOr::T(ResponseBuilder::new().description(*description).build())
                         });
                 }
+                let quota_headers = QUOTA_HEADER_ROUTES.contains(&(method, path.as_str()));
                 for (status, response) in op.responses.responses.iter_mut() {
                     let RefOr::T(response) = response else {
                         continue;
                     };
+                    if quota_headers && ["200", "413", "429"].contains(&status.as_str()) {
+                        for (name, description) in QUOTA_HEADERS {
+                            let header =
+                                HeaderBuilder::new().description(Some(*description)).build();
+                            response.headers.insert(name.to_string(), header);
+                        }
+                    }
                     let is_error = status.starts_with('4') || status.starts_with('5');
                     if is_error && response.content.is_empty() {
                         response
@@ -650,6 +813,8 @@ pub mod aliases {
             (status = 400, description = "Not a multipart form, no file, or a bad directory"),
             (status = 401, description = "No or bad token"),
             (status = 403, description = "The token may not write to this instance"),
+            (status = 413, description = "A file larger than an account or instance quota allows (`FILE_TOO_LARGE`), or the body over the cap"),
+            (status = 429, description = "A quota has no room left (`QUOTA_EXCEEDED`), or too many requests"),
         ),
     )]
     pub fn upload_into() {}
@@ -786,6 +951,17 @@ pub mod aliases {
         super::access::delete,
         super::access::put_instance,
         super::access::get_instance,
+        super::quota::get_quotas,
+        super::quota::put_quotas,
+        super::quota::get_account_quota,
+        super::quota::put_account_quota,
+        super::quota::get_usage,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::get,
+        super::webhooks::delete,
+        super::webhooks::deliveries,
+        super::webhooks::redeliver,
         super::direct::create_upload,
         super::direct::put_upload,
         super::direct::confirm_upload,

@@ -41,6 +41,16 @@ pub fn allowance_headers(b: &mut HttpResponseBuilder, a: &Allowance) {
 }
 
 /// `GET /instances/{domain}/quotas` (admins).
+#[utoipa::path(
+    get, path = "/instances/{domain}/quotas", tag = "quotas",
+    params(super::openapi::DomainParam),
+    responses(
+        (status = 200, description = "The stored limits and those that apply", body = super::openapi::QuotaSettings),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "Not the caller's instance"),
+    ),
+)]
 pub async fn get_quotas(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -52,7 +62,20 @@ pub async fn get_quotas(
     Ok(HttpResponse::Ok().json(v))
 }
 
-/// `PUT /instances/{domain}/quotas` (admins).
+/// `PUT /instances/{domain}/quotas` (admins): `instance` and/or `accountDefault`, each
+/// replacing that scope's stored limits; a scope left out is unchanged.
+#[utoipa::path(
+    put, path = "/instances/{domain}/quotas", tag = "quotas",
+    params(super::openapi::DomainParam),
+    request_body = super::openapi::QuotaSettingsInput,
+    responses(
+        (status = 200, description = "The stored limits and those that apply", body = super::openapi::QuotaSettings),
+        (status = 400, description = "Bad body: not an object, an unknown field, a limit not a whole number"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "Not the caller's instance"),
+    ),
+)]
 pub async fn put_quotas(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -67,6 +90,17 @@ pub async fn put_quotas(
 }
 
 /// `GET /instances/{domain}/accounts/{account}/quota` (admins, or the account itself).
+#[utoipa::path(
+    get, path = "/instances/{domain}/accounts/{account}/quota", tag = "quotas",
+    params(super::openapi::DomainParam, super::openapi::AccountParam),
+    responses(
+        (status = 200, description = "The account's own limits and those that apply", body = super::openapi::AccountQuota),
+        (status = 400, description = "A bad account id"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Another account's, and not an admin"),
+        (status = 404, description = "Not the caller's instance"),
+    ),
+)]
 pub async fn get_account_quota(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -79,7 +113,20 @@ pub async fn get_account_quota(
     Ok(HttpResponse::Ok().json(v))
 }
 
-/// `PUT /instances/{domain}/accounts/{account}/quota` (admins).
+/// `PUT /instances/{domain}/accounts/{account}/quota` (admins): the body's fields replace
+/// the account's stored limits (absent or `null`: the instance's account defaults apply).
+#[utoipa::path(
+    put, path = "/instances/{domain}/accounts/{account}/quota", tag = "quotas",
+    params(super::openapi::DomainParam, super::openapi::AccountParam),
+    request_body = super::openapi::QuotaLimits,
+    responses(
+        (status = 200, description = "The account's own limits and those that apply", body = super::openapi::AccountQuota),
+        (status = 400, description = "Bad body or account id"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "Not the caller's instance"),
+    ),
+)]
 pub async fn put_account_quota(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -98,15 +145,34 @@ pub async fn put_account_quota(
 }
 
 /// The query of `GET /instances/{domain}/usage`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
+    /// One account's usage (another's than the caller's: admins only).
+    #[param(min_length = 1, max_length = 512)]
     account: Option<String>,
+    /// Page cursor: the `next` of the previous page.
+    #[param(min_length = 1, max_length = 512)]
     after: Option<String>,
+    /// Accounts per page (default 100; at most `service::usage::MAX_USAGE_PAGE`).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// `GET /instances/{domain}/usage`.
+/// `GET /instances/{domain}/usage`: an admin gets the instance's totals and a page of its
+/// accounts (or one account with `account`); anyone else their own.
+#[utoipa::path(
+    get, path = "/instances/{domain}/usage", tag = "quotas",
+    params(super::openapi::DomainParam, UsageParams),
+    responses(
+        (status = 200, description = "One account's usage, or the instance's with a page of accounts", body = super::openapi::UsageReport),
+        (status = 400, description = "Bad query (limit out of range, bad account id or cursor)"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Another account's usage, and not an admin"),
+        (status = 404, description = "Not the caller's instance"),
+    ),
+)]
 pub async fn get_usage(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -25,6 +25,8 @@ const MAX_FIELD_BYTES: usize = 64 * 1024;
         (status = 400, description = "Not a multipart form, no file, or a bad directory"),
         (status = 401, description = "No or bad token"),
         (status = 403, description = "The token may not write to this instance"),
+        (status = 413, description = "A file larger than an account or instance quota allows (`FILE_TOO_LARGE`), or the body over the cap"),
+        (status = 429, description = "A quota has no room left (`QUOTA_EXCEEDED`), or too many requests"),
     ),
 )]
 pub async fn upload(

@@ -39,12 +39,38 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Body of `POST /instances/{domain}/webhooks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WebhookBody {
+pub struct WebhookBody {
+    /// Where deliveries are POSTed: http(s), reachable under the remote fetch rules.
+    #[schema(format = "uri", max_length = 2048)]
     url: String,
+    /// The signing secret, no control characters; made (`whsec_...`) when left out, and shown
+    /// only in this answer.
+    #[schema(min_length = 16, max_length = 256)]
     secret: Option<String>,
+    /// The events delivered.
+    #[schema(value_type = Vec<EventName>, min_items = 1)]
     events: Vec<String>,
+}
+
+/// An event a webhook subscribes to (schema only: `meta::webhooks::WebhookEvent` parses them;
+/// a unit test below keeps the two lists equal).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum EventName {
+    #[serde(rename = "file.created")]
+    FileCreated,
+    #[serde(rename = "file.updated")]
+    FileUpdated,
+    #[serde(rename = "file.deleted")]
+    FileDeleted,
+    #[serde(rename = "access.granted")]
+    AccessGranted,
+    #[serde(rename = "access.revoked")]
+    AccessRevoked,
+    #[serde(rename = "upload.failed")]
+    UploadFailed,
 }
 
 /// The JSON body of a delivery: the event, when, where, by whom, and what it is about in its
@@ -85,7 +111,20 @@ fn webhook_id(raw: &str) -> Result<WebhookId> {
         .map_err(|_| Error::NotFound("no such webhook".into()))
 }
 
-async fn create(
+/// Creates a webhook (admins of the instance); the answer is the only one holding its secret.
+#[utoipa::path(
+    post, path = "/instances/{domain}/webhooks", tag = "webhooks",
+    params(super::openapi::DomainParam),
+    request_body = WebhookBody,
+    responses(
+        (status = 201, description = "The webhook, with its secret", body = crate::graphql::webhooks::Webhook),
+        (status = 400, description = "Bad body, URL, events or secret (`INVALID_WEBHOOK`)"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 429, description = "The instance has as many webhooks as allowed, or too many requests"),
+    ),
+)]
+pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     domain: web::Path<String>,
@@ -117,7 +156,17 @@ async fn create(
     Ok(HttpResponse::Created().json(webhook_view(&hook, true)))
 }
 
-async fn list(
+/// The instance's webhooks (admins), without their secrets.
+#[utoipa::path(
+    get, path = "/instances/{domain}/webhooks", tag = "webhooks",
+    params(super::openapi::DomainParam),
+    responses(
+        (status = 200, description = "The webhooks, in creation order", body = Vec<crate::graphql::webhooks::Webhook>),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+    ),
+)]
+pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
     domain: web::Path<String>,
@@ -133,7 +182,21 @@ async fn list(
     ))
 }
 
-async fn get(
+/// One webhook (admins), without its secret.
+#[utoipa::path(
+    get, path = "/instances/{domain}/webhooks/{id}", tag = "webhooks",
+    params(
+        super::openapi::DomainParam,
+        ("id" = String, Path, description = "The webhook's id"),
+    ),
+    responses(
+        (status = 200, description = "The webhook", body = crate::graphql::webhooks::Webhook),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "No such webhook"),
+    ),
+)]
+pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -145,7 +208,21 @@ async fn get(
     Ok(HttpResponse::Ok().json(webhook_view(&hook, false)))
 }
 
-async fn delete(
+/// Deletes a webhook with its pending deliveries and its log (admins).
+#[utoipa::path(
+    delete, path = "/instances/{domain}/webhooks/{id}", tag = "webhooks",
+    params(
+        super::openapi::DomainParam,
+        ("id" = String, Path, description = "The webhook's id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "No such webhook"),
+    ),
+)]
+pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -161,13 +238,31 @@ async fn delete(
 }
 
 /// Query of the delivery log.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct LogQuery {
+pub struct LogQuery {
+    /// How many deliveries, newest first (1 to 100; more are cut to 100).
     first: Option<usize>,
 }
 
-async fn deliveries(
+/// A webhook's deliveries, newest first, with their last attempts (admins).
+#[utoipa::path(
+    get, path = "/instances/{domain}/webhooks/{id}/deliveries", tag = "webhooks",
+    params(
+        super::openapi::DomainParam,
+        ("id" = String, Path, description = "The webhook's id"),
+        LogQuery,
+    ),
+    responses(
+        (status = 200, description = "The deliveries, newest first", body = Vec<crate::graphql::webhooks::WebhookDelivery>),
+        (status = 400, description = "Bad query"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "No such webhook"),
+    ),
+)]
+pub async fn deliveries(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -183,7 +278,22 @@ async fn deliveries(
     Ok(HttpResponse::Ok().json(log.iter().map(delivery_view).collect::<Vec<_>>()))
 }
 
-async fn redeliver(
+/// Queues a delivery's event again, as a new delivery with the same event id (admins).
+#[utoipa::path(
+    post, path = "/instances/{domain}/webhooks/{id}/deliveries/{delivery}/redeliver", tag = "webhooks",
+    params(
+        super::openapi::DomainParam,
+        ("id" = String, Path, description = "The webhook's id"),
+        ("delivery" = String, Path, description = "The delivery's id"),
+    ),
+    responses(
+        (status = 202, description = "The new delivery, pending", body = crate::graphql::webhooks::WebhookDelivery),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "Not an admin of that instance"),
+        (status = 404, description = "No such webhook or delivery"),
+    ),
+)]
+pub async fn redeliver(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
@@ -199,4 +309,22 @@ async fn redeliver(
         .redeliver(p, domain, webhook_id(&id)?, delivery)
         .await?;
     Ok(HttpResponse::Accepted().json(delivery_view(&again)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::meta::webhooks::WebhookEvent;
+
+    /// The documented event names are the ones the service parses.
+    #[test]
+    fn documented_events_are_the_known_ones() {
+        let schema = <super::EventName as utoipa::PartialSchema>::schema();
+        let json = serde_json::to_value(&schema).unwrap_or_default();
+        let documented: Vec<&str> = json["enum"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let known: Vec<&str> = WebhookEvent::ALL.iter().map(|e| e.name()).collect();
+        assert_eq!(documented, known);
+    }
 }

@@ -239,11 +239,22 @@ pub trait UsageStore {
 pub fn parse_limit(field: &str, v: &serde_json::Value) -> Result<Option<u64>> {
     match v {
         serde_json::Value::Null => Ok(None),
-        serde_json::Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "{field} must be a non-negative whole number (or null for no limit), not {n}"
-            ))
-        }),
+        // A whole number written as a float (`5.0`, `1e9`) is one too (JSON Schema's
+        // `integer` admits it, and some encoders write numbers so); below 2^64, where `as`
+        // cannot saturate.
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{field} must be a non-negative whole number (or null for no limit), not {n}"
+                ))
+            }),
         other => Err(Error::BadRequest(format!(
             "{field} must be a non-negative whole number (or null for no limit), not {other}"
         ))),
