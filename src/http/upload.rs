@@ -3,9 +3,9 @@
 
 use super::multipart::{PartLimits, Parts};
 use super::{caller, AppState};
-use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::service::names;
+use crate::service::quota::Room;
 use crate::service::upload::StagedPart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
@@ -43,8 +43,9 @@ pub async fn upload(
         .uploads
         .acquire(&principal.instance, &principal.account)?;
     // A full quota refuses before the body (the size is known only as the parts arrive; the
-    // authoritative check is at commit).
-    state.service.precheck(&principal, None).await?;
+    // authoritative check is at commit). What the quotas leave bounds the parts as they
+    // arrive: a part that crosses it stops at once instead of being written in full.
+    let room = state.service.upload_room(&principal).await?;
     let limits = PartLimits {
         header_bytes: config.max_part_header_bytes,
         parts: config.max_parts,
@@ -53,7 +54,7 @@ pub async fn upload(
     let outcome = async {
         let raw = req.path().strip_prefix("/upload").unwrap_or("");
         let directory = names::normalize_directory(raw)?;
-        let parts = receive(&state, &principal, &mut mp).await?;
+        let parts = receive(&state, room, &mut mp).await?;
         state
             .service
             .commit_upload(&principal, directory, parts)
@@ -61,7 +62,7 @@ pub async fn upload(
     }
     .await;
     match outcome {
-        Ok(files) => {
+        Ok((files, allowance)) => {
             // Keyed by the stored (sanitized) name, as Hypi keys by the file's name: the raw
             // client name may carry control or bidi characters and is never echoed.
             let mut body = Map::new();
@@ -75,7 +76,7 @@ pub async fn upload(
                 body.insert(key, super::views::file(&file));
             }
             let mut ok = HttpResponse::Ok();
-            if let Some(a) = state.service.allowance(&principal).await? {
+            if let Some(a) = allowance {
                 super::quota::allowance_headers(&mut ok, &a);
             }
             Ok(ok.json(Value::Object(body)))
@@ -101,10 +102,11 @@ pub async fn upload(
 /// Streams every file part to the store's temp area. Any failure drops the staged parts, which
 /// removes their temp files: a failed request leaves nothing behind. Stalls and slow bodies are
 /// cut by the body guard (limits.rs), which ends the read with an error.
-async fn receive(state: &AppState, p: &Principal, mp: &mut Parts) -> Result<Vec<StagedPart>> {
-    // What the quotas leave: a part that crosses it stops at once instead of being written in
-    // full and refused at commit (which stays the authoritative check).
-    let mut room = state.service.upload_room(p).await?;
+async fn receive(
+    state: &AppState,
+    mut room: Option<Room>,
+    mp: &mut Parts,
+) -> Result<Vec<StagedPart>> {
     let mut staged = Vec::new();
     while let Some(field) = mp.next().await {
         let mut field = field?;

@@ -3,7 +3,7 @@
 
 use super::{blocking, names, Service};
 use crate::auth::Principal;
-use crate::error::{Error, Result};
+use crate::error::{Allowance, Error, Result};
 use crate::media;
 use crate::meta::{FileRecord, ImageRecord};
 use crate::store::{BlobWriter, StagedBlob};
@@ -154,7 +154,7 @@ impl Service {
         principal: &Principal,
         directory: String,
         parts: Vec<StagedPart>,
-    ) -> Result<Vec<(String, FileRecord)>> {
+    ) -> Result<(Vec<(String, FileRecord)>, Option<Allowance>)> {
         let svc = self.clone();
         let owner = principal.account.clone();
         let domain = principal.instance.clone();
@@ -168,7 +168,7 @@ impl Service {
                 // Room for every part, held until the records are written (else no blob is
                 // committed: the staged parts go when dropped).
                 let incoming = super::quota::Incoming::new_files(parts.iter().map(|p| p.size()));
-                let _room = svc.admit(instance.id, &owner, incoming)?;
+                let room = svc.admit(instance.id, &owner, incoming)?;
                 let mut records = Vec::with_capacity(parts.len());
                 let mut keys = Vec::with_capacity(parts.len());
                 for part in parts {
@@ -218,10 +218,14 @@ impl Service {
                     records.iter().map(|(f, _)| f),
                 )?;
                 svc.meta.insert_files(&records)?;
-                Ok(keys
+                // What the quotas leave now, for the answer's headers (read here: no second
+                // trip to the blocking pool).
+                let allowance = svc.allowance_after(instance.id, &owner, &room)?;
+                let files = keys
                     .into_iter()
                     .zip(records.into_iter().map(|(f, _)| f))
-                    .collect())
+                    .collect();
+                Ok((files, allowance))
             })
         })
         .await
