@@ -508,20 +508,7 @@ impl Service {
                 }
             }
             let (file, image) = asset_file(id, &s, &stored);
-            svc.within_directory(s.instance, &s.account, &s.directory, &[], || {
-                let _events = svc.file_events(
-                    &s.account,
-                    crate::meta::webhooks::WebhookEvent::FileCreated,
-                    [&file],
-                )?;
-                let _room = svc.admit(
-                    s.instance,
-                    &s.account,
-                    super::quota::Incoming::file(file.size),
-                )?;
-                svc.meta
-                    .confirm_session(s.id, &file, image.as_ref(), &FileExtras::default())
-            })?;
+            svc.confirm_session_file(&s, &file, image.as_ref(), &FileExtras::default())?;
             svc.meta.set_session_error(s.id, None)?;
             Ok(file)
         })

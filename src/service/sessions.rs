@@ -240,6 +240,33 @@ impl Seek for BlobReader {
 }
 
 impl Service {
+    /// Makes an uploaded session's bytes the File `file` (and Image): in its directory (made
+    /// if missing, under the tree lock so a concurrent move or trash of that directory is not
+    /// missed), admitted by the quotas, with its `file.created` event staged for the same
+    /// write. Every session flow (presigned, Hygraph assets, tus) ends here; returns the
+    /// File's id. Blocks.
+    pub(crate) fn confirm_session_file(
+        &self,
+        s: &UploadSession,
+        file: &FileRecord,
+        image: Option<&ImageRecord>,
+        extras: &FileExtras,
+    ) -> Result<FileId> {
+        self.within_directory(s.instance, &s.account, &s.directory, &[], || {
+            let _events = self.file_events(
+                &s.account,
+                crate::meta::webhooks::WebhookEvent::FileCreated,
+                [file],
+            )?;
+            let _room = self.admit(
+                s.instance,
+                &s.account,
+                super::quota::Incoming::file(file.size),
+            )?;
+            self.meta.confirm_session(s.id, file, image, extras)
+        })
+    }
+
     /// Persists a new session after the rate and open-count checks.
     ///
     /// The creation rate is counted in the metadata store (one small write, no flush): a restart
@@ -552,22 +579,7 @@ impl Service {
                 alt,
                 metadata: s.metadata.clone(),
             };
-            // Like every File, it lands in an existing directory (made if missing), under
-            // the tree lock so a concurrent move or trash of that directory is not missed.
-            svc.within_directory(s.instance, &s.account, &s.directory, &[], || {
-                let _events = svc.file_events(
-                    &s.account,
-                    crate::meta::webhooks::WebhookEvent::FileCreated,
-                    [&file],
-                )?;
-                let _room = svc.admit(
-                    s.instance,
-                    &s.account,
-                    super::quota::Incoming::file(file.size),
-                )?;
-                svc.meta
-                    .confirm_session(s.id, &file, image.as_ref(), &extras)
-            })
+            svc.confirm_session_file(&s, &file, image.as_ref(), &extras)
         })
         .await?;
         self.foir_file(Caller::User(p.clone()), fid).await

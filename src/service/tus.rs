@@ -750,20 +750,7 @@ impl Service {
             alt: None,
             metadata: TusFields::of(s).extra,
         };
-        self.within_directory(s.instance, &s.account, &s.directory, &[], || {
-            let _events = self.file_events(
-                &s.account,
-                crate::meta::webhooks::WebhookEvent::FileCreated,
-                [&file],
-            )?;
-            let _room = self.admit(
-                s.instance,
-                &s.account,
-                super::quota::Incoming::file(file.size),
-            )?;
-            self.meta
-                .confirm_session(s.id, &file, image.as_ref(), &extras)
-        })?;
+        self.confirm_session_file(s, &file, image.as_ref(), &extras)?;
         Ok(())
     }
 }

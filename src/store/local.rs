@@ -321,11 +321,11 @@ impl StagedBlob for LocalStaged {
         // file holds the same content.
         fs::rename(&temp.path, &dest).map_err(io("moving blob into place"))?;
         temp.path = PathBuf::new(); // committed: nothing for Drop to remove
-        // Every directory change is made first and synced after, innermost first, and only
-        // the directories that changed: the first fsync commits the journal that holds all of
-        // them, so on a journalling filesystem the others find nothing left to write (profiled:
-        // a new fan-out dir cost three separate journal commits before the rename's own). Nothing
-        // is acknowledged until all of them returned.
+                                    // Every directory change is made first and synced after, innermost first, and only
+                                    // the directories that changed: the first fsync commits the journal that holds all of
+                                    // them, so on a journalling filesystem the others find nothing left to write (profiled:
+                                    // a new fan-out dir cost three separate journal commits before the rename's own). Nothing
+                                    // is acknowledged until all of them returned.
         sync_dir(dir).map_err(io("syncing blob dir"))?;
         if new_leaf {
             sync_dir(fan).map_err(io("syncing dir"))?;
