@@ -355,6 +355,22 @@ def wrk(url, conns, secs, env_extra, headers=()):
     return s
 
 
+def proc_cpu_secs(pid):
+    """User + system CPU seconds a process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cpu(pid, *args, **kw):
+    """wrk(...) with the CPU time `pid` spent per successful request (`cpu_us_per_req`)."""
+    before = proc_cpu_secs(pid)
+    s = wrk(*args, **kw)
+    ok = s["requests"] - s["status"]
+    s["cpu_us_per_req"] = (proc_cpu_secs(pid) - before) * 1e6 / ok
+    return s
+
+
 # ---------------------------------------------------------------------------------------------
 # stats and the table
 
@@ -531,6 +547,7 @@ class Bench:
         series = ["nginx", *callers]
         vals = {k: [] for k in series}
         lat = {k: ([], []) for k in series}
+        cpu = {k: [] for k in callers}
         log(f"get: 4 KiB GET, 64 connections, {self.wrk_runs} x {self.wrk_secs}s each, "
             f"callers: {', '.join(series)}")
         for _ in range(self.wrk_runs):
@@ -538,8 +555,9 @@ class Bench:
                 if k == "nginx":
                     s = wrk(f"{ngx.base}/get.bin", 64, self.wrk_secs, {"BENCH_MODE": "get"})
                 else:
-                    s = wrk(f"{depot.base}{url}", 64, self.wrk_secs, {"BENCH_MODE": "get"},
-                            callers[k])
+                    s = wrk_cpu(depot.proc.pid, f"{depot.base}{url}", 64, self.wrk_secs,
+                                {"BENCH_MODE": "get"}, callers[k])
+                    cpu[k].append(s["cpu_us_per_req"])
                     if s["status"]:
                         self.notes.append(f"depot GET ({k}): {s['status']} non-2xx answers in one "
                                           "run (not counted)")
@@ -550,6 +568,9 @@ class Bench:
             self.raw.append(("GET 4 KiB x64", k, v, "req/s"))
         self.notes.append("GET 4 KiB x64 latency, median of runs' p50 / p99 (wrk): " + "; ".join(
             f"{k} {med(lat[k][0]) / 1000:.2f} / {med(lat[k][1]) / 1000:.2f} ms" for k in series))
+        self.notes.append("GET 4 KiB x64, depot CPU time per request (user + system, all "
+                          "threads; median of runs): " + "; ".join(
+                              f"{k} {med(v):.0f} us" for k, v in cpu.items()))
         return {k: med(v) for k, v in vals.items()}
 
     def case_up4k(self, depot):
@@ -559,6 +580,7 @@ class Bench:
         try:
             vals = {"depot": [], "rustypaste": []}
             lat = {"depot": ([], []), "rustypaste": ([], [])}
+            up_cpu = []
             log(f"up4k: 4 KiB multipart uploads, 32 connections, {self.wrk_runs} x {self.wrk_secs}s each")
             common = {"BENCH_MODE": "upload", "BENCH_SIZE": "4096", "BENCH_FILENAME": "bench.bin"}
             for _ in range(self.wrk_runs):
@@ -573,8 +595,10 @@ class Bench:
                 lat["rustypaste"][0].append(s["latency_p50_us"])
                 lat["rustypaste"][1].append(s["latency_p99_us"])
                 os.sync()
-                s = wrk(f"{depot.base}/upload/up4k", 32, self.wrk_secs,
-                        dict(common, BENCH_FIELD="0", BENCH_AUTH=depot.token, BENCH_DOMAIN=DOMAIN))
+                s = wrk_cpu(depot.proc.pid, f"{depot.base}/upload/up4k", 32, self.wrk_secs,
+                            dict(common, BENCH_FIELD="0", BENCH_AUTH=depot.token,
+                                 BENCH_DOMAIN=DOMAIN))
+                up_cpu.append(s["cpu_us_per_req"])
                 if s["status"]:
                     self.notes.append(f"depot upload: {s['status']} non-2xx answers in one run (not counted)")
                 vals["depot"].append(s["ok_per_s"])
@@ -583,7 +607,8 @@ class Bench:
             for k, v in vals.items():
                 self.raw.append(("upload 4 KiB x32", k, v, "uploads/s"))
             self.notes.append("4 KiB uploads x32 latency, median of runs' p50 / p99 (wrk): " + "; ".join(
-                f"{k} {med(p50) / 1000:.2f} / {med(p99) / 1000:.2f} ms" for k, (p50, p99) in lat.items()))
+                f"{k} {med(p50) / 1000:.2f} / {med(p99) / 1000:.2f} ms" for k, (p50, p99) in lat.items())
+                + f"; depot CPU time per upload {med(up_cpu):.0f} us (user + system, all threads)")
             self.notes.append("rustypaste globs its upload directory on every upload, so its rate falls "
                               "as a run's files pile up: the ratio depends on the run length "
                               f"({self.wrk_secs}s here); it does not fsync, depot does")
