@@ -452,6 +452,11 @@ fn read_full(file: &fs::File, pos: u64, buf: &mut [u8]) -> std::io::Result<usize
 }
 
 impl BlobStore for LocalStore {
+    fn writer_buffers(&self) -> u64 {
+        // A blob that fits inline stays in the writer's buffer until it is committed.
+        self.inline.as_ref().map_or(0, |i| i.max)
+    }
+
     fn writer(&self) -> Result<Box<dyn BlobWriter>> {
         // No file yet: small blobs never get one (see `LocalWriter`).
         Ok(Box::new(LocalWriter {

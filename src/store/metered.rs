@@ -144,6 +144,9 @@ impl<S: BlobStore + ?Sized> BlobWriter for MeteredWriter<S> {
 }
 
 impl<S: BlobStore + ?Sized> BlobStore for Metered<S> {
+    fn writer_buffers(&self) -> u64 {
+        self.inner.writer_buffers()
+    }
     fn writer(&self) -> Result<Box<dyn BlobWriter>> {
         Ok(Box::new(MeteredWriter {
             store: self.inner.clone(),

@@ -99,6 +99,12 @@ pub trait BlobHandle: Send {
 pub trait BlobStore: Send + Sync + 'static {
     /// A writer for a new blob.
     fn writer(&self) -> Result<Box<dyn BlobWriter>>;
+    /// Bytes a new [`BlobStore::writer`] keeps in memory before it touches storage: making
+    /// one, writing that much and finishing it neither blocks nor does I/O (the staged blob's
+    /// `commit` does). 0 when any of it may.
+    fn writer_buffers(&self) -> u64 {
+        0
+    }
     /// Opens a blob for reading; `None` when it does not exist.
     fn open(&self, sha: &Sha256) -> Result<Option<Box<dyn BlobHandle>>>;
     /// Removes a blob; a missing blob is not an error.
