@@ -671,19 +671,17 @@ impl LocalStore {
             }
         };
         // From here the link is the TempBlob's: removed on any failure below.
-        let temp = TempBlob::new(tmp.clone(), file);
-        let mut hasher = BlobHasher::new();
-        feed_ranges(&[(tmp, 0, len)], &mut |chunks| {
-            hasher
-                .burst(chunks, |_| Ok(()))
-                .map_err(io("hashing parts"))
-        })?;
+        let temp = TempBlob::new(tmp, file);
+        let Some(f) = temp.file.as_ref() else {
+            return Err(Error::Internal("staged parts without their file".into()));
+        };
+        let sha = hash_file(f, len).map_err(io("hashing parts"))?;
         Ok(Some(Box::new(LocalStaged {
             dirs: self.dirs.clone(),
             inline: self.inline.clone(),
             body: Body::File(temp),
-            size: hasher.size(),
-            sha: hasher.finish(),
+            size: len,
+            sha,
         })))
     }
 }
@@ -723,6 +721,76 @@ fn part_offset(fixed: Option<u64>, number: u32, place: super::PartPlace) -> Opti
         }
     }
 }
+
+/// Read-ahead buffers of [`hash_file`] and their size: a few MiB in flight keep the disk and
+/// the hash busy at once without adding to the flat RSS of an assembly.
+const HASH_BUFS: usize = 4;
+const HASH_BUF: usize = 1024 * 1024;
+
+/// SHA-256 of the first `len` bytes of `file`: a scoped thread reads ahead into a few reused
+/// buffers while this one hashes (the placed parts were written past the page cache, so the
+/// reads go to the disk; read and hash then overlap instead of taking turns).
+fn hash_file(file: &fs::File, len: u64) -> std::io::Result<Sha256> {
+    use sha2::Digest;
+    use std::sync::mpsc::sync_channel;
+    advise_sequential(file);
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(HASH_BUFS);
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(HASH_BUFS);
+    for _ in 0..HASH_BUFS {
+        free_tx
+            .send(vec![0u8; HASH_BUF])
+            .map_err(|_| std::io::Error::other("hash buffers"))?;
+    }
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || -> std::io::Result<()> {
+            let mut pos = 0u64;
+            while pos < len {
+                let Ok(mut buf) = free_rx.recv() else {
+                    return Ok(());
+                };
+                let want = usize::try_from(len - pos)
+                    .unwrap_or(usize::MAX)
+                    .min(HASH_BUF);
+                let n = read_full(file, pos, &mut buf[..want])?;
+                if n < want {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "staging file shorter than its parts",
+                    ));
+                }
+                pos += n as u64;
+                if full_tx.send((buf, n)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        let mut h = sha2::Sha256::new();
+        for (buf, n) in full_rx.iter() {
+            h.update(&buf[..n]);
+            // The reader may have ended already; then the buffer is simply dropped.
+            let _ = free_tx.send(buf);
+        }
+        match reader.join() {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::Error::other("reading thread panicked")),
+        }
+        Ok(Sha256(h.finalize().into()))
+    })
+}
+
+/// Tells the kernel a file is read front to back (a larger read-ahead); a hint only.
+#[cfg(target_os = "linux")]
+fn advise_sequential(file: &fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor we own; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_sequential(_file: &fs::File) {}
 
 /// The part size fixed for a session's placed parts, if any.
 fn read_part_size(dir: &Path) -> Result<Option<u64>> {
@@ -1023,6 +1091,9 @@ impl PartStore for LocalStore {
             sync_dir(&dir).map_err(io("syncing session dir"))?;
         }
         let mut temp = TempBlob::new(PathBuf::new(), file);
+        // O_DIRECT past the first MiB as any temp file: through the page cache (so that the
+        // complete hashed from memory) the 8 parallel parts of the 1 GiB bench took 3.5-4.1 s
+        // instead of 1.9-2.5 s, more than the complete gained (0.8-1.0 s instead of 1.0-1.8 s).
         temp.base = offset;
         Ok(Box::new(PlacedPartWriter {
             store: LocalStore {
