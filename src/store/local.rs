@@ -835,6 +835,21 @@ struct LocalPartWriter {
     md5: Option<md5::Md5>,
 }
 
+/// Ends a part's bytes: fsynced, then its size, SHA-256, MD5 and the MD5's field in the part's
+/// name.
+fn seal_part(
+    temp: &mut TempBlob,
+    hasher: &mut BlobHasher,
+    md5: &mut Option<md5::Md5>,
+) -> Result<(u64, Sha256, Option<Md5>, String)> {
+    temp.sync().map_err(io("writing part"))?;
+    let size = hasher.size();
+    let sha = std::mem::take(hasher).finish();
+    let md5 = md5.take().map(|m| Md5(md5::Digest::finalize(m).into()));
+    let field = md5.map_or_else(|| NO_MD5.to_string(), |m| m.to_hex());
+    Ok((size, sha, md5, field))
+}
+
 /// The MD5 field of a part file's name when the part has none.
 const NO_MD5: &str = "-";
 
@@ -853,15 +868,9 @@ impl PartWriter for LocalPartWriter {
     }
 
     fn finish(mut self: Box<Self>) -> Result<PartInfo> {
-        self.temp.sync().map_err(io("writing part"))?;
+        let (size, sha, md5, md5_field) =
+            seal_part(&mut self.temp, &mut self.hasher, &mut self.md5)?;
         let dir = self.store.ensure_session_dir(&self.session)?;
-        let size = self.hasher.size();
-        let sha = std::mem::take(&mut self.hasher).finish();
-        let md5 = self
-            .md5
-            .take()
-            .map(|m| Md5(md5::Digest::finalize(m).into()));
-        let md5_field = md5.map_or_else(|| NO_MD5.to_string(), |m| m.to_hex());
         let dest = dir.join(format!("{}.{}.{md5_field}", self.number, sha.to_hex()));
         self.temp.file.take();
         let temp = &mut self.temp;
@@ -940,15 +949,9 @@ impl PartWriter for PlacedPartWriter {
     }
 
     fn finish(mut self: Box<Self>) -> Result<PartInfo> {
-        self.temp.sync().map_err(io("writing part"))?;
+        let (size, sha, md5, md5_field) =
+            seal_part(&mut self.temp, &mut self.hasher, &mut self.md5)?;
         let dir = self.store.ensure_session_dir(&self.session)?;
-        let size = self.hasher.size();
-        let sha = std::mem::take(&mut self.hasher).finish();
-        let md5 = self
-            .md5
-            .take()
-            .map(|m| Md5(md5::Digest::finalize(m).into()));
-        let md5_field = md5.map_or_else(|| NO_MD5.to_string(), |m| m.to_hex());
         let dest = dir.join(format!(
             "{}.{}.{md5_field}.@{}+{size}",
             self.number,
