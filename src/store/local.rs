@@ -686,6 +686,86 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Moves parts that were sent again (files of their own, see `placed_part_writer`) into
+    /// their ranges of the staging file when the listed parts are otherwise placed end to end
+    /// and each re-sent one has the size its place needs, so the assembly copies only those
+    /// parts instead of the whole. True when something moved. Runs only inside a complete
+    /// (no part of the session is being written): the range it overwrites belongs to no
+    /// record (the re-sent part's record replaced the placed one), and the part file goes only
+    /// once the placed record is durable, so a crash at any point loses nothing.
+    fn place_resent(
+        &self,
+        session: &str,
+        sources: &[(PartInfo, PartBytes)],
+        numbers: &[u32],
+    ) -> Result<bool> {
+        let dir = self.session_dir(session)?;
+        let Some(size) = read_part_size(&dir)? else {
+            return Ok(false);
+        };
+        let path = dir.join(STAGING);
+        let total = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::from_io("reading staging file", e)),
+        };
+        let mut end = 0u64;
+        let mut moves = Vec::new();
+        for n in numbers {
+            let Some((p, b)) = sources.iter().find(|(p, _)| p.number == *n) else {
+                return Ok(false);
+            };
+            let place = super::PartPlace {
+                len: p.size,
+                total,
+                min_len: 0,
+            };
+            match (b.placed, part_offset(Some(size), *n, place)) {
+                (true, _) if b.offset == end => {}
+                (false, Some((offset, _))) if offset == end => moves.push((p, b)),
+                _ => return Ok(false),
+            }
+            end += p.size;
+        }
+        if end != total || moves.is_empty() {
+            return Ok(false);
+        }
+        let staging = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io("opening staging file"))?;
+        for (p, b) in &moves {
+            let offset = u64::from(p.number - 1) * size;
+            let mut pos = offset;
+            feed_ranges(&[(b.data.clone(), 0, p.size)], &mut |chunks| {
+                use std::os::unix::fs::FileExt;
+                for c in chunks {
+                    staging.write_all_at(&c, pos).map_err(io("placing part"))?;
+                    pos += c.len() as u64;
+                }
+                Ok(())
+            })?;
+        }
+        staging.sync_all().map_err(io("placing part"))?;
+        for (p, _) in moves {
+            let md5 = p.md5.map_or_else(|| NO_MD5.to_string(), |m| m.to_hex());
+            let offset = u64::from(p.number - 1) * size;
+            let dest = dir.join(format!(
+                "{}.{}.{md5}.@{offset}+{}",
+                p.number,
+                p.sha.to_hex(),
+                p.size
+            ));
+            self.swap_part(session, p.number, || {
+                fs::File::create(&dest).map_err(io("recording part"))?;
+                Ok(dest.clone())
+            })?;
+        }
+        Ok(true)
+    }
+}
+
 /// The session's staging file: placed parts' bytes at their offsets in the whole.
 const STAGING: &str = "staging";
 /// The session's part size for placing parts, once the first placed part fixed it (decimal).
@@ -1001,7 +1081,10 @@ impl PartStore for LocalStore {
     }
 
     fn assemble(&self, session: &str, numbers: &[u32]) -> Result<Box<dyn StagedBlob>> {
-        let parts = self.part_sources(session)?;
+        let mut parts = self.part_sources(session)?;
+        if self.place_resent(session, &parts, numbers)? {
+            parts = self.part_sources(session)?;
+        }
         if let Some(staged) = self.assemble_placed(session, &parts, numbers)? {
             return Ok(staged);
         }
