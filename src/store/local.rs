@@ -1659,6 +1659,61 @@ mod tests {
         assert_eq!(at(Some(M), u32::MAX, M, total), None);
     }
 
+    /// Placed parts, one sent again (a part file of its own) and a racing writer of a number
+    /// being placed: the assembly moves the re-sent part into its range, and the blob is the
+    /// parts' bytes in order.
+    #[test]
+    fn resent_parts_are_moved_into_place_at_assembly() {
+        const M: usize = 5 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..2 * M + 3).map(|i| (i % 251) as u8).collect();
+        let total = data.len() as u64;
+        let put = |number: u32, bytes: &[u8]| {
+            let place = crate::store::PartPlace {
+                len: bytes.len() as u64,
+                total,
+                min_len: M as u64,
+            };
+            let mut w = store
+                .placed_part_writer("s1", number, place, PartDigests::WithMd5)
+                .unwrap();
+            w.write(&mut std::iter::once(Bytes::copy_from_slice(bytes)))
+                .unwrap();
+            w.finish().unwrap()
+        };
+        let placed = |store: &LocalStore| -> Vec<(u32, bool)> {
+            let parts = store.part_sources("s1").unwrap();
+            parts.iter().map(|(p, b)| (p.number, b.placed)).collect()
+        };
+        put(3, &data[2 * M..]);
+        put(1, &vec![7u8; M]);
+        put(2, &data[M..2 * M]);
+        assert_eq!(placed(&store), vec![(1, true), (2, true), (3, true)]);
+        // Part 1 again, with the right bytes: a part file beside the placed parts.
+        put(1, &data[..M]);
+        assert_eq!(placed(&store), vec![(1, false), (2, true), (3, true)]);
+        let staged = store.assemble("s1", &[1, 2, 3]).unwrap();
+        assert_eq!(placed(&store), vec![(1, true), (2, true), (3, true)]);
+        use sha2::Digest;
+        assert_eq!(
+            staged.sha().0,
+            <[u8; 32]>::from(sha2::Sha256::digest(&data))
+        );
+        assert_eq!(staged.size(), total);
+        let sha = staged.sha();
+        staged.commit().unwrap();
+        let mut h = store.open(&sha).unwrap().unwrap();
+        let mut back = vec![0u8; data.len()];
+        assert_eq!(h.read_at(0, &mut back).unwrap(), data.len());
+        assert!(back == data);
+        store.drop_session("s1").unwrap();
+        assert!(
+            store.open(&sha).unwrap().is_some(),
+            "the blob outlives its session"
+        );
+    }
+
     /// The contract suite every backend must pass, on the local store.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn local_store_passes_the_blob_store_contract() {
