@@ -100,12 +100,39 @@ fn download(s: &Server, url: &str) -> Vec<u8> {
     r.bytes().unwrap().to_vec()
 }
 
-/// The part files all sessions hold on disk (under `<data>/parts/<session>/`).
+/// The parts all sessions hold on disk (under `<data>/parts/<session>/`): part files and the
+/// records of parts placed in a session's staging file (which is not counted).
 fn part_files(data: &Path) -> usize {
     walk(&data.join("parts"))
         .iter()
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file() && !p.ends_with("staging") && !p.ends_with("part-size"))
         .count()
+}
+
+/// The staging files (placed parts' bytes) all sessions hold on disk.
+fn staging_files(data: &Path) -> usize {
+    walk(&data.join("parts"))
+        .iter()
+        .filter(|p| p.is_file() && p.ends_with("staging"))
+        .count()
+}
+
+/// Completes `etags` and checks the download: the bytes and their SHA-256 (the ETag).
+fn complete_and_check(s: &Server, urls: &Urls, etags: &[(u32, String)], data: &[u8]) {
+    let (st, body) = post_complete(s, &urls.complete, &complete_xml(etags));
+    assert_eq!(st, 200, "{body}");
+    let r = s.client.get(&urls.download).send().unwrap();
+    assert_eq!(r.status(), 200, "download");
+    let etag = r.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let got = r.bytes().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got.as_ref() == data, "downloaded bytes differ");
+    assert_eq!(etag, sha256_hex(data));
+    assert_eq!(sha256_hex(&got), sha256_hex(data));
 }
 
 /// Uploads `data` cut into `MIN_PART` parts and returns (number, ETag) per part.
@@ -618,4 +645,145 @@ fn same_part_racing_leaves_one_whole_part_and_sessions_are_capped() {
         v["errors"][0]["extensions"]["code"], "TOO_MANY_REQUESTS",
         "{v}"
     );
+}
+
+/// Parts sent at their layout sizes land at their offsets in one staging file, in any order:
+/// the complete links it (no second copy) and the bytes and SHA-256 come back whole.
+#[test]
+fn placed_parts_out_of_order_complete_whole() {
+    let s = Server::start();
+    let t = s.token("jon", INSTANCE, false);
+    let data = bytes(3 * MIN_PART + 4321, 30);
+    let urls = create(&s, &t, data.len());
+    let chunks: Vec<&[u8]> = data.chunks(MIN_PART).collect();
+    let mut etags = Vec::new();
+    for i in [2usize, 0, 3, 1] {
+        let (st, etag, body) = put_part(&s, &urls.parts[i], chunks[i]);
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(etag, format!("\"{}\"", md5_hex(chunks[i])));
+        etags.push((i as u32 + 1, etag));
+    }
+    etags.sort();
+    assert_eq!((part_files(&s.data), staging_files(&s.data)), (4, 1));
+    complete_and_check(&s, &urls, &etags, &data);
+    // The session's parts and staging file are gone; the blob stays.
+    assert_eq!((part_files(&s.data), staging_files(&s.data)), (0, 0));
+    assert_eq!(s.blob_count(), 1);
+}
+
+/// A part sent again after every part was placed (and the whole hashed by a first complete
+/// that failed on a stale ETag) replaces it: the complete falls back to concatenating and
+/// the new bytes are the file's.
+#[test]
+fn a_part_resent_after_the_whole_was_placed_replaces_it() {
+    let s = Server::start();
+    let t = s.token("jon", INSTANCE, false);
+    let mut data = bytes(2 * MIN_PART + 10, 31);
+    let urls = create(&s, &t, data.len());
+    let first = upload_all(&s, &urls, &data);
+    // A complete naming part 2 with a wrong ETag is refused and changes nothing.
+    let mut wrong = first.clone();
+    wrong[1].1 = format!("\"{}\"", md5_hex(b"other"));
+    let (st, body) = post_complete(&s, &urls.complete, &complete_xml(&wrong));
+    assert_eq!((st, code(&body).as_str()), (400, "InvalidPart"), "{body}");
+    // Part 1 again, other bytes of the same size.
+    let new_first = bytes(MIN_PART, 32);
+    data[..MIN_PART].copy_from_slice(&new_first);
+    let (st, etag, body) = put_part(&s, &urls.parts[0], &new_first);
+    assert_eq!(st, 200, "{body}");
+    assert_ne!(etag, first[0].1);
+    assert_eq!(
+        part_files(&s.data),
+        3,
+        "the re-sent part replaced the placed one"
+    );
+    // The old part 1's ETag no longer completes; the new one does.
+    let (st, body) = post_complete(&s, &urls.complete, &complete_xml(&first));
+    assert_eq!((st, code(&body).as_str()), (400, "InvalidPart"), "{body}");
+    let mut etags = first.clone();
+    etags[0].1 = etag;
+    complete_and_check(&s, &urls, &etags, &data);
+}
+
+/// The server killed (SIGKILL) between placed parts: the acknowledged parts survive, the rest
+/// is sent to the new process, and the complete gives the whole file; fsck finds it clean.
+#[test]
+fn a_kill_between_placed_parts_then_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::spawn(dir.path(), &[], &[]).unwrap();
+    let t = s.token("jon", INSTANCE, false);
+    let data = bytes(3 * MIN_PART + 5, 33);
+    let urls = create(&s, &t, data.len());
+    let chunks: Vec<&[u8]> = data.chunks(MIN_PART).collect();
+    let mut etags = Vec::new();
+    for i in [3usize, 0] {
+        let (st, etag, _) = put_part(&s, &urls.parts[i], chunks[i]);
+        assert_eq!(st, 200);
+        etags.push((i as u32 + 1, etag));
+    }
+    let old = s.base.clone();
+    s.stop(); // SIGKILL
+    let s = Server::spawn(dir.path(), &[], &[]).unwrap();
+    let moved = |u: &str| u.replace(&old, &s.base);
+    for i in [1usize, 2] {
+        let (st, etag, body) = put_part(&s, &moved(&urls.parts[i]), chunks[i]);
+        assert_eq!(st, 200, "{body}");
+        etags.push((i as u32 + 1, etag));
+    }
+    etags.sort();
+    let urls = Urls {
+        parts: urls.parts.iter().map(|u| moved(u)).collect(),
+        complete: moved(&urls.complete),
+        download: moved(&urls.download),
+        ..urls
+    };
+    complete_and_check(&s, &urls, &etags, &data);
+    s.stop();
+    let (ok, out) = depot(&["fsck"], dir.path());
+    assert!(ok && out.contains("clean"), "{out}");
+}
+
+/// Parts not laid out end to end in one size fall back to concatenation, in the order the
+/// complete lists: a larger first part sent after a placed second one, part numbers with a
+/// gap, and a chunked body (no declared length) beside a placed part.
+#[test]
+fn parts_not_laid_out_by_offset_fall_back_to_concatenation() {
+    let s = Server::start();
+    let t = s.token("jon", INSTANCE, false);
+    // Part 2 (5 MiB) first fixes the part size and sits at 5 MiB; part 1 then has 5 MiB + 10
+    // bytes, which is not that size: a part of its own.
+    let data = bytes(2 * MIN_PART + 10, 34);
+    let urls = create(&s, &t, data.len());
+    let (a, b) = data.split_at(MIN_PART + 10);
+    let (st, e2, body) = put_part(&s, &urls.parts[1], b);
+    assert_eq!(st, 200, "{body}");
+    let (st, e1, body) = put_part(&s, &urls.parts[0], a);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(staging_files(&s.data), 1);
+    complete_and_check(&s, &urls, &[(1, e1), (2, e2)], &data);
+
+    // Parts 1 and 3 (S3 allows gaps): part 3 is not where part size 5 MiB puts it.
+    let data = bytes(2 * MIN_PART + 99, 35);
+    let urls = create(&s, &t, data.len());
+    assert_eq!(urls.parts.len(), 3);
+    let (st, e1, _) = put_part(&s, &urls.parts[0], &data[..MIN_PART]);
+    assert_eq!(st, 200);
+    let (st, e3, _) = put_part(&s, &urls.parts[2], &data[MIN_PART..]);
+    assert_eq!(st, 200);
+    complete_and_check(&s, &urls, &[(1, e1), (3, e3)], &data);
+
+    // A chunked first part beside a placed last part.
+    let data = bytes(MIN_PART + 77, 36);
+    let urls = create(&s, &t, data.len());
+    let r = s
+        .client
+        .put(&urls.parts[0])
+        .body(futures_free_body(data[..MIN_PART].to_vec()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e1 = r.headers()["etag"].to_str().unwrap().to_string();
+    let (st, e2, body) = put_part(&s, &urls.parts[1], &data[MIN_PART..]);
+    assert_eq!(st, 200, "{body}");
+    complete_and_check(&s, &urls, &[(1, e1), (2, e2)], &data);
 }

@@ -334,6 +334,13 @@ impl Service {
         if let Some(len) = content_length.filter(|&len| len > cap) {
             return Err(part_too_large(len, cap, layout.max_part_size));
         }
+        // A declared length lets the store write the part straight to its place in the whole
+        // (a chunked body is stored as a part of its own and concatenated at the complete).
+        let place = content_length.map(|len| crate::store::PartPlace {
+            len,
+            total: declared,
+            min_len: MIN_PART_SIZE,
+        });
         let blobs = self.blobs.clone();
         let name = id.to_string();
         let feed = Feed::with_depth(
@@ -341,9 +348,12 @@ impl Service {
                 let parts = blobs
                     .parts()
                     .ok_or_else(|| Error::Internal("the part store went away".into()))?;
-                parts
-                    .part_writer(&name, number, crate::store::PartDigests::WithMd5)
-                    .map(PartSink)
+                let digests = crate::store::PartDigests::WithMd5;
+                match place {
+                    Some(place) => parts.placed_part_writer(&name, number, place, digests),
+                    None => parts.part_writer(&name, number, digests),
+                }
+                .map(PartSink)
             },
             PART_QUEUE_DEPTH,
         );

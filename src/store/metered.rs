@@ -248,6 +248,18 @@ impl<S: BlobStore + ?Sized> PartStore for Metered<S> {
             None => Err(no_parts()),
         }
     }
+    fn placed_part_writer(
+        &self,
+        session: &str,
+        number: u32,
+        place: super::PartPlace,
+        digests: super::PartDigests,
+    ) -> Result<Box<dyn PartWriter>> {
+        match self.inner.parts() {
+            Some(p) => p.placed_part_writer(session, number, place, digests),
+            None => Err(no_parts()),
+        }
+    }
 }
 
 /// Unreachable through [`BlobStore::parts`], which offers parts only when the inner store has

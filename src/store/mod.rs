@@ -232,6 +232,34 @@ pub trait PartStore: Send + Sync {
     fn assemble(&self, session: &str, numbers: &[u32]) -> Result<Box<dyn StagedBlob>>;
     /// Removes every part of `session`; a session without parts is not an error.
     fn drop_session(&self, session: &str) -> Result<()>;
+    /// A writer for part `number`, declared (Content-Length) at `place.len` bytes of a file of
+    /// `place.total`: a backend may write it straight to its range of the whole, laying parts
+    /// of one size end to end, so that assembling them needs no copy. Everything else behaves
+    /// as [`PartStore::part_writer`] (which is what backends without that ability use).
+    fn placed_part_writer(
+        &self,
+        session: &str,
+        number: u32,
+        place: PartPlace,
+        digests: PartDigests,
+    ) -> Result<Box<dyn PartWriter>> {
+        let _ = place;
+        self.part_writer(session, number, digests)
+    }
+}
+
+/// What a part PUT declares about where its bytes belong. S3-style clients cut a file into
+/// parts of one size (the last may be shorter), so part N of size P starts at (N-1) * P; the
+/// first part placed fixes P for its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlace {
+    /// The part's length as declared (its Content-Length); a body that runs past it is refused.
+    pub len: u64,
+    /// The whole file's declared length.
+    pub total: u64,
+    /// Smallest size of a part that is not the last (S3's 5 MiB): a shorter part can only be
+    /// the last one, so it never fixes the session's part size.
+    pub min_len: u64,
 }
 
 /// Writes one buffer; a convenience over [`BlobWriter::write`].
