@@ -1,22 +1,11 @@
 //! `/access-rights` and `/instances/{domain}`.
 
-use super::{caller, limits, views, AppState};
+use super::{caller, json_body, views, AppState};
 use crate::error::{Error, Result};
 use crate::service::access::{AccessRightInput, OneOrMany};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
-
-/// Reads a JSON body of at most `max_body_bytes`; called once the caller is known, so a
-/// tokenless or bad-token request is answered without reading its body.
-async fn json_body<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    payload: web::Payload,
-    what: &str,
-) -> Result<T> {
-    let body = limits::read_body(payload, state.service.config.max_body_bytes).await?;
-    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid {what}: {e}")))
-}
 
 /// Creates one grant (object body) or several (array body).
 #[utoipa::path(

@@ -91,15 +91,25 @@ async fn graphql(
             "GraphQL multipart requests are not accepted: upload files with POST /upload".into(),
         ));
     }
-    let body = limits::read_body(payload, state.service.config.max_body_bytes).await?;
-    let request: async_graphql::Request = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("invalid GraphQL request: {e}")))?;
+    let request: async_graphql::Request = json_body(&state, payload, "GraphQL request").await?;
     let domain = crate::graphql::RequestDomain::of(req.headers());
     let request = crate::graphql::for_caller(request, caller, &state.service.config);
     let base = crate::graphql::direct::PublicBase(direct::public_base(&req, &state));
     let mut response = state.schema.execute(request.data(domain).data(base)).await;
     request_id::tag_graphql_errors(&mut response);
     Ok(response.into())
+}
+
+/// Reads a JSON body of at most `max_body_bytes` as a `T`; a body that does not parse is 400
+/// "invalid {what}: ...". Call it once the caller is known, so a tokenless or bad-token request
+/// is answered without its body being read.
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    payload: web::Payload,
+    what: &str,
+) -> Result<T> {
+    let body = limits::read_body(payload, state.service.config.max_body_bytes).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid {what}: {e}")))
 }
 
 /// The caller of a request, from `Authorization` and `hypi-domain`.

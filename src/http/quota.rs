@@ -1,18 +1,12 @@
 //! `/instances/{domain}/quotas`, `/instances/{domain}/accounts/{account}/quota` and
 //! `/instances/{domain}/usage` (issue 15), and the `RateLimit-*` headers of quota answers.
 
-use super::{caller, limits, AppState};
-use crate::error::{Allowance, Error, Result};
+use super::{caller, json_body, AppState};
+use crate::error::{Allowance, Result};
 use crate::service::usage::UsageQuery;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::Deserialize;
 use serde_json::Value;
-
-/// Reads a JSON body of at most `max_body_bytes` (after the caller is known).
-async fn json_body(state: &AppState, payload: web::Payload) -> Result<Value> {
-    let body = limits::read_body(payload, state.service.config.max_body_bytes).await?;
-    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
-}
 
 /// Adds what the quotas leave as the IETF RateLimit draft's structured headers (not the
 /// `RateLimit-Limit`/`-Remaining` pair, which the request rate limits use):
@@ -84,7 +78,7 @@ pub async fn put_quotas(
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
-    let body = json_body(&state, payload).await?;
+    let body = json_body::<Value>(&state, payload, "JSON body").await?;
     let v = state.service.set_quota_settings(p, &domain, body).await?;
     Ok(HttpResponse::Ok().json(v))
 }
@@ -136,7 +130,7 @@ pub async fn put_account_quota(
     let caller = caller(&req, &state)?;
     let p = caller.require()?;
     let (domain, account) = path.into_inner();
-    let body = json_body(&state, payload).await?;
+    let body = json_body::<Value>(&state, payload, "JSON body").await?;
     let v = state
         .service
         .set_account_quota(p, &domain, &account, body)
