@@ -75,9 +75,11 @@ enum Command {
         /// Files uploaded at once.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallel: u16,
-        /// Bytes per PATCH request (up to 256MiB).
-        #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = chunk_size)]
-        chunk_size: u64,
+        /// Bytes per PATCH request (up to 256MiB), each with a SHA-256 checksum. Without it
+        /// one PATCH streams the file (from where the server's copy ends), and the File's
+        /// sha256 is checked against the bytes read.
+        #[arg(long, value_name = "BYTES", value_parser = chunk_size)]
+        chunk_size: Option<u64>,
     },
     /// Download a File by its `url.path` (or a full URL); an interrupted download resumes from
     /// FILE.part when run again.

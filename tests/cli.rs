@@ -247,24 +247,28 @@ fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
 
 #[test]
 fn a_killed_upload_resumes_from_the_servers_offset() {
+    // 1 MiB PATCHes at 4 MiB/s: about 12 s in all, so it is surely killed part way.
+    killed_upload_resumes(&["--chunk-size", "1MiB", "--limit-rate", "4MiB"]);
+}
+
+#[test]
+fn a_killed_streamed_upload_resumes_where_the_cut_patch_ended() {
+    // One PATCH streaming the file at 4 MiB/s; the server keeps what it received when the
+    // client dies, and the rerun streams the rest (and checks the whole file's SHA-256).
+    killed_upload_resumes(&["--limit-rate", "4MiB"]);
+}
+
+/// `depot upload big.bin <first>` is killed part way; a plain rerun resumes from the server's
+/// offset and makes the File of exactly the file's bytes.
+fn killed_upload_resumes(first: &[&str]) {
     let (s, token, cli) = start();
     let size = 48 * 1024 * 1024;
     let content = bytes(size, 48);
     let src = cli.write("big.bin", &content);
-    // 1 MiB PATCHes at 4 MiB/s: about 12 s in all, so it is surely killed part way.
+    let mut args = vec!["upload", "big.bin"];
+    args.extend_from_slice(first);
     let mut child = cli
-        .command(
-            &s,
-            Some(&token),
-            &[
-                "upload",
-                "big.bin",
-                "--chunk-size",
-                "1MiB",
-                "--limit-rate",
-                "4MiB",
-            ],
-        )
+        .command(&s, Some(&token), &args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -278,12 +282,15 @@ fn a_killed_upload_resumes_from_the_servers_offset() {
         Path::new(saved["path"].as_str().unwrap()),
         src.canonicalize().unwrap()
     );
-    wait_for("bytes on the server", || {
-        tus_offset(&s, &token, &url).filter(|o| *o > 0)
-    });
+    // A few MiB on their way (a PATCH in flight shows in the offset only once it ends).
+    std::thread::sleep(Duration::from_secs(3));
     child.kill().unwrap(); // SIGKILL: no cleanup of any kind
     child.wait().unwrap();
-    let before = tus_offset(&s, &token, &url).expect("the upload survives its client");
+    // What the server received is kept: finished PATCHes, and the cut one's bytes once the
+    // server has seen its connection end.
+    let before = wait_for("bytes kept on the server", || {
+        tus_offset(&s, &token, &url).filter(|o| *o > 0)
+    });
     assert!(before > 0 && before < size as u64, "offset {before}");
     assert!(state.exists(), "the state stays for the rerun");
     assert!(listing(&s, &token).is_empty(), "nothing is a File yet");
@@ -459,6 +466,19 @@ fn a_file_over_the_size_limit_is_413() {
 
 #[test]
 fn a_connection_cut_mid_upload_is_retried_from_the_servers_offset() {
+    cut_upload_is_retried(&["--chunk-size", "1MiB"]);
+}
+
+#[test]
+fn a_connection_cut_mid_stream_is_retried_and_the_whole_file_checked() {
+    // The client read (and hashed) more than the server kept when the connection went: the
+    // retry streams from the server's offset and the end-to-end SHA-256 still matches.
+    cut_upload_is_retried(&[]);
+}
+
+/// `depot upload cut.bin <extra>` through a proxy that cuts every connection after 3 MiB and
+/// then refuses new ones for a while: the client retries from the server's offset.
+fn cut_upload_is_retried(extra: &[&str]) {
     let (s, token, cli) = start();
     let size = 8 * 1024 * 1024;
     let content = bytes(size, 9);
@@ -470,11 +490,7 @@ fn a_connection_cut_mid_upload_is_retried_from_the_servers_offset() {
         .budget
         .store(3 * 1024 * 1024, std::sync::atomic::Ordering::SeqCst);
     let child = cli
-        .command(
-            &s,
-            Some(&token),
-            &["upload", "cut.bin", "--chunk-size", "1MiB"],
-        )
+        .command(&s, Some(&token), &[&["upload", "cut.bin"], extra].concat())
         .env("DEPOT_URL", &proxy.addr)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -458,6 +458,11 @@ impl Pacer {
         }
     }
 
+    /// Whether a rate is set.
+    pub fn limited(&self) -> bool {
+        self.rate.is_some_and(|r| r > 0)
+    }
+
     /// Counts `n` bytes and waits until sending them keeps within the rate.
     pub async fn take(&self, n: u64) {
         let Some(rate) = self.rate.filter(|r| *r > 0) else {

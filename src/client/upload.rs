@@ -1,5 +1,7 @@
-//! `depot upload FILE...`: each file over depot's tus endpoint (`POST /tus/`, then `PATCH`
-//! chunks with a SHA-256 `Upload-Checksum` each), N files at once. The upload URL is saved in
+//! `depot upload FILE...`: each file over depot's tus endpoint (`POST /tus/`, then one `PATCH`
+//! streaming the file from its offset to its end, or with `--chunk-size` one `PATCH` per chunk
+//! with a SHA-256 `Upload-Checksum` each), N files at once. A streamed upload is checked end to
+//! end: the File's `sha256` must be the SHA-256 the client read. The upload URL is saved in
 //! the cache dir as soon as the server made it, keyed by (server, instance, absolute path,
 //! size, mtime, directory); a rerun asks the server for its offset (`HEAD`) and sends only the
 //! rest. A failed PATCH (connection lost, 409 offset conflict, 5xx) is retried from the offset
@@ -36,8 +38,9 @@ pub struct UploadOptions {
     pub directory: Option<String>,
     /// Files uploaded at once.
     pub parallel: usize,
-    /// Bytes per PATCH (each is read into memory once, to checksum it).
-    pub chunk_size: u64,
+    /// Bytes per PATCH (each is read into memory once, to checksum it); `None`: one PATCH
+    /// streams the file from the server's offset to its end.
+    pub chunk_size: Option<u64>,
     /// Most bytes per second per file.
     pub limit_rate: Option<u64>,
     /// No notes on stderr (errors are still printed by the caller).
@@ -170,7 +173,7 @@ async fn upload_one(
                 (url, status)
             }
         };
-        send_rest(
+        let sha = send_rest(
             target,
             &url,
             Source { abs: &abs, size },
@@ -181,6 +184,19 @@ async fn upload_one(
         )
         .await?;
         let file = finished(target, &url).await?;
+        if let Some(sha) = sha {
+            let read = sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let stored = file.get("sha256").and_then(|v| v.as_str()).unwrap_or("");
+            if stored != read {
+                // The upload is a File now: nothing is left to resume.
+                state.remove(KIND, &key);
+                return Err(ClientError::Protocol(format!(
+                    "{}: the server stored bytes with SHA-256 {stored:?}, the file read here \
+                     has {read} (did it change during the upload?)",
+                    path.display()
+                )));
+            }
+        }
         state.remove(KIND, &key);
         Ok(file)
     }
@@ -296,7 +312,19 @@ struct Source<'a> {
     size: u64,
 }
 
-/// PATCHes the bytes from the server's offset to the end.
+/// Bytes read from the file at a time by a streamed PATCH without `--limit-rate` (with it,
+/// [`SLICE`]: the pace is kept in smaller steps).
+const STREAM_READ: usize = 1024 * 1024;
+
+/// The SHA-256 of a file's first `at` bytes, as far as the client has read them in order.
+struct Digest {
+    at: u64,
+    hasher: sha2::Sha256,
+}
+
+/// PATCHes the bytes from the server's offset to the end: one PATCH streaming the rest of the
+/// file, or (`--chunk-size`) one PATCH per chunk. Returns the SHA-256 of the whole file when
+/// it was streamed (read once, in order, while sending), for the end-to-end check.
 async fn send_rest(
     target: &Target,
     url: &str,
@@ -305,14 +333,20 @@ async fn send_rest(
     opts: &UploadOptions,
     progress: &Progress,
     bars: &Bars,
-) -> Result<()> {
+) -> Result<Option<[u8; 32]>> {
     let Source { abs, size } = src;
     let io = |what: &'static str| ClientError::io(what, abs);
     let mut file = tokio::fs::File::open(abs)
         .await
         .map_err(io("cannot read"))?;
-    let chunk_size = opts.chunk_size.max(size.div_ceil(MAX_PATCHES)).max(1);
+    let chunk_size = opts
+        .chunk_size
+        .map(|c| c.max(size.div_ceil(MAX_PATCHES)).max(1));
     let pacer = Arc::new(Pacer::new(opts.limit_rate));
+    let digest = Arc::new(std::sync::Mutex::new(Digest {
+        at: 0,
+        hasher: sha2::Digest::new(),
+    }));
     let mut failures = 0u32;
     // An empty file still needs one (empty) PATCH to become a File.
     let mut empty_sent = false;
@@ -328,23 +362,40 @@ async fn send_rest(
             break;
         }
         progress.set(status.offset);
-        let len = chunk_size.min(size - status.offset);
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
         file.seek(std::io::SeekFrom::Start(status.offset))
             .await
             .map_err(io("cannot read"))?;
-        file.read_exact(&mut buf).await.map_err(io("cannot read"))?;
         empty_sent = true;
-        match patch(
-            target,
-            url,
-            status.offset,
-            Bytes::from(buf),
-            progress,
-            &pacer,
-        )
-        .await
-        {
+        let (len, sent) = match chunk_size {
+            Some(chunk_size) => {
+                let len = chunk_size.min(size - status.offset);
+                let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+                file.read_exact(&mut buf).await.map_err(io("cannot read"))?;
+                let sent = patch(
+                    target,
+                    url,
+                    status.offset,
+                    Bytes::from(buf),
+                    progress,
+                    &pacer,
+                )
+                .await;
+                (len, sent)
+            }
+            None => {
+                let len = size - status.offset;
+                digest_to(abs, &digest, status.offset).await?;
+                let body = Streamed {
+                    file: file.try_clone().await.map_err(io("cannot read"))?,
+                    abs: abs.to_path_buf(),
+                    left: len,
+                    digest: digest.clone(),
+                };
+                let sent = patch_stream(target, url, status.offset, body, progress, &pacer).await;
+                (len, sent)
+            }
+        };
+        match sent {
             Ok(next) if next.offset > status.offset || next.complete || len == 0 => {
                 failures = 0;
                 status = next;
@@ -369,7 +420,121 @@ async fn send_rest(
         }
     }
     progress.set(size);
+    if chunk_size.is_some() {
+        return Ok(None);
+    }
+    // The whole file was read in order (a retry that found fewer bytes kept on the server
+    // than were read hashed the file again up to its offset).
+    digest_to(abs, &digest, size).await?;
+    let d = digest
+        .lock()
+        .map_err(|_| ClientError::Protocol("the upload's hash was lost".into()))?;
+    Ok(Some(sha2::Digest::finalize(d.hasher.clone()).into()))
+}
+
+/// Brings `digest` to cover exactly the file's first `to` bytes, reading what it lacks (from
+/// the start when it went past `to`: bytes sent that the server did not keep).
+async fn digest_to(abs: &Path, digest: &std::sync::Mutex<Digest>, to: u64) -> Result<()> {
+    let io = |what: &'static str| ClientError::io(what, abs);
+    let from = {
+        let mut d = digest
+            .lock()
+            .map_err(|_| ClientError::Protocol("the upload's hash was lost".into()))?;
+        if d.at > to {
+            *d = Digest {
+                at: 0,
+                hasher: sha2::Digest::new(),
+            };
+        }
+        d.at
+    };
+    if from == to {
+        return Ok(());
+    }
+    let mut file = tokio::fs::File::open(abs)
+        .await
+        .map_err(io("cannot read"))?;
+    file.seek(std::io::SeekFrom::Start(from))
+        .await
+        .map_err(io("cannot read"))?;
+    let mut left = to - from;
+    let mut buf = vec![0u8; STREAM_READ];
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        file.read_exact(&mut buf[..want])
+            .await
+            .map_err(io("cannot read"))?;
+        let mut d = digest
+            .lock()
+            .map_err(|_| ClientError::Protocol("the upload's hash was lost".into()))?;
+        sha2::Digest::update(&mut d.hasher, &buf[..want]);
+        d.at += want as u64;
+        left -= want as u64;
+    }
     Ok(())
+}
+
+/// The rest of a file, read as it is sent and hashed on the way (see [`Digest`]).
+struct Streamed {
+    file: tokio::fs::File,
+    abs: PathBuf,
+    left: u64,
+    digest: Arc<std::sync::Mutex<Digest>>,
+}
+
+/// One PATCH streaming `body` from `offset` to the end of the file, without a checksum
+/// header (the client checks the File's `sha256` once it is made).
+async fn patch_stream(
+    target: &Target,
+    url: &str,
+    offset: u64,
+    body: Streamed,
+    progress: &Progress,
+    pacer: &Arc<Pacer>,
+) -> Result<Status> {
+    let len = body.left;
+    let read = if pacer.limited() { SLICE } else { STREAM_READ };
+    let (progress, pacer) = (progress.clone(), pacer.clone());
+    let stream = futures_util::stream::try_unfold(body, move |mut b| {
+        let (progress, pacer) = (progress.clone(), pacer.clone());
+        async move {
+            if b.left == 0 {
+                return Ok(None);
+            }
+            let want = usize::try_from(b.left).unwrap_or(usize::MAX).min(read);
+            let mut buf = vec![0u8; want];
+            b.file.read_exact(&mut buf).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", b.abs.display()))
+            })?;
+            {
+                let mut d = b
+                    .digest
+                    .lock()
+                    .map_err(|_| std::io::Error::other("the upload's hash was lost"))?;
+                sha2::Digest::update(&mut d.hasher, &buf);
+                d.at += want as u64;
+            }
+            b.left -= want as u64;
+            pacer.take(want as u64).await;
+            progress.inc(want as u64);
+            Ok::<_, std::io::Error>(Some((Bytes::from(buf), b)))
+        }
+    });
+    let res = tus(target, Method::PATCH, url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/offset+octet-stream",
+        )
+        .header("Upload-Offset", offset.to_string())
+        .header(reqwest::header::CONTENT_LENGTH, len.to_string())
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .map_err(|e| network(url, &e))?;
+    match res.status().as_u16() {
+        200 | 204 => status_of(&res),
+        _ => Err(server_error(res).await),
+    }
 }
 
 /// After a failed PATCH: waits, then asks the server where the upload is; a server that is
