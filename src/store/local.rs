@@ -693,7 +693,7 @@ impl LocalStore {
         let Some(f) = temp.file.as_ref() else {
             return Err(Error::Internal("staged parts without their file".into()));
         };
-        let sha = hash_file(f, len).map_err(io("hashing parts"))?;
+        let sha = hash_file(&temp.path, f, len).map_err(io("hashing parts"))?;
         Ok(Some(Box::new(LocalStaged {
             dirs: self.dirs.clone(),
             inline: self.inline.clone(),
@@ -825,22 +825,28 @@ fn part_offset(fixed: Option<u64>, number: u32, place: super::PartPlace) -> Opti
 const HASH_BUFS: usize = 4;
 const HASH_BUF: usize = 1024 * 1024;
 
-/// SHA-256 of the first `len` bytes of `file`: a scoped thread reads ahead into a few reused
-/// buffers while this one hashes (the placed parts were written past the page cache, so the
-/// reads go to the disk; read and hash then overlap instead of taking turns).
-fn hash_file(file: &fs::File, len: u64) -> std::io::Result<Sha256> {
+/// SHA-256 of the first `len` bytes of `file` (at `path`): a scoped thread reads ahead into a
+/// few reused buffers while this one hashes. The placed parts were written past the page cache,
+/// so the reads go to the disk, and they go with O_DIRECT too where the filesystem allows it:
+/// on the bench machine a cold 1 GiB file reads at 1.4-1.6 GB/s that way and at about
+/// 600 MB/s through the page cache, which then held the complete back more than the hash did.
+fn hash_file(path: &Path, file: &fs::File, len: u64) -> std::io::Result<Sha256> {
     use sha2::Digest;
     use std::sync::mpsc::sync_channel;
-    advise_sequential(file);
-    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(HASH_BUFS);
-    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(HASH_BUFS);
+    let direct = open_direct(path);
+    if direct.is_none() {
+        advise_sequential(file);
+    }
+    let (full_tx, full_rx) = sync_channel::<(AlignedBuf, usize)>(HASH_BUFS);
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(HASH_BUFS);
     for _ in 0..HASH_BUFS {
         free_tx
-            .send(vec![0u8; HASH_BUF])
+            .send(AlignedBuf::new(HASH_BUF))
             .map_err(|_| std::io::Error::other("hash buffers"))?;
     }
     std::thread::scope(|s| {
         let reader = s.spawn(move || -> std::io::Result<()> {
+            let mut direct = direct;
             let mut pos = 0u64;
             while pos < len {
                 let Ok(mut buf) = free_rx.recv() else {
@@ -849,7 +855,21 @@ fn hash_file(file: &fs::File, len: u64) -> std::io::Result<Sha256> {
                 let want = usize::try_from(len - pos)
                     .unwrap_or(usize::MAX)
                     .min(HASH_BUF);
-                let n = read_full(file, pos, &mut buf[..want])?;
+                let window = buf.window();
+                // O_DIRECT reads whole aligned blocks (the last one ends short at the end of
+                // the file); a refusal of any kind falls back to the page cache for the rest.
+                let n = match direct
+                    .as_ref()
+                    .map(|d| read_full(d, pos, &mut window[..want.next_multiple_of(DIRECT_ALIGN)]))
+                {
+                    Some(Ok(n)) if n >= want => want,
+                    Some(_) => {
+                        direct = None;
+                        advise_sequential(file);
+                        read_full(file, pos, &mut window[..want])?
+                    }
+                    None => read_full(file, pos, &mut window[..want])?,
+                };
                 if n < want {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -864,8 +884,8 @@ fn hash_file(file: &fs::File, len: u64) -> std::io::Result<Sha256> {
             Ok(())
         });
         let mut h = sha2::Sha256::new();
-        for (buf, n) in full_rx.iter() {
-            h.update(&buf[..n]);
+        for (mut buf, n) in full_rx.iter() {
+            h.update(&buf.window()[..n]);
             // The reader may have ended already; then the buffer is simply dropped.
             let _ = free_tx.send(buf);
         }
@@ -875,6 +895,41 @@ fn hash_file(file: &fs::File, len: u64) -> std::io::Result<Sha256> {
         }
         Ok(Sha256(h.finalize().into()))
     })
+}
+
+/// A buffer whose window of `len` bytes starts at an address O_DIRECT accepts.
+struct AlignedBuf {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Self {
+        let bytes = vec![0u8; len + DIRECT_ALIGN];
+        let start = bytes.as_ptr().align_offset(DIRECT_ALIGN);
+        Self { bytes, start, len }
+    }
+
+    fn window(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
+}
+
+/// `path` opened for reading with O_DIRECT; `None` where that is refused (tmpfs) or unknown.
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> Option<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &Path) -> Option<fs::File> {
+    None
 }
 
 /// Tells the kernel a file is read front to back (a larger read-ahead); a hint only.
@@ -1639,6 +1694,47 @@ mod tests {
 
     /// Parts are placed at (N-1) * the first placed part's size; a short last part fixes the
     /// size that puts it at the end; anything that does not fit the size is not placed.
+    #[test]
+    fn hash_file_reads_any_length_past_the_page_cache_or_through_it() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        // Lengths around the O_DIRECT alignment and the read-ahead buffer, and a file on
+        // /dev/shm (tmpfs: O_DIRECT may be refused, the page cache is used).
+        let shm = Path::new("/dev/shm");
+        for (k, len) in [
+            0usize,
+            1,
+            4095,
+            4096,
+            4097,
+            HASH_BUF - 1,
+            HASH_BUF,
+            3 * HASH_BUF + 12_345,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 + k) as u8).collect();
+            let mut places = vec![dir.path().join(format!("f{k}"))];
+            if shm.is_dir() {
+                places.push(shm.join(format!("depot-hash-test-{}-{k}", std::process::id())));
+            }
+            for path in places {
+                fs::write(&path, &bytes).unwrap();
+                let file = fs::File::open(&path).unwrap();
+                let got = hash_file(&path, &file, len as u64).unwrap();
+                assert_eq!(
+                    got.0,
+                    <[u8; 32]>::from(sha2::Sha256::digest(&bytes)),
+                    "{len} bytes"
+                );
+                // A file shorter than asked is an error, not a short hash.
+                assert!(hash_file(&path, &file, len as u64 + 1).is_err());
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
     #[test]
     fn part_offsets_follow_the_first_placed_part() {
         const M: u64 = 5 << 20;
