@@ -630,6 +630,71 @@ fn a_dropped_connection_keeps_what_arrived_and_a_restart_keeps_the_offset() {
 }
 
 #[test]
+fn chunks_of_one_size_are_placed_and_a_cut_chunk_and_a_restart_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::spawn(dir.path(), &[], &[]).unwrap();
+    let alice = s.token("alice", INSTANCE, false);
+    let mib = 1024 * 1024;
+    // Uploads in 2 MiB PATCHes (the first fixes where each goes in one staging file).
+    let data = bytes(8 * mib + 1234, 11);
+    let whole = create(&s, &alice, Some(data.len() as u64), &[]);
+    let mut at = 0;
+    let mut last = None;
+    for chunk in data.chunks(2 * mib) {
+        let r = patch(&s, &alice, &whole, at as u64, chunk);
+        assert_eq!(r.status(), 204);
+        at += chunk.len();
+        last = Some(r);
+    }
+    let first_url = header(last.as_ref().unwrap(), "Depot-File-Url").unwrap();
+    let first = data;
+    assert_eq!(
+        sha256_hex(&s.get(&first_url, Some(&alice)).bytes().unwrap()),
+        sha256_hex(&first)
+    );
+
+    // The same with the second PATCH cut part way and the server killed after it: the cut
+    // chunk's bytes stay where they were written, the chunks after it are shifted (stored as
+    // parts of their own where they no longer fit), and the File has exactly the bytes sent.
+    let data = bytes(8 * mib + 1234, 12);
+    let path = create(&s, &alice, Some(data.len() as u64), &[]);
+    assert_eq!(patch(&s, &alice, &path, 0, &data[..2 * mib]).status(), 204);
+    let cut = 3 * mib + 7;
+    let c = open_patch(
+        &s,
+        &alice,
+        &path,
+        2 * mib as u64,
+        2 * mib,
+        &data[2 * mib..cut],
+    );
+    drop(c);
+    s.eventually("the cut PATCH's bytes are kept", || {
+        offset(&s, &alice, &path) == cut as u64
+    });
+    s.stop();
+    let s2 = Server::spawn(dir.path(), &[], &[]).expect("restart");
+    assert_eq!(offset(&s2, &alice, &path), cut as u64);
+    let next = cut + 2 * mib;
+    assert_eq!(
+        patch(&s2, &alice, &path, cut as u64, &data[cut..next]).status(),
+        204
+    );
+    let r = patch(&s2, &alice, &path, next as u64, &data[next..]);
+    assert_eq!(r.status(), 204);
+    let url = header(&r, "Depot-File-Url").unwrap();
+    assert_eq!(
+        sha256_hex(&s2.get(&url, Some(&alice)).bytes().unwrap()),
+        sha256_hex(&data)
+    );
+    // And the first File is still whole after the restart.
+    assert_eq!(
+        sha256_hex(&s2.get(&first_url, Some(&alice)).bytes().unwrap()),
+        sha256_hex(&first)
+    );
+}
+
+#[test]
 fn cors_preflight_and_exposed_headers() {
     let origin = "http://app.example";
     let s = Server::start_with(&[("DEPOT_CORS_ALLOWED_ORIGINS", origin)]);

@@ -38,6 +38,10 @@ pub const TUS_VERSION: &str = "1.0.0";
 pub const TUS_EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation";
 /// The checksum algorithms taken (`Tus-Checksum-Algorithm`).
 pub const TUS_CHECKSUMS: &str = "sha1,sha256";
+
+/// Shortest PATCH that fixes the part size of an upload's placed PATCHes (a small file needs
+/// no placing: its one part is linked as it is).
+const PLACED_MIN: u64 = 1024 * 1024;
 /// Most PATCHes one upload may take (each is a part on disk, all opened at assembly).
 pub const MAX_PARTS: usize = 10_000;
 /// Largest `Upload-Metadata` header kept.
@@ -566,6 +570,18 @@ impl Service {
             room: limit.saturating_sub(offset),
             received: 0,
             pipe: None,
+            // PATCHes of one chunk size (tus-js-client's, Uppy's, `depot upload
+            // --chunk-size`) are written at their offsets in one staging file, so completing
+            // the upload hashes it once instead of copying every chunk; a PATCH cut short
+            // keeps its bytes where they are, and what follows falls back to a part of its own.
+            place: match (head.content_length, s.size) {
+                (Some(len), Some(total)) if len > 0 => Some(crate::store::PartPlace {
+                    len,
+                    total,
+                    min_len: PLACED_MIN,
+                }),
+                _ => None,
+            },
             hasher: head.checksum.as_ref().map(|c| Hasher::new(c.algorithm)),
             checksum: head.checksum,
             claim: Some(claim),
@@ -766,6 +782,9 @@ pub struct TusPatch {
     room: u64,
     received: u64,
     pipe: Option<Feed<PartSink>>,
+    /// Where the body goes in the whole, when its length and the upload's are declared: the
+    /// store may write it at its offset (see [`crate::store::PartPlace`]).
+    place: Option<crate::store::PartPlace>,
     checksum: Option<Checksum>,
     hasher: Option<Hasher>,
     claim: Option<Claim>,
@@ -794,13 +813,17 @@ impl TusPatch {
         }
         if self.pipe.is_none() {
             let blobs = self.svc.blobs.clone();
-            let (session, number) = (self.id.to_string(), self.number);
+            let (session, number, place) = (self.id.to_string(), self.number, self.place);
             self.pipe = Some(Feed::new(move || {
-                blobs
+                let parts = blobs
                     .parts()
-                    .ok_or_else(|| Error::Unavailable("the blob store takes no parts".into()))?
-                    .part_writer(&session, number, crate::store::PartDigests::Sha256)
-                    .map(PartSink)
+                    .ok_or_else(|| Error::Unavailable("the blob store takes no parts".into()))?;
+                let digests = crate::store::PartDigests::Sha256;
+                match place {
+                    Some(place) => parts.placed_part_writer(&session, number, place, digests),
+                    None => parts.part_writer(&session, number, digests),
+                }
+                .map(PartSink)
             }));
         }
         match self.pipe.as_mut() {

@@ -677,6 +677,15 @@ impl LocalStore {
         if numbers.is_empty() || len != end {
             return Ok(None);
         }
+        // One part over the whole file (a tus upload in one PATCH): its SHA-256 is the file's,
+        // hashed as it arrived.
+        let whole = match numbers {
+            [n] => sources
+                .iter()
+                .find(|(p, _)| p.number == *n)
+                .map(|(p, _)| p.sha),
+            _ => None,
+        };
         let tmp = self.dirs.tmp.join(format!("{}.part", ulid::Ulid::new()));
         if fs::hard_link(&path, &tmp).is_err() {
             return Ok(None);
@@ -693,7 +702,10 @@ impl LocalStore {
         let Some(f) = temp.file.as_ref() else {
             return Err(Error::Internal("staged parts without their file".into()));
         };
-        let sha = hash_file(&temp.path, f, len).map_err(io("hashing parts"))?;
+        let sha = match whole {
+            Some(sha) => sha,
+            None => hash_file(&temp.path, f, len).map_err(io("hashing parts"))?,
+        };
         Ok(Some(Box::new(LocalStaged {
             dirs: self.dirs.clone(),
             inline: self.inline.clone(),
