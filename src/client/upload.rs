@@ -386,8 +386,8 @@ async fn send_rest(
                 let len = size - status.offset;
                 digest_to(abs, &digest, status.offset).await?;
                 let body = Streamed {
-                    file: file.try_clone().await.map_err(io("cannot read"))?,
                     abs: abs.to_path_buf(),
+                    offset: status.offset,
                     left: len,
                     digest: digest.clone(),
                 };
@@ -476,14 +476,18 @@ async fn digest_to(abs: &Path, digest: &std::sync::Mutex<Digest>, to: u64) -> Re
 
 /// The rest of a file, read as it is sent and hashed on the way (see [`Digest`]).
 struct Streamed {
-    file: tokio::fs::File,
     abs: PathBuf,
+    offset: u64,
     left: u64,
     digest: Arc<std::sync::Mutex<Digest>>,
 }
 
+/// Reads ahead of the connection: at most this many buffers wait to be sent.
+const READ_AHEAD: usize = 4;
+
 /// One PATCH streaming `body` from `offset` to the end of the file, without a checksum
-/// header (the client checks the File's `sha256` once it is made).
+/// header (the client checks the File's `sha256` once it is made). A thread of its own reads
+/// and hashes the file a few buffers ahead, so reading, hashing and sending overlap.
 async fn patch_stream(
     target: &Target,
     url: &str,
@@ -494,30 +498,19 @@ async fn patch_stream(
 ) -> Result<Status> {
     let len = body.left;
     let read = if pacer.limited() { SLICE } else { STREAM_READ };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
+    let reader = std::thread::spawn(move || read_ahead(body, read, &tx));
     let (progress, pacer) = (progress.clone(), pacer.clone());
-    let stream = futures_util::stream::try_unfold(body, move |mut b| {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .then(move |item| {
         let (progress, pacer) = (progress.clone(), pacer.clone());
         async move {
-            if b.left == 0 {
-                return Ok(None);
-            }
-            let want = usize::try_from(b.left).unwrap_or(usize::MAX).min(read);
-            let mut buf = vec![0u8; want];
-            b.file.read_exact(&mut buf).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", b.abs.display()))
-            })?;
-            {
-                let mut d = b
-                    .digest
-                    .lock()
-                    .map_err(|_| std::io::Error::other("the upload's hash was lost"))?;
-                sha2::Digest::update(&mut d.hasher, &buf);
-                d.at += want as u64;
-            }
-            b.left -= want as u64;
-            pacer.take(want as u64).await;
-            progress.inc(want as u64);
-            Ok::<_, std::io::Error>(Some((Bytes::from(buf), b)))
+            let chunk = item?;
+            pacer.take(chunk.len() as u64).await;
+            progress.inc(chunk.len() as u64);
+            Ok::<_, std::io::Error>(chunk)
         }
     });
     let res = tus(target, Method::PATCH, url)
@@ -529,11 +522,58 @@ async fn patch_stream(
         .header(reqwest::header::CONTENT_LENGTH, len.to_string())
         .body(reqwest::Body::wrap_stream(stream))
         .send()
-        .await
-        .map_err(|e| network(url, &e))?;
+        .await;
+    // The reader ends once the body is read or dropped; its hash is final before a retry
+    // looks at it.
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    let res = res.map_err(|e| network(url, &e))?;
     match res.status().as_u16() {
         200 | 204 => status_of(&res),
         _ => Err(server_error(res).await),
+    }
+}
+
+/// [`patch_stream`]'s reading thread: the file from `body.offset` in `read`-byte buffers,
+/// each hashed into `body.digest`, then queued for the connection. Ends at the end of the
+/// range, on an error (queued for the connection) or when the connection is gone.
+fn read_ahead(body: Streamed, read: usize, tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
+    use std::io::{Read, Seek};
+    let Streamed {
+        abs,
+        offset,
+        mut left,
+        digest,
+    } = body;
+    let fail = |e: std::io::Error| {
+        let _ = tx.blocking_send(Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot read {}: {e}", abs.display()),
+        )));
+    };
+    let mut file = match std::fs::File::open(&abs) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
+        return fail(e);
+    }
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(read);
+        let mut buf = vec![0u8; want];
+        if let Err(e) = file.read_exact(&mut buf) {
+            return fail(e);
+        }
+        match digest.lock() {
+            Ok(mut d) => {
+                sha2::Digest::update(&mut d.hasher, &buf);
+                d.at += want as u64;
+            }
+            Err(_) => return fail(std::io::Error::other("the upload's hash was lost")),
+        }
+        left -= want as u64;
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return;
+        }
     }
 }
 
