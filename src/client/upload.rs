@@ -513,20 +513,42 @@ async fn patch_stream(
             Ok::<_, std::io::Error>(chunk)
         }
     });
-    let res = tus(target, Method::PATCH, url)
+    let sent = send_patch(
+        target,
+        url,
+        offset,
+        len,
+        None,
+        reqwest::Body::wrap_stream(stream),
+    )
+    .await;
+    // The reader ends once the body is read or dropped; its hash is final before a retry
+    // looks at it.
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    sent
+}
+
+/// Sends one PATCH of `len` bytes at `offset` (with a SHA-256 `Upload-Checksum` when given);
+/// the upload's status after it.
+async fn send_patch(
+    target: &Target,
+    url: &str,
+    offset: u64,
+    len: u64,
+    sha256: Option<String>,
+    body: reqwest::Body,
+) -> Result<Status> {
+    let mut req = tus(target, Method::PATCH, url)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/offset+octet-stream",
         )
         .header("Upload-Offset", offset.to_string())
-        .header(reqwest::header::CONTENT_LENGTH, len.to_string())
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await;
-    // The reader ends once the body is read or dropped; its hash is final before a retry
-    // looks at it.
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    let res = res.map_err(|e| network(url, &e))?;
+        .header(reqwest::header::CONTENT_LENGTH, len.to_string());
+    if let Some(sum) = sha256 {
+        req = req.header("Upload-Checksum", format!("sha256 {sum}"));
+    }
+    let res = req.body(body).send().await.map_err(|e| network(url, &e))?;
     match res.status().as_u16() {
         200 | 204 => status_of(&res),
         _ => Err(server_error(res).await),
@@ -624,22 +646,15 @@ async fn patch(
             Some((Ok::<_, std::io::Error>(data.slice(at..end)), end))
         }
     });
-    let res = tus(target, Method::PATCH, url)
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/offset+octet-stream",
-        )
-        .header("Upload-Offset", offset.to_string())
-        .header("Upload-Checksum", format!("sha256 {checksum}"))
-        .header(reqwest::header::CONTENT_LENGTH, len.to_string())
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .map_err(|e| network(url, &e))?;
-    match res.status().as_u16() {
-        200 | 204 => status_of(&res),
-        _ => Err(server_error(res).await),
-    }
+    send_patch(
+        target,
+        url,
+        offset,
+        len as u64,
+        Some(checksum),
+        reqwest::Body::wrap_stream(body),
+    )
+    .await
 }
 
 /// `GET` of a complete upload: the File it became.

@@ -348,12 +348,9 @@ impl Service {
                 let parts = blobs
                     .parts()
                     .ok_or_else(|| Error::Internal("the part store went away".into()))?;
-                let digests = crate::store::PartDigests::WithMd5;
-                match place {
-                    Some(place) => parts.placed_part_writer(&name, number, place, digests),
-                    None => parts.part_writer(&name, number, digests),
-                }
-                .map(PartSink)
+                parts
+                    .writer_at(&name, number, place, crate::store::PartDigests::WithMd5)
+                    .map(PartSink)
             },
             PART_QUEUE_DEPTH,
         );

@@ -818,12 +818,9 @@ impl TusPatch {
                 let parts = blobs
                     .parts()
                     .ok_or_else(|| Error::Unavailable("the blob store takes no parts".into()))?;
-                let digests = crate::store::PartDigests::Sha256;
-                match place {
-                    Some(place) => parts.placed_part_writer(&session, number, place, digests),
-                    None => parts.part_writer(&session, number, digests),
-                }
-                .map(PartSink)
+                parts
+                    .writer_at(&session, number, place, crate::store::PartDigests::Sha256)
+                    .map(PartSink)
             }));
         }
         match self.pipe.as_mut() {

@@ -246,6 +246,20 @@ pub trait PartStore: Send + Sync {
         let _ = place;
         self.part_writer(session, number, digests)
     }
+    /// [`PartStore::placed_part_writer`] when the part's place is known (its length and the
+    /// whole's are declared), else [`PartStore::part_writer`].
+    fn writer_at(
+        &self,
+        session: &str,
+        number: u32,
+        place: Option<PartPlace>,
+        digests: PartDigests,
+    ) -> Result<Box<dyn PartWriter>> {
+        match place {
+            Some(place) => self.placed_part_writer(session, number, place, digests),
+            None => self.part_writer(session, number, digests),
+        }
+    }
 }
 
 /// What a part PUT declares about where its bytes belong. S3-style clients cut a file into
