@@ -200,6 +200,7 @@ fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
     let (s, token, cli) = start();
     cli.write("a.txt", b"first");
     cli.write("b.txt", b"second");
+    cli.write("e.txt", b"");
     // Resume state of an upload abandoned 8 days ago is swept; a recent one is kept.
     let states = cli.cache.path().join("depot").join("uploads");
     std::fs::create_dir_all(&states).unwrap();
@@ -221,7 +222,11 @@ fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
         .unwrap();
     // A wrong DEPOT_URL in the environment; --url and --token on the command line win.
     let out = cli
-        .command(&s, Some("not-a-token"), &["upload", "-q", "a.txt", "b.txt"])
+        .command(
+            &s,
+            Some("not-a-token"),
+            &["upload", "-q", "a.txt", "b.txt", "e.txt"],
+        )
         .args(["--url", &s.base, "--token", &token])
         .env("DEPOT_URL", "http://127.0.0.1:1")
         .output()
@@ -229,10 +234,12 @@ fn quiet_prints_only_url_paths_and_flags_beat_the_environment() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "--quiet prints nothing on stderr");
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines.iter().all(|l| l.starts_with("/file/")), "{lines:?}");
     assert_eq!(download_bytes(&s, &token, &lines[0]), b"first");
     assert_eq!(download_bytes(&s, &token, &lines[1]), b"second");
+    // An empty file streams as one empty PATCH (and its SHA-256 checks out too).
+    assert_eq!(download_bytes(&s, &token, &lines[2]), b"");
     assert!(!stale.exists() && recent.exists());
     // A full URL downloads as well as a path; -o defaults to the URL's file name.
     let d = cli.run(
