@@ -184,12 +184,12 @@ async fn upload_one(
         )
         .await?;
         let file = finished(target, &url).await?;
+        // The upload is a File now: nothing is left to resume, whatever the check below says.
+        state.remove(KIND, &key);
         if let Some(sha) = sha {
             let read = sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
             let stored = file.get("sha256").and_then(|v| v.as_str()).unwrap_or("");
             if stored != read {
-                // The upload is a File now: nothing is left to resume.
-                state.remove(KIND, &key);
                 return Err(ClientError::Protocol(format!(
                     "{}: the server stored bytes with SHA-256 {stored:?}, the file read here \
                      has {read} (did it change during the upload?)",
@@ -197,7 +197,6 @@ async fn upload_one(
                 )));
             }
         }
-        state.remove(KIND, &key);
         Ok(file)
     }
     .await;
@@ -336,9 +335,6 @@ async fn send_rest(
 ) -> Result<Option<[u8; 32]>> {
     let Source { abs, size } = src;
     let io = |what: &'static str| ClientError::io(what, abs);
-    let mut file = tokio::fs::File::open(abs)
-        .await
-        .map_err(io("cannot read"))?;
     let chunk_size = opts
         .chunk_size
         .map(|c| c.max(size.div_ceil(MAX_PATCHES)).max(1));
@@ -362,14 +358,17 @@ async fn send_rest(
             break;
         }
         progress.set(status.offset);
-        file.seek(std::io::SeekFrom::Start(status.offset))
-            .await
-            .map_err(io("cannot read"))?;
         empty_sent = true;
         let (len, sent) = match chunk_size {
             Some(chunk_size) => {
                 let len = chunk_size.min(size - status.offset);
                 let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+                let mut file = tokio::fs::File::open(abs)
+                    .await
+                    .map_err(io("cannot read"))?;
+                file.seek(std::io::SeekFrom::Start(status.offset))
+                    .await
+                    .map_err(io("cannot read"))?;
                 file.read_exact(&mut buf).await.map_err(io("cannot read"))?;
                 let sent = patch(
                     target,
@@ -434,8 +433,7 @@ async fn send_rest(
 
 /// Brings `digest` to cover exactly the file's first `to` bytes, reading what it lacks (from
 /// the start when it went past `to`: bytes sent that the server did not keep).
-async fn digest_to(abs: &Path, digest: &std::sync::Mutex<Digest>, to: u64) -> Result<()> {
-    let io = |what: &'static str| ClientError::io(what, abs);
+async fn digest_to(abs: &Path, digest: &Arc<std::sync::Mutex<Digest>>, to: u64) -> Result<()> {
     let from = {
         let mut d = digest
             .lock()
@@ -451,27 +449,45 @@ async fn digest_to(abs: &Path, digest: &std::sync::Mutex<Digest>, to: u64) -> Re
     if from == to {
         return Ok(());
     }
-    let mut file = tokio::fs::File::open(abs)
-        .await
-        .map_err(io("cannot read"))?;
-    file.seek(std::io::SeekFrom::Start(from))
-        .await
-        .map_err(io("cannot read"))?;
-    let mut left = to - from;
-    let mut buf = vec![0u8; STREAM_READ];
-    while left > 0 {
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        file.read_exact(&mut buf[..want])
-            .await
-            .map_err(io("cannot read"))?;
-        let mut d = digest
-            .lock()
-            .map_err(|_| ClientError::Protocol("the upload's hash was lost".into()))?;
-        sha2::Digest::update(&mut d.hasher, &buf[..want]);
-        d.at += want as u64;
-        left -= want as u64;
-    }
-    Ok(())
+    let (path, digest) = (abs.to_path_buf(), digest.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut file = open_at(&path, from)?;
+        let mut left = to - from;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(STREAM_READ);
+            read_hashed(&mut file, &digest, want)?;
+            left -= want as u64;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ClientError::Protocol(format!("hashing {}: {e}", abs.display())))?
+    .map_err(ClientError::io("cannot read", abs))
+}
+
+/// `path` opened for reading at `offset`.
+fn open_at(path: &Path, offset: u64) -> std::io::Result<std::fs::File> {
+    use std::io::Seek;
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    Ok(file)
+}
+
+/// The file's next `want` bytes, added to `digest` (which then covers them).
+fn read_hashed(
+    file: &mut std::fs::File,
+    digest: &std::sync::Mutex<Digest>,
+    want: usize,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = vec![0u8; want];
+    file.read_exact(&mut buf)?;
+    let mut d = digest
+        .lock()
+        .map_err(|_| std::io::Error::other("the upload's hash was lost"))?;
+    sha2::Digest::update(&mut d.hasher, &buf);
+    d.at += want as u64;
+    Ok(buf)
 }
 
 /// The rest of a file, read as it is sent and hashed on the way (see [`Digest`]).
@@ -559,7 +575,6 @@ async fn send_patch(
 /// each hashed into `body.digest`, then queued for the connection. Ends at the end of the
 /// range, on an error (queued for the connection) or when the connection is gone.
 fn read_ahead(body: Streamed, read: usize, tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
-    use std::io::{Read, Seek};
     let Streamed {
         abs,
         offset,
@@ -572,26 +587,16 @@ fn read_ahead(body: Streamed, read: usize, tx: &tokio::sync::mpsc::Sender<std::i
             format!("cannot read {}: {e}", abs.display()),
         )));
     };
-    let mut file = match std::fs::File::open(&abs) {
+    let mut file = match open_at(&abs, offset) {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
-    if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
-        return fail(e);
-    }
     while left > 0 {
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(read);
-        let mut buf = vec![0u8; want];
-        if let Err(e) = file.read_exact(&mut buf) {
-            return fail(e);
-        }
-        match digest.lock() {
-            Ok(mut d) => {
-                sha2::Digest::update(&mut d.hasher, &buf);
-                d.at += want as u64;
-            }
-            Err(_) => return fail(std::io::Error::other("the upload's hash was lost")),
-        }
+        let buf = match read_hashed(&mut file, &digest, want) {
+            Ok(buf) => buf,
+            Err(e) => return fail(e),
+        };
         left -= want as u64;
         if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
             return;
