@@ -265,6 +265,51 @@ fn a_killed_streamed_upload_resumes_where_the_cut_patch_ended() {
     killed_upload_resumes(&["--limit-rate", "4MiB"]);
 }
 
+#[test]
+fn a_file_changed_under_a_resumed_stream_fails_the_end_to_end_check() {
+    let (s, token, cli) = start();
+    let size = 48 * 1024 * 1024;
+    let src = cli.write("big.bin", &bytes(size, 5));
+    let mtime = std::fs::metadata(&src).unwrap().modified().unwrap();
+    let mut child = cli
+        .command(
+            &s,
+            Some(&token),
+            &["upload", "big.bin", "--limit-rate", "4MiB"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = wait_for("the resume state file", || cli.states("uploads").pop());
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let url = saved["upload_url"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("bytes kept on the server", || {
+        tus_offset(&s, &token, &url).filter(|o| *o > 16)
+    });
+    // Bytes the server already holds change on disk, size and mtime kept: the rerun resumes
+    // (same state key), hashes the file up to the server's offset from what is there now, and
+    // the File's sha256 cannot match.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::options().write(true).open(&src).unwrap();
+        f.write_all(&[0xEE; 16]).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    let out = cli.run(&s, Some(&token), &["upload", "big.bin"]);
+    let (code, err) = failure(&out);
+    assert_ne!(code, 0);
+    assert!(err.contains("resuming big.bin"), "{err}");
+    assert!(err.contains("did it change during the upload"), "{err}");
+    assert!(
+        cli.states("uploads").is_empty(),
+        "no state is left to resume"
+    );
+}
+
 /// `depot upload big.bin <first>` is killed part way; a plain rerun resumes from the server's
 /// offset and makes the File of exactly the file's bytes.
 fn killed_upload_resumes(first: &[&str]) {
