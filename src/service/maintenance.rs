@@ -71,26 +71,34 @@ pub struct GcReport {
 }
 
 fn hash_blob(svc: &Service, sha: &Sha256) -> Result<Option<Sha256>> {
-    let Some(mut blob) = svc.blobs.open(sha)? else {
-        return Ok(None);
-    };
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    loop {
-        let n = match blob.read_at(pos, &mut buf) {
-            Ok(n) => n,
-            // Removed while being read (a node deleted its last file): not a blob any more.
-            Err(_) if svc.meta.shared() && svc.blobs.open(sha)?.is_none() => return Ok(None),
-            Err(e) => return Err(e),
+    // With nodes serving, a blob can be removed while it is read (a node deleted its last
+    // file) and even stored again just after (an upload of the same bytes): then it is read
+    // again from the start, a few times at most.
+    let mut tries = 0;
+    'blob: loop {
+        let Some(mut blob) = svc.blobs.open(sha)? else {
+            return Ok(None);
         };
-        if n == 0 {
-            break;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        loop {
+            let n = match blob.read_at(pos, &mut buf) {
+                Ok(n) => n,
+                Err(_) if svc.meta.shared() && tries < 3 => {
+                    tries += 1;
+                    continue 'blob;
+                }
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            pos += n as u64;
         }
-        h.update(&buf[..n]);
-        pos += n as u64;
+        return Ok(Some(Sha256(h.finalize().into())));
     }
-    Ok(Some(Sha256(h.finalize().into())))
 }
 
 /// The store's maintenance operations; fsck and gc need them.
