@@ -571,8 +571,8 @@ pub struct MetaConfig {
     pub kind: MetaKind,
     /// `postgres://user:password@host:port/db` (required for `postgres`).
     pub url: Option<String>,
-    /// Connections per pool: a node holds up to three pools (queries, blob locks, tree locks)
-    /// plus one change-feed connection.
+    /// Connections per pool: a node holds up to four pools (queries, blob locks, tree locks,
+    /// quota locks) plus one change-feed connection.
     pub pool_size: usize,
 }
 

@@ -686,7 +686,8 @@ fn advisory_locks(url: &str) -> (i64, i64) {
 /// The cross-node locks themselves, on two stores (two nodes) in one schema: a blob lock held
 /// by one makes the other wait until it is dropped; shared tree locks coexist and an exclusive
 /// one waits for them; a lock whose database session was cut says so when checked (the
-/// service then keeps the bytes it was about to remove).
+/// service then keeps the bytes it was about to remove); a quota lock has one holder per
+/// instance.
 #[test]
 fn node_locks_exclude_across_stores_and_a_lost_session_is_noticed() {
     use depot::meta::NodeLocks;
@@ -782,4 +783,33 @@ fn node_locks_exclude_across_stores_and_a_lost_session_is_noticed() {
         .expect("locked")
         .check()
         .unwrap();
+
+    // Quotas: one holder per instance across stores; another instance's does not wait.
+    let q = one.lock_quota(inst).unwrap().expect("locked");
+    let elsewhere = two
+        .lock_quota(InstanceId::new())
+        .unwrap()
+        .expect("another instance's, not waiting");
+    drop(elsewhere);
+    let freed = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let waiter = sc.spawn(|| {
+            let got = two.lock_quota(inst).unwrap().expect("locked");
+            assert!(
+                freed.load(Ordering::SeqCst),
+                "taken while the other held it"
+            );
+            drop(got);
+        });
+        wait_for(1);
+        freed.store(true, Ordering::SeqCst);
+        drop(q);
+        waiter.join().unwrap();
+    });
+    // Released (asynchronously) before the next test counts the database's locks.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while advisory_locks(&url) != (0, 0) {
+        assert!(std::time::Instant::now() < end, "locks still held");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -679,6 +679,67 @@ fn quotas_on_postgres() {
     assert_eq!(st, 200);
 }
 
+/// Two nodes on one database and one bucket, uploads racing on both for one account's last
+/// bytes: together they never go over the limit (the quota check and the record's write are
+/// ordered by a database lock, not by each process's own), and both nodes report the same usage.
+#[test]
+fn quotas_hold_across_two_nodes() {
+    let Some(pg) = pg_or_skip("quotas_hold_across_two_nodes") else {
+        return;
+    };
+    let Some(s3) = s3_or_skip("quotas_hold_across_two_nodes") else {
+        return;
+    };
+    let url = url_in_new_schema(&pg, "quota_nodes");
+    let mut env: Vec<(String, String)> = vec![
+        ("DEPOT_META_KIND".into(), "postgres".into()),
+        ("DEPOT_META_URL".into(), url),
+        ("DEPOT_META_POOL_SIZE".into(), "8".into()),
+    ];
+    env.extend(s3.server_env());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // One JWT secret for both nodes.
+    let alice = token_for(da.path(), "alice", INSTANCE, false, &[]);
+    std::fs::copy(da.path().join("jwt.secret"), db.path().join("jwt.secret")).unwrap();
+    let nodes = [
+        Arc::new(Server::spawn(da.path(), &env_refs(&env), &[]).expect("node A")),
+        Arc::new(Server::spawn(db.path(), &env_refs(&env), &[]).expect("node B")),
+    ];
+    set_account(&nodes[0], "alice", json!({"maxBytes": 3000}));
+    // 32 uploads of 300 bytes at once, half on each node: exactly 10 fit.
+    let results: Vec<Result<Value, String>> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..32)
+            .map(|i| {
+                let (s, a) = (nodes[i % 2].clone(), alice.clone());
+                scope.spawn(move || {
+                    let c = client();
+                    s.try_upload(
+                        &c,
+                        &a,
+                        "/upload/",
+                        &format!("{i}.bin"),
+                        &bytes(300, i as u64),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 10, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.contains("429") && r.contains("QUOTA_EXCEEDED"), "{r}");
+    }
+    for s in &nodes {
+        let u = usage_of(s, &alice, "");
+        assert_eq!(
+            (u["usage"]["bytes"].as_u64(), u["usage"]["files"].as_u64()),
+            (Some(3000), Some(10)),
+            "{u}"
+        );
+    }
+}
+
 /// fsck finds counters that disagree with the records (as a crash of an older version, or a
 /// hand edit, could leave them), and `--repair` rewrites them from the records.
 #[test]

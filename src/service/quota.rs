@@ -154,6 +154,8 @@ impl Applicable {
 
 /// Room granted to one upload: held until its record is written.
 pub struct Permit<'a> {
+    /// Other nodes' permits for the instance wait for this one (on a shared metadata store).
+    _node: Option<Box<dyn crate::meta::HeldLock>>,
     _lock: Option<MutexGuard<'a, ()>>,
     /// The limits it was granted under.
     limits: Applicable,
@@ -216,16 +218,21 @@ impl Service {
         let limits = self.applicable_limits(instance, account)?;
         if limits.is_unlimited() {
             return Ok(Permit {
+                _node: None,
                 _lock: None,
                 limits,
             });
         }
+        // This node's threads queue in process first; then at most one of them per stripe
+        // waits for the other nodes' (the usage read below must see their records).
         let stripe = usize::from(instance.to_bytes()[15]) % self.quotas.locks.len();
         let lock = self.quotas.locks[stripe]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let node = self.meta.lock_quota(instance)?;
         self.check(instance, account, &limits, incoming)?;
         Ok(Permit {
+            _node: node,
             _lock: Some(lock),
             limits,
         })

@@ -139,4 +139,13 @@ impl NodeLocks for PgMeta {
         ]);
         self.hold(&self.tree_locks, vec![key], !exclusive).map(Some)
     }
+
+    fn lock_quota(&self, instance: InstanceId) -> Result<Option<Box<dyn HeldLock>>> {
+        let key = lock_key(&[
+            self.namespace.as_bytes(),
+            b"quota",
+            instance.to_bytes().as_slice(),
+        ]);
+        self.hold(&self.quota_locks, vec![key], false).map(Some)
+    }
 }

@@ -45,8 +45,12 @@
 //!     `pg_advisory_lock(k)` for directory creation, moves, subtree trash/delete) mirrors
 //!     `dirs::TreeLock`, so two nodes never both create a missing directory and no upload on B
 //!     lands in a directory A is moving. Lock order: tree, then blobs, on every node.
-//!   - each held lock keeps one connection of its own pool (`blob_locks`, `tree_locks`, each
-//!     `pool_size`): apart from the query pool and from each other, so a holder never waits for
+//!   - an instance's quota lock (`pg_advisory_lock(k)`) is held from a quota check to the
+//!     write of the records it admitted (`Service::admit`'s permit), only when a limit applies:
+//!     the in-process stripe lock alone let two nodes both admit uploads into the same remaining
+//!     bytes. It is the innermost lock: taken after tree and blob locks, nothing after it.
+//!   - each held lock keeps one connection of its own pool (`blob_locks`, `tree_locks`,
+//!     `quota_locks`, each `pool_size`): apart from the query pool and from each other, so a holder never waits for
 //!     a connection only another holder (of the same or an outer lock) can give back. Lock
 //!     connections set `lock_timeout` (`locks::LOCK_TIMEOUT`): a node hung while holding a lock
 //!     costs the others 503s, not a stall. Releasing is `pg_advisory_unlock_all()`; a session
@@ -103,6 +107,9 @@ pub struct PgMeta {
     /// Connections that hold tree locks; apart from `blob_locks` because a tree lock's holder
     /// takes blob locks too (tree first, then blobs, never the other way).
     tree_locks: Pool,
+    /// Connections that hold quota locks; apart from the others because a quota lock is
+    /// taken while tree and blob locks are held (always last).
+    quota_locks: Pool,
     /// What tells this deployment's lock keys from those of another schema on the same
     /// database (advisory locks are per database).
     namespace: String,
@@ -298,10 +305,12 @@ impl PgMeta {
             )
         };
         let (blob_locks, tree_locks) = (build(lock_mgr())?, build(lock_mgr())?);
+        let quota_locks = build(lock_mgr())?;
         let mut m = Self {
             pool,
             blob_locks,
             tree_locks,
+            quota_locks,
             namespace: String::new(),
             cfg,
             rt: Some(rt),
