@@ -69,7 +69,7 @@ impl Service {
             // Declared after the locks: dropped first, once the change is stored.
             let _stale = svc.hot.change(hot::Scope::File(id));
             let incoming = super::quota::Incoming::replacing(&old, content.size);
-            let _room = svc.admit(old.instance, &old.created_by, incoming)?;
+            let room = svc.admit(old.instance, &old.created_by, incoming)?;
             staged.commit_blob()?;
             let image = media::is_image(&content.mime);
             let _events = svc.webhook_events(
@@ -78,7 +78,11 @@ impl Service {
                 crate::meta::webhooks::WebhookEvent::FileUpdated,
                 vec![crate::meta::webhooks::Subject::Written],
             )?;
-            match svc.meta.replace_content(id, &content, image, now_millis()) {
+            let replaced = svc.meta.replace_content(id, &content, image, now_millis());
+            // The quota lock is the innermost: let go before a blob removal, which may take
+            // the locks of the old bytes' variants.
+            drop(room);
+            match replaced {
                 Ok(Some((new, old, left))) => {
                     if left == 0 && old.sha256 != sha {
                         svc.remove_blob(&blobs, &old.sha256)?;

@@ -103,7 +103,7 @@ type Idle<S> = (
     mpsc::Receiver<Msg>,
 );
 
-/// A part fully written and durable in the store's staging area, not yet visible.
+/// A part fully written to the store's staging area, not yet visible (durable once committed).
 pub struct StagedPart {
     /// The name as the client sent it (the key of the upload response).
     pub original_name: String,
@@ -274,7 +274,7 @@ impl PartWriter {
         self.feed.write(chunk).await
     }
 
-    /// Ends the part: its bytes are durable in the store's staging area, its hash and type known.
+    /// Ends the part: its bytes are in the store's staging area, its hash and type known.
     pub async fn finish(mut self) -> Result<StagedPart> {
         let blob = self.feed.finish().await?;
         let mime = media::sniff(&self.head, &self.name);

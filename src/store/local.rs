@@ -1892,7 +1892,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Inline blobs off: these bytes go through a temp file.
         let store = LocalStore::open_with(dir.path(), 0).unwrap();
-        let data: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..3 * 1024 * 1024 + 5)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let stage = || {
             let mut w = store.writer().unwrap();
             crate::store::write_bytes(w.as_mut(), Bytes::from(data.clone())).unwrap();

@@ -63,19 +63,23 @@ pub trait BlobWriter: Send {
     /// should only yield bytes that are already at hand: a backend may use helper threads for
     /// the duration of the call, so a call must never wait for the network.
     fn write(&mut self, chunks: &mut dyn Iterator<Item = Bytes>) -> Result<()>;
-    /// Ends the write: the bytes are durable in the store's staging area and their SHA-256 and
-    /// size are known. Nothing is visible under the hash until [`StagedBlob::commit`].
+    /// Ends the write: the bytes are in the store's staging area and their SHA-256 and size are
+    /// known. Nothing is visible under the hash until [`StagedBlob::commit`], and nothing may be
+    /// acknowledged before it returns: staged bytes the store already holds may not be durable
+    /// (the commit drops them, or makes them durable if that blob is gone by then).
     fn finish(self: Box<Self>) -> Result<Box<dyn StagedBlob>>;
 }
 
-/// A fully written, durable blob that is not yet visible. Dropping it removes it.
+/// A fully written blob that is not yet visible (durable once committed). Dropping it removes
+/// it.
 pub trait StagedBlob: Send {
     /// SHA-256 of the bytes written.
     fn sha(&self) -> Sha256;
     /// Number of bytes written.
     fn size(&self) -> u64;
     /// Makes the bytes the blob named by their hash, durably. If that blob exists already the
-    /// staged bytes are dropped (same content: stored once). Blocks.
+    /// staged bytes are dropped (same content: stored once; it was made durable before its first
+    /// reference). Blocks.
     fn commit(self: Box<Self>) -> Result<()>;
 }
 
