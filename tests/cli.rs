@@ -121,6 +121,26 @@ fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 }
 
 /// A server, a token of alice's, and a place to run the CLI.
+/// `depot ARGS` started in the background (output discarded), returned once its resume state
+/// is saved (the upload URL is in the cache dir as soon as the server made it): the child, the
+/// state file and what it holds.
+fn upload_in_background(
+    cli: &Cli,
+    s: &Server,
+    token: &str,
+    args: &[&str],
+) -> (std::process::Child, PathBuf, Value) {
+    let child = cli
+        .command(s, Some(token), args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = wait_for("the resume state file", || cli.states("uploads").pop());
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    (child, state, saved)
+}
+
 fn start() -> (Server, String, Cli) {
     let s = Server::start();
     let token = s.token("alice", INSTANCE, false);
@@ -271,18 +291,12 @@ fn a_file_changed_under_a_resumed_stream_fails_the_end_to_end_check() {
     let size = 48 * 1024 * 1024;
     let src = cli.write("big.bin", &bytes(size, 5));
     let mtime = std::fs::metadata(&src).unwrap().modified().unwrap();
-    let mut child = cli
-        .command(
-            &s,
-            Some(&token),
-            &["upload", "big.bin", "--limit-rate", "4MiB"],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = wait_for("the resume state file", || cli.states("uploads").pop());
-    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let (mut child, _, saved) = upload_in_background(
+        &cli,
+        &s,
+        &token,
+        &["upload", "big.bin", "--limit-rate", "4MiB"],
+    );
     let url = saved["upload_url"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_secs(3));
     child.kill().unwrap();
@@ -319,15 +333,7 @@ fn killed_upload_resumes(first: &[&str]) {
     let src = cli.write("big.bin", &content);
     let mut args = vec!["upload", "big.bin"];
     args.extend_from_slice(first);
-    let mut child = cli
-        .command(&s, Some(&token), &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The upload URL is in the cache dir as soon as the server made it.
-    let state = wait_for("the resume state file", || cli.states("uploads").pop());
-    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let (mut child, state, saved) = upload_in_background(&cli, &s, &token, &args);
     let url = saved["upload_url"].as_str().unwrap().to_string();
     assert_eq!(saved["size"], size as u64);
     assert_eq!(
