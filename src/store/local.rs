@@ -1485,6 +1485,12 @@ impl BlobMaintenance for LocalStore {
 /// Written bytes after which [`TempBlob::write_all`] asks the kernel to start writing them back,
 /// so the fsync at the end of an upload finds little left to do (it overlaps the transfer).
 const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+/// The same within the first [`DIRECT_BLOCK`], the page-cache head every file blob has: a 1 MiB
+/// upload is over before 8 MiB would be reached, and starting its writeback as it arrives took
+/// its fsync from about 1.1 ms to 0.4 ms (`perf trace`): sequential uploads of new 1 MiB
+/// contents, p50 6.0-6.4 -> 5.6-5.7 ms. A duplicate pays for writeback it did not need (its
+/// temp file is dropped unsynced): p50 4.6-4.9 -> 4.9-5.1 ms. New contents are the common case.
+const HEAD_WRITEBACK_STEP: u64 = 256 * 1024;
 
 /// Large files bypass the page cache (O_DIRECT) in blocks of this size.
 const DIRECT_BLOCK: usize = 1024 * 1024;
@@ -1618,7 +1624,12 @@ impl TempBlob {
         let at = self.base + self.written;
         self.file().write_all_at(buf, at)?;
         self.written += buf.len() as u64;
-        if self.written - self.writeback >= WRITEBACK_STEP {
+        let step = if self.written <= DIRECT_BLOCK as u64 {
+            HEAD_WRITEBACK_STEP
+        } else {
+            WRITEBACK_STEP
+        };
+        if self.written - self.writeback >= step {
             let (from, len) = (self.base + self.writeback, self.written - self.writeback);
             start_writeback(self.file(), from, len);
             self.writeback = self.written;
