@@ -439,11 +439,13 @@ fn instance_limits_and_account_defaults() {
     assert_eq!(all["instance"]["limits"]["maxBytes"], 1000);
 }
 
-/// Concurrent uploads racing for the last bytes: never over the limit, and every refusal is a
-/// clean 429.
+/// Concurrent uploads racing for the last bytes: never over the limit, every refusal is a clean
+/// 429, and a refused upload leaves no bytes behind (they are stored before the quotas are
+/// asked, then taken back).
 #[test]
 fn concurrent_uploads_never_exceed_the_quota() {
-    let s = Arc::new(Server::start());
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(Server::spawn(dir.path(), &[], &[]).unwrap());
     set_account(&s, "alice", json!({"maxBytes": 1000, "maxFiles": 100}));
     let a = alice(&s);
     let results: Vec<Result<Value, String>> = std::thread::scope(|scope| {
@@ -466,6 +468,14 @@ fn concurrent_uploads_never_exceed_the_quota() {
     let u = usage_of(&s, &a, "");
     assert_eq!(u["usage"]["bytes"], 900);
     assert_eq!(u["usage"]["files"], 3);
+    Arc::into_inner(s).unwrap().stop();
+    assert_eq!(
+        blob_files(dir.path()).len(),
+        3,
+        "only the admitted uploads' blobs"
+    );
+    let (ok, text) = depot(&["fsck"], dir.path());
+    assert!(ok && text.contains(" 0 unreferenced"), "{text}");
 }
 
 /// The direct flows: a presigned upload (Foir) is refused at creation when its declared size
@@ -738,6 +748,8 @@ fn quotas_hold_across_two_nodes() {
             "{u}"
         );
     }
+    // The refused uploads' objects were taken back: one per admitted upload.
+    assert_eq!(blobs_in(&s3.store()).len(), 10);
 }
 
 /// fsck finds counters that disagree with the records (as a crash of an older version, or a
@@ -814,4 +826,66 @@ fn over_quota_part_is_stopped_before_the_rest_arrives() {
     s.eventually("no temp files", || s.temp_files() == 0);
     assert_eq!(s.blob_count(), 0);
     assert_eq!(usage_of(&s, &a, "")["usage"]["bytes"], 0);
+}
+
+/// An upload's blob commit (an S3 copy from its temp object, long for a large file) happens
+/// before the quotas are asked, not under the instance's quota permit: while one upload's copy
+/// is held at the S3 server, another upload of the same instance still completes. (Before, the
+/// second one waited for the first's copy, up to the lock timeout, then got a 503.)
+#[test]
+fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
+    let Some(s3) = s3_or_skip("a_slow_blob_commit_does_not_hold_the_instances_other_uploads")
+    else {
+        return;
+    };
+    let proxy = Proxy::start(&s3.endpoint);
+    let env = s3.server_env_via(&proxy.addr);
+    let s = Arc::new(Server::start_with(&env_refs(&env)));
+    set_account(&s, "alice", json!({"maxBytes": 100_000_000}));
+    let a = alice(&s);
+    // Past one S3 part (5 MiB): staged as a temp object, committed by a copy.
+    let big = bytes(6 * 1024 * 1024, 1);
+    let stripe = |d: &[u8]| u8::from_str_radix(&sha256_hex(d)[..2], 16).unwrap() % 64;
+    // A small one whose blob lock stripe differs from the big one's (only the quota permit is
+    // shared between them).
+    let small = (2..)
+        .map(|seed| bytes(1000, seed))
+        .find(|d| stripe(d) != stripe(&big))
+        .unwrap();
+    // The instance's first upload makes its root directory, under the exclusive tree lock; the
+    // two below find it and share the lock.
+    s.upload_one(&a, "first.bin", &bytes(10, 0));
+    proxy
+        .hold_copies
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let slow = {
+        let (s, a) = (s.clone(), a.clone());
+        std::thread::spawn(move || s.try_upload(&client(), &a, "/upload/", "big.bin", &big))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while proxy.held.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the big upload never reached its copy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (s, a) = (s.clone(), a.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(s.try_upload(&client(), &a, "/upload/", "small.bin", &small));
+        });
+    }
+    // A hang detector, not a speed check: the copy stays held until this answer is in.
+    let quick = rx.recv_timeout(std::time::Duration::from_secs(60));
+    proxy
+        .hold_copies
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let quick = quick.expect("the small upload waited for the big upload's blob commit");
+    assert_eq!(quick.expect("small upload")["size"], 1000);
+    let slow = slow.join().unwrap().expect("big upload");
+    assert_eq!(slow["size"], 6 * 1024 * 1024);
+    let u = usage_of(&s, &a, "");
+    assert_eq!(u["usage"]["bytes"], 6 * 1024 * 1024 + 1000 + 10, "{u}");
 }

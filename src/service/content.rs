@@ -54,36 +54,43 @@ impl Service {
             writer.write(&mut std::iter::once(bytes.clone()))?;
             let staged = writer.finish()?;
             let (sha, size) = (staged.sha(), staged.size());
-            svc.within_directory(instance.id, &p.account, &directory, &[sha], || {
-                let _room =
-                    svc.admit(instance.id, &p.account, super::quota::Incoming::file(size))?;
+            svc.within_directory(instance.id, &p.account, &directory, &[sha], |blobs| {
+                // Stored before the quotas are asked, as an upload's (see `commit_upload`).
                 staged.commit()?;
-                let now = now_millis();
-                let file = FileRecord {
-                    id: FileId::new(),
-                    instance: instance.id,
-                    created_by: p.account.clone(),
-                    created: now,
-                    updated: now,
-                    trashed: None,
-                    extension: names::extension(&name),
-                    name: name.clone(),
-                    directory: directory.clone(),
-                    mime,
-                    size,
-                    sha256: sha,
-                    width: None,
-                    height: None,
-                    is_stared: None,
-                    is_sharable: None,
-                };
-                let _events = svc.file_events(
-                    &p.account,
-                    crate::meta::webhooks::WebhookEvent::FileCreated,
-                    [&file],
-                )?;
-                svc.meta.insert_files(&[(file.clone(), None)])?;
-                Ok(file)
+                let out = (|| {
+                    let _room =
+                        svc.admit(instance.id, &p.account, super::quota::Incoming::file(size))?;
+                    let now = now_millis();
+                    let file = FileRecord {
+                        id: FileId::new(),
+                        instance: instance.id,
+                        created_by: p.account.clone(),
+                        created: now,
+                        updated: now,
+                        trashed: None,
+                        extension: names::extension(&name),
+                        name: name.clone(),
+                        directory: directory.clone(),
+                        mime,
+                        size,
+                        sha256: sha,
+                        width: None,
+                        height: None,
+                        is_stared: None,
+                        is_sharable: None,
+                    };
+                    let _events = svc.file_events(
+                        &p.account,
+                        crate::meta::webhooks::WebhookEvent::FileCreated,
+                        [&file],
+                    )?;
+                    svc.meta.insert_files(&[(file.clone(), None)])?;
+                    Ok(file)
+                })();
+                if out.is_err() {
+                    svc.drop_unreferenced(blobs, &[sha]);
+                }
+                out
             })
         })
         .await

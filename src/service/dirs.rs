@@ -22,7 +22,7 @@
 //!   read racing a committed write is.
 //! - Move and rename never change `url.path` (it is the id and the extension, both kept).
 
-use super::{blocking, hot, names, Service};
+use super::{blocking, hot, names, BlobGuard, Service};
 use crate::auth::{access, Caller, Principal};
 use crate::error::{Error, Result};
 use crate::meta::{AccessRight, FileRecord, FileScope, HeldLock, MetaStore, DIRECTORY_MIME};
@@ -329,21 +329,22 @@ impl Service {
     }
 
     /// Runs `then` with every directory of `dir`'s chain existing (created for `owner` where
-    /// missing) and no move of the tree in between; the lock stripes of `shas` are held too.
+    /// missing) and no move of the tree in between; the lock stripes of `shas` are held too
+    /// (`then` is given them, for [`Service::drop_unreferenced`]).
     pub(crate) fn within_directory<T>(
         &self,
         inst: InstanceId,
         owner: &AccountId,
         dir: &str,
         shas: &[Sha256],
-        then: impl FnOnce() -> Result<T>,
+        then: impl FnOnce(&BlobGuard<'_>) -> Result<T>,
     ) -> Result<T> {
         let tree = self.tree.of(inst);
         {
             let _read = tree.read()?;
             if self.missing_directories(inst, dir)?.is_empty() {
-                let _blobs = self.lock_blobs(shas)?;
-                return then();
+                let blobs = self.lock_blobs(shas)?;
+                return then(&blobs);
             }
         }
         let _write = tree.write()?;
@@ -352,9 +353,9 @@ impl Service {
         let (created, out) = {
             let mut all = shas.to_vec();
             all.push(EMPTY_SHA);
-            let _blobs = self.lock_blobs(&all)?;
+            let blobs = self.lock_blobs(&all)?;
             let created = self.create_directories(inst, owner, &missing)?;
-            (created, then())
+            (created, then(&blobs))
         };
         if out.is_err() {
             // What was made for this write alone goes with it: the write lock was held
@@ -406,7 +407,7 @@ impl Service {
                     "{path} is a file; a directory cannot take its path"
                 )));
             }
-            svc.within_directory(inst, &p.account, &path, &[], || {
+            svc.within_directory(inst, &p.account, &path, &[], |_| {
                 svc.directory_at(inst, &path)?
                     .map(|d| (d, true))
                     .ok_or_else(|| Error::Internal(format!("directory {path} was not created")))

@@ -348,7 +348,7 @@ impl Service {
                 ..temp
             };
             let (file, image) = asset_file(id, &shape, &bytes);
-            svc.within_directory(instance.id, &p.account, "/", &[bytes.sha], || {
+            svc.within_directory(instance.id, &p.account, "/", &[bytes.sha], |_| {
                 // Under the blob's lock: a sweep that removed the temp bytes first is seen.
                 if svc.blobs.open(&bytes.sha)?.is_none() {
                     return Err(Error::Session(

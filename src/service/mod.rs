@@ -140,6 +140,23 @@ impl Service {
         // Its image variants go with it (their records, references and unshared blobs).
         self.drop_variants(guard, sha)
     }
+
+    /// For a write that failed after committing `shas` (held by `guard`): removes each of them
+    /// nothing references, so a refused upload leaves no bytes behind. Best effort: the caller
+    /// is failing already; a blob that stays is unreferenced and `gc` collects it.
+    fn drop_unreferenced(&self, guard: &BlobGuard<'_>, shas: &[Sha256]) {
+        let mut seen = std::collections::HashSet::new();
+        for sha in shas.iter().filter(|s| seen.insert(**s)) {
+            let res = match self.meta.blob_refs(sha) {
+                Ok(0) => self.remove_blob(guard, sha),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                tracing::warn!(blob = %sha.to_hex(), error = %e, "could not remove the bytes of a failed write");
+            }
+        }
+    }
 }
 
 /// Blob locks held (see [`Service::lock_blobs`]); released when dropped.

@@ -69,15 +69,27 @@ impl Service {
             // Declared after the locks: dropped first, once the change is stored.
             let _stale = svc.hot.change(hot::Scope::File(id));
             let incoming = super::quota::Incoming::replacing(&old, content.size);
-            let room = svc.admit(old.instance, &old.created_by, incoming)?;
+            // Stored before the quotas are asked, as an upload's (see `commit_upload`).
             staged.commit_blob()?;
+            let admitted = svc
+                .admit(old.instance, &old.created_by, incoming)
+                .and_then(|room| {
+                    let events = svc.webhook_events(
+                        old.instance,
+                        &actor,
+                        crate::meta::webhooks::WebhookEvent::FileUpdated,
+                        vec![crate::meta::webhooks::Subject::Written],
+                    )?;
+                    Ok((room, events))
+                });
+            let (room, _events) = match admitted {
+                Ok(a) => a,
+                Err(e) => {
+                    svc.drop_unreferenced(&blobs, &[sha]);
+                    return Err(e);
+                }
+            };
             let image = media::is_image(&content.mime);
-            let _events = svc.webhook_events(
-                old.instance,
-                &actor,
-                crate::meta::webhooks::WebhookEvent::FileUpdated,
-                vec![crate::meta::webhooks::Subject::Written],
-            )?;
             let replaced = svc.meta.replace_content(id, &content, image, now_millis());
             // The quota lock is the innermost: let go before a blob removal, which may take
             // the locks of the old bytes' variants.
@@ -90,9 +102,7 @@ impl Service {
                     Ok(new)
                 }
                 outcome => {
-                    if svc.meta.blob_refs(&sha)? == 0 {
-                        svc.remove_blob(&blobs, &sha)?;
-                    }
+                    svc.drop_unreferenced(&blobs, &[sha]);
                     match outcome {
                         Err(e) => Err(e),
                         _ => Err(Error::not_found()),

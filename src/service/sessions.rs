@@ -252,7 +252,7 @@ impl Service {
         image: Option<&ImageRecord>,
         extras: &FileExtras,
     ) -> Result<FileId> {
-        self.within_directory(s.instance, &s.account, &s.directory, &[], || {
+        self.within_directory(s.instance, &s.account, &s.directory, &[], |_| {
             let _events = self.file_events(
                 &s.account,
                 crate::meta::webhooks::WebhookEvent::FileCreated,

@@ -7,7 +7,7 @@ use crate::error::{Allowance, Error, Result};
 use crate::media;
 use crate::meta::{FileRecord, ImageRecord};
 use crate::store::{BlobWriter, StagedBlob};
-use crate::types::{now_millis, FileId};
+use crate::types::{now_millis, AccountId, FileId, InstanceId};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -168,7 +168,7 @@ impl Service {
         principal: &Principal,
         directory: String,
         parts: Vec<StagedPart>,
-    ) -> Result<(Vec<(String, FileRecord)>, Option<Allowance>)> {
+    ) -> Result<Committed> {
         let svc = self.clone();
         let owner = principal.account.clone();
         let domain = principal.instance.clone();
@@ -178,13 +178,14 @@ impl Service {
             let shas: Vec<_> = parts.iter().map(|p| p.blob.sha()).collect();
             // Every directory of the path exists (created once) and stays put until the
             // records are written; the blobs' lock stripes are held as well.
-            svc.within_directory(instance.id, &owner, &directory, &shas, || {
-                // Room for every part, held until the records are written (else no blob is
-                // committed: the staged parts go when dropped).
+            svc.within_directory(instance.id, &owner, &directory, &shas, |blobs| {
                 let incoming = super::quota::Incoming::new_files(parts.iter().map(|p| p.size()));
-                let room = svc.admit(instance.id, &owner, incoming)?;
-                let mut records = Vec::with_capacity(parts.len());
-                let mut keys = Vec::with_capacity(parts.len());
+                // The bytes go into the store before the quotas are asked: an instance's
+                // permits are granted one at a time (across nodes on PostgreSQL), and a blob
+                // commit can be long (an S3 copy of a large object). A refused or failed write
+                // takes back what it committed that nothing references (`drop_unreferenced`).
+                let mut committed = Vec::with_capacity(parts.len());
+                let mut stored = Ok(());
                 for part in parts {
                     let StagedPart {
                         original_name,
@@ -194,56 +195,107 @@ impl Service {
                         dims,
                     } = part;
                     let (sha, size) = (blob.sha(), blob.size());
-                    blob.commit()?;
-                    let file = FileRecord {
-                        id: FileId::new(),
-                        instance: instance.id,
-                        created_by: owner.clone(),
-                        created: now,
-                        updated: now,
-                        trashed: None,
-                        extension: names::extension(&name),
+                    if let Err(e) = blob.commit() {
+                        stored = Err(e);
+                        break;
+                    }
+                    committed.push(CommittedPart {
+                        original_name,
                         name,
-                        directory: directory.clone(),
                         mime,
+                        dims,
+                        sha,
                         size,
-                        sha256: sha,
-                        width: dims.map(|d| d.0),
-                        height: dims.map(|d| d.1),
-                        is_stared: None,
-                        is_sharable: None,
-                    };
-                    let image = dims.map(|(width, height)| ImageRecord {
-                        file: file.id,
-                        name: file.name.clone(),
-                        description: None,
-                        location: None,
-                        width,
-                        height,
                     });
-                    keys.push(original_name);
-                    records.push((file, image));
                 }
-                super::failpoint("after-blob-commit");
-                super::failpoint_error("file-insert")?;
-                let _events = svc.file_events(
-                    &owner,
-                    crate::meta::webhooks::WebhookEvent::FileCreated,
-                    records.iter().map(|(f, _)| f),
-                )?;
-                svc.meta.insert_files(&records)?;
-                // What the quotas leave now, for the answer's headers (read here: no second
-                // trip to the blocking pool).
-                let allowance = svc.allowance_after(instance.id, &owner, &room)?;
-                let files = keys
-                    .into_iter()
-                    .zip(records.into_iter().map(|(f, _)| f))
-                    .collect();
-                Ok((files, allowance))
+                let done: Vec<_> = committed.iter().map(|c| c.sha).collect();
+                let out = stored.and_then(|()| {
+                    let room = svc.admit(instance.id, &owner, incoming)?;
+                    svc.write_upload_records(instance.id, &owner, &directory, now, committed, &room)
+                });
+                if out.is_err() {
+                    svc.drop_unreferenced(blobs, &done);
+                }
+                out
             })
         })
         .await
     }
+
+    /// [`Service::commit_upload`] once the blobs are committed and `room` admitted them: the
+    /// File (and Image) records, written in one transaction and flushed. Blocks.
+    fn write_upload_records(
+        &self,
+        instance: InstanceId,
+        owner: &AccountId,
+        directory: &str,
+        now: u64,
+        parts: Vec<CommittedPart>,
+        room: &super::quota::Permit<'_>,
+    ) -> Result<Committed> {
+        let mut records = Vec::with_capacity(parts.len());
+        let mut keys = Vec::with_capacity(parts.len());
+        for part in parts {
+            let file = FileRecord {
+                id: FileId::new(),
+                instance,
+                created_by: owner.clone(),
+                created: now,
+                updated: now,
+                trashed: None,
+                extension: names::extension(&part.name),
+                name: part.name,
+                directory: directory.to_string(),
+                mime: part.mime,
+                size: part.size,
+                sha256: part.sha,
+                width: part.dims.map(|d| d.0),
+                height: part.dims.map(|d| d.1),
+                is_stared: None,
+                is_sharable: None,
+            };
+            let image = part.dims.map(|(width, height)| ImageRecord {
+                file: file.id,
+                name: file.name.clone(),
+                description: None,
+                location: None,
+                width,
+                height,
+            });
+            keys.push(part.original_name);
+            records.push((file, image));
+        }
+        super::failpoint("after-blob-commit");
+        super::failpoint_error("file-insert")?;
+        let _events = self.file_events(
+            owner,
+            crate::meta::webhooks::WebhookEvent::FileCreated,
+            records.iter().map(|(f, _)| f),
+        )?;
+        self.meta.insert_files(&records)?;
+        // What the quotas leave now, for the answer's headers (read here: no second trip to
+        // the blocking pool).
+        let allowance = self.allowance_after(instance, owner, room)?;
+        let files = keys
+            .into_iter()
+            .zip(records.into_iter().map(|(f, _)| f))
+            .collect();
+        Ok((files, allowance))
+    }
+}
+
+/// What an upload made: each File by the name the client sent, and what the quotas leave (no
+/// limit: `None`).
+type Committed = (Vec<(String, FileRecord)>, Option<Allowance>);
+
+/// A part whose bytes are in the store, its record not yet written.
+struct CommittedPart {
+    original_name: String,
+    name: String,
+    mime: String,
+    dims: Option<(u32, u32)>,
+    sha: crate::types::Sha256,
+    size: u64,
 }
 
 impl PartWriter {

@@ -48,13 +48,16 @@
 //!   - an instance's quota lock (`pg_advisory_lock(k)`) is held from a quota check to the
 //!     write of the records it admitted (`Service::admit`'s permit), only when a limit applies:
 //!     the in-process stripe lock alone let two nodes both admit uploads into the same remaining
-//!     bytes. It is the innermost lock: taken after tree and blob locks, nothing after it.
+//!     bytes. It is the innermost lock: taken after tree and blob locks, nothing after it. The
+//!     blobs are committed before it is taken (an S3 copy can be long); a refused write takes
+//!     back what it committed that nothing references.
 //!   - each held lock keeps one connection of its own pool (`blob_locks`, `tree_locks`,
-//!     `quota_locks`, each `pool_size`): apart from the query pool and from each other, so a holder never waits for
-//!     a connection only another holder (of the same or an outer lock) can give back. Lock
-//!     connections set `lock_timeout` (`locks::LOCK_TIMEOUT`): a node hung while holding a lock
-//!     costs the others 503s, not a stall. Releasing is `pg_advisory_unlock_all()`; a session
-//!     that fails it is closed, never pooled with a lock held.
+//!     `quota_locks`, each `pool_size`): apart from the query pool and from each other, so a
+//!     holder never waits for a connection only another holder (of the same or an outer lock)
+//!     can give back. Lock connections set `lock_timeout` (`locks::LOCK_TIMEOUT`): a node hung
+//!     while holding a lock costs the others 503s, not a stall. Releasing is
+//!     `pg_advisory_unlock_all()`; a session that fails it is closed, never pooled with a lock
+//!     held.
 //!   - `gc` and `fsck` take the same blob locks: gc removes an unreferenced blob only when its
 //!     count is still 0 under the lock and it is older than the grace period; fsck re-checks
 //!     each finding under the lock from one snapshot before reporting or repairing it (see
