@@ -454,7 +454,8 @@ fn concurrent_uploads_never_exceed_the_quota() {
                 let (s, a) = (s.clone(), a.clone());
                 scope.spawn(move || {
                     let c = client();
-                    s.try_upload(&c, &a, "/upload/", &format!("{i}.bin"), &bytes(300, i))
+                    let dir = format!("/upload/d{i}/");
+                    s.try_upload(&c, &a, &dir, &format!("{i}.bin"), &bytes(300, i))
                 })
             })
             .collect();
@@ -468,6 +469,32 @@ fn concurrent_uploads_never_exceed_the_quota() {
     let u = usage_of(&s, &a, "");
     assert_eq!(u["usage"]["bytes"], 900);
     assert_eq!(u["usage"]["files"], 3);
+    // Each upload went into a directory of its own, made for it; a refused one's went with it.
+    let (st, _, root) = call(&s, "GET", "/dirs/", Some(&a), None);
+    assert_eq!(st, 200, "{root}");
+    let mut made: Vec<String> = root["children"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["name"].as_str().unwrap().to_string())
+        .collect();
+    made.sort();
+    let mut kept: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|f| {
+            f["directory"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        made, kept,
+        "directories under / against the admitted uploads'"
+    );
     Arc::into_inner(s).unwrap().stop();
     assert_eq!(
         blob_files(dir.path()).len(),
@@ -661,7 +688,8 @@ fn quotas_on_postgres() {
                 let (s, a) = (s.clone(), a.clone());
                 scope.spawn(move || {
                     let c = client();
-                    s.try_upload(&c, &a, "/upload/", &format!("{i}.bin"), &bytes(300, i))
+                    let dir = format!("/upload/d{i}/");
+                    s.try_upload(&c, &a, &dir, &format!("{i}.bin"), &bytes(300, i))
                 })
             })
             .collect();
@@ -828,10 +856,12 @@ fn over_quota_part_is_stopped_before_the_rest_arrives() {
     assert_eq!(usage_of(&s, &a, "")["usage"]["bytes"], 0);
 }
 
-/// An upload's blob commit (an S3 copy from its temp object, long for a large file) happens
-/// before the quotas are asked, not under the instance's quota permit: while one upload's copy
-/// is held at the S3 server, another upload of the same instance still completes. (Before, the
-/// second one waited for the first's copy, up to the lock timeout, then got a 503.)
+/// An upload's blob commit (an S3 copy from its temp object, long for a large file) holds
+/// neither the instance's quota permit (the quotas are asked after it) nor the exclusive tree
+/// lock (its new directory is made first, then the lock is shared): while the copy of an upload
+/// into a new directory is held at the S3 server, another upload of the same instance
+/// completes. (Before, the second one waited for the first's copy, up to the lock timeout, then
+/// got a 503.)
 #[test]
 fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
     let Some(s3) = s3_or_skip("a_slow_blob_commit_does_not_hold_the_instances_other_uploads")
@@ -852,15 +882,13 @@ fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
         .map(|seed| bytes(1000, seed))
         .find(|d| stripe(d) != stripe(&big))
         .unwrap();
-    // The instance's first upload makes its root directory, under the exclusive tree lock; the
-    // two below find it and share the lock.
-    s.upload_one(&a, "first.bin", &bytes(10, 0));
     proxy
         .hold_copies
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The instance's first upload, into a directory it makes (and the root's).
     let slow = {
         let (s, a) = (s.clone(), a.clone());
-        std::thread::spawn(move || s.try_upload(&client(), &a, "/upload/", "big.bin", &big))
+        std::thread::spawn(move || s.try_upload(&client(), &a, "/upload/new-dir/", "big.bin", &big))
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while proxy.held.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -887,5 +915,6 @@ fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
     let slow = slow.join().unwrap().expect("big upload");
     assert_eq!(slow["size"], 6 * 1024 * 1024);
     let u = usage_of(&s, &a, "");
-    assert_eq!(u["usage"]["bytes"], 6 * 1024 * 1024 + 1000 + 10, "{u}");
+    assert_eq!(u["usage"]["bytes"], 6 * 1024 * 1024 + 1000, "{u}");
+    assert_eq!(slow["directory"], "/new-dir", "{slow}");
 }
