@@ -331,12 +331,6 @@ impl Service {
     /// Runs `then` with every directory of `dir`'s chain existing (created for `owner` where
     /// missing) and no move of the tree in between; the lock stripes of `shas` are held too
     /// (`then` is given them, for [`Service::drop_unreferenced`]).
-    ///
-    /// Missing directories are made under the tree's exclusive lock, which is then let go:
-    /// `then` (an upload's blob commit, an S3 copy of a large object for one) runs under the
-    /// shared lock, so the instance's other uploads and listings go on meanwhile. Should the
-    /// new directories be moved or trashed in the moment between, the second round keeps the
-    /// exclusive lock throughout.
     pub(crate) fn within_directory<T>(
         &self,
         inst: InstanceId,
@@ -353,33 +347,19 @@ impl Service {
                 return then(&blobs);
             }
         }
-        let mut created = {
-            let _write = tree.write()?;
-            // Looked at again: another request may have created them meanwhile.
-            let missing = self.missing_directories(inst, dir)?;
-            let _empty = self.lock_blobs([&EMPTY_SHA])?;
-            self.create_directories(inst, owner, &missing)?
-        };
-        let read = tree.read()?;
-        let out = if self.missing_directories(inst, dir)?.is_empty() {
-            let blobs = self.lock_blobs(shas)?;
-            let out = then(&blobs);
-            drop(blobs);
-            drop(read);
-            out
-        } else {
-            drop(read);
-            let _write = tree.write()?;
-            let missing = self.missing_directories(inst, dir)?;
+        let _write = tree.write()?;
+        // Looked at again: another request may have created them meanwhile.
+        let missing = self.missing_directories(inst, dir)?;
+        let (created, out) = {
             let mut all = shas.to_vec();
             all.push(EMPTY_SHA);
             let blobs = self.lock_blobs(&all)?;
-            created.extend(self.create_directories(inst, owner, &missing)?);
-            then(&blobs)
+            let created = self.create_directories(inst, owner, &missing)?;
+            (created, then(&blobs))
         };
-        if out.is_err() && !created.is_empty() {
-            // What was made for this write goes with it, while still empty.
-            let _write = tree.write()?;
+        if out.is_err() {
+            // What was made for this write alone goes with it: the write lock was held
+            // throughout, so nothing else can be in them (checked anyway).
             self.remove_empty_directories(created);
         }
         out
