@@ -857,11 +857,11 @@ fn over_quota_part_is_stopped_before_the_rest_arrives() {
 }
 
 /// An upload's blob commit (an S3 copy from its temp object, long for a large file) happens
-/// before the quotas are asked, not under the instance's quota permit: while one upload's copy
-/// is held at the S3 server, another upload of the same instance still completes. (Before, the
-/// second one waited for the first's copy, up to the lock timeout, then got a 503.) Both go into
-/// an existing directory: an upload that makes a directory holds the instance's tree lock
-/// exclusively across its blob commit (a known leftover).
+/// under the blob's own lock only, before any of the instance's: not under its quota permit,
+/// nor its tree lock (taken exclusively when the upload makes a directory). While one upload's
+/// copy into a new directory is held at the S3 server, the instance's other uploads still
+/// complete: into another new directory, into the same one, and into existing ones. (Before,
+/// they waited for the first's copy, up to the lock timeout, then got a 503.)
 #[test]
 fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
     let Some(s3) = s3_or_skip("a_slow_blob_commit_does_not_hold_the_instances_other_uploads")
@@ -876,12 +876,12 @@ fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
     // Past one S3 part (5 MiB): staged as a temp object, committed by a copy.
     let big = bytes(6 * 1024 * 1024, 1);
     let stripe = |d: &[u8]| u8::from_str_radix(&sha256_hex(d)[..2], 16).unwrap() % 64;
-    // A small one whose blob lock stripe differs from the big one's (only the quota permit is
-    // shared between them).
-    let small = (2..)
+    // Small ones whose blob lock stripes differ from the big one's (held across its commit).
+    let small: Vec<Vec<u8>> = (2..)
         .map(|seed| bytes(1000, seed))
-        .find(|d| stripe(d) != stripe(&big))
-        .unwrap();
+        .filter(|d| stripe(d) != stripe(&big))
+        .take(4)
+        .collect();
     // The instance's first upload makes its root directory.
     s.upload_one(&a, "first.bin", &bytes(10, 0));
     proxy
@@ -889,7 +889,7 @@ fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let slow = {
         let (s, a) = (s.clone(), a.clone());
-        std::thread::spawn(move || s.try_upload(&client(), &a, "/upload/", "big.bin", &big))
+        std::thread::spawn(move || s.try_upload(&client(), &a, "/upload/new/", "big.bin", &big))
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while proxy.held.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -899,22 +899,49 @@ fn a_slow_blob_commit_does_not_hold_the_instances_other_uploads() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let dirs: [&'static str; 4] = ["/upload/other/", "/upload/new/", "/upload/", "/upload/"];
     let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let (s, a) = (s.clone(), a.clone());
+    for (i, (dir, data)) in dirs.into_iter().zip(small).enumerate() {
+        let (s, a, tx) = (s.clone(), a.clone(), tx.clone());
         std::thread::spawn(move || {
-            let _ = tx.send(s.try_upload(&client(), &a, "/upload/", "small.bin", &small));
+            let _ = tx.send((
+                dir,
+                s.try_upload(&client(), &a, dir, &format!("{i}.bin"), &data),
+            ));
         });
     }
-    // A hang detector, not a speed check: the copy stays held until this answer is in.
-    let quick = rx.recv_timeout(std::time::Duration::from_secs(60));
+    // A hang detector, not a speed check: the copy stays held until these answers are in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let quick: Vec<_> = (0..dirs.len())
+        .map(|_| rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())))
+        .collect();
     proxy
         .hold_copies
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let quick = quick.expect("the small upload waited for the big upload's blob commit");
-    assert_eq!(quick.expect("small upload")["size"], 1000);
+    for q in quick {
+        let (dir, answer) = q.expect("a small upload waited for the big upload's blob commit");
+        let file = answer.unwrap_or_else(|e| panic!("small upload into {dir}: {e}"));
+        assert_eq!(file["size"], 1000, "{file}");
+    }
     let slow = slow.join().unwrap().expect("big upload");
     assert_eq!(slow["size"], 6 * 1024 * 1024);
+    assert_eq!(slow["directory"], "/new", "{slow}");
     let u = usage_of(&s, &a, "");
-    assert_eq!(u["usage"]["bytes"], 6 * 1024 * 1024 + 1000 + 10, "{u}");
+    assert_eq!(u["usage"]["bytes"], 6 * 1024 * 1024 + 4 * 1000 + 10, "{u}");
+    // The directory the big upload made (or found made by the small one meanwhile) holds both.
+    let (st, _, new) = call(&s, "GET", "/dirs/new/", Some(&a), None);
+    assert_eq!(st, 200, "{new}");
+    let mut names: Vec<&str> = new["children"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["1.bin", "big.bin"], "{new}");
+    assert_eq!(
+        blobs_in(&s3.store()).len(),
+        6,
+        "the big, the first and four small blobs"
+    );
 }

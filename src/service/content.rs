@@ -57,7 +57,7 @@ impl Service {
             svc.within_directory(instance.id, &p.account, &directory, &[sha], |blobs| {
                 // Stored before the quotas are asked, as an upload's (see `commit_upload`).
                 staged.commit()?;
-                let out = (|| {
+                svc.write_or_take_back(blobs, &[sha], || {
                     let _room =
                         svc.admit(instance.id, &p.account, super::quota::Incoming::file(size))?;
                     let now = now_millis();
@@ -86,11 +86,7 @@ impl Service {
                     )?;
                     svc.meta.insert_files(&[(file.clone(), None)])?;
                     Ok(file)
-                })();
-                if out.is_err() {
-                    svc.drop_unreferenced(blobs, &[sha]);
-                }
-                out
+                })
             })
         })
         .await

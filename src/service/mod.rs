@@ -32,6 +32,7 @@ use crate::error::Result;
 use crate::meta::{HeldLock, MetaStore};
 use crate::store::BlobStore;
 use crate::types::Sha256;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Number of lock stripes guarding blob reference changes.
@@ -48,6 +49,9 @@ pub struct Service {
     /// In process; a shared metadata store extends the order to every node
     /// ([`crate::meta::NodeLocks`]), taken after these.
     blob_locks: Vec<Mutex<()>>,
+    /// Blobs committed by writes whose records are not written yet, with how many such writes
+    /// each: [`Service::remove_blob`] leaves them be (see [`Service::pin_blobs`]).
+    pins: Mutex<HashMap<Sha256, usize>>,
     /// Small files recently downloaded by their owners, answered without storage reads.
     pub(crate) hot: Arc<hot::HotFiles>,
     /// Upload sessions' in-memory state (PUTs in flight, creation rate, decode lane).
@@ -84,6 +88,7 @@ impl Service {
             blobs,
             keys,
             blob_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            pins: Mutex::default(),
             sessions: sessions::Runtime::default(),
             quotas: quota::Runtime::default(),
         }
@@ -128,17 +133,98 @@ impl Service {
         })
     }
 
+    /// Keeps `shas`, locked by `_held`, from removal on this node until the pins are dropped.
+    /// For an upload, which commits its blobs under their locks alone, lets go, then takes the
+    /// instance's tree lock and quota permit (both the whole instance's, while a commit can be
+    /// long: an S3 copy of a large object) and writes the records that reference them: in
+    /// between, a removal (a refused upload of the same bytes taking them back, the last other
+    /// file of these bytes deleted) would leave those records without bytes. Every removal
+    /// decides under the blobs' locks, so it ran before the pin (and the commit stored the
+    /// bytes after it) or sees the pin. Another node's removals do not see it
+    /// ([`Service::still_stored`]).
+    fn pin_blobs(&self, _held: &BlobGuard<'_>, shas: &[Sha256]) -> Pins<'_> {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        for sha in shas {
+            *pins.entry(*sha).or_default() += 1;
+        }
+        Pins {
+            svc: self,
+            shas: shas.to_vec(),
+        }
+    }
+
+    fn pinned(&self, sha: &Sha256) -> bool {
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(sha)
+    }
+
+    /// Under `guard`, for pinned blobs committed before it was taken (see
+    /// [`Service::pin_blobs`]): fails (503, to be retried) when one of `shas` is no longer in
+    /// the store. Only another node (or `depot gc` beside the nodes) can have removed it, so
+    /// this looks only when the metadata store is shared.
+    fn still_stored(&self, guard: &BlobGuard<'_>, shas: &[Sha256]) -> Result<()> {
+        if guard.nodes.is_none() {
+            return Ok(());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for sha in shas.iter().filter(|s| seen.insert(**s)) {
+            if self.blobs.open(sha)?.is_none() {
+                return Err(crate::error::Error::Unavailable(
+                    "the bytes of this upload were removed by another node meanwhile; send it \
+                     again"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a write that committed `shas` failed, with no lock held and its pins dropped:
+    /// removes each of them that nothing references under its lock. Best effort, as
+    /// [`Service::drop_unreferenced`].
+    fn take_back(&self, shas: &[Sha256]) {
+        match self.lock_blobs(shas) {
+            Ok(guard) => self.drop_unreferenced(&guard, shas),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take back the bytes of a failed write; gc collects them")
+            }
+        }
+    }
+
     /// Removes a blob whose reference count reached zero under `guard`, the blob's lock, and
     /// only while that lock is certainly still held: a lock lost with its database session
     /// could let another node count a new reference on these bytes meanwhile, so the blob
     /// stays (unreferenced, `gc` collects it later under the lock).
     fn remove_blob(&self, guard: &BlobGuard<'_>, sha: &Sha256) -> Result<()> {
+        if self.pinned(sha) {
+            // A write committed these bytes and is about to reference them: they stay (should
+            // it fail, it takes them back itself once unpinned).
+            return Ok(());
+        }
         if let Some(l) = &guard.nodes {
             l.check()?;
         }
         self.blobs.remove(sha)?;
         // Its image variants go with it (their records, references and unshared blobs).
         self.drop_variants(guard, sha)
+    }
+
+    /// Runs `write`, the rest of a write that committed the blobs `shas` (held by `guard`)
+    /// before its quota check; when it fails, the blobs nothing references are taken back
+    /// ([`Service::drop_unreferenced`]).
+    fn write_or_take_back<T>(
+        &self,
+        guard: &BlobGuard<'_>,
+        shas: &[Sha256],
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let out = write();
+        if out.is_err() {
+            self.drop_unreferenced(guard, shas);
+        }
+        out
     }
 
     /// For a write that failed after committing `shas` (held by `guard`): removes each of them
@@ -165,6 +251,26 @@ pub(crate) struct BlobGuard<'a> {
     _local: Vec<MutexGuard<'a, ()>>,
     /// The stripes held (sorted), so a holder can tell which further blobs it holds already.
     stripes: Vec<usize>,
+}
+
+/// Blobs pinned by [`Service::pin_blobs`]; unpinned when dropped.
+pub(crate) struct Pins<'a> {
+    svc: &'a Service,
+    shas: Vec<Sha256>,
+}
+
+impl Drop for Pins<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.svc.pins.lock().unwrap_or_else(|p| p.into_inner());
+        for sha in &self.shas {
+            if let Some(n) = pins.get_mut(sha) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(sha);
+                }
+            }
+        }
+    }
 }
 
 /// Crash-testing hook: when `DEPOT_FAILPOINT` names this point, the process aborts there, as a

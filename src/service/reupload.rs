@@ -71,24 +71,16 @@ impl Service {
             let incoming = super::quota::Incoming::replacing(&old, content.size);
             // Stored before the quotas are asked, as an upload's (see `commit_upload`).
             staged.commit_blob()?;
-            let admitted = svc
-                .admit(old.instance, &old.created_by, incoming)
-                .and_then(|room| {
-                    let events = svc.webhook_events(
-                        old.instance,
-                        &actor,
-                        crate::meta::webhooks::WebhookEvent::FileUpdated,
-                        vec![crate::meta::webhooks::Subject::Written],
-                    )?;
-                    Ok((room, events))
-                });
-            let (room, _events) = match admitted {
-                Ok(a) => a,
-                Err(e) => {
-                    svc.drop_unreferenced(&blobs, &[sha]);
-                    return Err(e);
-                }
-            };
+            let (room, _events) = svc.write_or_take_back(&blobs, &[sha], || {
+                let room = svc.admit(old.instance, &old.created_by, incoming)?;
+                let events = svc.webhook_events(
+                    old.instance,
+                    &actor,
+                    crate::meta::webhooks::WebhookEvent::FileUpdated,
+                    vec![crate::meta::webhooks::Subject::Written],
+                )?;
+                Ok((room, events))
+            })?;
             let image = media::is_image(&content.mime);
             let replaced = svc.meta.replace_content(id, &content, image, now_millis());
             // The quota lock is the innermost: let go before a blob removal, which may take

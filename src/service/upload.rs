@@ -176,48 +176,56 @@ impl Service {
             let instance = svc.meta.ensure_instance(&domain)?;
             let now = now_millis();
             let shas: Vec<_> = parts.iter().map(|p| p.blob.sha()).collect();
-            // Every directory of the path exists (created once) and stays put until the
-            // records are written; the blobs' lock stripes are held as well.
-            svc.within_directory(instance.id, &owner, &directory, &shas, |blobs| {
-                let incoming = super::quota::Incoming::new_files(parts.iter().map(|p| p.size()));
-                // The bytes go into the store before the quotas are asked: an instance's
-                // permits are granted one at a time (across nodes on PostgreSQL), and a blob
-                // commit can be long (an S3 copy of a large object). A refused or failed write
-                // takes back what it committed that nothing references (`drop_unreferenced`).
-                let mut committed = Vec::with_capacity(parts.len());
-                let mut stored = Ok(());
-                for part in parts {
-                    let StagedPart {
-                        original_name,
-                        name,
-                        blob,
-                        mime,
-                        dims,
-                    } = part;
-                    let (sha, size) = (blob.sha(), blob.size());
-                    if let Err(e) = blob.commit() {
-                        stored = Err(e);
-                        break;
-                    }
-                    committed.push(CommittedPart {
-                        original_name,
-                        name,
-                        mime,
-                        dims,
-                        sha,
-                        size,
-                    });
+            let incoming = super::quota::Incoming::new_files(parts.iter().map(|p| p.size()));
+            // The bytes go into the store first, under their own locks only: the instance's
+            // tree lock and quota permits are the whole instance's (across nodes on
+            // PostgreSQL), and a blob commit can be long (an S3 copy of a large object).
+            // Pinned until the records reference them, so no removal on this node takes them
+            // in between.
+            let guard = svc.lock_blobs(&shas)?;
+            let pins = svc.pin_blobs(&guard, &shas);
+            let mut committed = Vec::with_capacity(parts.len());
+            let mut stored = Ok(());
+            for part in parts {
+                let StagedPart {
+                    original_name,
+                    name,
+                    blob,
+                    mime,
+                    dims,
+                } = part;
+                let (sha, size) = (blob.sha(), blob.size());
+                if let Err(e) = blob.commit() {
+                    stored = Err(e);
+                    break;
                 }
-                let done: Vec<_> = committed.iter().map(|c| c.sha).collect();
-                let out = stored.and_then(|()| {
+                committed.push(CommittedPart {
+                    original_name,
+                    name,
+                    mime,
+                    dims,
+                    sha,
+                    size,
+                });
+            }
+            drop(guard);
+            let out = stored.and_then(|()| {
+                // Every directory of the path exists (created once) and stays put until the
+                // records are written; the blobs' locks are held again.
+                svc.within_directory(instance.id, &owner, &directory, &shas, |blobs| {
+                    svc.still_stored(blobs, &shas)?;
                     let room = svc.admit(instance.id, &owner, incoming)?;
                     svc.write_upload_records(instance.id, &owner, &directory, now, committed, &room)
-                });
-                if out.is_err() {
-                    svc.drop_unreferenced(blobs, &done);
-                }
-                out
-            })
+                })
+            });
+            // Referenced now, or taken back below.
+            drop(pins);
+            if out.is_err() {
+                // A refused or failed write leaves no bytes that nothing references (every
+                // part's: a removal may have skipped one while it was pinned).
+                svc.take_back(&shas);
+            }
+            out
         })
         .await
     }
