@@ -11,8 +11,7 @@
 //! then reported, or with `--repair` rewritten while no node can change it; a missing blob is
 //! reported only if its record still holds it after the blob was looked for again; gc removes
 //! an unreferenced blob only if its count is still zero under the lock and it is older than the
-//! grace period (an upload stores the bytes under that lock, lets go, and counts them under it
-//! again: bytes it stored are young; bytes it found stored it looks for again under the lock).
+//! grace period (an upload stores the bytes, then counts them, under that lock).
 
 use super::Service;
 use crate::error::{Error, Result};
@@ -231,7 +230,7 @@ impl Service {
     }
 
     /// Removes blobs that no record references and that are older than `grace`, so a blob an
-    /// upload has just stored (its metadata not yet written) is never collected.
+    /// upload has just renamed into place (its metadata not yet written) is never collected.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport {
             sessions_swept: self.sweep_sessions()?,
@@ -239,10 +238,8 @@ impl Service {
         };
         let now = SystemTime::now();
         for b in maintenance(self)?.list()? {
-            // Cheap look first (most blobs are referenced), then again under the lock. An
-            // upload stores its bytes under this lock, lets go and takes it again to count
-            // them: a new blob is young meanwhile; a node whose upload found these bytes stored
-            // checks they are still there once it holds the lock again.
+            // Cheap look first (most blobs are referenced), then again under the lock, which a
+            // node's upload holds from storing the bytes until it has counted them.
             if self.meta.blob_refs(&b.sha)? > 0 {
                 continue;
             }

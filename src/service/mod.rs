@@ -45,9 +45,10 @@ pub struct Service {
     pub blobs: Arc<dyn BlobStore>,
     pub keys: Keys,
     /// Serialises "blob on disk + reference added" against "reference dropped + blob removed"
-    /// for the same content, so a racing delete never removes a blob an upload just counted on.
-    /// In process; a shared metadata store extends the order to every node
-    /// ([`crate::meta::NodeLocks`]), taken after these.
+    /// for the same content, so a racing delete never removes a blob a write just counted on
+    /// (uploads into a metadata store of this process's own let go between the two and rely
+    /// on [`Service::pin_blobs`] meanwhile). In process; a shared metadata store extends the
+    /// order to every node ([`crate::meta::NodeLocks`]), taken after these.
     blob_locks: Vec<Mutex<()>>,
     /// Blobs committed by writes whose records are not written yet, with how many such writes
     /// each: [`Service::remove_blob`] leaves them be (see [`Service::pin_blobs`]).
@@ -133,15 +134,17 @@ impl Service {
         })
     }
 
-    /// Keeps `shas`, locked by `_held`, from removal on this node until the pins are dropped.
-    /// For an upload, which commits its blobs under their locks alone, lets go, then takes the
-    /// instance's tree lock and quota permit (both the whole instance's, while a commit can be
-    /// long: an S3 copy of a large object) and writes the records that reference them: in
-    /// between, a removal (a refused upload of the same bytes taking them back, the last other
-    /// file of these bytes deleted) would leave those records without bytes. Every removal
-    /// decides under the blobs' locks, so it ran before the pin (and the commit stored the
-    /// bytes after it) or sees the pin. Another node's removals do not see it
-    /// ([`Service::still_stored`]).
+    /// Keeps `shas`, locked by `_held`, from removal by this process until the pins are
+    /// dropped. For an upload into a metadata store of this process's own (sled), which
+    /// commits its blobs under their locks alone, lets go, then takes the instance's tree lock
+    /// and quota permit (both the whole instance's, while a commit can be long: an S3 copy of
+    /// a large object) and writes the records that reference them: in between, a removal (a
+    /// refused upload of the same bytes taking them back, the last other file of these bytes
+    /// deleted) would leave those records without bytes. Every removal decides under the
+    /// blobs' locks, so it ran before the pin (the commit then stores the bytes, or fails if
+    /// the store's writer had found them stored and kept none of its own) or sees the pin.
+    /// Other processes' removals would not see it: with a shared metadata store uploads keep
+    /// the locks from the commit to the records instead.
     fn pin_blobs(&self, _held: &BlobGuard<'_>, shas: &[Sha256]) -> Pins<'_> {
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         for sha in shas {
@@ -158,27 +161,6 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(sha)
-    }
-
-    /// Under `guard`, for pinned blobs committed before it was taken (see
-    /// [`Service::pin_blobs`]): fails (503, to be retried) when one of `shas` is no longer in
-    /// the store. Only another node (or `depot gc` beside the nodes) can have removed it, so
-    /// this looks only when the metadata store is shared.
-    fn still_stored(&self, guard: &BlobGuard<'_>, shas: &[Sha256]) -> Result<()> {
-        if guard.nodes.is_none() {
-            return Ok(());
-        }
-        let mut seen = std::collections::HashSet::new();
-        for sha in shas.iter().filter(|s| seen.insert(**s)) {
-            if self.blobs.open(sha)?.is_none() {
-                return Err(crate::error::Error::Unavailable(
-                    "the bytes of this upload were removed by another node meanwhile; send it \
-                     again"
-                        .into(),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// After a write that committed `shas` failed, with no lock held and its pins dropped:

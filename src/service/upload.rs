@@ -177,43 +177,40 @@ impl Service {
             let now = now_millis();
             let shas: Vec<_> = parts.iter().map(|p| p.blob.sha()).collect();
             let incoming = super::quota::Incoming::new_files(parts.iter().map(|p| p.size()));
-            // The bytes go into the store first, under their own locks only: the instance's
-            // tree lock and quota permits are the whole instance's (across nodes on
-            // PostgreSQL), and a blob commit can be long (an S3 copy of a large object).
-            // Pinned until the records reference them, so no removal on this node takes them
-            // in between.
-            let guard = svc.lock_blobs(&shas)?;
-            let pins = svc.pin_blobs(&guard, &shas);
-            let mut committed = Vec::with_capacity(parts.len());
-            let mut stored = Ok(());
-            for part in parts {
-                let StagedPart {
-                    original_name,
-                    name,
-                    blob,
-                    mime,
-                    dims,
-                } = part;
-                let (sha, size) = (blob.sha(), blob.size());
-                if let Err(e) = blob.commit() {
-                    stored = Err(e);
-                    break;
-                }
-                committed.push(CommittedPart {
-                    original_name,
-                    name,
-                    mime,
-                    dims,
-                    sha,
-                    size,
+            if svc.meta.shared() {
+                // Other nodes cannot see this node's pins (below): the bytes are stored under
+                // the instance's tree lock and the blobs' locks, held until the records are
+                // written, so no node's removal (a delete, a take-back, gc) can come between.
+                return svc.within_directory(instance.id, &owner, &directory, &shas, |blobs| {
+                    let (committed, stored) = commit_parts(parts);
+                    let done: Vec<_> = committed.iter().map(|c| c.sha).collect();
+                    svc.write_or_take_back(blobs, &done, || {
+                        stored?;
+                        let room = svc.admit(instance.id, &owner, incoming)?;
+                        svc.write_upload_records(
+                            instance.id,
+                            &owner,
+                            &directory,
+                            now,
+                            committed,
+                            &room,
+                        )
+                    })
                 });
             }
+            // The bytes go into the store first, under their own locks only: the instance's
+            // tree lock and quota permits are the whole instance's, and a blob commit can be
+            // long (an S3 copy of a large object). Pinned until the records reference them,
+            // so no removal (on this node, the only one) takes them in between.
+            let guard = svc.lock_blobs(&shas)?;
+            let pins = svc.pin_blobs(&guard, &shas);
+            let (committed, stored) = commit_parts(parts);
             drop(guard);
+            let done: Vec<_> = committed.iter().map(|c| c.sha).collect();
             let out = stored.and_then(|()| {
                 // Every directory of the path exists (created once) and stays put until the
                 // records are written; the blobs' locks are held again.
-                svc.within_directory(instance.id, &owner, &directory, &shas, |blobs| {
-                    svc.still_stored(blobs, &shas)?;
+                svc.within_directory(instance.id, &owner, &directory, &shas, |_| {
                     let room = svc.admit(instance.id, &owner, incoming)?;
                     svc.write_upload_records(instance.id, &owner, &directory, now, committed, &room)
                 })
@@ -221,9 +218,10 @@ impl Service {
             // Referenced now, or taken back below.
             drop(pins);
             if out.is_err() {
-                // A refused or failed write leaves no bytes that nothing references (every
-                // part's: a removal may have skipped one while it was pinned).
-                svc.take_back(&shas);
+                // A refused or failed write leaves no bytes of its own that nothing references.
+                // (Those of parts never committed stay as they were: a removal that skipped
+                // them while pinned left them to gc.)
+                svc.take_back(&done);
             }
             out
         })
@@ -290,6 +288,34 @@ impl Service {
             .collect();
         Ok((files, allowance))
     }
+}
+
+/// Commits each part's blob in order, stopping at the first failure: the parts committed, and
+/// how the commits went.
+fn commit_parts(parts: Vec<StagedPart>) -> (Vec<CommittedPart>, Result<()>) {
+    let mut committed = Vec::with_capacity(parts.len());
+    for part in parts {
+        let StagedPart {
+            original_name,
+            name,
+            blob,
+            mime,
+            dims,
+        } = part;
+        let (sha, size) = (blob.sha(), blob.size());
+        if let Err(e) = blob.commit() {
+            return (committed, Err(e));
+        }
+        committed.push(CommittedPart {
+            original_name,
+            name,
+            mime,
+            dims,
+            sha,
+            size,
+        });
+    }
+    (committed, Ok(()))
 }
 
 /// What an upload made: each File by the name the client sent, and what the quotas leave (no

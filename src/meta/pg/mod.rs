@@ -29,11 +29,8 @@
 //!   after its in-process locks (so one node's threads queue in process first, and at most one
 //!   of them per stripe waits on the database):
 //!   - a blob's lock (`pg_advisory_lock(k)`, `k` from schema and sha) is held from "bytes
-//!     stored or found" to "reference counted" (sessions, re-uploads), from "bytes still
-//!     there" to "reference counted" (uploads: they store their bytes before any lock, pinned
-//!     against this node's removals, and check under the lock that no other node removed
-//!     them meanwhile; `Service::pin_blobs`) and from "count dropped to 0" to "blob removed
-//!     from S3" (deletes, the session sweep, gc). Why
+//!     stored or found" to "reference counted" (uploads, sessions, re-uploads) and from
+//!     "count dropped to 0" to "blob removed from S3" (deletes, the session sweep, gc). Why
 //!     not row locks: the removal is an S3 call after the transaction, and a `FOR UPDATE` on
 //!     `blob_refs` cannot be held past commit, nor taken on a row that does not exist yet (the
 //!     first reference); keeping a "dying" row at 0 would make every insert revive rows and
